@@ -1,0 +1,344 @@
+"""Per-pair market features computed without look-ahead.
+
+The agent decides after bar t closes, so the feature row of bar t may use bars ``<= t`` only.
+Every building block here is *prefix-stable*: computing on ``ohlcv[:k]`` gives bit-for-bit the
+same rows ``< k`` as computing on the whole array (elementwise numpy, pandas ``rolling`` and
+``ewm(adjust=False)``, all of which run forward from the first bar). ``tests/test_features.py``
+checks this with exact equality.
+
+Pipeline, per pair:
+
+1. raw indicators (log returns, realised volatility, RSI, MACD, Bollinger %B, volume z-score,
+   bar range, close position);
+2. normalisation with past-only statistics over ``norm_window`` bars (including bar t):
+   zero-centred features are divided by their rolling root-mean-square, positive ones
+   (volatility, volatility ratio, bar range) are rolling z-scored, bounded or already
+   standardised ones (RSI, %B, close position, volume z-score) are left as they are;
+3. clip to ``[-clip, clip]``; the first :func:`feature_warmup` rows are NaN.
+
+Divisions by a spread that is zero (flat, filled bars: volume 0 and O=H=L=C) yield 0, never
+NaN or inf.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from nexlify.errors import ConfigError, DataError
+
+__all__ = [
+    "FEATURE_WARMUP",
+    "FeatureConfig",
+    "compute_market_features",
+    "feature_names",
+    "feature_warmup",
+]
+
+_EPS = 1e-12
+"""A spread (std, RMS, volatility) at or below this counts as zero: the ratio is set to 0."""
+_REL_EPS = 1e-10
+"""A Bollinger std below this fraction of the mean price counts as zero (flat prices)."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Windows and normalisation of the per-pair market features (lengths in bars)."""
+
+    return_horizons: tuple[int, ...] = (1, 4, 24, 72)
+    """Horizons of the log-return features ``log(close_t / close_{t-h})``."""
+    vol_window: int = 24
+    """Window of the realised volatility (sample std of 1-bar log returns)."""
+    long_vol_window: int = 168
+    """Window of the long volatility that the realised volatility is divided by."""
+    rsi_period: int = 14
+    """Period of Wilder's RSI (seeded with the simple mean of the first period)."""
+    macd: tuple[int, int, int] = (12, 26, 9)
+    """MACD fast EMA span, slow EMA span and signal EMA span."""
+    bollinger_window: int = 20
+    """Window of the Bollinger band mean and (population) standard deviation."""
+    bollinger_std: float = 2.0
+    """Bollinger band half-width in standard deviations."""
+    volume_window: int = 24
+    """Window of the volume z-score, taken on ``log(1 + volume)``."""
+    norm_window: int = 720
+    """Window of the past-only rolling normaliser (includes the current bar)."""
+    norm_min_periods: int = 168
+    """Observations the normaliser needs before it emits a value."""
+    clip: float = 5.0
+    """Every feature is clipped to ``[-clip, clip]`` after normalisation."""
+
+    def __post_init__(self) -> None:
+        horizons = self.return_horizons
+        if (
+            not isinstance(horizons, tuple)
+            or not horizons
+            or not all(_is_int(h) and h >= 1 for h in horizons)
+            or len(set(horizons)) != len(horizons)
+        ):
+            _bad("return_horizons", horizons, "a non-empty tuple of distinct integers >= 1")
+        _check_int("vol_window", self.vol_window, 2)
+        _check_int("long_vol_window", self.long_vol_window, 2)
+        if self.long_vol_window <= self.vol_window:
+            _bad("long_vol_window", self.long_vol_window, "must be greater than vol_window")
+        _check_int("rsi_period", self.rsi_period, 1)
+        macd = self.macd
+        if (
+            not isinstance(macd, tuple)
+            or len(macd) != 3
+            or not all(_is_int(x) and x >= 1 for x in macd)
+            or macd[0] >= macd[1]
+        ):
+            _bad("macd", macd, "a tuple (fast, slow, signal) of integers >= 1 with fast < slow")
+        _check_int("bollinger_window", self.bollinger_window, 2)
+        if not _is_finite_positive(self.bollinger_std):
+            _bad("bollinger_std", self.bollinger_std, "a finite number > 0")
+        _check_int("volume_window", self.volume_window, 2)
+        _check_int("norm_window", self.norm_window, 2)
+        _check_int("norm_min_periods", self.norm_min_periods, 2)
+        if self.norm_min_periods > self.norm_window:
+            _bad("norm_min_periods", self.norm_min_periods, "must not exceed norm_window")
+        if not _is_finite_positive(self.clip):
+            _bad("clip", self.clip, "a finite number > 0")
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_finite_positive(x: object) -> bool:
+    return (
+        isinstance(x, (int, float, np.floating))
+        and not isinstance(x, bool)
+        and math.isfinite(float(x))
+        and float(x) > 0.0
+    )
+
+
+def _bad(name: str, value: object, rule: str) -> None:
+    raise ConfigError(f"features.{name}: {value!r} is invalid ({rule})")
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if not _is_int(value) or int(value) < minimum:  # type: ignore[call-overload]
+        _bad(name, value, f"an integer >= {minimum}")
+
+
+def feature_names(config: FeatureConfig | None = None) -> tuple[str, ...]:
+    """Names of the feature columns, in the order of the last axis of the feature array."""
+    cfg = config or FeatureConfig()
+    return (
+        *(f"ret_{h}" for h in cfg.return_horizons),
+        f"vol_{cfg.vol_window}",
+        f"vol_ratio_{cfg.vol_window}_{cfg.long_vol_window}",
+        f"rsi_{cfg.rsi_period}",
+        "macd_hist",
+        "bb_pctb",
+        f"volume_z_{cfg.volume_window}",
+        "bar_range",
+        "close_pos",
+    )
+
+
+def _raw_lookback(cfg: FeatureConfig) -> int:
+    """Index of the first bar at which every raw indicator is defined (and EMAs have settled)."""
+    _fast, slow, signal = cfg.macd
+    return max(
+        max(cfg.return_horizons),
+        cfg.vol_window,
+        cfg.long_vol_window,
+        cfg.rsi_period,
+        slow + signal,
+        cfg.bollinger_window - 1,
+        cfg.volume_window - 1,
+    )
+
+
+def feature_warmup(config: FeatureConfig | None = None) -> int:
+    """Number of leading bars whose feature rows are NaN (same for every input length)."""
+    cfg = config or FeatureConfig()
+    return _raw_lookback(cfg) + cfg.norm_min_periods - 1
+
+
+FEATURE_WARMUP: int = feature_warmup()
+"""Leading NaN rows with the default :class:`FeatureConfig` (168 + 168 - 1 = 335)."""
+
+
+# --- building blocks (all [T, P] float64, prefix-stable) ------------------------------------
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray, floor: np.ndarray | float = _EPS) -> np.ndarray:
+    """``num / den`` where ``den > floor``, else 0; NaN in either input stays NaN."""
+    ok = den > floor
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(ok, num / np.where(ok, den, 1.0), 0.0)
+    out[np.isnan(num) | np.isnan(den)] = np.nan
+    return out
+
+
+def _lagged_diff(x: np.ndarray, lag: int) -> np.ndarray:
+    out = np.full_like(x, np.nan)
+    if lag < x.shape[0]:
+        out[lag:] = x[lag:] - x[:-lag]
+    return out
+
+
+def _rolling_mean(x: np.ndarray, window: int, min_periods: int | None = None) -> np.ndarray:
+    frame = pd.DataFrame(x)
+    return frame.rolling(window, min_periods=min_periods or window).mean().to_numpy()
+
+
+def _rolling_std(
+    x: np.ndarray, window: int, ddof: int, min_periods: int | None = None
+) -> np.ndarray:
+    frame = pd.DataFrame(x)
+    rolled = frame.rolling(window, min_periods=min_periods or window).std(ddof=ddof)
+    return rolled.to_numpy()
+
+
+def _ema(x: np.ndarray, *, span: float | None = None, alpha: float | None = None) -> np.ndarray:
+    """Recursive EMA ``y_t = (1 - a) y_{t-1} + a x_t`` seeded at the first non-NaN value."""
+    return pd.DataFrame(x).ewm(span=span, alpha=alpha, adjust=False).mean().to_numpy()
+
+
+def _wilder_rsi(close: np.ndarray, period: int) -> np.ndarray:
+    """Wilder's RSI scaled to [-1, 1]: ``(rsi - 50) / 50 = (G - L) / (G + L)``; 0 when flat.
+
+    G and L are the smoothed average gain and loss: the simple mean of the first ``period``
+    changes (bars 1..period), then ``avg_t = (avg_{t-1} (period - 1) + x_t) / period``.
+    """
+    change = _lagged_diff(close, 1)
+    gain = np.maximum(change, 0.0)
+    loss = np.maximum(-change, 0.0)
+    if close.shape[0] <= period:
+        return np.full_like(close, np.nan)
+    smoothed = []
+    for series in (gain, loss):
+        seeded = series.copy()
+        seeded[:period] = np.nan
+        seeded[period] = series[1 : period + 1].mean(axis=0)
+        smoothed.append(_ema(seeded, alpha=1.0 / period))
+    avg_gain, avg_loss = smoothed
+    return _safe_div(avg_gain - avg_loss, avg_gain + avg_loss)
+
+
+def _raw_features(ohlcv: np.ndarray, cfg: FeatureConfig) -> list[np.ndarray]:
+    high, low, close, volume = (ohlcv[..., i] for i in (1, 2, 3, 4))
+    log_close = np.log(close)
+    features = [_lagged_diff(log_close, h) for h in cfg.return_horizons]
+
+    ret_1 = _lagged_diff(log_close, 1)
+    vol = _rolling_std(ret_1, cfg.vol_window, ddof=1)
+    long_vol = _rolling_std(ret_1, cfg.long_vol_window, ddof=1)
+    features += [vol, _safe_div(vol, long_vol)]
+
+    features.append(_wilder_rsi(close, cfg.rsi_period))
+
+    fast, slow, signal = cfg.macd
+    macd_line = _ema(close, span=fast) - _ema(close, span=slow)
+    macd_hist = macd_line - _ema(macd_line, span=signal)
+    features.append(macd_hist / close)
+
+    mean = _rolling_mean(close, cfg.bollinger_window)
+    std = _rolling_std(close, cfg.bollinger_window, ddof=0)
+    # %B - 0.5 = (close - lower) / (upper - lower) - 0.5 = (close - mean) / (2 k std)
+    features.append(_safe_div(close - mean, 2.0 * cfg.bollinger_std * std, _REL_EPS * mean))
+
+    log_volume = np.log1p(volume)
+    v_mean = _rolling_mean(log_volume, cfg.volume_window)
+    v_std = _rolling_std(log_volume, cfg.volume_window, ddof=0)
+    features.append(_safe_div(log_volume - v_mean, v_std))
+
+    bar_span = high - low
+    features.append(bar_span / close)
+    features.append(_safe_div(close - low, bar_span, 0.0) - 0.5 * (bar_span > 0.0))
+    return features
+
+
+def _normalise_scale(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Divide by the rolling root-mean-square (keeps the sign and zero of a centred feature)."""
+    mean_square = _rolling_mean(x * x, cfg.norm_window, cfg.norm_min_periods)
+    return _safe_div(x, np.sqrt(np.maximum(mean_square, 0.0)))
+
+
+def _normalise_zscore(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    mean = _rolling_mean(x, cfg.norm_window, cfg.norm_min_periods)
+    std = _rolling_std(x, cfg.norm_window, ddof=0, min_periods=cfg.norm_min_periods)
+    return _safe_div(x - mean, std)
+
+
+def _normalisers(cfg: FeatureConfig) -> list[str]:
+    """How each feature column is normalised: 'scale', 'zscore' or 'none'."""
+    n_returns = len(cfg.return_horizons)
+    return ["scale"] * n_returns + [
+        "zscore",  # realised volatility
+        "zscore",  # volatility ratio
+        "none",  # RSI, already in [-1, 1]
+        "scale",  # MACD histogram / close
+        "none",  # Bollinger %B - 0.5, already in band units
+        "none",  # volume z-score, already standardised
+        "zscore",  # bar range
+        "none",  # close position, in [-0.5, 0.5]
+    ]
+
+
+def _validate_ohlcv(ohlcv: np.ndarray) -> np.ndarray:
+    arr = np.asarray(ohlcv, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[2] != 5:
+        raise DataError(
+            f"features: expected OHLCV of shape [T, P, 5] (open, high, low, close, volume), "
+            f"got {arr.shape}"
+        )
+    if not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise DataError(
+            f"features: non-finite value at bar {bad[0]}, pair {bad[1]}, column {bad[2]}; "
+            "fill or drop missing candles first (see data quality checks)"
+        )
+    if (arr[..., :4] <= 0.0).any():
+        raise DataError("features: prices must be > 0; run the data quality checks first")
+    if (arr[..., 4] < 0.0).any():
+        raise DataError("features: volume must be >= 0; run the data quality checks first")
+    if (arr[..., 1] < arr[..., 2]).any():
+        raise DataError("features: high below low in some bar; run the data quality checks first")
+    return arr
+
+
+def compute_market_features(
+    ohlcv: np.ndarray, *, config: FeatureConfig | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Features of every pair at every bar, using only bars up to and including that bar.
+
+    Args:
+        ohlcv: float array [T, P, 5] of open, high, low, close, volume for P pairs.
+        config: windows and normalisation; defaults to :class:`FeatureConfig()`.
+
+    Returns:
+        ``(features, names)``: float32 [T, P, F] with rows ``< feature_warmup(config)`` NaN and
+        every later value finite and within ``[-clip, clip]``; ``names`` has length F.
+
+    Raises:
+        DataError: wrong shape, non-finite values, non-positive prices, negative volume or
+            high below low.
+    """
+    cfg = config or FeatureConfig()
+    arr = _validate_ohlcv(ohlcv)
+    n_bars, n_pairs, _ = arr.shape
+    names = feature_names(cfg)
+    out = np.empty((n_bars, n_pairs, len(names)), dtype=np.float64)
+    if n_bars == 0:
+        return out.astype(np.float32), names
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw = _raw_features(arr, cfg)
+        for j, (x, how) in enumerate(zip(raw, _normalisers(cfg), strict=True)):
+            if how == "scale":
+                x = _normalise_scale(x, cfg)
+            elif how == "zscore":
+                x = _normalise_zscore(x, cfg)
+            out[:, :, j] = x
+    np.clip(out, -cfg.clip, cfg.clip, out=out)
+    out[: feature_warmup(cfg)] = np.nan
+    return out.astype(np.float32), names

@@ -1,0 +1,356 @@
+"""``VecMarketEnv``: N trading envs stepping at once over windows of a ``MarketData``.
+
+Actions (per env, ``Discrete(1 + 2P)`` for P pairs): ``0`` hold, ``1 + 2i`` buy pair i (open a long
+position if flat), ``2 + 2i`` sell pair i (close its position). Spot only: no shorting.
+
+Observation (float32, per env): the market features of the last ``obs_window`` bars for every pair
+(``[W, P, F]`` flattened), then per pair ``[in_position, unrealised PnL x10, time in trade]``, then
+``[cash share, episode log-return x10, daily-loss lock, open trades / max]``. Values are clipped to
+[-5, 5] where they are unbounded.
+
+Autoreset: in ``same_step`` mode (the default, for training) a finished env starts its next episode
+within the same ``step`` call; its last observation is in ``infos["final_obs"]`` (rows marked by
+``infos["_final_obs"]``) and its episode statistics in ``infos["episode"]``. With
+``autoreset=False`` a finished env must be ``reset`` before it is stepped again (evaluation).
+
+The step itself is one compiled kernel (``kernels.step_envs``) over preallocated arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from nexlify.config import MarketConfig, bars_per_year
+from nexlify.data.market_data import MarketData
+from nexlify.errors import ConfigError, DataError
+from nexlify.market import kernels as K
+from nexlify.market.metrics import EpisodeMetrics
+
+
+def action_names(pairs: tuple[str, ...] | list[str]) -> list[str]:
+    """Human-readable names of the discrete actions, in index order."""
+    names = ["hold"]
+    for pair in pairs:
+        names += [f"buy {pair}", f"sell {pair}"]
+    return names
+
+
+def _pack_params(config: MarketConfig, record: bool) -> np.ndarray:
+    r, x, e = config.risk, config.execution, config.env
+    params = np.zeros(K.N_PARAMS, dtype=np.float64)
+    params[K.P_STOP_LOSS] = r.stop_loss
+    params[K.P_TAKE_PROFIT] = r.take_profit
+    params[K.P_TRAILING] = r.trailing_stop
+    params[K.P_MAX_POSITION] = r.max_position
+    params[K.P_MAX_CONCURRENT] = r.max_concurrent_trades
+    params[K.P_DAILY_LIMIT] = r.daily_loss_limit
+    params[K.P_CLOSE_ON_LIMIT] = float(r.close_on_daily_limit)
+    params[K.P_USE_KELLY] = float(r.use_kelly)
+    params[K.P_KELLY_FRACTION] = r.kelly_fraction
+    params[K.P_KELLY_MIN_TRADES] = r.kelly_min_trades
+    params[K.P_KELLY_MIN_FRACTION] = r.kelly_min_fraction
+    params[K.P_FEE] = x.fee_rate
+    params[K.P_SLIPPAGE] = x.slippage_bps / 10_000.0
+    params[K.P_INITIAL] = x.initial_balance
+    params[K.P_RUIN] = e.ruin_equity
+    params[K.P_CLOSE_AT_END] = float(e.close_at_end)
+    params[K.P_RECORD] = float(record)
+    return params
+
+
+class VecMarketEnv(VectorEnv):  # type: ignore[type-arg]
+    """Batched trading simulator; see the module docstring for actions, observations, autoreset."""
+
+    def __init__(
+        self,
+        data: MarketData,
+        config: MarketConfig | None = None,
+        num_envs: int = 1,
+        seed: int | None = None,
+        *,
+        autoreset: bool = True,
+        record: bool = False,
+        copy_obs: bool = True,
+    ) -> None:
+        config = config or MarketConfig()
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ConfigError(f"num_envs: {num_envs!r} is invalid (an integer >= 1)")
+        if len(data.pairs) * 2 + 1 > 2**15:
+            raise ConfigError(f"pairs: {len(data.pairs)} pairs is too many")
+        self.data = data
+        self.config = config
+        self.num_envs = num_envs
+        self.window = config.env.obs_window
+        self.record = record
+        self.copy_obs = copy_obs
+        self.autoreset = autoreset
+        self.metadata = {
+            "autoreset_mode": AutoresetMode.SAME_STEP if autoreset else AutoresetMode.DISABLED
+        }
+        T, P = data.n_bars, data.n_pairs
+        span = T - self.window  # decision steps available after the observation window fills
+        length = config.env.episode_length or span
+        if length < 1 or length > span:
+            raise DataError(
+                f"episode_length={config.env.episode_length} needs {length + self.window} bars "
+                f"(with obs_window={self.window}) but the data has {T} bars "
+                f"({data.source}, {data.timeframe}); use more data or a shorter episode"
+            )
+        self.episode_length = length
+        self.obs_size = self.window * P * data.n_features + P * K.PAIR_STATE + K.GLOBAL_STATE
+        self.n_actions = 1 + 2 * P
+        self.single_observation_space = spaces.Box(-np.inf, np.inf, (self.obs_size,), np.float32)
+        self.single_action_space = spaces.Discrete(self.n_actions)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._params = _pack_params(config, record)
+        self._rng = np.random.default_rng(seed)
+        self._bpy = bars_per_year(data.timeframe)
+
+        N = num_envs
+        self._cursor = np.zeros((N, 3), dtype=np.int64)
+        self._acct = np.zeros((N, K.N_ACCT), dtype=np.float64)
+        self._pos = np.zeros((N, P, K.N_POS), dtype=np.float64)
+        self._kelly = np.zeros((N, config.risk.kelly_window), dtype=np.float64)
+        self._trade_count = np.zeros(N, dtype=np.int64)
+        log_rows = config.env.max_trade_log if record else 1
+        self._trade_log = np.zeros((N, log_rows, K.N_TRADE), dtype=np.float64)
+        self._equity_curve = np.zeros((N, length + 1 if record else 1), dtype=np.float64)
+        self._obs = [np.zeros((N, self.obs_size), dtype=np.float32) for _ in range(2)]
+        self._obs_i = 0
+        self._rewards = np.zeros(N, dtype=np.float32)
+        self._rewards64 = np.zeros(N, dtype=np.float64)
+        self._terminated = np.zeros(N, dtype=np.bool_)
+        self._truncated = np.zeros(N, dtype=np.bool_)
+        self._needs_reset = np.ones(N, dtype=np.bool_)
+        self._all = np.ones(N, dtype=np.bool_)
+
+    # ----------------------------------------------------------------------------------------
+    def _sample_starts(self, count: int) -> np.ndarray:
+        first = self.window - 1
+        last = self.data.n_bars - 1 - self.episode_length
+        if self.config.env.random_start and last > first:
+            return self._rng.integers(first, last + 1, size=count, dtype=np.int64)
+        return np.full(count, first, dtype=np.int64)
+
+    def _reset_mask(self, mask: np.ndarray, starts: np.ndarray, out: np.ndarray) -> None:
+        full_starts = np.zeros(self.num_envs, dtype=np.int64)
+        full_starts[mask] = starts
+        ends = np.minimum(full_starts + self.episode_length, self.data.n_bars - 1)
+        d = self.data
+        K.reset_envs(
+            mask,
+            full_starts,
+            ends,
+            d.features,
+            d.prices,
+            self._cursor,
+            self._acct,
+            self._pos,
+            self._kelly,
+            self._trade_count,
+            self._equity_curve,
+            self._params,
+            self.window,
+            out,
+        )
+        self._needs_reset[mask] = False
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start new episodes in every env.
+
+        ``options={"starts": [...]}`` fixes each env's first decision bar (evaluation); the
+        episode then runs ``episode_length`` steps or to the end of the data, whichever is first.
+        """
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        obs = self._obs[self._obs_i]
+        if options and "starts" in options:
+            starts = np.asarray(options["starts"], dtype=np.int64).reshape(-1)
+            if starts.shape[0] != self.num_envs:
+                raise ConfigError(f"reset starts: expected {self.num_envs} values, got {starts}")
+            lo, hi = self.window - 1, self.data.n_bars - 2
+            if starts.min() < lo or starts.max() > hi:
+                raise ConfigError(f"reset starts: each must be in [{lo}, {hi}], got {starts}")
+            self._reset_mask(self._all, starts, obs)
+        else:
+            self._reset_mask(self._all, self._sample_starts(self.num_envs), obs)
+        return (obs.copy() if self.copy_obs else obs), {}
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Advance every env one bar. ``actions``: int [N] in ``[0, n_actions)``."""
+        acts = np.asarray(actions)
+        if acts.shape != (self.num_envs,):
+            raise ConfigError(f"actions: expected shape ({self.num_envs},), got {acts.shape}")
+        if acts.dtype != np.int64:
+            acts = acts.astype(np.int64)
+        if acts.min() < 0 or acts.max() >= self.n_actions:
+            raise ConfigError(f"actions: values must be in [0, {self.n_actions}), got {acts}")
+        if self._needs_reset.any():
+            raise ConfigError(
+                f"envs {np.flatnonzero(self._needs_reset).tolist()} finished their episode; "
+                "call reset() before stepping them again"
+            )
+        self._obs_i ^= 1
+        obs = self._obs[self._obs_i]
+        d = self.data
+        K.step_envs(
+            acts,
+            d.time,
+            d.features,
+            d.prices,
+            self._cursor,
+            self._acct,
+            self._pos,
+            self._kelly,
+            self._trade_log,
+            self._trade_count,
+            self._equity_curve,
+            self._params,
+            self.window,
+            obs,
+            self._rewards64,
+            self._terminated,
+            self._truncated,
+        )
+        rewards = self._rewards64.astype(np.float32)
+        terminated = self._terminated.copy()
+        truncated = self._truncated.copy()
+        infos: dict[str, Any] = {}
+        done = terminated | truncated
+        if done.any():
+            infos["final_obs"] = obs.copy()
+            infos["_final_obs"] = done
+            infos["episode"] = self._episode_info(done)
+            infos["_episode"] = done
+            if self.autoreset:
+                self._reset_mask(done, self._sample_starts(int(done.sum())), obs)
+            else:
+                self._needs_reset |= done
+        return (obs.copy() if self.copy_obs else obs), rewards, terminated, truncated, infos
+
+    # ----------------------------------------------------------------------------------------
+    def _episode_info(self, mask: np.ndarray) -> dict[str, np.ndarray]:
+        a = self._acct
+        info = {
+            "r": np.where(mask, np.log(a[:, K.EQUITY] / a[:, K.START_EQ]), 0.0),
+            "l": np.where(mask, a[:, K.STEPS], 0.0).astype(np.int64),
+            "return_pct": np.where(mask, (a[:, K.EQUITY] / a[:, K.START_EQ] - 1) * 100, 0.0),
+            "trades": np.where(mask, a[:, K.N_TRADES], 0.0).astype(np.int64),
+            "max_drawdown_pct": np.where(mask, a[:, K.MAX_DD] * 100, 0.0),
+            "fees": np.where(mask, a[:, K.FEES], 0.0),
+        }
+        return info
+
+    def episode_metrics(self, env: int) -> EpisodeMetrics:
+        """Metrics of env ``env``'s current (or just finished) episode, from running totals."""
+        a = self._acct[env]
+        steps = a[K.STEPS]
+        mean = a[K.RET_SUM] / steps if steps else 0.0
+        var = (a[K.RET_SQ] - steps * mean * mean) / (steps - 1) if steps > 1 else 0.0
+        std = math.sqrt(max(var, 0.0))
+        downside = math.sqrt(a[K.DOWN_SQ] / steps) if steps else 0.0
+        root = math.sqrt(self._bpy)
+        n_trades = int(a[K.N_TRADES])
+        gross_loss = a[K.GROSS_LOSS]
+        if gross_loss > 0:
+            profit_factor = a[K.GROSS_PROFIT] / gross_loss
+        else:
+            profit_factor = math.inf if a[K.GROSS_PROFIT] > 0 else 0.0
+        return EpisodeMetrics(
+            total_return_pct=(a[K.EQUITY] / a[K.START_EQ] - 1.0) * 100.0,
+            sharpe=mean / std * root if std > 1e-12 else 0.0,
+            sortino=mean / downside * root if downside > 1e-12 else 0.0,
+            max_drawdown_pct=a[K.MAX_DD] * 100.0,
+            win_rate=a[K.N_WINS] / n_trades if n_trades else 0.0,
+            profit_factor=profit_factor,
+            n_trades=n_trades,
+            exposure=a[K.EXPOSED_STEPS] / steps if steps else 0.0,
+            fees_paid=a[K.FEES],
+            final_equity=a[K.EQUITY],
+        )
+
+    def risk_counters(self, env: int) -> dict[str, int]:
+        """How often the risk manager intervened in env ``env``'s episode."""
+        a = self._acct[env]
+        return {"blocked_entries": int(a[K.N_BLOCKED]), "daily_limit_hits": int(a[K.N_LIMIT_HITS])}
+
+    def equity_curve(self, env: int) -> np.ndarray:
+        """Equity after each step of env ``env``'s episode, starting balance first (record mode)."""
+        self._require_record()
+        curve = self._equity_curve[env]
+        steps = int(self._acct[env, K.STEPS])
+        return curve[: steps + 1].copy()
+
+    def trades(self, env: int) -> list[dict[str, Any]]:
+        """Closed trades of env ``env``'s episode (record mode), oldest first."""
+        self._require_record()
+        count = int(self._trade_count[env])
+        if count > self._trade_log.shape[1]:
+            raise DataError(
+                f"env {env} closed {count} trades but only {self._trade_log.shape[1]} are kept; "
+                "raise env.max_trade_log"
+            )
+        time = self.data.time
+        out = []
+        for row in self._trade_log[env, :count]:
+            entry_bar, exit_bar = int(row[K.TL_ENTRY_BAR]), int(row[K.TL_EXIT_BAR])
+            out.append(
+                {
+                    "pair": self.data.pairs[int(row[K.TL_PAIR])],
+                    "entry_time": int(time[entry_bar]),
+                    "exit_time": int(time[exit_bar]),
+                    "entry_bar": entry_bar,
+                    "exit_bar": exit_bar,
+                    "entry_price": float(row[K.TL_ENTRY_PRICE]),
+                    "exit_price": float(row[K.TL_EXIT_PRICE]),
+                    "quantity": float(row[K.TL_QTY]),
+                    "pnl": float(row[K.TL_PNL]),
+                    "return": float(row[K.TL_RETURN]),
+                    "fees": float(row[K.TL_FEES]),
+                    "reason": K.REASON_NAMES[int(row[K.TL_REASON])],
+                }
+            )
+        return out
+
+    def positions(self, env: int) -> dict[str, dict[str, float]]:
+        """Open positions of env ``env``: pair -> quantity, entry price, highest high."""
+        out = {}
+        for p, pair in enumerate(self.data.pairs):
+            row = self._pos[env, p]
+            if row[K.QTY] > 0:
+                out[pair] = {
+                    "quantity": float(row[K.QTY]),
+                    "entry_price": float(row[K.ENTRY_PRICE]),
+                    "high_water": float(row[K.HIGH_WATER]),
+                    "entry_bar": int(row[K.ENTRY_BAR]),
+                }
+        return out
+
+    def account(self, env: int) -> dict[str, float]:
+        """Cash and equity of env ``env`` at its current bar."""
+        a = self._acct[env]
+        return {
+            "cash": float(a[K.CASH]),
+            "equity": float(a[K.EQUITY]),
+            "day_start_equity": float(a[K.DAY_START_EQ]),
+            "locked": bool(a[K.LOCKED]),
+        }
+
+    def current_bar(self, env: int) -> int:
+        """Index in ``data`` of env ``env``'s current bar."""
+        return int(self._cursor[env, K.T_NOW])
+
+    def _require_record(self) -> None:
+        if not self.record:
+            raise ConfigError("equity curves and trades are kept only with record=True")

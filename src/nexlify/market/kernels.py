@@ -1,0 +1,437 @@
+"""Compiled step and reset kernels of the vectorized market (numba, one loop over envs).
+
+Market semantics (``DESIGN.md``), per env, for one decision taken after bar ``t`` closes:
+
+1. If bar ``t+1`` starts a new UTC day, the day's opening equity is the equity at ``t``'s close
+   and the daily-loss lock is lifted.
+2. At bar ``t+1``'s open: a sell closes that pair's position; then a buy opens one if the pair is
+   flat, the daily-loss lock is off and fewer than ``max_concurrent_trades`` positions are open.
+   Size = ``max_position`` x equity at ``t``'s close, or the capped half-Kelly fraction of the
+   episode's recent closed trades. Every fill pays the taker fee and adverse slippage.
+3. Inside bar ``t+1``, every open position is checked against the bar's low and high: the stop
+   level is the higher of the stop-loss (entry x (1 - stop_loss)) and the trailing stop (highest
+   high *before* this bar x (1 - trailing_stop)); if the low touches it the position exits there,
+   or at the open when the bar gapped through it. Otherwise, if the high reaches the take-profit
+   it exits there (or at a better open). Both touched in one bar: the stop wins (we cannot know
+   the order inside a bar, so we assume the worse one). The highest high is updated afterwards.
+4. Equity is marked at bar ``t+1``'s close. Reward = log(equity_t+1 / equity_t). Equity below
+   ``daily_loss_limit`` under the day's opening equity locks new entries for the rest of the day.
+5. Equity below ``ruin_equity`` x starting equity: ``terminated``. Reaching the window's last bar:
+   ``truncated``. Either way, open positions are liquidated at that close when ``close_at_end``.
+
+Arrays use named columns (the constants below) so the kernel reads like the rules above.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from nexlify.data.market_data import CLOSE, HIGH, LOW, OPEN
+
+# --- per-env account columns: acct[N, N_ACCT] (float64) ---------------------------------------
+CASH, EQUITY, DAY_START_EQ, LOCKED, START_EQ = 0, 1, 2, 3, 4
+FEES, N_TRADES, N_WINS, GROSS_PROFIT, GROSS_LOSS = 5, 6, 7, 8, 9
+PEAK_EQ, MAX_DD, RET_SUM, RET_SQ, DOWN_SQ = 10, 11, 12, 13, 14
+STEPS, EXPOSED_STEPS, N_BLOCKED, N_LIMIT_HITS, N_OPEN = 15, 16, 17, 18, 19
+N_ACCT = 20
+
+# --- per-position columns: pos[N, P, N_POS] (float64) -----------------------------------------
+QTY, ENTRY_PRICE, ENTRY_COST, ENTRY_BAR, HIGH_WATER = 0, 1, 2, 3, 4
+N_POS = 5
+
+# --- cursor columns: cursor[N, 3] (int64) -----------------------------------------------------
+T_NOW, T_END, T_START = 0, 1, 2
+
+# --- trade log columns: trade_log[N, M, N_TRADE] (float64) ------------------------------------
+TL_PAIR, TL_ENTRY_BAR, TL_EXIT_BAR, TL_ENTRY_PRICE, TL_EXIT_PRICE = 0, 1, 2, 3, 4
+TL_QTY, TL_PNL, TL_RETURN, TL_REASON, TL_FEES = 5, 6, 7, 8, 9
+N_TRADE = 10
+
+# --- exit reasons ------------------------------------------------------------------------------
+REASON_SIGNAL, REASON_STOP, REASON_TAKE, REASON_TRAIL, REASON_LIMIT, REASON_END = 0, 1, 2, 3, 4, 5
+REASON_NAMES = ("signal", "stop", "take", "trail", "limit", "end")
+
+# --- parameter vector: params[N_PARAMS] (float64) ---------------------------------------------
+P_STOP_LOSS, P_TAKE_PROFIT, P_TRAILING, P_MAX_POSITION, P_MAX_CONCURRENT = 0, 1, 2, 3, 4
+P_DAILY_LIMIT, P_CLOSE_ON_LIMIT, P_USE_KELLY, P_KELLY_FRACTION, P_KELLY_MIN_TRADES = 5, 6, 7, 8, 9
+P_KELLY_MIN_FRACTION, P_FEE, P_SLIPPAGE, P_INITIAL, P_RUIN, P_CLOSE_AT_END = 10, 11, 12, 13, 14, 15
+P_RECORD = 16
+N_PARAMS = 17
+
+# --- observation layout -----------------------------------------------------------------------
+PAIR_STATE = 3  # in_position, unrealised PnL (x10), time in trade (weeks of bars / 168, capped)
+GLOBAL_STATE = 4  # cash share, episode log-return (x10), daily-loss lock, open-trade share
+SECONDS_PER_DAY = 86400
+OBS_CLIP = 5.0
+
+
+
+@njit(cache=True, inline="always")
+def _kelly_size(hist: np.ndarray, n_closed: float, params: np.ndarray) -> float:
+    """Position fraction of equity for the next entry (see RiskConfig for the fields)."""
+    cap = params[P_MAX_POSITION]
+    if params[P_USE_KELLY] == 0.0 or n_closed < params[P_KELLY_MIN_TRADES]:
+        return cap
+    k = hist.shape[0]
+    count = int(min(n_closed, k))
+    wins = 0
+    win_sum = 0.0
+    loss_sum = 0.0
+    for i in range(count):
+        r = hist[i]
+        if r > 0.0:
+            wins += 1
+            win_sum += r
+        else:
+            loss_sum -= r
+    if wins == 0:
+        frac = 0.0
+    elif wins == count or loss_sum == 0.0:
+        frac = 1.0
+    else:
+        win_rate = wins / count
+        payoff = (win_sum / wins) / (loss_sum / (count - wins))
+        frac = win_rate - (1.0 - win_rate) / payoff
+    frac *= params[P_KELLY_FRACTION]
+    return min(max(frac, params[P_KELLY_MIN_FRACTION]), cap)
+
+
+@njit(cache=True, inline="always")
+def _close_position(
+    n: int,
+    p: int,
+    price: float,
+    bar: int,
+    reason: int,
+    acct: np.ndarray,
+    pos: np.ndarray,
+    kelly_hist: np.ndarray,
+    trade_log: np.ndarray,
+    trade_count: np.ndarray,
+    params: np.ndarray,
+) -> None:
+    """Sell the whole position of pair ``p`` at ``price`` (before slippage) and book the trade."""
+    fill = price * (1.0 - params[P_SLIPPAGE])
+    qty = pos[n, p, QTY]
+    value = qty * fill
+    fee = value * params[P_FEE]
+    acct[n, CASH] += value - fee
+    acct[n, FEES] += fee
+    entry_cost = pos[n, p, ENTRY_COST]
+    pnl = value - fee - entry_cost
+    ret = pnl / entry_cost
+    k = kelly_hist.shape[1]
+    kelly_hist[n, int(acct[n, N_TRADES]) % k] = ret
+    acct[n, N_TRADES] += 1.0
+    if pnl > 0.0:
+        acct[n, N_WINS] += 1.0
+        acct[n, GROSS_PROFIT] += pnl
+    else:
+        acct[n, GROSS_LOSS] -= pnl
+    if params[P_RECORD] != 0.0:
+        m = trade_count[n]
+        if m < trade_log.shape[1]:
+            row = trade_log[n, m]
+            row[TL_PAIR] = p
+            row[TL_ENTRY_BAR] = pos[n, p, ENTRY_BAR]
+            row[TL_EXIT_BAR] = bar
+            row[TL_ENTRY_PRICE] = pos[n, p, ENTRY_PRICE]
+            row[TL_EXIT_PRICE] = fill
+            row[TL_QTY] = qty
+            row[TL_PNL] = pnl
+            row[TL_RETURN] = ret
+            row[TL_REASON] = reason
+            row[TL_FEES] = fee + entry_cost - qty * pos[n, p, ENTRY_PRICE]
+        trade_count[n] = m + 1
+    pos[n, p, QTY] = 0.0
+    acct[n, N_OPEN] -= 1.0
+
+
+@njit(cache=True, inline="always")
+def _open_position(
+    n: int,
+    p: int,
+    price: float,
+    bar: int,
+    fraction: float,
+    acct: np.ndarray,
+    pos: np.ndarray,
+    params: np.ndarray,
+) -> bool:
+    """Buy ``fraction`` of current equity of pair ``p`` at ``price`` (before slippage)."""
+    fee_rate = params[P_FEE]
+    notional = min(fraction * acct[n, EQUITY], acct[n, CASH] / (1.0 + fee_rate))
+    if notional <= 0.0:
+        return False
+    fill = price * (1.0 + params[P_SLIPPAGE])
+    fee = notional * fee_rate
+    acct[n, CASH] -= notional + fee
+    acct[n, FEES] += fee
+    pos[n, p, QTY] = notional / fill
+    pos[n, p, ENTRY_PRICE] = fill
+    pos[n, p, ENTRY_COST] = notional + fee
+    pos[n, p, ENTRY_BAR] = bar
+    pos[n, p, HIGH_WATER] = fill
+    acct[n, N_OPEN] += 1.0
+    return True
+
+
+@njit(cache=True)
+def _write_obs(
+    n: int,
+    features: np.ndarray,
+    prices: np.ndarray,
+    cursor: np.ndarray,
+    acct: np.ndarray,
+    pos: np.ndarray,
+    params: np.ndarray,
+    window: int,
+    out: np.ndarray,
+) -> None:
+    """Observation of env ``n`` at its current bar: market features, then pair and account state."""
+    t = cursor[n, T_NOW]
+    n_pairs = features.shape[1]
+    n_feat = features.shape[2]
+    k = 0
+    for w in range(t - window + 1, t + 1):
+        for p in range(n_pairs):
+            for f in range(n_feat):
+                out[k] = features[w, p, f]
+                k += 1
+    for p in range(n_pairs):
+        if pos[n, p, QTY] > 0.0:
+            upnl = (prices[t, p, CLOSE] / pos[n, p, ENTRY_PRICE] - 1.0) * 10.0
+            held = (t - pos[n, p, ENTRY_BAR]) / 168.0
+            out[k] = 1.0
+            out[k + 1] = min(max(upnl, -OBS_CLIP), OBS_CLIP)
+            out[k + 2] = min(held, OBS_CLIP)
+        else:
+            out[k] = 0.0
+            out[k + 1] = 0.0
+            out[k + 2] = 0.0
+        k += PAIR_STATE
+    equity = acct[n, EQUITY]
+    out[k] = acct[n, CASH] / equity
+    out[k + 1] = min(max(math.log(equity / acct[n, START_EQ]) * 10.0, -OBS_CLIP), OBS_CLIP)
+    out[k + 2] = acct[n, LOCKED]
+    out[k + 3] = acct[n, N_OPEN] / params[P_MAX_CONCURRENT]
+
+
+@njit(cache=True, parallel=True)
+def reset_envs(
+    mask: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    features: np.ndarray,
+    prices: np.ndarray,
+    cursor: np.ndarray,
+    acct: np.ndarray,
+    pos: np.ndarray,
+    kelly_hist: np.ndarray,
+    trade_count: np.ndarray,
+    equity_curve: np.ndarray,
+    params: np.ndarray,
+    window: int,
+    obs: np.ndarray,
+) -> None:
+    """Start a new episode in every env where ``mask`` is set, at bar ``starts[n]``."""
+    for n in prange(mask.shape[0]):
+        if not mask[n]:
+            continue
+        cursor[n, T_NOW] = starts[n]
+        cursor[n, T_START] = starts[n]
+        cursor[n, T_END] = ends[n]
+        acct[n, :] = 0.0
+        initial = params[P_INITIAL]
+        acct[n, CASH] = initial
+        acct[n, EQUITY] = initial
+        acct[n, DAY_START_EQ] = initial
+        acct[n, START_EQ] = initial
+        acct[n, PEAK_EQ] = initial
+        pos[n, :, :] = 0.0
+        kelly_hist[n, :] = 0.0
+        trade_count[n] = 0
+        if params[P_RECORD] != 0.0:
+            equity_curve[n, :] = np.nan
+            equity_curve[n, 0] = initial
+        _write_obs(n, features, prices, cursor, acct, pos, params, window, obs[n])
+
+
+@njit(cache=True, parallel=True)
+def step_envs(
+    actions: np.ndarray,
+    time: np.ndarray,
+    features: np.ndarray,
+    prices: np.ndarray,
+    cursor: np.ndarray,
+    acct: np.ndarray,
+    pos: np.ndarray,
+    kelly_hist: np.ndarray,
+    trade_log: np.ndarray,
+    trade_count: np.ndarray,
+    equity_curve: np.ndarray,
+    params: np.ndarray,
+    window: int,
+    obs: np.ndarray,
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+) -> None:
+    """Advance every env by one bar (see the module docstring for the rules, in order)."""
+    n_pairs = prices.shape[1]
+    for n in prange(actions.shape[0]):
+        t = cursor[n, T_NOW]
+        t1 = t + 1
+        equity_before = acct[n, EQUITY]
+
+        # 1. a new UTC day resets the daily-loss reference and lock
+        if time[t1] // SECONDS_PER_DAY != time[t] // SECONDS_PER_DAY:
+            acct[n, DAY_START_EQ] = equity_before
+            acct[n, LOCKED] = 0.0
+
+        # 2. orders fill at bar t+1's open: sells (and limit liquidation) first, then buys
+        a = actions[n]
+        if acct[n, LOCKED] != 0.0 and params[P_CLOSE_ON_LIMIT] != 0.0:
+            for p in range(n_pairs):
+                if pos[n, p, QTY] > 0.0:
+                    _close_position(
+                        n,
+                        p,
+                        prices[t1, p, OPEN],
+                        t1,
+                        REASON_LIMIT,
+                        acct,
+                        pos,
+                        kelly_hist,
+                        trade_log,
+                        trade_count,
+                        params,
+                    )
+        if a > 0 and a % 2 == 0:
+            p = (a - 2) // 2
+            if pos[n, p, QTY] > 0.0:
+                _close_position(
+                    n,
+                    p,
+                    prices[t1, p, OPEN],
+                    t1,
+                    REASON_SIGNAL,
+                    acct,
+                    pos,
+                    kelly_hist,
+                    trade_log,
+                    trade_count,
+                    params,
+                )
+        elif a % 2 == 1:
+            p = (a - 1) // 2
+            if pos[n, p, QTY] == 0.0:
+                if acct[n, LOCKED] != 0.0 or acct[n, N_OPEN] >= params[P_MAX_CONCURRENT]:
+                    acct[n, N_BLOCKED] += 1.0
+                else:
+                    fraction = _kelly_size(kelly_hist[n], acct[n, N_TRADES], params)
+                    _open_position(n, p, prices[t1, p, OPEN], t1, fraction, acct, pos, params)
+        if acct[n, N_OPEN] > 0.0:
+            acct[n, EXPOSED_STEPS] += 1.0
+
+        # 3. stops inside bar t+1 (stop-loss / trailing first, then take-profit)
+        for p in range(n_pairs):
+            if pos[n, p, QTY] == 0.0:
+                continue
+            bar_open = prices[t1, p, OPEN]
+            entry = pos[n, p, ENTRY_PRICE]
+            stop_level = -1.0
+            reason = REASON_STOP
+            if params[P_STOP_LOSS] > 0.0:
+                stop_level = entry * (1.0 - params[P_STOP_LOSS])
+            if params[P_TRAILING] > 0.0:
+                trail_level = pos[n, p, HIGH_WATER] * (1.0 - params[P_TRAILING])
+                if trail_level > stop_level:
+                    stop_level = trail_level
+                    reason = REASON_TRAIL
+            take_level = entry * (1.0 + params[P_TAKE_PROFIT])
+            if stop_level > 0.0 and prices[t1, p, LOW] <= stop_level:
+                _close_position(
+                    n,
+                    p,
+                    min(bar_open, stop_level),
+                    t1,
+                    reason,
+                    acct,
+                    pos,
+                    kelly_hist,
+                    trade_log,
+                    trade_count,
+                    params,
+                )
+            elif params[P_TAKE_PROFIT] > 0.0 and prices[t1, p, HIGH] >= take_level:
+                _close_position(
+                    n,
+                    p,
+                    max(bar_open, take_level),
+                    t1,
+                    REASON_TAKE,
+                    acct,
+                    pos,
+                    kelly_hist,
+                    trade_log,
+                    trade_count,
+                    params,
+                )
+            else:
+                pos[n, p, HIGH_WATER] = max(pos[n, p, HIGH_WATER], prices[t1, p, HIGH])
+
+        # 4. mark to market at bar t+1's close
+        equity = acct[n, CASH]
+        for p in range(n_pairs):
+            equity += pos[n, p, QTY] * prices[t1, p, CLOSE]
+        ruined = equity < params[P_RUIN] * acct[n, START_EQ]
+        at_end = t1 >= cursor[n, T_END]
+        if (ruined or at_end) and params[P_CLOSE_AT_END] != 0.0 and acct[n, N_OPEN] > 0.0:
+            for p in range(n_pairs):
+                if pos[n, p, QTY] > 0.0:
+                    _close_position(
+                        n,
+                        p,
+                        prices[t1, p, CLOSE],
+                        t1,
+                        REASON_END,
+                        acct,
+                        pos,
+                        kelly_hist,
+                        trade_log,
+                        trade_count,
+                        params,
+                    )
+            equity = acct[n, CASH]
+            for p in range(n_pairs):
+                equity += pos[n, p, QTY] * prices[t1, p, CLOSE]
+        acct[n, EQUITY] = equity
+        if acct[n, LOCKED] == 0.0 and equity < acct[n, DAY_START_EQ] * (
+            1.0 - params[P_DAILY_LIMIT]
+        ):
+            acct[n, LOCKED] = 1.0
+            acct[n, N_LIMIT_HITS] += 1.0
+
+        # 5. reward, episode statistics, episode end
+        rewards[n] = math.log(equity / equity_before)
+        ret = equity / equity_before - 1.0
+        acct[n, RET_SUM] += ret
+        acct[n, RET_SQ] += ret * ret
+        if ret < 0.0:
+            acct[n, DOWN_SQ] += ret * ret
+        acct[n, STEPS] += 1.0
+        if equity > acct[n, PEAK_EQ]:
+            acct[n, PEAK_EQ] = equity
+        drawdown = 1.0 - equity / acct[n, PEAK_EQ]
+        if drawdown > acct[n, MAX_DD]:
+            acct[n, MAX_DD] = drawdown
+        if params[P_RECORD] != 0.0:
+            equity_curve[n, t1 - cursor[n, T_START]] = equity
+        terminated[n] = ruined
+        truncated[n] = at_end and not ruined
+        cursor[n, T_NOW] = t1
+        _write_obs(n, features, prices, cursor, acct, pos, params, window, obs[n])
