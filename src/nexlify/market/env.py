@@ -5,13 +5,14 @@ position if flat), ``2 + 2i`` sell pair i (close its position). Spot only: no sh
 
 Observation (float32, per env): the market features of the last ``obs_window`` bars for every pair
 (``[W, P, F]`` flattened), then per pair ``[in_position, unrealised PnL x10, time in trade]``, then
-``[cash share, episode log-return x10, daily-loss lock, open trades / max]``. Values are clipped to
-[-5, 5] where they are unbounded.
+``[cash share, episode log-return x10, daily-loss lock, open trades / max]``. Account values are
+clipped to [-5, 5]; the observation space's bound is 5 or the largest feature magnitude.
 
 Autoreset: in ``same_step`` mode (the default, for training) a finished env starts its next episode
 within the same ``step`` call; its last observation is in ``infos["final_obs"]`` (rows marked by
 ``infos["_final_obs"]``) and its episode statistics in ``infos["episode"]``. With
-``autoreset=False`` a finished env must be ``reset`` before it is stepped again (evaluation).
+``autoreset=False`` a finished env stays frozen (its actions are ignored, its reward is 0) until
+``reset``; stepping when every env has finished is an error (evaluation).
 
 The step itself is one compiled kernel (``kernels.step_envs``) over preallocated arrays.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numba
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
@@ -31,6 +33,10 @@ from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError, DataError
 from nexlify.market import kernels as K
 from nexlify.market.metrics import EpisodeMetrics
+
+PARALLEL_MIN_ENVS = 1024
+"""Batches at least this large step on all of numba's threads; smaller ones on one thread,
+where a thread barrier would cost more than it saves."""
 
 
 def action_names(pairs: tuple[str, ...] | list[str]) -> list[str]:
@@ -105,7 +111,8 @@ class VecMarketEnv(VectorEnv):  # type: ignore[type-arg]
         self.episode_length = length
         self.obs_size = self.window * P * data.n_features + P * K.PAIR_STATE + K.GLOBAL_STATE
         self.n_actions = 1 + 2 * P
-        self.single_observation_space = spaces.Box(-np.inf, np.inf, (self.obs_size,), np.float32)
+        bound = max(K.OBS_CLIP, float(np.abs(data.features).max()))
+        self.single_observation_space = spaces.Box(-bound, bound, (self.obs_size,), np.float32)
         self.single_action_space = spaces.Discrete(self.n_actions)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -130,6 +137,7 @@ class VecMarketEnv(VectorEnv):  # type: ignore[type-arg]
         self._truncated = np.zeros(N, dtype=np.bool_)
         self._needs_reset = np.ones(N, dtype=np.bool_)
         self._all = np.ones(N, dtype=np.bool_)
+        self._parallel = N >= PARALLEL_MIN_ENVS and numba.get_num_threads() > 1
 
     # ----------------------------------------------------------------------------------------
     def _sample_starts(self, count: int) -> np.ndarray:
@@ -196,15 +204,14 @@ class VecMarketEnv(VectorEnv):  # type: ignore[type-arg]
             acts = acts.astype(np.int64)
         if acts.min() < 0 or acts.max() >= self.n_actions:
             raise ConfigError(f"actions: values must be in [0, {self.n_actions}), got {acts}")
-        if self._needs_reset.any():
-            raise ConfigError(
-                f"envs {np.flatnonzero(self._needs_reset).tolist()} finished their episode; "
-                "call reset() before stepping them again"
-            )
+        if self._needs_reset.all():
+            raise ConfigError("every env finished its episode; call reset() before stepping again")
         self._obs_i ^= 1
         obs = self._obs[self._obs_i]
         d = self.data
-        K.step_envs(
+        kernel = K.step_envs if self._parallel else K.step_envs_serial
+        kernel(
+            ~self._needs_reset,
             acts,
             d.time,
             d.features,
@@ -350,6 +357,14 @@ class VecMarketEnv(VectorEnv):  # type: ignore[type-arg]
     def current_bar(self, env: int) -> int:
         """Index in ``data`` of env ``env``'s current bar."""
         return int(self._cursor[env, K.T_NOW])
+
+    def current_bars(self) -> np.ndarray:
+        """Index in ``data`` of every env's current bar, int64 [N] (a copy)."""
+        return self._cursor[:, K.T_NOW].copy()
+
+    def position_mask(self) -> np.ndarray:
+        """bool [N, P]: which pairs each env holds a position in."""
+        return self._pos[:, :, K.QTY] > 0.0
 
     def _require_record(self) -> None:
         if not self.record:

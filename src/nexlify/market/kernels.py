@@ -68,7 +68,6 @@ SECONDS_PER_DAY = 86400
 OBS_CLIP = 5.0
 
 
-
 @njit(cache=True, inline="always")
 def _kelly_size(hist: np.ndarray, n_closed: float, params: np.ndarray) -> float:
     """Position fraction of equity for the next entry (see RiskConfig for the fields)."""
@@ -220,7 +219,44 @@ def _write_obs(
     out[k + 3] = acct[n, N_OPEN] / params[P_MAX_CONCURRENT]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, inline="always")
+def _reset_one(
+    n: int,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    features: np.ndarray,
+    prices: np.ndarray,
+    cursor: np.ndarray,
+    acct: np.ndarray,
+    pos: np.ndarray,
+    kelly_hist: np.ndarray,
+    trade_count: np.ndarray,
+    equity_curve: np.ndarray,
+    params: np.ndarray,
+    window: int,
+    obs: np.ndarray,
+) -> None:
+    """Start a new episode in env ``n`` at bar ``starts[n]``."""
+    cursor[n, T_NOW] = starts[n]
+    cursor[n, T_START] = starts[n]
+    cursor[n, T_END] = ends[n]
+    acct[n, :] = 0.0
+    initial = params[P_INITIAL]
+    acct[n, CASH] = initial
+    acct[n, EQUITY] = initial
+    acct[n, DAY_START_EQ] = initial
+    acct[n, START_EQ] = initial
+    acct[n, PEAK_EQ] = initial
+    pos[n, :, :] = 0.0
+    kelly_hist[n, :] = 0.0
+    trade_count[n] = 0
+    if params[P_RECORD] != 0.0:
+        equity_curve[n, :] = np.nan
+        equity_curve[n, 0] = initial
+    _write_obs(n, features, prices, cursor, acct, pos, params, window, obs[n])
+
+
+@njit(cache=True)
 def reset_envs(
     mask: np.ndarray,
     starts: np.ndarray,
@@ -237,31 +273,31 @@ def reset_envs(
     window: int,
     obs: np.ndarray,
 ) -> None:
-    """Start a new episode in every env where ``mask`` is set, at bar ``starts[n]``."""
-    for n in prange(mask.shape[0]):
-        if not mask[n]:
-            continue
-        cursor[n, T_NOW] = starts[n]
-        cursor[n, T_START] = starts[n]
-        cursor[n, T_END] = ends[n]
-        acct[n, :] = 0.0
-        initial = params[P_INITIAL]
-        acct[n, CASH] = initial
-        acct[n, EQUITY] = initial
-        acct[n, DAY_START_EQ] = initial
-        acct[n, START_EQ] = initial
-        acct[n, PEAK_EQ] = initial
-        pos[n, :, :] = 0.0
-        kelly_hist[n, :] = 0.0
-        trade_count[n] = 0
-        if params[P_RECORD] != 0.0:
-            equity_curve[n, :] = np.nan
-            equity_curve[n, 0] = initial
-        _write_obs(n, features, prices, cursor, acct, pos, params, window, obs[n])
+    """Start a new episode in every env where ``mask`` is set (one thread: resets are rare)."""
+    for n in range(mask.shape[0]):
+        if mask[n]:
+            _reset_one(
+                n,
+                starts,
+                ends,
+                features,
+                prices,
+                cursor,
+                acct,
+                pos,
+                kelly_hist,
+                trade_count,
+                equity_curve,
+                params,
+                window,
+                obs,
+            )
 
 
-@njit(cache=True, parallel=True)
-def step_envs(
+@njit(cache=True, inline="always")
+def _step_one(
+    n: int,
+    active: np.ndarray,
     actions: np.ndarray,
     time: np.ndarray,
     features: np.ndarray,
@@ -280,45 +316,33 @@ def step_envs(
     terminated: np.ndarray,
     truncated: np.ndarray,
 ) -> None:
-    """Advance every env by one bar (see the module docstring for the rules, in order)."""
+    """Advance env ``n`` by one bar (see the module docstring for the rules, in order)."""
     n_pairs = prices.shape[1]
-    for n in prange(actions.shape[0]):
-        t = cursor[n, T_NOW]
-        t1 = t + 1
-        equity_before = acct[n, EQUITY]
+    if not active[n]:
+        rewards[n] = 0.0
+        terminated[n] = False
+        truncated[n] = False
+        return
+    t = cursor[n, T_NOW]
+    t1 = t + 1
+    equity_before = acct[n, EQUITY]
 
-        # 1. a new UTC day resets the daily-loss reference and lock
-        if time[t1] // SECONDS_PER_DAY != time[t] // SECONDS_PER_DAY:
-            acct[n, DAY_START_EQ] = equity_before
-            acct[n, LOCKED] = 0.0
+    # 1. a new UTC day resets the daily-loss reference and lock
+    if time[t1] // SECONDS_PER_DAY != time[t] // SECONDS_PER_DAY:
+        acct[n, DAY_START_EQ] = equity_before
+        acct[n, LOCKED] = 0.0
 
-        # 2. orders fill at bar t+1's open: sells (and limit liquidation) first, then buys
-        a = actions[n]
-        if acct[n, LOCKED] != 0.0 and params[P_CLOSE_ON_LIMIT] != 0.0:
-            for p in range(n_pairs):
-                if pos[n, p, QTY] > 0.0:
-                    _close_position(
-                        n,
-                        p,
-                        prices[t1, p, OPEN],
-                        t1,
-                        REASON_LIMIT,
-                        acct,
-                        pos,
-                        kelly_hist,
-                        trade_log,
-                        trade_count,
-                        params,
-                    )
-        if a > 0 and a % 2 == 0:
-            p = (a - 2) // 2
+    # 2. orders fill at bar t+1's open: sells (and limit liquidation) first, then buys
+    a = actions[n]
+    if acct[n, LOCKED] != 0.0 and params[P_CLOSE_ON_LIMIT] != 0.0:
+        for p in range(n_pairs):
             if pos[n, p, QTY] > 0.0:
                 _close_position(
                     n,
                     p,
                     prices[t1, p, OPEN],
                     t1,
-                    REASON_SIGNAL,
+                    REASON_LIMIT,
                     acct,
                     pos,
                     kelly_hist,
@@ -326,112 +350,218 @@ def step_envs(
                     trade_count,
                     params,
                 )
-        elif a % 2 == 1:
-            p = (a - 1) // 2
-            if pos[n, p, QTY] == 0.0:
-                if acct[n, LOCKED] != 0.0 or acct[n, N_OPEN] >= params[P_MAX_CONCURRENT]:
-                    acct[n, N_BLOCKED] += 1.0
-                else:
-                    fraction = _kelly_size(kelly_hist[n], acct[n, N_TRADES], params)
-                    _open_position(n, p, prices[t1, p, OPEN], t1, fraction, acct, pos, params)
-        if acct[n, N_OPEN] > 0.0:
-            acct[n, EXPOSED_STEPS] += 1.0
-
-        # 3. stops inside bar t+1 (stop-loss / trailing first, then take-profit)
-        for p in range(n_pairs):
-            if pos[n, p, QTY] == 0.0:
-                continue
-            bar_open = prices[t1, p, OPEN]
-            entry = pos[n, p, ENTRY_PRICE]
-            stop_level = -1.0
-            reason = REASON_STOP
-            if params[P_STOP_LOSS] > 0.0:
-                stop_level = entry * (1.0 - params[P_STOP_LOSS])
-            if params[P_TRAILING] > 0.0:
-                trail_level = pos[n, p, HIGH_WATER] * (1.0 - params[P_TRAILING])
-                if trail_level > stop_level:
-                    stop_level = trail_level
-                    reason = REASON_TRAIL
-            take_level = entry * (1.0 + params[P_TAKE_PROFIT])
-            if stop_level > 0.0 and prices[t1, p, LOW] <= stop_level:
-                _close_position(
-                    n,
-                    p,
-                    min(bar_open, stop_level),
-                    t1,
-                    reason,
-                    acct,
-                    pos,
-                    kelly_hist,
-                    trade_log,
-                    trade_count,
-                    params,
-                )
-            elif params[P_TAKE_PROFIT] > 0.0 and prices[t1, p, HIGH] >= take_level:
-                _close_position(
-                    n,
-                    p,
-                    max(bar_open, take_level),
-                    t1,
-                    REASON_TAKE,
-                    acct,
-                    pos,
-                    kelly_hist,
-                    trade_log,
-                    trade_count,
-                    params,
-                )
+    if a > 0 and a % 2 == 0:
+        p = (a - 2) // 2
+        if pos[n, p, QTY] > 0.0:
+            _close_position(
+                n,
+                p,
+                prices[t1, p, OPEN],
+                t1,
+                REASON_SIGNAL,
+                acct,
+                pos,
+                kelly_hist,
+                trade_log,
+                trade_count,
+                params,
+            )
+    elif a % 2 == 1:
+        p = (a - 1) // 2
+        if pos[n, p, QTY] == 0.0:
+            if acct[n, LOCKED] != 0.0 or acct[n, N_OPEN] >= params[P_MAX_CONCURRENT]:
+                acct[n, N_BLOCKED] += 1.0
             else:
-                pos[n, p, HIGH_WATER] = max(pos[n, p, HIGH_WATER], prices[t1, p, HIGH])
+                fraction = _kelly_size(kelly_hist[n], acct[n, N_TRADES], params)
+                _open_position(n, p, prices[t1, p, OPEN], t1, fraction, acct, pos, params)
+    if acct[n, N_OPEN] > 0.0:
+        acct[n, EXPOSED_STEPS] += 1.0
 
-        # 4. mark to market at bar t+1's close
+    # 3. stops inside bar t+1 (stop-loss / trailing first, then take-profit)
+    for p in range(n_pairs):
+        if pos[n, p, QTY] == 0.0:
+            continue
+        bar_open = prices[t1, p, OPEN]
+        entry = pos[n, p, ENTRY_PRICE]
+        stop_level = -1.0
+        reason = REASON_STOP
+        if params[P_STOP_LOSS] > 0.0:
+            stop_level = entry * (1.0 - params[P_STOP_LOSS])
+        if params[P_TRAILING] > 0.0:
+            trail_level = pos[n, p, HIGH_WATER] * (1.0 - params[P_TRAILING])
+            if trail_level > stop_level:
+                stop_level = trail_level
+                reason = REASON_TRAIL
+        take_level = entry * (1.0 + params[P_TAKE_PROFIT])
+        if stop_level > 0.0 and prices[t1, p, LOW] <= stop_level:
+            _close_position(
+                n,
+                p,
+                min(bar_open, stop_level),
+                t1,
+                reason,
+                acct,
+                pos,
+                kelly_hist,
+                trade_log,
+                trade_count,
+                params,
+            )
+        elif params[P_TAKE_PROFIT] > 0.0 and prices[t1, p, HIGH] >= take_level:
+            _close_position(
+                n,
+                p,
+                max(bar_open, take_level),
+                t1,
+                REASON_TAKE,
+                acct,
+                pos,
+                kelly_hist,
+                trade_log,
+                trade_count,
+                params,
+            )
+        else:
+            pos[n, p, HIGH_WATER] = max(pos[n, p, HIGH_WATER], prices[t1, p, HIGH])
+
+    # 4. mark to market at bar t+1's close
+    equity = acct[n, CASH]
+    for p in range(n_pairs):
+        equity += pos[n, p, QTY] * prices[t1, p, CLOSE]
+    ruined = equity < params[P_RUIN] * acct[n, START_EQ]
+    at_end = t1 >= cursor[n, T_END]
+    if (ruined or at_end) and params[P_CLOSE_AT_END] != 0.0 and acct[n, N_OPEN] > 0.0:
+        for p in range(n_pairs):
+            if pos[n, p, QTY] > 0.0:
+                _close_position(
+                    n,
+                    p,
+                    prices[t1, p, CLOSE],
+                    t1,
+                    REASON_END,
+                    acct,
+                    pos,
+                    kelly_hist,
+                    trade_log,
+                    trade_count,
+                    params,
+                )
         equity = acct[n, CASH]
         for p in range(n_pairs):
             equity += pos[n, p, QTY] * prices[t1, p, CLOSE]
-        ruined = equity < params[P_RUIN] * acct[n, START_EQ]
-        at_end = t1 >= cursor[n, T_END]
-        if (ruined or at_end) and params[P_CLOSE_AT_END] != 0.0 and acct[n, N_OPEN] > 0.0:
-            for p in range(n_pairs):
-                if pos[n, p, QTY] > 0.0:
-                    _close_position(
-                        n,
-                        p,
-                        prices[t1, p, CLOSE],
-                        t1,
-                        REASON_END,
-                        acct,
-                        pos,
-                        kelly_hist,
-                        trade_log,
-                        trade_count,
-                        params,
-                    )
-            equity = acct[n, CASH]
-            for p in range(n_pairs):
-                equity += pos[n, p, QTY] * prices[t1, p, CLOSE]
-        acct[n, EQUITY] = equity
-        if acct[n, LOCKED] == 0.0 and equity < acct[n, DAY_START_EQ] * (
-            1.0 - params[P_DAILY_LIMIT]
-        ):
-            acct[n, LOCKED] = 1.0
-            acct[n, N_LIMIT_HITS] += 1.0
+    acct[n, EQUITY] = equity
+    if acct[n, LOCKED] == 0.0 and equity < acct[n, DAY_START_EQ] * (1.0 - params[P_DAILY_LIMIT]):
+        acct[n, LOCKED] = 1.0
+        acct[n, N_LIMIT_HITS] += 1.0
 
-        # 5. reward, episode statistics, episode end
-        rewards[n] = math.log(equity / equity_before)
-        ret = equity / equity_before - 1.0
-        acct[n, RET_SUM] += ret
-        acct[n, RET_SQ] += ret * ret
-        if ret < 0.0:
-            acct[n, DOWN_SQ] += ret * ret
-        acct[n, STEPS] += 1.0
-        if equity > acct[n, PEAK_EQ]:
-            acct[n, PEAK_EQ] = equity
-        drawdown = 1.0 - equity / acct[n, PEAK_EQ]
-        if drawdown > acct[n, MAX_DD]:
-            acct[n, MAX_DD] = drawdown
-        if params[P_RECORD] != 0.0:
-            equity_curve[n, t1 - cursor[n, T_START]] = equity
-        terminated[n] = ruined
-        truncated[n] = at_end and not ruined
-        cursor[n, T_NOW] = t1
-        _write_obs(n, features, prices, cursor, acct, pos, params, window, obs[n])
+    # 5. reward, episode statistics, episode end
+    rewards[n] = math.log(equity / equity_before)
+    ret = equity / equity_before - 1.0
+    acct[n, RET_SUM] += ret
+    acct[n, RET_SQ] += ret * ret
+    if ret < 0.0:
+        acct[n, DOWN_SQ] += ret * ret
+    acct[n, STEPS] += 1.0
+    if equity > acct[n, PEAK_EQ]:
+        acct[n, PEAK_EQ] = equity
+    drawdown = 1.0 - equity / acct[n, PEAK_EQ]
+    if drawdown > acct[n, MAX_DD]:
+        acct[n, MAX_DD] = drawdown
+    if params[P_RECORD] != 0.0:
+        equity_curve[n, t1 - cursor[n, T_START]] = equity
+    terminated[n] = ruined
+    truncated[n] = at_end and not ruined
+    cursor[n, T_NOW] = t1
+    _write_obs(n, features, prices, cursor, acct, pos, params, window, obs[n])
+
+
+@njit(cache=True, parallel=True)
+def step_envs(
+    active: np.ndarray,
+    actions: np.ndarray,
+    time: np.ndarray,
+    features: np.ndarray,
+    prices: np.ndarray,
+    cursor: np.ndarray,
+    acct: np.ndarray,
+    pos: np.ndarray,
+    kelly_hist: np.ndarray,
+    trade_log: np.ndarray,
+    trade_count: np.ndarray,
+    equity_curve: np.ndarray,
+    params: np.ndarray,
+    window: int,
+    obs: np.ndarray,
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+) -> None:
+    """Advance every active env by one bar, envs spread over numba's threads (large batches)."""
+    for n in prange(actions.shape[0]):
+        _step_one(
+            n,
+            active,
+            actions,
+            time,
+            features,
+            prices,
+            cursor,
+            acct,
+            pos,
+            kelly_hist,
+            trade_log,
+            trade_count,
+            equity_curve,
+            params,
+            window,
+            obs,
+            rewards,
+            terminated,
+            truncated,
+        )
+
+
+@njit(cache=True)
+def step_envs_serial(
+    active: np.ndarray,
+    actions: np.ndarray,
+    time: np.ndarray,
+    features: np.ndarray,
+    prices: np.ndarray,
+    cursor: np.ndarray,
+    acct: np.ndarray,
+    pos: np.ndarray,
+    kelly_hist: np.ndarray,
+    trade_log: np.ndarray,
+    trade_count: np.ndarray,
+    equity_curve: np.ndarray,
+    params: np.ndarray,
+    window: int,
+    obs: np.ndarray,
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+) -> None:
+    """Same as ``step_envs`` on one thread: cheaper for small batches (no thread barrier)."""
+    for n in range(actions.shape[0]):
+        _step_one(
+            n,
+            active,
+            actions,
+            time,
+            features,
+            prices,
+            cursor,
+            acct,
+            pos,
+            kelly_hist,
+            trade_log,
+            trade_count,
+            equity_curve,
+            params,
+            window,
+            obs,
+            rewards,
+            terminated,
+            truncated,
+        )

@@ -1,0 +1,74 @@
+"""The ``nexlify`` command: one handler per subcommand, errors mapped to exit codes.
+
+    nexlify train [options]      the training pipeline (same flags as the root script)
+    nexlify baselines [options]  buy-and-hold, SMA crossover and random, with metrics
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from nexlify.commands.baselines import start_baselines
+from nexlify.commands.options import add_data_options, add_train_options
+from nexlify.commands.train import start_train
+from nexlify.errors import NexlifyError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nexlify",
+        description="Reinforcement-learning trading agents for crypto spot markets.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train",
+        help="multi-start training, selection on validation data, auto-retraining",
+        description="Train several agents from different seeds, pick the best on held-out "
+        "validation data, then retrain from it until the score plateaus.",
+    )
+    add_train_options(train)
+    train.set_defaults(handler=start_train)
+
+    baselines = sub.add_parser(
+        "baselines",
+        help="run the baseline policies through the simulator and print their metrics",
+    )
+    add_data_options(baselines)
+    baselines.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    baselines.set_defaults(handler=start_baselines)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nexlify`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(stderr=True)
+    if args.version:
+        import nexlify
+
+        print(nexlify.__version__)
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args, console))
+    except NexlifyError as exc:
+        logging.getLogger("nexlify").debug("error", exc_info=True)
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

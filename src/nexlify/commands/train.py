@@ -1,0 +1,127 @@
+"""``nexlify train``: resolve the config, pick the data, run the pipeline, write the outputs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from nexlify.commands.options import overrides_from_args
+from nexlify.errors import ConfigError
+from nexlify.pipeline.auto_retrain import SUMMARY_FILE, attach_run_log, run_pipeline
+from nexlify.pipeline.data_choice import load_training_market
+from nexlify.train.config import RunConfig, load_run_config, run_config_from_dict
+
+QUICK_TEST: dict[str, dict[str, Any]] = {
+    "pipeline": {"initial_runs": 2, "max_iterations": 3, "initial_episodes": 16,
+                 "retrain_episodes": 8},
+    "train": {"eval_every": 8},
+    "agent": {"learning_starts": 1000},
+    "data": {"synthetic_days": 400},
+}  # fmt: skip
+"""What ``--quick-test`` changes (explicit flags still win); it also keeps only the first pair."""
+
+MARKET_SECTIONS = ("risk", "execution", "env")
+
+
+def resolve_run_config(args: argparse.Namespace) -> RunConfig:
+    """Config file, then --quick-test, then explicit flags; validated, errors name the field."""
+    config = load_run_config(args.config) if getattr(args, "config", None) else RunConfig()
+    if getattr(args, "quick_test", False):
+        config = run_config_from_dict(QUICK_TEST, config)
+        pairs = getattr(args, "data__pairs", None) or list(config.data.pairs)
+        config = run_config_from_dict({"data": {"pairs": pairs[:1]}}, config)
+    flags = overrides_from_args(args)
+    nested: dict[str, Any] = {}
+    for section, values in flags.items():
+        if section in MARKET_SECTIONS:
+            nested.setdefault("market", {})[section] = values
+        else:
+            nested[section] = values
+    return run_config_from_dict(nested, config) if nested else config
+
+
+def prepare_output_dir(path: Path) -> str | None:
+    """Create the output folder; an earlier run found there is moved aside, never overwritten."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--output-dir {path}: exists and is not a directory")
+    moved = None
+    if path.is_dir() and any(path.iterdir()):
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(path.stat().st_mtime))
+        target = path.with_name(f"{path.name}.previous-{stamp}")
+        k = 1
+        while target.exists():
+            k += 1
+            target = path.with_name(f"{path.name}.previous-{stamp}-{k}")
+        path.rename(target)
+        moved = str(target)
+    path.mkdir(parents=True, exist_ok=True)
+    return moved
+
+
+def setup_logging(out_dir: Path, console: Console, verbose: bool) -> logging.Logger:
+    """Log to ``training.log`` (flushed per line, for ``tail -f``) and to the console."""
+    log = logging.getLogger("nexlify")
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    attach_run_log(log, out_dir)
+    rich_handler = RichHandler(console=console, show_path=False, markup=False)
+    rich_handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.addHandler(rich_handler)
+    log.propagate = False
+    return log
+
+
+def _plan_table(config: RunConfig) -> Table:
+    p, r, d = config.pipeline, config.market.risk, config.data
+    table = Table(title="Nexlify training plan", show_header=False)
+    rows = [
+        ("pairs / timeframe", f"{', '.join(d.pairs)} / {d.timeframe}"),
+        ("data", d.data_dir or d.source),
+        ("initial runs", f"{p.initial_runs} x {p.initial_episodes} episodes"),
+        ("retraining", f"up to {p.max_iterations} x {p.retrain_episodes} episodes, patience "
+                       f"{p.patience}, threshold {p.improvement_threshold}%"),
+        ("risk", f"SL {r.stop_loss:.1%} TP {r.take_profit:.1%} trail {r.trailing_stop:.1%} "
+                 f"max pos {r.max_position:.1%} max trades {r.max_concurrent_trades} "
+                 f"Kelly {'on' if r.use_kelly else 'off'}"),
+        ("output", p.output_dir),
+    ]  # fmt: skip
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def start_train(args: argparse.Namespace, console: Console) -> int:
+    """Handler of ``nexlify train``."""
+    config = resolve_run_config(args)
+    console.print(_plan_table(config))
+    if not args.automated and sys.stdin.isatty():
+        answer = console.input("Start training? [Y/n] ").strip().lower()
+        if answer not in ("", "y", "yes"):
+            console.print("cancelled")
+            return 1
+    out_dir = Path(config.pipeline.output_dir)
+    moved = prepare_output_dir(out_dir)
+    log = setup_logging(out_dir, console, args.verbose)
+    if moved:
+        log.warning("the earlier run in %s was moved to %s", out_dir, moved)
+    market = load_training_market(config.data, log)
+    summary = run_pipeline(config, market, log, out_dir)
+    console.print(
+        f"[bold green]done[/]: final score {summary['final_best_score']:.3f} "
+        f"({summary['stop_reason']}); summary {out_dir / SUMMARY_FILE}; "
+        f"model {summary['final_model_path']}",
+        highlight=False,
+    )
+    if summary["data_source"] == "synthetic":
+        console.print("[bold yellow]trained on the SYNTHETIC market (no real data given)[/]")
+    return 0

@@ -1,0 +1,110 @@
+"""Baseline policies, run through the same env, costs and risk rules as the agent.
+
+- ``buy_and_hold``: be long every pair whenever the risk rules allow (re-enters after a stop).
+- ``sma_crossover``: long a pair while its fast SMA of closes is above its slow SMA.
+- ``random``: uniform random actions from a seeded generator.
+
+The simulator takes one order per env per step, so a baseline that wants several changes works
+through them one pair at a time, lowest pair index first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nexlify.config import MarketConfig
+from nexlify.data.market_data import CLOSE, MarketData
+from nexlify.errors import ConfigError
+from nexlify.market.env import VecMarketEnv
+from nexlify.market.evaluate import EvaluationResult, Policy, evaluate_policy
+
+BASELINES = ("buy_and_hold", "sma_crossover", "random")
+
+
+def _orders_towards(target_long: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """Action per env that moves one pair towards ``target_long`` [N, P] (hold if none)."""
+    n_envs = held.shape[0]
+    want_buy = target_long & ~held
+    want_sell = held & ~target_long
+    actions = np.zeros(n_envs, dtype=np.int64)
+    sell_any = want_sell.any(axis=1)
+    buy_any = want_buy.any(axis=1)
+    sell_pair = np.argmax(want_sell, axis=1)
+    buy_pair = np.argmax(want_buy, axis=1)
+    actions[buy_any] = 1 + 2 * buy_pair[buy_any]
+    actions[sell_any] = 2 + 2 * sell_pair[sell_any]  # exits first
+    return actions
+
+
+def buy_and_hold_policy() -> Policy:
+    """Long every pair whenever allowed."""
+
+    def policy(obs: np.ndarray, env: VecMarketEnv) -> np.ndarray:
+        held = env.position_mask()
+        return _orders_towards(np.ones_like(held), held)
+
+    return policy
+
+
+def sma_signal(data: MarketData, fast: int = 20, slow: int = 50) -> np.ndarray:
+    """bool [T, P]: fast SMA above slow SMA of closes, using bars up to t only."""
+    if not 1 <= fast < slow:
+        raise ConfigError(f"sma_crossover: need 1 <= fast < slow, got fast={fast}, slow={slow}")
+    close = data.prices[:, :, CLOSE].astype(np.float64)
+    csum = np.vstack([np.zeros((1, close.shape[1])), np.cumsum(close, axis=0)])
+
+    def sma(n: int) -> np.ndarray:
+        out = np.full_like(close, np.nan)
+        out[n - 1 :] = (csum[n:] - csum[:-n]) / n
+        return out
+
+    with np.errstate(invalid="ignore"):
+        return np.asarray(sma(fast) > sma(slow))
+
+
+def sma_crossover_policy(data: MarketData, fast: int = 20, slow: int = 50) -> Policy:
+    """Long while the fast SMA is above the slow SMA (signals precomputed once)."""
+    signal = sma_signal(data, fast, slow)
+
+    def policy(obs: np.ndarray, env: VecMarketEnv) -> np.ndarray:
+        return _orders_towards(signal[env.current_bars()], env.position_mask())
+
+    return policy
+
+
+def random_policy(seed: int = 0) -> Policy:
+    """Uniform random actions from its own generator."""
+    rng = np.random.default_rng(seed)
+
+    def policy(obs: np.ndarray, env: VecMarketEnv) -> np.ndarray:
+        return rng.integers(0, env.n_actions, size=env.num_envs, dtype=np.int64)
+
+    return policy
+
+
+def baseline_policy(name: str, data: MarketData, seed: int = 0) -> Policy:
+    """A baseline by name (see ``BASELINES``)."""
+    if name == "buy_and_hold":
+        return buy_and_hold_policy()
+    if name == "sma_crossover":
+        return sma_crossover_policy(data)
+    if name == "random":
+        return random_policy(seed)
+    raise ConfigError(f"baseline: unknown name {name!r}; choose one of {', '.join(BASELINES)}")
+
+
+def run_baselines(
+    data: MarketData,
+    config: MarketConfig,
+    *,
+    episode_length: int | None = None,
+    seed: int = 0,
+    names: tuple[str, ...] = BASELINES,
+) -> dict[str, EvaluationResult]:
+    """Every baseline over the same windows as ``evaluate_policy`` would use."""
+    return {
+        name: evaluate_policy(
+            baseline_policy(name, data, seed), data, config, episode_length=episode_length
+        )
+        for name in names
+    }

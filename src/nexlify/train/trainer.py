@@ -1,0 +1,244 @@
+"""One training run: collect experience from N envs, learn, validate, keep the best weights.
+
+An *episode* is one window of ``episode_length`` bars in one env; ``episodes`` counts finished
+episodes over all envs. Validation runs the greedy policy over the held-out data (consecutive
+windows of ``episode_length``) and scores it with the original tool's formula.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from nexlify.agent.config import AgentConfig
+from nexlify.agent.dqn import DQNAgent
+from nexlify.agent.replay import ReplayBuffer
+from nexlify.config import MarketConfig
+from nexlify.data.market_data import MarketData
+from nexlify.errors import TrainingError
+from nexlify.market.env import VecMarketEnv
+from nexlify.market.evaluate import EvaluationResult, evaluate_policy
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (episodes done, episodes planned) as training advances."""
+
+
+@dataclass
+class TrainResult:
+    """What one run produced; ``agent`` holds the best weights found by validation."""
+
+    seed: int
+    agent: DQNAgent
+    best_score: float
+    best_metrics: dict[str, float]
+    best_episode: int
+    train_return_pct: float
+    episodes: int
+    transitions: int
+    gradient_steps: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def greedy_policy(agent: DQNAgent) -> Callable[[np.ndarray, VecMarketEnv], np.ndarray]:
+    """The agent's greedy policy in the form ``evaluate_policy`` takes."""
+    return lambda obs, env: agent.greedy(obs)
+
+
+def validate(agent: DQNAgent, data: MarketData, config: MarketConfig) -> EvaluationResult:
+    """Greedy policy over the validation windows."""
+    return evaluate_policy(greedy_policy(agent), data, config)
+
+
+class Trainer:
+    """Runs episodes of a ``VecMarketEnv`` through a ``DQNAgent`` and its replay buffer."""
+
+    def __init__(
+        self,
+        train_data: MarketData,
+        val_data: MarketData,
+        market: MarketConfig,
+        agent_config: AgentConfig,
+        *,
+        num_envs: int,
+        eval_every: int,
+        seed: int,
+        device: str = "cpu",
+        logger: logging.Logger | None = None,
+        label: str = "run",
+    ) -> None:
+        self.train_data = train_data
+        self.val_data = val_data
+        self.market = market
+        self.agent_config = agent_config
+        self.num_envs = num_envs
+        self.eval_every = eval_every
+        self.seed = seed
+        self.device = device
+        self.log = logger or logging.getLogger("nexlify.train")
+        self.label = label
+
+    def make_agent(self, obs_dim: int, n_actions: int) -> DQNAgent:
+        return DQNAgent(obs_dim, n_actions, self.agent_config, self.device, seed=self.seed)
+
+    def train(
+        self,
+        episodes: int,
+        *,
+        agent: DQNAgent | None = None,
+        eps_start: float | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> TrainResult:
+        """Train for ``episodes`` episodes (from ``agent`` if given, else a fresh one)."""
+        started = time.perf_counter()
+        cfg = self.agent_config
+        env = VecMarketEnv(
+            self.train_data, self.market, self.num_envs, seed=self.seed, copy_obs=False
+        )
+        if agent is None:
+            agent = self.make_agent(env.obs_size, env.n_actions)
+        elif (agent.obs_dim, agent.n_actions) != (env.obs_size, env.n_actions):
+            raise TrainingError(
+                f"{self.label}: the model expects {agent.obs_dim} inputs and {agent.n_actions} "
+                f"actions but this market gives {env.obs_size} and {env.n_actions}"
+            )
+        buffer = ReplayBuffer.from_config(cfg, self.num_envs, env.obs_size, device=agent.device)
+        rng = np.random.default_rng([self.seed, 7])
+        eps0 = cfg.eps_start if eps_start is None else eps_start
+        planned = episodes * env.episode_length
+
+        obs, _ = env.reset()
+        transitions = 0
+        gradient_steps = 0
+        done_episodes = 0
+        next_eval = min(self.eval_every, episodes)
+        recent_returns: list[float] = []
+        losses: list[float] = []
+        history: list[dict[str, float]] = []
+        best_score = -math.inf
+        best_state: dict[str, Any] | None = None
+        best_metrics: dict[str, float] = {}
+        best_episode = 0
+        next_obs = np.empty_like(obs)
+
+        while done_episodes < episodes:
+            progress_frac = transitions / planned
+            epsilon = _epsilon(eps0, cfg, progress_frac)
+            actions = agent.act(obs, epsilon, rng)
+            new_obs, rewards, terminated, truncated, info = env.step(actions)
+            np.copyto(next_obs, new_obs)
+            if "final_obs" in info:
+                rows = info["_final_obs"]
+                next_obs[rows] = info["final_obs"][rows]
+            buffer.add(obs, actions, rewards, next_obs, terminated, truncated)
+            before = transitions
+            transitions += self.num_envs
+            for _ in range(cfg.gradient_steps_between(before, transitions)):
+                stats = agent.update_no_sync(buffer.sample(cfg.batch_size, rng))
+                gradient_steps += 1
+                if gradient_steps % 50 == 0:
+                    loss = float(stats[0])
+                    if not math.isfinite(loss):
+                        raise TrainingError(
+                            f"{self.label}: the loss became {loss} at gradient step "
+                            f"{gradient_steps}; lower agent.learning_rate"
+                        )
+                    losses.append(loss)
+            obs = new_obs
+            if "episode" in info:
+                finished = info["_episode"]
+                recent_returns.extend(info["episode"]["return_pct"][finished].tolist())
+                done_episodes += int(finished.sum())
+                if progress is not None:
+                    progress(min(done_episodes, episodes), episodes)
+                if done_episodes >= next_eval or done_episodes >= episodes:
+                    result = validate(agent, self.val_data, self.market)
+                    score = result.score()
+                    avg = result.average()
+                    window = recent_returns[-max(self.num_envs, 10) :]
+                    entry = {
+                        "episode": float(done_episodes),
+                        "epsilon": epsilon,
+                        "train_return_pct": float(np.mean(window)) if window else 0.0,
+                        "loss": float(np.mean(losses[-20:])) if losses else float("nan"),
+                        "val_score": score,
+                        **{f"val_{k}": v for k, v in avg.items()},
+                    }
+                    history.append(entry)
+                    improved = score > best_score
+                    if improved:
+                        best_score, best_metrics, best_episode = score, avg, done_episodes
+                        best_state = copy.deepcopy(agent.online.state_dict())
+                    self.log.info(
+                        "%s | episode %d/%d | train return %+.3f%% | eps %.3f | loss %.5f | "
+                        "val score %.3f (return %+.3f%%, sharpe %.2f)%s",
+                        self.label, done_episodes, episodes, entry["train_return_pct"], epsilon,
+                        entry["loss"], score, avg["avg_return"], avg["avg_sharpe"],
+                        " *best*" if improved else "",
+                    )  # fmt: skip
+                    next_eval = done_episodes + self.eval_every
+
+        if best_state is not None:
+            agent.online.load_state_dict(best_state)
+            agent.sync_target()
+        tail = recent_returns[-max(len(recent_returns) // 10, 1) :]
+        return TrainResult(
+            seed=self.seed,
+            agent=agent,
+            best_score=best_score,
+            best_metrics=best_metrics,
+            best_episode=best_episode,
+            train_return_pct=float(np.mean(tail)) if tail else 0.0,
+            episodes=done_episodes,
+            transitions=transitions,
+            gradient_steps=gradient_steps,
+            seconds=time.perf_counter() - started,
+            history=history,
+        )
+
+
+def _epsilon(eps_start: float, cfg: AgentConfig, progress: float) -> float:
+    """Linear decay from ``eps_start`` to ``cfg.eps_end`` over ``cfg.eps_decay_fraction``."""
+    if cfg.eps_decay_fraction <= 0:
+        return cfg.eps_end
+    frac = min(max(progress / cfg.eps_decay_fraction, 0.0), 1.0)
+    return eps_start + frac * (cfg.eps_end - eps_start)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA if available, else MPS if available, else CPU; explicit names checked."""
+    from nexlify.errors import ConfigError
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"device: {name!r} is not a device (auto, cpu, cuda, cuda:N, mps)"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name!r} requested but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device: {name!r} but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError("device: 'mps' requested but MPS is not available here")
+    return device
