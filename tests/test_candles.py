@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nexlify.data.align import AlignedCandles, align_candles
 from nexlify.data.candles import (
-    AlignedCandles,
-    align_candles,
     candle_frame,
     candles_from_dataframe,
     find_candle_file,

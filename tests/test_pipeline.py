@@ -19,8 +19,9 @@ from nexlify.market.baselines import random_policy
 from nexlify.market.evaluate import evaluate_policy
 from nexlify.pipeline import auto_retrain
 from nexlify.pipeline.auto_retrain import retrain_decision, run_pipeline
+from nexlify.pipeline.data_choice import split_market
 from nexlify.train.config import PipelineConfig, run_config_from_dict
-from nexlify.train.trainer import Trainer, greedy_policy
+from nexlify.train.trainer import Trainer, greedy_policy, validate
 
 TINY: dict[str, dict[str, Any]] = {
     "data": {"pairs": ["BTC/USDT"], "validation_days": 10, "synthetic_days": 60},
@@ -83,6 +84,11 @@ def test_pipeline_writes_the_original_output_tree_and_summary(tmp_path: Path) ->
     agent, meta = load_agent(final)
     assert meta["metrics"]["score"] == pytest.approx(summary["final_best_score"])
     assert meta["extra"]["pairs"] == ["BTC/USDT"]
+    # The saved model reproduces the validation score the summary reports for it.
+    config = tiny_config(tmp_path)
+    market = synthetic_market(config.data.pairs, "1h", seed=0, days=config.data.synthetic_days)
+    _, val, _ = split_market(market, config.data)
+    assert validate(agent, val, config.market).score() == pytest.approx(summary["final_best_score"])
 
 
 def fake_unit_factory(scores: list[float], tmp_path: Path) -> Any:

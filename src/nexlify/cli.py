@@ -1,7 +1,7 @@
 """The ``nexlify`` command: one handler per subcommand, errors mapped to exit codes.
 
-    nexlify train [options]      the training pipeline (same flags as the root script)
-    nexlify baselines [options]  buy-and-hold, SMA crossover and random, with metrics
+nexlify train [options]      the training pipeline (same flags as the root script)
+nexlify baselines [options]  buy-and-hold, SMA crossover and random, with metrics
 """
 
 from __future__ import annotations

@@ -245,8 +245,8 @@ def from_dict(cls: type[T], values: dict[str, Any], section: str = "") -> T:
 
 def _nested_dataclass(cls: type, name: str, ftype: object) -> type | None:
     default = next(f for f in dataclasses.fields(cls) if f.name == name)
-    if default.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        probe = default.default_factory()  # type: ignore[misc]
+    if default.default_factory is not dataclasses.MISSING:
+        probe = default.default_factory()
         if dataclasses.is_dataclass(probe):
             return type(probe)
     return None

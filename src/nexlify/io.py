@@ -49,7 +49,11 @@ def fsync_dir(directory: Path) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 text atomically."""
     data = text.encode("utf-8")
-    return atomic_write(path, lambda handle: handle.write(data) and None)
+
+    def write(handle: IO[bytes]) -> None:
+        handle.write(data)
+
+    return atomic_write(path, write)
 
 
 def json_safe(value: Any) -> Any:

@@ -145,7 +145,7 @@ def build_market_data(
     extra_notes: tuple[str, ...] = (),
 ) -> MarketData:
     """Align candle frames, compute features once, drop the feature warm-up bars."""
-    from nexlify.data.candles import align_candles
+    from nexlify.data.align import align_candles
     from nexlify.data.features import compute_market_features
 
     aligned = align_candles(frames, timeframe)

@@ -70,7 +70,7 @@ def _pack_params(config: MarketConfig, record: bool) -> np.ndarray:
     return params
 
 
-class VecMarketEnv(VectorEnv):  # type: ignore[type-arg]
+class VecMarketEnv(VectorEnv):
     """Batched trading simulator; see the module docstring for actions, observations, autoreset."""
 
     def __init__(

@@ -77,7 +77,7 @@ class TradingEnv(gym.Env[np.ndarray, np.int64]):
             self.market, self.market_config, num_envs=1, seed=seed, autoreset=False, record=True
         )
         self.observation_space = self._vec.single_observation_space
-        self.action_space = self._vec.single_action_space  # type: ignore[assignment]
+        self.action_space = self._vec.single_action_space
         self.action_names = action_names(self.market.pairs)
         self._last_reward = 0.0
 
@@ -110,7 +110,7 @@ class TradingEnv(gym.Env[np.ndarray, np.int64]):
             "positions": len(self._vec.positions(0)),
         }
 
-    def render(self) -> str | None:  # type: ignore[override]
+    def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
         account = self._vec.account(0)

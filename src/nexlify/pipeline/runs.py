@@ -63,7 +63,7 @@ def set_threads(threads: int) -> None:
     """Torch and numba threads for this process (one training unit per process)."""
     threads = max(1, threads)
     torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
 
 
 def train_unit(task: UnitTask, progress: ProgressCallback | None = None) -> dict[str, Any]:

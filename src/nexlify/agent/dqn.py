@@ -1,0 +1,379 @@
+"""DQN agent for batched envs: the policy (act), the learner (update) and its checkpoints.
+
+The TD target and loss live in :mod:`nexlify.agent.losses`; replay in :mod:`nexlify.agent.replay`.
+Torch thread counts are the trainer's business and are not set here.
+
+Stats and GPU syncs: :meth:`DQNAgent.update_no_sync` returns the step's stats as one detached
+tensor on the learner's device and never waits for the device; :meth:`DQNAgent.update` converts
+that tensor to Python floats (one ``tolist()``, which syncs on a GPU and is free on the CPU).
+A GPU training loop calls ``update_no_sync`` and converts only the steps it logs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import nexlify
+from nexlify.agent.config import AgentConfig
+from nexlify.agent.losses import dqn_loss, td_target
+from nexlify.agent.networks import QNetwork, build_q_network
+from nexlify.agent.replay import ReplayBatch
+from nexlify.errors import CheckpointError, ConfigError
+from nexlify.io import atomic_write
+
+UPDATE_STATS = ("loss", "q_mean", "td_abs_mean", "grad_norm")
+"""Names of the entries of the stats vector :meth:`DQNAgent.update_no_sync` returns, in order."""
+
+CHECKPOINT_FORMAT = "nexlify-dqn"
+CHECKPOINT_FORMAT_VERSION = 1
+_REQUIRED_KEYS = (
+    "format",
+    "format_version",
+    "model_state_dict",
+    "target_state_dict",
+    "optimizer_state_dict",
+    "agent_config",
+    "obs_dim",
+    "n_actions",
+)
+
+
+def stats_to_dict(stats_4: torch.Tensor) -> dict[str, float]:
+    """Python floats keyed by :data:`UPDATE_STATS` (syncs once when the tensor is on a GPU)."""
+    return dict(zip(UPDATE_STATS, stats_4.tolist(), strict=True))
+
+
+class DQNAgent:
+    """Online and target Q-networks, Adam, epsilon-greedy acting and the DQN update."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        n_actions: int,
+        config: AgentConfig,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ) -> None:
+        self.obs_dim = obs_dim
+        self.n_actions = n_actions
+        self.config = config
+        self.device = torch.device(device)
+        self.seed = seed
+        self.online: QNetwork = build_q_network(obs_dim, n_actions, config, seed).to(self.device)
+        self.target: QNetwork = copy.deepcopy(self.online)
+        self.target.requires_grad_(False)
+        self.optimizer = _make_adam(self.online, config)
+        self.n_updates = 0
+        """Gradient steps taken so far (drives hard target updates)."""
+        self.last_td_error_B: torch.Tensor | None = None
+        """Detached TD errors of the last update (for prioritized replay)."""
+        self._online_params = list(self.online.parameters())
+        self._target_params = list(self.target.parameters())
+
+    # ----------------------------------------------------------------- policy
+
+    def act(self, obs_ND: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+        """Epsilon-greedy int64 actions [N] for a batch of observations [N, D].
+
+        Draws the explore mask and the random actions from ``rng`` for every call whatever
+        ``epsilon`` is, so the generator's stream does not depend on the schedule. One network
+        forward for the whole batch (skipped when every env explores).
+        """
+        n = int(obs_ND.shape[0])
+        explore_N = rng.random(n) < epsilon
+        random_N = rng.integers(0, self.n_actions, size=n, dtype=np.int64)
+        if explore_N.all():
+            return random_N
+        return np.where(explore_N, random_N, self.greedy(obs_ND))
+
+    def greedy(self, obs_ND: np.ndarray) -> np.ndarray:
+        """argmax_a Q(s, a) as int64 [N] (first action on ties)."""
+        with torch.inference_mode():
+            q_NA = self.online(self._obs_tensor(obs_ND))
+            return q_NA.argmax(dim=1).cpu().numpy().astype(np.int64, copy=False)
+
+    def q_values(self, obs_ND: np.ndarray) -> np.ndarray:
+        """Q-values of the online network as float32 [N, A]."""
+        with torch.inference_mode():
+            return self.online(self._obs_tensor(obs_ND)).cpu().numpy()
+
+    def epsilon_at(self, progress: float) -> float:
+        """Exploration epsilon at ``progress`` = transitions so far / total transitions of the run.
+
+        Linear from eps_start at 0 to eps_end at eps_decay_fraction, then flat.
+        """
+        c = self.config
+        if c.eps_decay_fraction <= 0.0:
+            return c.eps_end
+        frac = min(max(progress / c.eps_decay_fraction, 0.0), 1.0)
+        return c.eps_start + frac * (c.eps_end - c.eps_start)
+
+    def _obs_tensor(self, obs_ND: np.ndarray) -> torch.Tensor:
+        if obs_ND.ndim != 2 or obs_ND.shape[1] != self.obs_dim:
+            raise ValueError(
+                f"observations have shape {obs_ND.shape}; expected (N, {self.obs_dim})"
+            )
+        obs = np.ascontiguousarray(obs_ND, dtype=np.float32)
+        return torch.from_numpy(obs).to(self.device, non_blocking=True)
+
+    # ---------------------------------------------------------------- learner
+
+    def update(self, batch: ReplayBatch) -> dict[str, float]:
+        """One gradient step; returns loss, q_mean, td_abs_mean and grad_norm as floats."""
+        return stats_to_dict(self.update_no_sync(batch))
+
+    def update_no_sync(self, batch: ReplayBatch) -> torch.Tensor:
+        """One gradient step without waiting for the device.
+
+        Returns a detached float32 tensor [4] on the learner's device holding
+        :data:`UPDATE_STATS`: the loss, the mean Q(s, a) of the batch's actions, the mean |TD
+        error| and the gradient norm before clipping.
+        """
+        c = self.config
+        q_BA = self.online(batch.obs_BD)
+        with torch.no_grad():
+            next_q_target_BA = self.target(batch.next_obs_BD)
+            target_B = td_target(
+                batch.rewards_B, batch.discounts_B, batch.terminated_B, next_q_target_BA
+            )
+        out = dqn_loss(q_BA, batch.actions_B, target_B, c.huber_delta, batch.weights_B)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = _clip_grad_norm_(self._online_params, c.max_grad_norm)
+        self.optimizer.step()
+        self.n_updates += 1
+        self._update_target()
+
+        self.last_td_error_B = out.td_error_B
+        return torch.stack(
+            (
+                out.loss.detach(),
+                out.q_taken_B.detach().mean(),
+                out.td_error_B.abs().mean(),
+                grad_norm.detach().to(out.loss.dtype),
+            )
+        )
+
+    @torch.no_grad()
+    def _update_target(self) -> None:
+        c = self.config
+        if c.target_update == "soft":
+            for target_p, online_p in zip(self._target_params, self._online_params, strict=True):
+                target_p.lerp_(online_p, c.tau)  # target + tau * (online - target)
+        elif self.n_updates % c.target_update_interval == 0:
+            self.sync_target()
+
+    def sync_target(self) -> None:
+        """Copy the online network into the target network (parameters and buffers)."""
+        self.target.load_state_dict(self.online.state_dict())
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        metrics: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write a checkpoint atomically (temp file, fsync, rename) and return its path.
+
+        ``metrics`` values must convert to float; ``extra`` may hold only plain data (dict with
+        str keys, list, tuple, str, int, float, bool, None) and tensors, so that it loads with
+        ``torch.load(..., weights_only=True)``. ``torch.load(path)["model_state_dict"]`` is the
+        online network's state dict, as in the original tool.
+        """
+        _check_plain(extra or {}, "extra")
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "nexlify_version": nexlify.__version__,
+            "model_state_dict": _to_cpu(self.online.state_dict()),
+            "target_state_dict": _to_cpu(self.target.state_dict()),
+            "optimizer_state_dict": _to_cpu(self.optimizer.state_dict()),
+            "agent_config": _config_to_plain(self.config),
+            "obs_dim": self.obs_dim,
+            "n_actions": self.n_actions,
+            "n_updates": self.n_updates,
+            "metrics": {str(k): float(v) for k, v in (metrics or {}).items()},
+            "extra": dict(extra or {}),
+        }
+        path = Path(path)
+        atomic_write(path, lambda handle: torch.save(checkpoint, handle))
+        return path
+
+
+def load_agent(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[DQNAgent, dict[str, Any]]:
+    """Rebuild an agent from :meth:`DQNAgent.save` output; never executes code from the file.
+
+    Returns the agent and a dict with ``metrics``, ``extra``, ``n_updates``, ``nexlify_version``
+    and ``format_version``. Raises CheckpointError naming the file and what is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint (truncated or corrupted file, not a torch file, or it "
+            f"holds objects other than tensors and plain data): {type(exc).__name__}: {reason}"
+        ) from exc
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(ckpt).__name__}")
+    missing = [key for key in _REQUIRED_KEYS if key not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks keys {missing}")
+    if ckpt["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: format is {ckpt['format']!r}, expected {CHECKPOINT_FORMAT!r}"
+        )
+    version = ckpt["format_version"]
+    if not isinstance(version, int) or not 1 <= version <= CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format_version {version!r} is not supported (this nexlify reads 1.."
+            f"{CHECKPOINT_FORMAT_VERSION}; upgrade nexlify to read newer files)"
+        )
+    try:
+        config = AgentConfig.from_dict(dict(ckpt["agent_config"]))
+        agent = DQNAgent(int(ckpt["obs_dim"]), int(ckpt["n_actions"]), config, device)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: agent_config/obs_dim/n_actions are invalid: {exc}") from exc
+    for key, net in (("model_state_dict", agent.online), ("target_state_dict", agent.target)):
+        try:  # strict: lists missing and unexpected keys and every shape mismatch
+            net.load_state_dict(ckpt[key])
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{path}: {key} does not match agent_config/obs_dim/n_actions: "
+                + " ".join(str(exc).split())
+            ) from exc
+    try:
+        state = _portable_optimizer_state(ckpt["optimizer_state_dict"], agent.optimizer)
+        agent.optimizer.load_state_dict(state)
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path}: optimizer_state_dict does not fit the network: {exc}"
+        ) from exc
+    _check_optimizer_state(path, agent.optimizer)
+    try:
+        agent.n_updates = int(ckpt.get("n_updates", 0))
+        info = {
+            "metrics": dict(ckpt.get("metrics", {})),
+            "extra": dict(ckpt.get("extra", {})),
+            "n_updates": agent.n_updates,
+            "nexlify_version": ckpt.get("nexlify_version"),
+            "format_version": version,
+        }
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: n_updates/metrics/extra are malformed: {exc}") from exc
+    return agent, info
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _make_adam(net: nn.Module, config: AgentConfig) -> torch.optim.Adam:
+    # The fused kernel is one call per step instead of ~10 small ops per parameter (about 15%
+    # of a CPU update at the default size); older torch builds lack it for some devices.
+    kwargs: dict[str, Any] = {"lr": config.learning_rate, "eps": config.adam_eps}
+    try:
+        return torch.optim.Adam(net.parameters(), fused=True, **kwargs)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.Adam(net.parameters(), **kwargs)
+
+
+def _portable_optimizer_state(state: Any, optimizer: torch.optim.Optimizer) -> Any:
+    # The implementation choice (fused/foreach) belongs to the machine that loads, not the file.
+    if not isinstance(state, dict) or not isinstance(state.get("param_groups"), list):
+        return state
+    current = optimizer.param_groups
+    if len(state["param_groups"]) != len(current):
+        return state  # load_state_dict reports the mismatch
+    groups = [
+        {**group, "fused": mine.get("fused"), "foreach": mine.get("foreach")}
+        if isinstance(group, dict)
+        else group
+        for group, mine in zip(state["param_groups"], current, strict=True)
+    ]
+    return {**state, "param_groups": groups}
+
+
+def _clip_grad_norm_(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Global gradient norm before clipping; scales gradients down to ``max_norm`` if > 0.
+
+    Same arithmetic as ``torch.nn.utils.clip_grad_norm_`` (coefficient max_norm / (norm + 1e-6)
+    clamped at 1, applied unconditionally so that the device is never asked for the norm),
+    without its grouping and checks, which cost more than the arithmetic at this size.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    if max_norm > 0:
+        coef = (max_norm / (norm + 1e-6)).clamp_(max=1.0)
+        for g in grads:
+            g.mul_(coef)
+    return norm
+
+
+def _config_to_plain(config: AgentConfig) -> dict[str, Any]:
+    plain = asdict(config)
+    plain["hidden_sizes"] = list(config.hidden_sizes)
+    return plain
+
+
+def _to_cpu(value: Any) -> Any:
+    # Checkpoints hold CPU tensors so that a bare torch.load works on a machine without a GPU.
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+def _check_plain(value: Any, where: str) -> None:
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where}: key {key!r} is not a str")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    raise TypeError(
+        f"{where}: {type(value).__name__} cannot go into a checkpoint (weights_only loading "
+        "accepts plain data and tensors only)"
+    )
+
+
+def _check_optimizer_state(path: Path, optimizer: torch.optim.Optimizer) -> None:
+    # load_state_dict checks parameter counts but not moment shapes; a bad file would only
+    # fail at the first step, far from its cause.
+    for param, state in optimizer.state.items():
+        for name, value in state.items():
+            if name in ("exp_avg", "exp_avg_sq") and (
+                not isinstance(value, torch.Tensor) or value.shape != param.shape
+            ):
+                found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
+                raise CheckpointError(
+                    f"{path}: optimizer_state_dict {name} is {found}, the parameter is "
+                    f"{tuple(param.shape)}"
+                )

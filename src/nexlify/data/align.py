@@ -1,0 +1,147 @@
+"""Put several pairs' candle frames on one UTC time grid for the simulator.
+
+``align_candles`` trims to the common span, fills a bar missing from a pair flat at the previous
+close (volume 0, marked in ``filled``) and says what it did in ``notes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from nexlify.config import timeframe_seconds
+from nexlify.data.candles import _NS, OHLCV_COLUMNS, _count, _fmt_ts
+from nexlify.errors import DataError
+
+
+@dataclass(frozen=True, eq=False)
+class AlignedCandles:
+    """Several pairs' candles on one common time grid, as arrays for the simulator."""
+
+    pairs: tuple[str, ...]
+    """Pair names, in the order of the P axis."""
+    time: np.ndarray
+    """int64 [T]: bar open times in unix seconds (UTC), one timeframe apart."""
+    ohlcv: np.ndarray
+    """float64 [T, P, 5]: open, high, low, close, volume."""
+    filled: np.ndarray
+    """bool [T, P]: True where the bar was missing and was filled flat at the previous close."""
+    notes: tuple[str, ...]
+    """Human-readable notes on what the alignment did (span, trimming, filled gaps)."""
+
+    @property
+    def n_bars(self) -> int:
+        """Number of bars T on the grid."""
+        return int(self.time.shape[0])
+
+
+def _frame_seconds(pair: str, frame: pd.DataFrame, step: int, timeframe: str) -> np.ndarray:
+    """Bar open times of a candle frame in unix seconds, checking the frame is usable."""
+    hint = "build candle frames with read_candles or candles_from_dataframe"
+    idx = frame.index
+    if not isinstance(idx, pd.DatetimeIndex) or idx.tz is None:
+        raise DataError(f"{pair}: candle frame needs a time-zone-aware DatetimeIndex; {hint}")
+    missing = [c for c in OHLCV_COLUMNS if c not in frame.columns]
+    if missing or len(frame) == 0:
+        what = f"missing columns {', '.join(missing)}" if missing else "no bars"
+        raise DataError(f"{pair}: candle frame has {what}; {hint}")
+    ns = idx.tz_convert("UTC").as_unit("ns").asi8
+    if (np.diff(ns) <= 0).any():
+        raise DataError(f"{pair}: candle times are not strictly increasing; {hint}")
+    off = ns % (step * _NS) != 0
+    if off.any():
+        first = int(np.argmax(off))
+        raise DataError(
+            f"{pair}: {int(off.sum())} bars are not on the {timeframe} grid, first at "
+            f"{_fmt_ts(ns[first])} (bar open times must be multiples of {step} s since "
+            f"1970-01-01 UTC); resample the candles to {timeframe} or use their own timeframe"
+        )
+    return ns // _NS
+
+
+def _gap_note(pair: str, missing: np.ndarray, grid: np.ndarray) -> str:
+    edges = np.diff(np.concatenate(([0], missing.astype(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    lengths = ends - starts
+    k = int(np.argmax(lengths))
+    n, g = int(missing.sum()), len(starts)
+    return (
+        f"{pair}: {_count(n, 'missing bar')} filled flat at the previous close, in "
+        f"{_count(g, 'gap')} (longest gap {_count(lengths[k], 'bar')} at "
+        f"{_fmt_ts(grid[starts[k]] * _NS)})"
+    )
+
+
+def _align_one(
+    frame: pd.DataFrame, t: np.ndarray, grid: np.ndarray, step: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pair on the grid: (ohlcv [T, 5], missing [T]); missing bars flat at the last close."""
+    values = frame[list(OHLCV_COLUMNS)].to_numpy(dtype=np.float64)
+    start, end = grid[0], grid[-1]
+    inside = (t >= start) & (t <= end)
+    pos = (t[inside] - start) // step
+    n = grid.size
+    block = np.full((n, 5), np.nan)
+    block[pos] = values[inside]
+    present = np.zeros(n, dtype=bool)
+    present[pos] = True
+    missing = ~present
+    if missing.any():
+        last = np.where(present, np.arange(n), -1)
+        np.maximum.accumulate(last, out=last)
+        # A leading gap means the pair started before the span: carry its last earlier close.
+        before = values[t < start]
+        carried = before[-1, 3] if len(before) else np.nan
+        prev_close = np.where(last >= 0, block[np.maximum(last, 0), 3], carried)
+        block[missing, :4] = prev_close[missing, None]
+        block[missing, 4] = 0.0
+    return block, missing
+
+
+def align_candles(frames: Mapping[str, pd.DataFrame], timeframe: str) -> AlignedCandles:
+    """Put several pairs' candle frames on one grid over their common span.
+
+    The span is [latest first bar, earliest last bar]; the grid has a bar every timeframe step.
+    A bar a pair lacks on the grid is filled flat (open = high = low = close = previous close,
+    volume 0) and flagged in ``filled``. Bars off the grid or disjoint spans raise DataError.
+    """
+    step = timeframe_seconds(timeframe)
+    if not frames:
+        raise DataError("align_candles: no candle frames given")
+    pairs = tuple(frames)
+    times = {p: _frame_seconds(p, frames[p], step, timeframe) for p in pairs}
+    start = max(int(t[0]) for t in times.values())
+    end = min(int(t[-1]) for t in times.values())
+    if start > end:
+        spans = "; ".join(
+            f"{p} {_fmt_ts(t[0] * _NS)} .. {_fmt_ts(t[-1] * _NS)}" for p, t in times.items()
+        )
+        raise DataError(
+            f"the candles of {', '.join(pairs)} have no common period ({spans}); "
+            "pick pairs whose histories overlap"
+        )
+    grid = np.arange(start, end + step, step, dtype=np.int64)
+    ohlcv = np.empty((grid.size, len(pairs), 5), dtype=np.float64)
+    filled = np.zeros((grid.size, len(pairs)), dtype=bool)
+    notes = [
+        f"common span {_fmt_ts(start * _NS)} .. {_fmt_ts(end * _NS)}: {grid.size} bars of "
+        f"{timeframe} for {_count(len(pairs), 'pair')}"
+    ]
+    for j, pair in enumerate(pairs):
+        t = times[pair]
+        ohlcv[:, j], filled[:, j] = _align_one(frames[pair], t, grid, step)
+        cut_before, cut_after = int((t < start).sum()), int((t > end).sum())
+        if cut_before or cut_after:
+            notes.append(
+                f"{pair}: trimmed {cut_before} bars before and {cut_after} bars after the "
+                "common span"
+            )
+        if filled[:, j].any():
+            notes.append(_gap_note(pair, filled[:, j], grid))
+    shared = int(filled.all(axis=1).sum())
+    if shared and len(pairs) > 1:
+        notes.append(f"{shared} filled bars are missing for every pair (exchange downtime?)")
+    return AlignedCandles(pairs, grid, ohlcv, filled, tuple(notes))
