@@ -30,7 +30,7 @@ TINY: dict[str, dict[str, Any]] = {
               "buffer_size": 4000, "target_update_interval": 50},
     "train": {"num_envs": 4, "eval_every": 4, "device": "cpu", "torch_threads": 1},
     "pipeline": {"initial_runs": 2, "initial_episodes": 8, "retrain_episodes": 4,
-                 "max_iterations": 2, "patience": 2},
+                 "max_iterations": 2, "patience": 2, "workers": 1},
 }  # fmt: skip
 
 
@@ -180,3 +180,14 @@ def test_agent_learns_to_go_long_in_a_steady_uptrend() -> None:
     assert learned.average()["avg_exposure"] > 0.8
     assert learned.average()["avg_return"] > 0
     assert learned.average()["avg_return"] > rand.average()["avg_return"]
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_scores_as_in_process(tmp_path: Path) -> None:
+    inline = run_tiny(tmp_path / "a", pipeline={"workers": 1, "max_iterations": 0})
+    spawned = run_tiny(tmp_path / "b", pipeline={"workers": 2, "max_iterations": 0})
+    assert [r["val_score"] for r in inline["initial_runs"]] == [
+        r["val_score"] for r in spawned["initial_runs"]
+    ]
+    assert len({r["pid"] for r in spawned["initial_runs"]}) == 2
+    assert "run_1 | episode" in (tmp_path / "b" / "out" / "training.log").read_text()

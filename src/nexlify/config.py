@@ -33,13 +33,20 @@ def bars_per_year(timeframe: str) -> float:
     return 365.0 * 86400.0 / timeframe_seconds(timeframe)
 
 
-def _require(ok: bool, section: str, name: str, value: object, rule: str) -> None:
+def require(ok: bool, section: str, name: str, value: object, rule: str) -> None:
+    """Raise ConfigError ``section.name: value is invalid (rule)`` unless ``ok``."""
     if not ok:
         raise ConfigError(f"{section}.{name}: {value!r} is invalid ({rule})")
 
 
-def _finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+def is_finite_number(x: object) -> bool:
+    """A real int or float (not a bool) that is finite."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def is_int(x: object) -> bool:
+    """An int that is not a bool."""
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True)
@@ -75,52 +82,59 @@ class RiskConfig:
         s = "risk"
         for name in ("stop_loss", "take_profit", "trailing_stop"):
             v = getattr(self, name)
-            _require(_finite(v) and 0.0 <= v < 1.0, s, name, v, "a fraction in [0, 1); 0 disables")
-        _require(
+            require(
+                is_finite_number(v) and 0.0 <= v < 1.0,
+                s,
+                name,
+                v,
+                "a fraction in [0, 1); 0 disables",
+            )
+        require(
             self.take_profit == 0 or self.stop_loss == 0 or self.take_profit > self.stop_loss,
             s,
             "take_profit",
             self.take_profit,
             f"must be above stop_loss={self.stop_loss}",
         )
-        _require(
-            _finite(self.max_position) and 0 < self.max_position <= 1,
+        require(
+            is_finite_number(self.max_position) and 0 < self.max_position <= 1,
             s,
             "max_position",
             self.max_position,
             "a fraction in (0, 1]",
         )
-        _require(
+        require(
             isinstance(self.max_concurrent_trades, int) and self.max_concurrent_trades >= 1,
             s,
             "max_concurrent_trades",
             self.max_concurrent_trades,
             "an integer >= 1",
         )
-        _require(
-            _finite(self.daily_loss_limit) and 0 < self.daily_loss_limit <= 1,
+        require(
+            is_finite_number(self.daily_loss_limit) and 0 < self.daily_loss_limit <= 1,
             s,
             "daily_loss_limit",
             self.daily_loss_limit,
             "a fraction in (0, 1]",
         )
-        _require(
-            _finite(self.kelly_fraction) and 0 < self.kelly_fraction <= 1,
+        require(
+            is_finite_number(self.kelly_fraction) and 0 < self.kelly_fraction <= 1,
             s,
             "kelly_fraction",
             self.kelly_fraction,
             "a fraction in (0, 1]",
         )
-        _require(self.kelly_window >= 2, s, "kelly_window", self.kelly_window, "an integer >= 2")
-        _require(
+        require(self.kelly_window >= 2, s, "kelly_window", self.kelly_window, "an integer >= 2")
+        require(
             1 <= self.kelly_min_trades <= self.kelly_window,
             s,
             "kelly_min_trades",
             self.kelly_min_trades,
             f"an integer in [1, kelly_window={self.kelly_window}]",
         )
-        _require(
-            _finite(self.kelly_min_fraction) and 0 <= self.kelly_min_fraction <= self.max_position,
+        require(
+            is_finite_number(self.kelly_min_fraction)
+            and 0 <= self.kelly_min_fraction <= self.max_position,
             s,
             "kelly_min_fraction",
             self.kelly_min_fraction,
@@ -141,22 +155,22 @@ class ExecutionConfig:
 
     def __post_init__(self) -> None:
         s = "execution"
-        _require(
-            _finite(self.fee_rate) and 0 <= self.fee_rate < 0.1,
+        require(
+            is_finite_number(self.fee_rate) and 0 <= self.fee_rate < 0.1,
             s,
             "fee_rate",
             self.fee_rate,
             "a fraction in [0, 0.1)",
         )
-        _require(
-            _finite(self.slippage_bps) and 0 <= self.slippage_bps < 1000,
+        require(
+            is_finite_number(self.slippage_bps) and 0 <= self.slippage_bps < 1000,
             s,
             "slippage_bps",
             self.slippage_bps,
             "basis points in [0, 1000)",
         )
-        _require(
-            _finite(self.initial_balance) and self.initial_balance > 0,
+        require(
+            is_finite_number(self.initial_balance) and self.initial_balance > 0,
             s,
             "initial_balance",
             self.initial_balance,
@@ -183,28 +197,28 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         s = "env"
-        _require(
+        require(
             isinstance(self.episode_length, int) and self.episode_length >= 0,
             s,
             "episode_length",
             self.episode_length,
             "an integer >= 0 (0 = whole span)",
         )
-        _require(
+        require(
             isinstance(self.obs_window, int) and 1 <= self.obs_window <= 512,
             s,
             "obs_window",
             self.obs_window,
             "an integer in [1, 512]",
         )
-        _require(
-            _finite(self.ruin_equity) and 0 <= self.ruin_equity < 1,
+        require(
+            is_finite_number(self.ruin_equity) and 0 <= self.ruin_equity < 1,
             s,
             "ruin_equity",
             self.ruin_equity,
             "a fraction in [0, 1)",
         )
-        _require(self.max_trade_log >= 1, s, "max_trade_log", self.max_trade_log, "an integer >= 1")
+        require(self.max_trade_log >= 1, s, "max_trade_log", self.max_trade_log, "an integer >= 1")
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,10 @@ gradient steps. Rainbow parts (issue 4) are meant to arrive here as further flag
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from nexlify.config import from_dict
-from nexlify.errors import ConfigError
+from nexlify.config import from_dict, is_finite_number, is_int, require
 
 ACTIVATIONS = ("relu", "tanh", "gelu")
 """Hidden-layer activations the Q-network supports."""
@@ -21,23 +19,14 @@ TARGET_UPDATES = ("hard", "soft")
 
 
 def _require(ok: bool, name: str, value: object, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"agent.{name}: {value!r} is invalid ({rule})")
-
-
-def _finite(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+    require(ok, "agent", name, value, rule)
 
 
 @dataclass(frozen=True)
 class AgentConfig:
     """DQN agent: Q-network shape, learner settings, replay size and epsilon-greedy exploration."""
 
-    hidden_sizes: tuple[int, ...] = (256, 256)
+    hidden_sizes: tuple[int, ...] = (128, 128)
     """Widths of the Q-network's hidden layers (a list from YAML/JSON is turned into a tuple)."""
     activation: str = "relu"
     """Hidden-layer activation: relu, tanh or gelu."""
@@ -45,7 +34,7 @@ class AgentConfig:
     """Adam learning rate."""
     gamma: float = 0.99
     """Discount factor per env step used to bootstrap from the next state's value."""
-    batch_size: int = 256
+    batch_size: int = 128
     """Transitions per gradient step."""
     buffer_size: int = 200_000
     """Replay capacity in transitions over all envs (each env keeps buffer_size // n_envs)."""
@@ -77,7 +66,7 @@ class AgentConfig:
             object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
         h = self.hidden_sizes
         _require(
-            isinstance(h, tuple) and len(h) >= 1 and all(_int(w) and 1 <= w <= 65_536 for w in h),
+            isinstance(h, tuple) and len(h) >= 1 and all(is_int(w) and 1 <= w <= 65_536 for w in h),
             "hidden_sizes",
             h,
             "a non-empty list of integers in [1, 65536]",
@@ -89,15 +78,17 @@ class AgentConfig:
             f"one of {', '.join(ACTIVATIONS)}",
         )
         _require(
-            _finite(self.learning_rate) and 0 < self.learning_rate < 1,
+            is_finite_number(self.learning_rate) and 0 < self.learning_rate < 1,
             "learning_rate",
             self.learning_rate,
             "a number in (0, 1)",
         )
-        _require(_finite(self.gamma) and 0 <= self.gamma <= 1, "gamma", self.gamma, "in [0, 1]")
+        _require(
+            is_finite_number(self.gamma) and 0 <= self.gamma <= 1, "gamma", self.gamma, "in [0, 1]"
+        )
         for name in ("batch_size", "buffer_size", "train_freq", "target_update_interval"):
             v = getattr(self, name)
-            _require(_int(v) and v >= 1, name, v, "an integer >= 1")
+            _require(is_int(v) and v >= 1, name, v, "an integer >= 1")
         _require(
             self.batch_size <= self.buffer_size,
             "batch_size",
@@ -105,7 +96,7 @@ class AgentConfig:
             f"at most buffer_size={self.buffer_size}",
         )
         _require(
-            _int(self.learning_starts) and self.learning_starts >= 0,
+            is_int(self.learning_starts) and self.learning_starts >= 0,
             "learning_starts",
             self.learning_starts,
             "an integer >= 0",
@@ -116,22 +107,22 @@ class AgentConfig:
             self.target_update,
             f"one of {', '.join(TARGET_UPDATES)}",
         )
-        _require(_finite(self.tau) and 0 < self.tau <= 1, "tau", self.tau, "in (0, 1]")
+        _require(is_finite_number(self.tau) and 0 < self.tau <= 1, "tau", self.tau, "in (0, 1]")
         _require(
-            _finite(self.huber_delta) and self.huber_delta > 0,
+            is_finite_number(self.huber_delta) and self.huber_delta > 0,
             "huber_delta",
             self.huber_delta,
             "a positive number",
         )
         _require(
-            _finite(self.max_grad_norm) and self.max_grad_norm >= 0,
+            is_finite_number(self.max_grad_norm) and self.max_grad_norm >= 0,
             "max_grad_norm",
             self.max_grad_norm,
             "a number >= 0; 0 disables clipping",
         )
         for name in ("eps_start", "eps_end", "eps_decay_fraction"):
             v = getattr(self, name)
-            _require(_finite(v) and 0 <= v <= 1, name, v, "in [0, 1]")
+            _require(is_finite_number(v) and 0 <= v <= 1, name, v, "in [0, 1]")
         _require(
             self.eps_end <= self.eps_start,
             "eps_end",
@@ -139,7 +130,7 @@ class AgentConfig:
             f"at most eps_start={self.eps_start}",
         )
         _require(
-            _finite(self.adam_eps) and 0 < self.adam_eps < 1,
+            is_finite_number(self.adam_eps) and 0 < self.adam_eps < 1,
             "adam_eps",
             self.adam_eps,
             "a number in (0, 1)",
@@ -153,7 +144,7 @@ class AgentConfig:
     def capacity_per_env(self, n_envs: int) -> int:
         """Replay rows per env: buffer_size // n_envs (ConfigError if that is below 1)."""
         _require(
-            _int(n_envs) and 1 <= n_envs <= self.buffer_size,
+            is_int(n_envs) and 1 <= n_envs <= self.buffer_size,
             "buffer_size",
             self.buffer_size,
             f"must hold at least one transition per env (n_envs={n_envs})",

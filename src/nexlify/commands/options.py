@@ -67,7 +67,7 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
      {"type": int, "metavar": "SEED", "help": "seed of the first run (default 42, then +1000)"}),
     (("--workers",), "pipeline", "workers",
      {"type": int, "metavar": "N", "help": "initial runs trained at once in separate processes "
-      "(default 1; 0 = one per core)"}),
+      "(default 0 = one per core; 1 = in-process)"}),
     (("--output-dir",), "pipeline", "output_dir",
      {"metavar": "DIR", "help": "output folder (default complete_auto_training_output)"}),
     (("--num-envs",), "train", "num_envs",

@@ -82,12 +82,6 @@ def _workers(config: PipelineConfig) -> int:
     return max(1, min(wanted, config.initial_runs))
 
 
-def _threads(config: RunConfig, workers: int) -> int:
-    if config.train.torch_threads:
-        return config.train.torch_threads
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
 def run_initial_phase(
     tasks: list[UnitTask], workers: int, on_done: Callable[[dict[str, Any]], None]
 ) -> list[dict[str, Any]]:
@@ -197,20 +191,22 @@ def _run_pipeline(
 
     # ---- phase 1: multi-start -----------------------------------------------------------
     workers = _workers(pcfg)
-    threads = _threads(config, workers)
+    threads = config.train.torch_threads
     log_path = str(out_dir / LOG_FILE)
+
+    def unit(label: str, folder: str, seed: int, episodes: int, **more: Any) -> UnitTask:
+        return UnitTask(label=label, seed=seed, episodes=episodes, config=config,
+                        train_data=train_data, val_data=val_data,
+                        model_dir=str(out_dir / folder / label), threads=threads,
+                        logger_name=log.name, **more)  # fmt: skip
+
     tasks = [
-        UnitTask(
-            label=f"run_{k + 1}",
-            seed=pcfg.seed_of_run(k),
-            episodes=pcfg.initial_episodes,
-            config=config,
-            train_data=train_data,
-            val_data=val_data,
-            model_dir=str(out_dir / "initial_runs" / f"run_{k + 1}"),
-            threads=threads,
+        unit(
+            f"run_{k + 1}",
+            "initial_runs",
+            pcfg.seed_of_run(k),
+            pcfg.initial_episodes,
             log_path=log_path if workers > 1 else None,
-            logger_name=log.name,
         )
         for k in range(pcfg.initial_runs)
     ]
@@ -244,19 +240,9 @@ def _run_pipeline(
     stop_reason = "max_iterations"
     without_best = 0
     for iteration in range(1, pcfg.max_iterations + 1):
-        task = UnitTask(
-            label=f"iteration_{iteration}",
-            seed=best_seed + iteration,
-            episodes=pcfg.retrain_episodes,
-            config=config,
-            train_data=train_data,
-            val_data=val_data,
-            model_dir=str(out_dir / "retraining" / f"iteration_{iteration}"),
-            init_model=best_path,
-            eps_start=pcfg.retrain_eps_start,
-            threads=_threads(config, 1),
-            logger_name=log.name,
-        )
+        task = unit(f"iteration_{iteration}", "retraining", best_seed + iteration,
+                    pcfg.retrain_episodes, init_model=best_path,
+                    eps_start=pcfg.retrain_eps_start)  # fmt: skip
         outcome = train_unit(task)
         decision = retrain_decision(best_score, outcome["val_score"], without_best, iteration, pcfg)
         without_best = decision.without_best

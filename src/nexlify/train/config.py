@@ -15,16 +15,11 @@ from typing import Any
 import yaml
 
 from nexlify.agent.config import AgentConfig
-from nexlify.config import TIMEFRAMES, MarketConfig, from_dict, to_dict
+from nexlify.config import TIMEFRAMES, MarketConfig, from_dict, require, to_dict
 from nexlify.errors import ConfigError
 
 SOURCES = ("auto", "files", "store", "synthetic")
 """Where candles come from: auto = files if --data-dir, else the local store, else synthetic."""
-
-
-def _require(ok: bool, section: str, name: str, value: object, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"{section}.{name}: {value!r} is invalid ({rule})")
 
 
 def _positive_int(v: object) -> bool:
@@ -41,19 +36,20 @@ class TrainConfig:
     """Validate every this many training episodes (and always at the end of the run)."""
     device: str = "auto"
     """auto, cpu, cuda, cuda:N or mps."""
-    torch_threads: int = 0
-    """Torch CPU threads per training process; 0 picks cores / parallel workers."""
+    torch_threads: int = 1
+    """Torch CPU threads per training unit. Results depend on it (float sums split differently),
+    so it is fixed rather than derived from the core count; raise it for large networks."""
 
     def __post_init__(self) -> None:
         for name in ("num_envs", "eval_every"):
             v = getattr(self, name)
-            _require(_positive_int(v), "train", name, v, "an integer >= 1")
-        _require(
-            isinstance(self.torch_threads, int) and self.torch_threads >= 0,
+            require(_positive_int(v), "train", name, v, "an integer >= 1")
+        require(
+            _positive_int(self.torch_threads),
             "train",
             "torch_threads",
             self.torch_threads,
-            "an integer >= 0 (0 = automatic)",
+            "an integer >= 1",
         )
 
 
@@ -84,35 +80,35 @@ class DataConfig:
         if isinstance(self.pairs, (list, str)):
             pairs = [self.pairs] if isinstance(self.pairs, str) else self.pairs
             object.__setattr__(self, "pairs", tuple(pairs))
-        _require(len(self.pairs) >= 1, "data", "pairs", self.pairs, "at least one pair")
-        _require(
+        require(len(self.pairs) >= 1, "data", "pairs", self.pairs, "at least one pair")
+        require(
             len(set(self.pairs)) == len(self.pairs), "data", "pairs", self.pairs, "no duplicates"
         )
         for pair in self.pairs:
             base, _, quote = pair.partition("/")
-            _require(
+            require(
                 bool(base) and bool(quote) and base.isalnum() and quote.isalnum()
                 and pair.upper() == pair,
                 "data", "pairs", pair, "ccxt form BASE/QUOTE in capitals, e.g. BTC/USDT",
             )  # fmt: skip
-        _require(
+        require(
             self.timeframe in TIMEFRAMES,
             "data",
             "timeframe",
             self.timeframe,
             f"one of {', '.join(TIMEFRAMES)}",
         )
-        _require(self.source in SOURCES, "data", "source", self.source, f"one of {SOURCES}")
-        _require(
+        require(self.source in SOURCES, "data", "source", self.source, f"one of {SOURCES}")
+        require(
             self.source != "files" or self.data_dir is not None,
             "data",
             "source",
             self.source,
             "'files' needs data_dir (--data-dir)",
         )
-        _require(self.synthetic_days >= 30, "data", "synthetic_days", self.synthetic_days, ">= 30")
-        _require(self.validation_days > 0, "data", "validation_days", self.validation_days, "> 0")
-        _require(self.test_days >= 0, "data", "test_days", self.test_days, ">= 0")
+        require(self.synthetic_days >= 30, "data", "synthetic_days", self.synthetic_days, ">= 30")
+        require(self.validation_days > 0, "data", "validation_days", self.validation_days, "> 0")
+        require(self.test_days >= 0, "data", "test_days", self.test_days, ">= 0")
 
 
 @dataclass(frozen=True)
@@ -137,8 +133,9 @@ class PipelineConfig:
     """Difference between the seeds of consecutive initial runs."""
     retrain_eps_start: float = 0.2
     """Exploration epsilon at the start of a retraining iteration (decays to agent.eps_end)."""
-    workers: int = 1
-    """Initial runs trained at once in separate processes (0 = one per CPU core)."""
+    workers: int = 0
+    """Initial runs trained at once in separate processes (0 = one per CPU core; 1 = in-process).
+    Results do not depend on it."""
     output_dir: str = "complete_auto_training_output"
     """Where models, the summary, the log and the report go."""
 
@@ -146,15 +143,15 @@ class PipelineConfig:
         s = "pipeline"
         for name in ("initial_runs", "initial_episodes", "retrain_episodes", "patience"):
             v = getattr(self, name)
-            _require(_positive_int(v), s, name, v, "an integer >= 1")
-        _require(
+            require(_positive_int(v), s, name, v, "an integer >= 1")
+        require(
             isinstance(self.max_iterations, int) and self.max_iterations >= 0,
             s,
             "max_iterations",
             self.max_iterations,
             "an integer >= 0",
         )
-        _require(
+        require(
             isinstance(self.improvement_threshold, (int, float))
             and self.improvement_threshold >= 0,
             s,
@@ -162,21 +159,21 @@ class PipelineConfig:
             self.improvement_threshold,
             "a percentage >= 0",
         )
-        _require(
+        require(
             0 <= self.retrain_eps_start <= 1,
             s,
             "retrain_eps_start",
             self.retrain_eps_start,
             "in [0, 1]",
         )
-        _require(
+        require(
             isinstance(self.workers, int) and self.workers >= 0,
             s,
             "workers",
             self.workers,
             "an integer >= 0 (0 = one per core)",
         )
-        _require(bool(self.output_dir), s, "output_dir", self.output_dir, "a directory path")
+        require(bool(self.output_dir), s, "output_dir", self.output_dir, "a directory path")
 
     def seed_of_run(self, run_id: int) -> int:
         """Seed of initial run ``run_id`` (0-based): 42, 1042, 2042, ... by default."""
