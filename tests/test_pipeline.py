@@ -42,16 +42,29 @@ def tiny_config(tmp_path: Path, **sections: dict[str, Any]) -> Any:
     return run_config_from_dict(values)
 
 
-def run_tiny(tmp_path: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+class RecordingProgress:
+    def __init__(self) -> None:
+        self.updates: list[tuple[str, int, int]] = []
+
+    def update(self, label: str, done: int, total: int) -> None:
+        self.updates.append((label, done, total))
+
+
+def run_tiny(
+    tmp_path: Path, progress: RecordingProgress | None = None, **sections: dict[str, Any]
+) -> dict[str, Any]:
     config = tiny_config(tmp_path, **sections)
     market = synthetic_market(config.data.pairs, "1h", seed=0, days=config.data.synthetic_days)
     out = Path(config.pipeline.output_dir)
     out.mkdir(parents=True)
-    return run_pipeline(config, market, logging.getLogger("test"), out)
+    return run_pipeline(config, market, logging.getLogger("test"), out, progress)
 
 
 def test_pipeline_writes_the_original_output_tree_and_summary(tmp_path: Path) -> None:
-    summary = run_tiny(tmp_path)
+    progress = RecordingProgress()
+    summary = run_tiny(tmp_path, progress)
+    labels = [label for label, _, _ in progress.updates]
+    assert labels[0] == "run_1" and "iteration_1" in labels
     out = tmp_path / "out"
     on_disk = json.loads((out / "complete_training_summary.json").read_text())
     assert on_disk["pipeline_complete"] is True
@@ -185,7 +198,10 @@ def test_agent_learns_to_go_long_in_a_steady_uptrend() -> None:
 @pytest.mark.slow
 def test_worker_processes_give_the_same_scores_as_in_process(tmp_path: Path) -> None:
     inline = run_tiny(tmp_path / "a", pipeline={"workers": 1, "max_iterations": 0})
-    spawned = run_tiny(tmp_path / "b", pipeline={"workers": 2, "max_iterations": 0})
+    progress = RecordingProgress()
+    spawned = run_tiny(tmp_path / "b", progress, pipeline={"workers": 2, "max_iterations": 0})
+    assert {label for label, _, _ in progress.updates} == {"run_1", "run_2"}
+    assert ("run_1", 8, 8) in progress.updates and ("run_2", 8, 8) in progress.updates
     assert [r["val_score"] for r in inline["initial_runs"]] == [
         r["val_score"] for r in spawned["initial_runs"]
     ]

@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from nexlify.commands.options import overrides_from_args
@@ -100,6 +101,19 @@ def _plan_table(config: RunConfig) -> Table:
     return table
 
 
+class RichProgressSink:
+    """One progress bar per training unit (initial run or retraining iteration)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def update(self, label: str, done: int, total: int) -> None:
+        if label not in self.tasks:
+            self.tasks[label] = self.progress.add_task(label, total=total)
+        self.progress.update(self.tasks[label], completed=done, total=total)
+
+
 def start_train(args: argparse.Namespace, console: Console) -> int:
     """Handler of ``nexlify train``."""
     config = resolve_run_config(args)
@@ -115,7 +129,10 @@ def start_train(args: argparse.Namespace, console: Console) -> int:
     if moved:
         log.warning("the earlier run in %s was moved to %s", out_dir, moved)
     market = load_training_market(config.data, log)
-    summary = run_pipeline(config, market, log, out_dir)
+    columns = (TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("episodes"), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=False) as bars:
+        summary = run_pipeline(config, market, log, out_dir, RichProgressSink(bars))
     console.print(
         f"[bold green]done[/]: final score {summary['final_best_score']:.3f} "
         f"({summary['stop_reason']}); summary {out_dir / SUMMARY_FILE}; "

@@ -20,13 +20,14 @@ import math
 import multiprocessing
 import os
 import platform
+import queue
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -41,6 +42,12 @@ from nexlify.train.config import PipelineConfig, RunConfig
 SUMMARY_FILE = "complete_training_summary.json"
 LOG_FILE = "training.log"
 FINAL_MODEL = "final_model.pt"
+
+
+class ProgressSink(Protocol):
+    """Receives training progress of each unit (e.g. a progress bar)."""
+
+    def update(self, label: str, done: int, total: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -82,26 +89,52 @@ def _workers(config: PipelineConfig) -> int:
     return max(1, min(wanted, config.initial_runs))
 
 
+def _unit_progress(sink: ProgressSink | None, label: str) -> Callable[[int, int], None] | None:
+    if sink is None:
+        return None
+    return lambda done, total: sink.update(label, done, total)
+
+
 def run_initial_phase(
-    tasks: list[UnitTask], workers: int, on_done: Callable[[dict[str, Any]], None]
+    tasks: list[UnitTask],
+    workers: int,
+    on_done: Callable[[dict[str, Any]], None],
+    progress: ProgressSink | None = None,
 ) -> list[dict[str, Any]]:
-    """Train the initial runs, in this process or in ``workers`` spawned processes."""
+    """Train the initial runs, in this process or in ``workers`` spawned processes.
+
+    Outcomes come back in task order whatever order the processes finish in.
+    """
     if workers <= 1:
         outcomes = []
         for task in tasks:
-            outcome = train_unit(task)
+            outcome = train_unit(task, _unit_progress(progress, task.label))
             on_done(outcome)
             outcomes.append(outcome)
         return outcomes
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(train_unit, task) for task in tasks]
-        outcomes = []
-        for future in futures:
-            outcome = future.result()
-            on_done(outcome)
-            outcomes.append(outcome)
-    return outcomes
+    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        updates = manager.Queue() if progress is not None else None
+        futures = [pool.submit(train_unit, replace(t, progress_queue=updates)) for t in tasks]
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            _drain(updates, progress)
+            for future in finished:
+                on_done(future.result())
+        _drain(updates, progress)
+        return [future.result() for future in futures]
+
+
+def _drain(updates: Any, progress: ProgressSink | None) -> None:
+    if updates is None or progress is None:
+        return
+    while True:
+        try:
+            label, done, total = updates.get_nowait()
+        except queue.Empty:
+            return
+        progress.update(label, done, total)
 
 
 def _versions() -> dict[str, str]:
@@ -137,12 +170,16 @@ def attach_run_log(log: logging.Logger, out_dir: Path) -> logging.Handler | None
 
 
 def run_pipeline(
-    config: RunConfig, market: MarketData, log: logging.Logger, out_dir: Path
+    config: RunConfig,
+    market: MarketData,
+    log: logging.Logger,
+    out_dir: Path,
+    progress: ProgressSink | None = None,
 ) -> dict[str, Any]:
     """Run both phases on ``market`` and write every artefact under ``out_dir``."""
     handler = attach_run_log(log, out_dir)
     try:
-        return _run_pipeline(config, market, log, out_dir)
+        return _run_pipeline(config, market, log, out_dir, progress)
     finally:
         if handler is not None:
             log.removeHandler(handler)
@@ -150,7 +187,11 @@ def run_pipeline(
 
 
 def _run_pipeline(
-    config: RunConfig, market: MarketData, log: logging.Logger, out_dir: Path
+    config: RunConfig,
+    market: MarketData,
+    log: logging.Logger,
+    out_dir: Path,
+    progress: ProgressSink | None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     pcfg = config.pipeline
@@ -220,7 +261,7 @@ def _run_pipeline(
                  outcome["label"], outcome["seed"], outcome["val_score"], outcome["train_return"],
                  outcome["seconds"], outcome["model_path"])  # fmt: skip
 
-    outcomes = run_initial_phase(tasks, workers, record_initial)
+    outcomes = run_initial_phase(tasks, workers, record_initial, progress)
     for k, outcome in enumerate(outcomes):
         summary["initial_runs"].append(
             {"run_id": k + 1, **{key: v for key, v in outcome.items() if key != "label"}}
@@ -243,7 +284,7 @@ def _run_pipeline(
         task = unit(f"iteration_{iteration}", "retraining", best_seed + iteration,
                     pcfg.retrain_episodes, init_model=best_path,
                     eps_start=pcfg.retrain_eps_start)  # fmt: skip
-        outcome = train_unit(task)
+        outcome = train_unit(task, _unit_progress(progress, task.label))
         decision = retrain_decision(best_score, outcome["val_score"], without_best, iteration, pcfg)
         without_best = decision.without_best
         summary["retraining_iterations"].append(

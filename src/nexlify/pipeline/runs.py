@@ -38,6 +38,8 @@ class UnitTask:
     threads: int = 1
     log_path: str | None = None
     logger_name: str = "nexlify.pipeline"
+    progress_queue: Any = None
+    """A multiprocessing queue that receives (label, done, total) from a worker process."""
 
 
 def model_file_name(avg_return_pct: float) -> str:
@@ -92,6 +94,12 @@ def train_unit(task: UnitTask, progress: ProgressCallback | None = None) -> dict
         logger=log,
         label=task.label,
     )
+    if progress is None and task.progress_queue is not None:
+        queue = task.progress_queue
+
+        def progress(done: int, total: int) -> None:
+            queue.put((task.label, done, total))
+
     result = trainer.train(task.episodes, agent=agent, eps_start=task.eps_start, progress=progress)
     metrics = {**result.best_metrics, "score": result.best_score}
     model_dir = Path(task.model_dir)
