@@ -67,14 +67,13 @@ def prepare_output_dir(path: Path) -> str | None:
     return moved
 
 
-def setup_logging(out_dir: Path, console: Console, verbose: bool) -> logging.Logger:
-    """Log to ``training.log`` (flushed per line, for ``tail -f``) and to the console."""
+def setup_logging(console: Console, verbose: bool) -> logging.Logger:
+    """Log to the console (the pipeline adds ``training.log`` once the output folder exists)."""
     log = logging.getLogger("nexlify")
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     for handler in list(log.handlers):
         log.removeHandler(handler)
         handler.close()
-    attach_run_log(log, out_dir)
     rich_handler = RichHandler(console=console, show_path=False, markup=False)
     rich_handler.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.addHandler(rich_handler)
@@ -123,12 +122,13 @@ def start_train(args: argparse.Namespace, console: Console) -> int:
         if answer not in ("", "y", "yes"):
             console.print("cancelled")
             return 1
+    log = setup_logging(console, args.verbose)
+    market = load_training_market(config.data, log)  # bad data fails here, before any output
     out_dir = Path(config.pipeline.output_dir)
     moved = prepare_output_dir(out_dir)
-    log = setup_logging(out_dir, console, args.verbose)
+    attach_run_log(log, out_dir)
     if moved:
         log.warning("the earlier run in %s was moved to %s", out_dir, moved)
-    market = load_training_market(config.data, log)
     columns = (TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("episodes"), TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=console, transient=False) as bars:

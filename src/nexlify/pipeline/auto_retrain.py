@@ -34,7 +34,7 @@ import numpy as np
 from nexlify.data.market_data import MarketData
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.market.baselines import run_baselines
-from nexlify.pipeline.data_choice import split_market
+from nexlify.pipeline.data_choice import SYNTHETIC_WARNING, split_market
 from nexlify.pipeline.report import write_report
 from nexlify.pipeline.runs import UnitTask, train_unit
 from nexlify.train.config import PipelineConfig, RunConfig
@@ -205,6 +205,8 @@ def _run_pipeline(
     )  # fmt: skip
     for note in market.notes:
         log.info("data note: %s", note)
+    if market.source == "synthetic":
+        log.warning(SYNTHETIC_WARNING)
 
     summary: dict[str, Any] = {
         "pipeline_complete": False,

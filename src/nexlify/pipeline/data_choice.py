@@ -35,7 +35,10 @@ def _store_folder_with(store: Path, config: DataConfig) -> Path | None:
 
 
 def load_training_market(config: DataConfig, log: logging.Logger) -> MarketData:
-    """The market for ``config``; synthetic only when nothing else is available (said loudly)."""
+    """The market for ``config``; synthetic only when nothing else is available.
+
+    The pipeline warns loudly about a synthetic market (``SYNTHETIC_WARNING``) in its log.
+    """
     if config.source in ("auto", "files") and config.data_dir is not None:
         return market_from_files(config.data_dir, config.pairs, config.timeframe)
     if config.source in ("auto", "store"):
@@ -50,7 +53,6 @@ def load_training_market(config: DataConfig, log: logging.Logger) -> MarketData:
                 f"the store {store} has no exchange folder with all of {', '.join(config.pairs)} "
                 f"at {config.timeframe}; download them first or use --data-dir"
             )
-    log.warning(SYNTHETIC_WARNING)
     return synthetic_market(
         config.pairs, config.timeframe, seed=config.synthetic_seed, days=config.synthetic_days
     )

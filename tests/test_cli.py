@@ -1,0 +1,112 @@
+"""The command line: validation before work, a smoke run, the output folder, the root script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nexlify.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_YAML = {
+    "data": {"synthetic_days": 60, "validation_days": 10},
+    "market": {"env": {"episode_length": 48}},
+    "agent": {"hidden_sizes": [16], "batch_size": 16, "learning_starts": 32, "buffer_size": 2000},
+    "train": {"num_envs": 2, "eval_every": 2},
+    "pipeline": {"initial_runs": 2, "initial_episodes": 2, "retrain_episodes": 2,
+                 "max_iterations": 1, "workers": 1},
+}  # fmt: skip
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_YAML))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--stop-loss", "-0.1"], "risk.stop_loss: -0.1 is invalid"),
+        (["--take-profit", "0.01"], "must be above stop_loss=0.02"),
+        (["--pairs", "BTCUSDT"], "data.pairs: 'BTCUSDT' is invalid"),
+        (["--initial-episodes", "0"], "pipeline.initial_episodes: 0 is invalid"),
+        (["--retrain-episodes", "-3"], "pipeline.retrain_episodes: -3 is invalid"),
+        (["--max-trades", "0"], "risk.max_concurrent_trades: 0 is invalid"),
+    ],
+)
+def test_bad_values_are_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    code = main(["train", "--automated", "--output-dir", str(out), *flags])
+    assert code == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert not out.exists()
+
+
+def test_missing_data_is_refused_before_the_output_folder_is_touched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "complete_training_summary.json").write_text("{}")
+    code = main(["train", "--automated", "--output-dir", str(out), "--data-dir", str(tmp_path)])
+    assert code == 3
+    assert "no candle file for BTC/USDT" in " ".join(capsys.readouterr().err.split())
+    assert (out / "complete_training_summary.json").read_text() == "{}"
+
+
+def test_config_file_errors_name_the_file_and_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("agent:\n  hiden_sizes: [8]\n")
+    assert main(["train", "--automated", "--config", str(bad)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "bad.yaml" in err and "hiden_sizes" in err
+
+
+def test_smoke_run_writes_outputs_and_keeps_an_earlier_run(
+    tmp_path: Path, tiny_config: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("an earlier result")
+    args = ["train", "--automated", "--config", str(tiny_config), "--output-dir", str(out),
+            "--pairs", "BTC/USDT", "--no-kelly", "--stop-loss", "0.03"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((out / "complete_training_summary.json").read_text())
+    assert summary["pipeline_complete"] and summary["data_source"] == "synthetic"
+    assert summary["config"]["market"]["risk"]["use_kelly"] is False
+    assert summary["config"]["market"]["risk"]["stop_loss"] == 0.03
+    assert "SYNTHETIC" in (out / "training.log").read_text()
+    (moved,) = list(tmp_path.glob("out.previous-*"))
+    assert (moved / "mine.txt").read_text() == "an earlier result"
+
+
+def test_root_script_is_the_train_command() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train_complete_with_auto_retrain.py"), "--help"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    for flag in ("--pairs", "--initial-episodes", "--retrain-episodes", "--quick-test",
+                 "--automated", "--initial-runs", "--improvement-threshold", "--patience",
+                 "--max-iterations", "--stop-loss", "--take-profit", "--trailing-stop",
+                 "--max-position", "--max-trades", "--no-kelly", "--output-dir", "--data-dir",
+                 "--source", "--timeframe", "--device", "--config"):  # fmt: skip
+        assert flag in done.stdout, flag
+
+
+def test_baselines_command_writes_json(tmp_path: Path, tiny_config: Path) -> None:
+    out = tmp_path / "b.json"
+    assert main(["baselines", "--config", str(tiny_config), "--json", str(out)]) == 0
+    table = json.loads(out.read_text())["baselines"]
+    assert set(table) == {"buy_and_hold", "sma_crossover", "random"}
