@@ -14,7 +14,9 @@ within the same ``step`` call; its last observation is in ``infos["final_obs"]``
 ``autoreset=False`` a finished env stays frozen (its actions are ignored, its reward is 0) until
 ``reset``; stepping when every env has finished is an error (evaluation).
 
-The step itself is one compiled kernel (``kernels.step_envs``) over preallocated arrays.
+The step itself is one compiled kernel (``kernels.step_envs``) over preallocated arrays. With
+``copy_obs=False`` (training loops, benchmarks) nothing is copied: the observation array returned
+by a call stays valid through the next call, and ``infos["final_obs"]`` until the next call.
 """
 
 from __future__ import annotations
@@ -130,6 +132,8 @@ class VecMarketEnv(VectorEnv):
         self._trade_log = np.zeros((N, log_rows, K.N_TRADE), dtype=np.float64)
         self._equity_curve = np.zeros((N, length + 1 if record else 1), dtype=np.float64)
         self._obs = [np.zeros((N, self.obs_size), dtype=np.float32) for _ in range(2)]
+        self._final_obs = np.zeros((N, self.obs_size), dtype=np.float32)
+        self._day = data.time // 86_400  # UTC day of every bar, for the daily loss limit
         self._obs_i = 0
         self._rewards = np.zeros(N, dtype=np.float32)
         self._rewards64 = np.zeros(N, dtype=np.float64)
@@ -213,7 +217,7 @@ class VecMarketEnv(VectorEnv):
         kernel(
             ~self._needs_reset,
             acts,
-            d.time,
+            self._day,
             d.features,
             d.prices,
             self._cursor,
@@ -236,9 +240,12 @@ class VecMarketEnv(VectorEnv):
         infos: dict[str, Any] = {}
         done = terminated | truncated
         if done.any():
-            infos["final_obs"] = obs.copy()
+            finished = np.flatnonzero(done)
+            final_obs = self._final_obs if not self.copy_obs else np.zeros_like(obs)
+            final_obs[finished] = obs[finished]
+            infos["final_obs"] = final_obs
             infos["_final_obs"] = done
-            infos["episode"] = self._episode_info(done)
+            infos["episode"] = self._episode_info(finished)
             infos["_episode"] = done
             if self.autoreset:
                 self._reset_mask(done, self._sample_starts(int(done.sum())), obs)
@@ -247,16 +254,23 @@ class VecMarketEnv(VectorEnv):
         return (obs.copy() if self.copy_obs else obs), rewards, terminated, truncated, infos
 
     # ----------------------------------------------------------------------------------------
-    def _episode_info(self, mask: np.ndarray) -> dict[str, np.ndarray]:
-        a = self._acct
-        info = {
-            "r": np.where(mask, np.log(a[:, K.EQUITY] / a[:, K.START_EQ]), 0.0),
-            "l": np.where(mask, a[:, K.STEPS], 0.0).astype(np.int64),
-            "return_pct": np.where(mask, (a[:, K.EQUITY] / a[:, K.START_EQ] - 1) * 100, 0.0),
-            "trades": np.where(mask, a[:, K.N_TRADES], 0.0).astype(np.int64),
-            "max_drawdown_pct": np.where(mask, a[:, K.MAX_DD] * 100, 0.0),
-            "fees": np.where(mask, a[:, K.FEES], 0.0),
+    def _episode_info(self, finished: np.ndarray) -> dict[str, np.ndarray]:
+        """Statistics of the episodes that just ended in envs ``finished`` (0 elsewhere)."""
+        a = self._acct[finished]
+        growth = a[:, K.EQUITY] / a[:, K.START_EQ]
+        columns = {
+            "r": (np.log(growth), np.float64),
+            "l": (a[:, K.STEPS], np.int64),
+            "return_pct": ((growth - 1.0) * 100.0, np.float64),
+            "trades": (a[:, K.N_TRADES], np.int64),
+            "max_drawdown_pct": (a[:, K.MAX_DD] * 100.0, np.float64),
+            "fees": (a[:, K.FEES], np.float64),
         }
+        info = {}
+        for name, (values, dtype) in columns.items():
+            column = np.zeros(self.num_envs, dtype=dtype)
+            column[finished] = values
+            info[name] = column
         return info
 
     def episode_metrics(self, env: int) -> EpisodeMetrics:

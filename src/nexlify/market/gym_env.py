@@ -136,7 +136,7 @@ def make_vector_env(
 ) -> VecMarketEnv:
     """Native batched env for ``gym.make_vec(..., vectorization_mode="vector_entry_point")``.
 
-    Returned observations are copies unless ``copy_obs=False`` (then valid until the next step).
+    Returned observations are copies unless ``copy_obs=False`` (see ``VecMarketEnv``).
     """
     unknown = set(unused) - {"max_episode_steps", "render_mode"}
     if unknown:

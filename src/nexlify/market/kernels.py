@@ -36,7 +36,8 @@ CASH, EQUITY, DAY_START_EQ, LOCKED, START_EQ = 0, 1, 2, 3, 4
 FEES, N_TRADES, N_WINS, GROSS_PROFIT, GROSS_LOSS = 5, 6, 7, 8, 9
 PEAK_EQ, MAX_DD, RET_SUM, RET_SQ, DOWN_SQ = 10, 11, 12, 13, 14
 STEPS, EXPOSED_STEPS, N_BLOCKED, N_LIMIT_HITS, N_OPEN = 15, 16, 17, 18, 19
-N_ACCT = 20
+LOG_RETURN = 20
+N_ACCT = 21
 
 # --- per-position columns: pos[N, P, N_POS] (float64) -----------------------------------------
 QTY, ENTRY_PRICE, ENTRY_COST, ENTRY_BAR, HIGH_WATER = 0, 1, 2, 3, 4
@@ -64,7 +65,6 @@ N_PARAMS = 17
 # --- observation layout -----------------------------------------------------------------------
 PAIR_STATE = 3  # in_position, unrealised PnL (x10), time in trade (weeks of bars / 168, capped)
 GLOBAL_STATE = 4  # cash share, episode log-return (x10), daily-loss lock, open-trade share
-SECONDS_PER_DAY = 86400
 OBS_CLIP = 5.0
 
 
@@ -214,7 +214,7 @@ def _write_obs(
         k += PAIR_STATE
     equity = acct[n, EQUITY]
     out[k] = acct[n, CASH] / equity
-    out[k + 1] = min(max(math.log(equity / acct[n, START_EQ]) * 10.0, -OBS_CLIP), OBS_CLIP)
+    out[k + 1] = min(max(acct[n, LOG_RETURN] * 10.0, -OBS_CLIP), OBS_CLIP)
     out[k + 2] = acct[n, LOCKED]
     out[k + 3] = acct[n, N_OPEN] / params[P_MAX_CONCURRENT]
 
@@ -299,7 +299,7 @@ def _step_one(
     n: int,
     active: np.ndarray,
     actions: np.ndarray,
-    time: np.ndarray,
+    day: np.ndarray,
     features: np.ndarray,
     prices: np.ndarray,
     cursor: np.ndarray,
@@ -328,7 +328,7 @@ def _step_one(
     equity_before = acct[n, EQUITY]
 
     # 1. a new UTC day resets the daily-loss reference and lock
-    if time[t1] // SECONDS_PER_DAY != time[t] // SECONDS_PER_DAY:
+    if day[t1] != day[t]:
         acct[n, DAY_START_EQ] = equity_before
         acct[n, LOCKED] = 0.0
 
@@ -455,7 +455,9 @@ def _step_one(
         acct[n, N_LIMIT_HITS] += 1.0
 
     # 5. reward, episode statistics, episode end
-    rewards[n] = math.log(equity / equity_before)
+    reward = math.log(equity / equity_before)
+    rewards[n] = reward
+    acct[n, LOG_RETURN] += reward
     ret = equity / equity_before - 1.0
     acct[n, RET_SUM] += ret
     acct[n, RET_SQ] += ret * ret
@@ -479,7 +481,7 @@ def _step_one(
 def step_envs(
     active: np.ndarray,
     actions: np.ndarray,
-    time: np.ndarray,
+    day: np.ndarray,
     features: np.ndarray,
     prices: np.ndarray,
     cursor: np.ndarray,
@@ -502,7 +504,7 @@ def step_envs(
             n,
             active,
             actions,
-            time,
+            day,
             features,
             prices,
             cursor,
@@ -525,7 +527,7 @@ def step_envs(
 def step_envs_serial(
     active: np.ndarray,
     actions: np.ndarray,
-    time: np.ndarray,
+    day: np.ndarray,
     features: np.ndarray,
     prices: np.ndarray,
     cursor: np.ndarray,
@@ -548,7 +550,7 @@ def step_envs_serial(
             n,
             active,
             actions,
-            time,
+            day,
             features,
             prices,
             cursor,
