@@ -52,6 +52,19 @@ def test_bad_values_are_refused_before_any_work(
     assert not out.exists()
 
 
+def test_an_unavailable_device_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    out = tmp_path / "out"
+    assert main(["train", "--automated", "--output-dir", str(out), "--device", "cuda:7"]) == 2
+    assert "cuda:7" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_missing_data_is_refused_before_the_output_folder_is_touched(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

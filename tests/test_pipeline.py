@@ -21,7 +21,7 @@ from nexlify.pipeline import auto_retrain
 from nexlify.pipeline.auto_retrain import retrain_decision, run_pipeline
 from nexlify.pipeline.data_choice import split_market
 from nexlify.train.config import PipelineConfig, run_config_from_dict
-from nexlify.train.trainer import Trainer, greedy_policy, validate
+from nexlify.train.trainer import Trainer, envs_for, greedy_policy, validate
 
 TINY: dict[str, dict[str, Any]] = {
     "data": {"pairs": ["BTC/USDT"], "validation_days": 10, "synthetic_days": 60},
@@ -207,3 +207,11 @@ def test_worker_processes_give_the_same_scores_as_in_process(tmp_path: Path) -> 
     ]
     assert len({r["pid"] for r in spawned["initial_runs"]}) == 2
     assert "run_1 | episode" in (tmp_path / "b" / "out" / "training.log").read_text()
+
+
+def test_envs_divide_the_episode_count() -> None:
+    assert envs_for(300, 8) == 6
+    assert envs_for(200, 8) == 8
+    assert envs_for(16, 8) == 8
+    assert envs_for(3, 8) == 3
+    assert envs_for(307, 8) == 8  # prime: keep the batch, overshoot by less than a round

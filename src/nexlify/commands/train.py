@@ -19,6 +19,7 @@ from nexlify.errors import ConfigError
 from nexlify.pipeline.auto_retrain import SUMMARY_FILE, attach_run_log, run_pipeline
 from nexlify.pipeline.data_choice import load_training_market
 from nexlify.train.config import RunConfig, load_run_config, run_config_from_dict
+from nexlify.train.trainer import resolve_device
 
 QUICK_TEST: dict[str, dict[str, Any]] = {
     "pipeline": {"initial_runs": 2, "max_iterations": 3, "initial_episodes": 16,
@@ -116,6 +117,7 @@ class RichProgressSink:
 def start_train(args: argparse.Namespace, console: Console) -> int:
     """Handler of ``nexlify train``."""
     config = resolve_run_config(args)
+    resolve_device(config.train.device)  # an unavailable device is refused before any work
     console.print(_plan_table(config))
     if not args.automated and sys.stdin.isatty():
         answer = console.input("Start training? [Y/n] ").strip().lower()

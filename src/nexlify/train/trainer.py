@@ -48,6 +48,17 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def envs_for(episodes: int, num_envs: int) -> int:
+    """Envs to run so that ``episodes`` is a whole number of rounds (all envs end together).
+
+    The largest divisor of ``episodes`` not above ``num_envs``; when that is below half of
+    ``num_envs`` (e.g. a prime episode count), ``num_envs`` itself, and the last round then
+    finishes a few more episodes than asked (the result reports the real count).
+    """
+    best = max(d for d in range(1, min(num_envs, episodes) + 1) if episodes % d == 0)
+    return best if 2 * best >= min(num_envs, episodes) else num_envs
+
+
 def greedy_policy(agent: DQNAgent) -> Callable[[np.ndarray, VecMarketEnv], np.ndarray]:
     """The agent's greedy policy in the form ``evaluate_policy`` takes."""
     return lambda obs, env: agent.greedy(obs)
@@ -100,9 +111,11 @@ class Trainer:
         """Train for ``episodes`` episodes (from ``agent`` if given, else a fresh one)."""
         started = time.perf_counter()
         cfg = self.agent_config
-        env = VecMarketEnv(
-            self.train_data, self.market, self.num_envs, seed=self.seed, copy_obs=False
-        )
+        num_envs = envs_for(episodes, self.num_envs)
+        if num_envs != self.num_envs:
+            self.log.debug("%s: %d envs so that %d episodes are whole rounds", self.label,
+                           num_envs, episodes)  # fmt: skip
+        env = VecMarketEnv(self.train_data, self.market, num_envs, seed=self.seed, copy_obs=False)
         if agent is None:
             agent = self.make_agent(env.obs_size, env.n_actions)
         elif (agent.obs_dim, agent.n_actions) != (env.obs_size, env.n_actions):
@@ -110,7 +123,7 @@ class Trainer:
                 f"{self.label}: the model expects {agent.obs_dim} inputs and {agent.n_actions} "
                 f"actions but this market gives {env.obs_size} and {env.n_actions}"
             )
-        buffer = ReplayBuffer.from_config(cfg, self.num_envs, env.obs_size, device=agent.device)
+        buffer = ReplayBuffer.from_config(cfg, num_envs, env.obs_size, device=agent.device)
         rng = np.random.default_rng([self.seed, 7])
         eps0 = cfg.eps_start if eps_start is None else eps_start
         planned = episodes * env.episode_length
@@ -140,7 +153,7 @@ class Trainer:
                 next_obs[rows] = info["final_obs"][rows]
             buffer.add(obs, actions, rewards, next_obs, terminated, truncated)
             before = transitions
-            transitions += self.num_envs
+            transitions += num_envs
             for _ in range(cfg.gradient_steps_between(before, transitions)):
                 stats = agent.update_no_sync(buffer.sample(cfg.batch_size, rng))
                 gradient_steps += 1
@@ -163,7 +176,7 @@ class Trainer:
                     result = validate(agent, self.val_data, self.market)
                     score = result.score()
                     avg = result.average()
-                    window = recent_returns[-max(self.num_envs, 10) :]
+                    window = recent_returns[-max(num_envs, 10) :]
                     entry = {
                         "episode": float(done_episodes),
                         "epsilon": epsilon,
