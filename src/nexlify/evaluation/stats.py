@@ -1,0 +1,181 @@
+"""Statistics that guard against fooling ourselves.
+
+- ``iqm``: interquartile mean (mean of the middle 50%, as in Agarwal et al. 2021, "Deep RL at the
+  edge of the statistical precipice"): robust to a few lucky or broken seeds.
+- ``bootstrap_ci``: percentile bootstrap confidence interval of any statistic, seeded.
+- ``probabilistic_sharpe_ratio`` and ``deflated_sharpe_ratio``: Bailey & Lopez de Prado (2012,
+  2014). The deflated Sharpe ratio is the probability that the true Sharpe ratio exceeds the
+  best one expected from ``n_trials`` unskilled strategies, given the sample length and the
+  returns' skewness and kurtosis. Sharpe ratios here are per observation (not annualised).
+- ``probability_of_backtest_overfitting``: combinatorially symmetric cross-validation (CSCV,
+  Bailey, Borwein, Lopez de Prado & Zhu 2015): how often the configuration that is best in
+  sample ranks below the median out of sample.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+EULER_GAMMA = 0.5772156649015329
+_NORMAL = NormalDist()
+
+
+def iqm(values: Sequence[float] | np.ndarray) -> float:
+    """Interquartile mean: the mean of the values between the 25th and 75th percentiles.
+
+    Trims ``floor(n / 4)`` values from each end (scipy's ``trim_mean(x, 0.25)``); with fewer
+    than 4 values nothing is trimmed.
+    """
+    x = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    if x.size == 0:
+        raise ValueError("iqm: no values")
+    cut = x.size // 4
+    return float(x[cut : x.size - cut].mean())
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    statistic: Callable[[np.ndarray], float] = iqm,
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` (resampling values with replacement)."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        raise ValueError("bootstrap_ci: no values")
+    if not 0 < confidence < 1:
+        raise ValueError(f"bootstrap_ci: confidence {confidence} is not in (0, 1)")
+    rng = np.random.default_rng(seed)
+    samples = x[rng.integers(0, x.size, size=(n_resamples, x.size))]
+    stats = np.array([statistic(row) for row in samples])
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def sharpe_ratio(returns: Sequence[float] | np.ndarray) -> float:
+    """Per-observation Sharpe ratio mean / std (ddof=1); 0 when the std is 0."""
+    r = np.asarray(returns, dtype=np.float64)
+    if r.size < 2:
+        return 0.0
+    std = r.std(ddof=1)
+    return float(r.mean() / std) if std > 0 else 0.0
+
+
+def _sharpe_std_factor(sharpe: float, skew: float, kurtosis: float) -> float:
+    value = 1.0 - skew * sharpe + (kurtosis - 1.0) / 4.0 * sharpe**2
+    if value <= 0:
+        raise ValueError(
+            f"skew={skew} and kurtosis={kurtosis} give a non-positive Sharpe variance term"
+        )
+    return math.sqrt(value)
+
+
+def probabilistic_sharpe_ratio(
+    sharpe: float, benchmark: float, n_obs: int, skew: float = 0.0, kurtosis: float = 3.0
+) -> float:
+    """P(true Sharpe > benchmark) given an observed per-observation Sharpe over ``n_obs``.
+
+    ``kurtosis`` is the raw (not excess) kurtosis: 3 for normal returns.
+    """
+    if n_obs < 2:
+        raise ValueError("probabilistic_sharpe_ratio: need at least 2 observations")
+    z = (sharpe - benchmark) * math.sqrt(n_obs - 1) / _sharpe_std_factor(sharpe, skew, kurtosis)
+    return _NORMAL.cdf(z)
+
+
+def expected_max_sharpe(n_trials: int, sharpe_variance: float, mean: float = 0.0) -> float:
+    """Expected best Sharpe ratio among ``n_trials`` unskilled trials (the deflation threshold).
+
+    ``sqrt(V) * ((1 - g) * Z^-1(1 - 1/N) + g * Z^-1(1 - 1/(N e)))`` with g Euler's constant.
+    """
+    if n_trials < 2:
+        return mean
+    if sharpe_variance < 0:
+        raise ValueError("expected_max_sharpe: the variance of Sharpe ratios cannot be negative")
+    first = _NORMAL.inv_cdf(1.0 - 1.0 / n_trials)
+    second = _NORMAL.inv_cdf(1.0 - 1.0 / (n_trials * math.e))
+    return mean + math.sqrt(sharpe_variance) * ((1 - EULER_GAMMA) * first + EULER_GAMMA * second)
+
+
+def deflated_sharpe_ratio(
+    sharpe: float,
+    n_trials: int,
+    sharpe_variance: float,
+    n_obs: int,
+    skew: float = 0.0,
+    kurtosis: float = 3.0,
+) -> float:
+    """Deflated Sharpe ratio: the PSR against the expected maximum Sharpe of ``n_trials``.
+
+    All Sharpe values are per observation; ``sharpe_variance`` is the variance of the Sharpe
+    ratios across the trials that were tried (the selection the deflation corrects for).
+    """
+    threshold = expected_max_sharpe(n_trials, sharpe_variance)
+    return probabilistic_sharpe_ratio(sharpe, threshold, n_obs, skew, kurtosis)
+
+
+@dataclass(frozen=True)
+class PBOResult:
+    """Outcome of CSCV: the probability of backtest overfitting and its ingredients."""
+
+    pbo: float
+    """Share of splits where the in-sample best ranks at or below the out-of-sample median."""
+    logits: tuple[float, ...]
+    """Per split: log(w / (1 - w)) of the in-sample best's relative out-of-sample rank w."""
+    n_splits: int
+    """Number of train/test combinations evaluated: C(S, S/2)."""
+
+
+def probability_of_backtest_overfitting(
+    returns_TN: np.ndarray,
+    n_blocks: int = 16,
+    metric: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> PBOResult:
+    """CSCV on a [T observations, N configurations] matrix of per-period returns.
+
+    The rows are cut into ``n_blocks`` (even) contiguous blocks; for every choice of half the
+    blocks as in-sample, the configuration with the best in-sample metric (default: Sharpe) is
+    ranked out of sample; its relative rank w = rank / (N + 1) gives a logit, and PBO is the
+    share of logits <= 0.
+    """
+    m = np.asarray(returns_TN, dtype=np.float64)
+    if m.ndim != 2 or m.shape[1] < 2:
+        raise ValueError("PBO: need a [T, N] matrix with at least 2 configurations")
+    if n_blocks < 2 or n_blocks % 2:
+        raise ValueError(f"PBO: n_blocks must be even and >= 2, got {n_blocks}")
+    if m.shape[0] < n_blocks:
+        raise ValueError(f"PBO: {m.shape[0]} observations cannot fill {n_blocks} blocks")
+    score = metric or _column_sharpe
+    blocks = np.array_split(np.arange(m.shape[0]), n_blocks)
+    n = m.shape[1]
+    logits = []
+    for chosen in itertools.combinations(range(n_blocks), n_blocks // 2):
+        train_rows = np.concatenate([blocks[i] for i in chosen])
+        test_rows = np.concatenate([blocks[i] for i in range(n_blocks) if i not in chosen])
+        best = int(np.argmax(score(m[train_rows])))
+        oos = score(m[test_rows])
+        rank = 1 + int(np.sum(oos < oos[best])) + 0.5 * int(np.sum(oos == oos[best]) - 1)
+        w = rank / (n + 1)
+        logits.append(math.log(w / (1 - w)))
+    arr = np.array(logits)
+    return PBOResult(pbo=float(np.mean(arr <= 0)), logits=tuple(logits), n_splits=len(logits))
+
+
+def _column_sharpe(m: np.ndarray) -> np.ndarray:
+    std = m.std(axis=0, ddof=1)
+    mean = m.mean(axis=0)
+    return np.divide(mean, std, out=np.zeros_like(mean), where=std > 0)
+
+
+def generalization_gap(train_score: float, validation_score: float) -> float:
+    """Validation minus training score, relative to |training score| (negative = worse)."""
+    return (validation_score - train_score) / max(abs(train_score), 1e-9)

@@ -1,0 +1,89 @@
+"""Statistics against worked examples (Bailey & Lopez de Prado) and hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from nexlify.evaluation.stats import (
+    bootstrap_ci,
+    deflated_sharpe_ratio,
+    expected_max_sharpe,
+    iqm,
+    probabilistic_sharpe_ratio,
+    probability_of_backtest_overfitting,
+)
+
+
+def test_iqm_by_hand() -> None:
+    # sorted: -50 1 2 3 4 5 6 100; drop 2 at each end -> mean of 2, 3, 4, 5
+    assert iqm([100, 1, 2, 3, 4, 5, 6, -50]) == pytest.approx(3.5)
+    assert iqm([1, 2, 3]) == pytest.approx(2.0)  # fewer than 4: plain mean
+    with pytest.raises(ValueError):
+        iqm([])
+
+
+def test_bootstrap_ci_is_seeded_and_brackets_the_statistic() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 1.0, 200)
+    low, high = bootstrap_ci(x, seed=3)
+    assert (low, high) == bootstrap_ci(x, seed=3)
+    assert low < iqm(x) < high
+    assert 0.7 < low < high < 1.3
+
+
+def test_deflated_sharpe_ratio_paper_example() -> None:
+    """Bailey & Lopez de Prado (2014), numerical example: annualised SR 2.5 over 5 years of
+    daily data (T = 1250, 250 days a year), N = 100 trials whose annualised Sharpe ratios have
+    variance 0.5, returns with skewness -3 and kurtosis 10: DSR = 0.9004."""
+    days = 250
+    sharpe = 2.5 / math.sqrt(days)
+    variance = 0.5 / days
+    threshold = expected_max_sharpe(100, variance)
+    # sqrt(0.5/250) * ((1 - g) * Z^-1(0.99) + g * Z^-1(1 - 1/(100 e))) = 0.1132 per day
+    assert threshold == pytest.approx(0.1132, abs=5e-5)
+    dsr = deflated_sharpe_ratio(sharpe, 100, variance, 1250, skew=-3.0, kurtosis=10.0)
+    assert dsr == pytest.approx(0.9004, abs=5e-4)
+
+
+def test_probabilistic_sharpe_ratio_by_hand() -> None:
+    # normal returns: z = (0.1 - 0) * sqrt(99) / sqrt(1 + 0.5 * 0.01) = 0.99252
+    psr = probabilistic_sharpe_ratio(0.1, 0.0, 100)
+    assert psr == pytest.approx(0.83953, abs=1e-4)
+    assert probabilistic_sharpe_ratio(0.0, 0.0, 100) == pytest.approx(0.5)
+
+
+def test_more_trials_deflate_more() -> None:
+    args = {"sharpe_variance": 0.002, "n_obs": 1000}
+    values = [deflated_sharpe_ratio(0.1, n, **args) for n in (2, 10, 100, 1000)]
+    assert values == sorted(values, reverse=True)
+
+
+def test_pbo_hand_case_with_two_blocks() -> None:
+    # Two configurations, two blocks (in-sample = one block, out-of-sample = the other).
+    # Config 0 wins block A and loses block B; config 1 the reverse: the in-sample winner is
+    # always last out of sample -> w = 1/3, logit < 0 in both splits -> PBO = 1.
+    a = np.array([[0.02, 0.00], [0.03, 0.01], [0.01, 0.00], [0.02, 0.01]])
+    b = np.array([[-0.01, 0.02], [0.00, 0.03], [-0.02, 0.01], [0.00, 0.02]])
+    result = probability_of_backtest_overfitting(np.vstack([a, b]), n_blocks=2)
+    assert result.n_splits == 2
+    assert result.pbo == 1.0
+    assert result.logits == pytest.approx((math.log(0.5), math.log(0.5)))
+
+
+def test_pbo_of_a_real_edge_is_zero_and_of_noise_is_about_half() -> None:
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 0.01, size=(1600, 20))
+    skilled = noise.copy()
+    skilled[:, 7] += 0.01  # one configuration with a large, persistent edge
+    assert probability_of_backtest_overfitting(skilled, n_blocks=8).pbo == 0.0
+    # with no edge anywhere the in-sample winner is a coin flip out of sample: PBO ~ 0.5
+    pbos = [
+        probability_of_backtest_overfitting(
+            np.random.default_rng(seed).normal(0, 0.01, size=(800, 20)), n_blocks=8
+        ).pbo
+        for seed in range(10)
+    ]
+    assert 0.35 < float(np.mean(pbos)) < 0.65
