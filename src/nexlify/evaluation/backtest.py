@@ -1,0 +1,128 @@
+"""Backtest a saved model beside the baselines, with the costs and risk rules it trained under.
+
+The model's checkpoint records its pairs, timeframe, feature names and market settings; the data
+must provide the same pairs and features (checked, with a clear error). The backtest runs once
+over the whole period (one window), greedy, through the same simulator as training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nexlify.agent.dqn import DQNAgent, load_agent
+from nexlify.config import MarketConfig, from_dict
+from nexlify.data.market_data import MarketData
+from nexlify.errors import CheckpointError, DataError
+from nexlify.market.baselines import run_baselines
+from nexlify.market.evaluate import EvaluationResult, evaluate_policy
+
+METRIC_COLUMNS = (
+    ("total_return_pct", "return %", "+.2f"),
+    ("sharpe", "Sharpe", ".2f"),
+    ("sortino", "Sortino", ".2f"),
+    ("max_drawdown_pct", "max DD %", ".2f"),
+    ("win_rate", "win rate", ".2f"),
+    ("profit_factor", "profit factor", ".2f"),
+    ("n_trades", "trades", "d"),
+    ("exposure", "exposure", ".2f"),
+    ("fees_paid", "fees", ".2f"),
+)
+"""Metrics shown by the backtest table: (EpisodeMetrics field, column title, format)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a checkpoint says about the market it was trained on."""
+
+    pairs: tuple[str, ...]
+    timeframe: str
+    feature_names: tuple[str, ...]
+    market: MarketConfig
+
+
+def model_spec(meta: dict[str, Any], path: str | Path) -> ModelSpec:
+    """Read the market description a pipeline checkpoint carries in ``extra``."""
+    extra = meta.get("extra") or {}
+    missing = [
+        k for k in ("pairs", "timeframe", "feature_names", "market_config") if k not in extra
+    ]
+    if missing:
+        raise CheckpointError(
+            f"{path}: the checkpoint does not describe its market (missing {', '.join(missing)}); "
+            "it was not saved by the Nexlify pipeline"
+        )
+    return ModelSpec(
+        pairs=tuple(extra["pairs"]),
+        timeframe=str(extra["timeframe"]),
+        feature_names=tuple(extra["feature_names"]),
+        market=from_dict(MarketConfig, extra["market_config"], "market_config"),
+    )
+
+
+def check_compatible(spec: ModelSpec, data: MarketData, path: str | Path) -> None:
+    """The data must have the model's pairs (in order), timeframe and features."""
+    if data.pairs != spec.pairs:
+        raise DataError(f"{path} trades {list(spec.pairs)} but the data has {list(data.pairs)}")
+    if data.timeframe != spec.timeframe:
+        raise DataError(
+            f"{path} was trained on {spec.timeframe} bars, the data is {data.timeframe}"
+        )
+    if data.feature_names != spec.feature_names:
+        raise DataError(
+            f"{path} expects features {list(spec.feature_names)} but the data computes "
+            f"{list(data.feature_names)}"
+        )
+
+
+def cut_period(data: MarketData, start: str | None, end: str | None) -> MarketData:
+    """Bars whose open time is within [start, end] (UTC); a date-only ``end`` includes its day."""
+    first = data.index_at(start) if start else 0
+    stop = data.n_bars
+    if end:
+        date_only = len(end.strip()) <= len("YYYY-MM-DD")
+        step = pd.Timedelta(days=1) if date_only else pd.Timedelta(seconds=1)
+        stop = data.index_at(pd.Timestamp(end) + step)
+    if stop - first < 2:
+        span = " .. ".join(t.isoformat() for t in data.span())
+        raise DataError(f"backtest period {start} .. {end} holds no bars of the data ({span})")
+    return data.slice(first, stop)
+
+
+@dataclass
+class BacktestResult:
+    """The model's and the baselines' results over the same period."""
+
+    model: EvaluationResult
+    baselines: dict[str, EvaluationResult]
+    data: MarketData
+
+    def table(self) -> dict[str, Any]:
+        """``{"model": {...metrics}, "baselines": {name: {...metrics}}, "period": {...}}``."""
+        start, end = self.data.span()
+        return {
+            "period": {
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "bars": self.data.n_bars,
+            },
+            "data_source": self.data.source,
+            "model": self.model.metrics[0].to_dict(),
+            "baselines": {k: r.metrics[0].to_dict() for k, r in self.baselines.items()},
+        }
+
+
+def backtest(agent: DQNAgent, spec: ModelSpec, data: MarketData, seed: int = 0) -> BacktestResult:
+    """Greedy run of ``agent`` over all of ``data``, and the baselines over the same bars."""
+    config = replace(spec.market, env=replace(spec.market.env, episode_length=0))
+    model = evaluate_policy(lambda obs, env: agent.greedy(obs), data, config, episode_length=0)
+    baselines = run_baselines(data, config, episode_length=0, seed=seed)
+    return BacktestResult(model=model, baselines=baselines, data=data)
+
+
+def load_model_for_backtest(path: str | Path) -> tuple[DQNAgent, ModelSpec]:
+    agent, meta = load_agent(path)
+    return agent, model_spec(meta, path)

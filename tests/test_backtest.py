@@ -1,0 +1,72 @@
+"""``nexlify backtest``: a saved model beside the baselines, same costs and rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from nexlify.agent.config import AgentConfig
+from nexlify.agent.dqn import DQNAgent
+from nexlify.cli import main
+from nexlify.config import EnvConfig, MarketConfig, RiskConfig
+from nexlify.data.sources import synthetic_market
+from nexlify.evaluation.backtest import backtest, cut_period, load_model_for_backtest
+from nexlify.market.env import VecMarketEnv
+
+PAIRS = ("BTC/USDT",)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    market = synthetic_market(PAIRS, "1h", seed=0)
+    config = MarketConfig(risk=RiskConfig(stop_loss=0.03), env=EnvConfig(episode_length=100))
+    env = VecMarketEnv(market, config)
+    agent = DQNAgent(env.obs_size, env.n_actions, AgentConfig(hidden_sizes=(16,)), seed=1)
+    extra = {"market_config": dataclasses.asdict(config), "pairs": list(PAIRS),
+             "timeframe": "1h", "feature_names": list(market.feature_names)}  # fmt: skip
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    agent.save(path, extra=extra)
+    return path
+
+
+def test_backtest_json_matches_a_direct_run(saved_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bt.json"
+    code = main(["backtest", "--model", str(saved_model), "--source", "synthetic",
+                 "--start", "2023-06-01", "--end", "2023-08-31", "--json", str(out)])  # fmt: skip
+    assert code == 0
+    table = json.loads(out.read_text())
+    assert set(table["baselines"]) == {"buy_and_hold", "sma_crossover", "random"}
+    for key in ("total_return_pct", "sharpe", "sortino", "max_drawdown_pct", "win_rate",
+                "profit_factor", "n_trades", "exposure", "fees_paid"):  # fmt: skip
+        assert key in table["model"]
+    assert table["period"]["start"].startswith("2023-06-01")
+    assert table["period"]["end"].startswith("2023-08-31T23")
+    agent, spec = load_model_for_backtest(saved_model)
+    assert spec.market.risk.stop_loss == 0.03  # the model's own risk settings are used
+    data = cut_period(synthetic_market(PAIRS, "1h", seed=0), "2023-06-01", "2023-08-31")
+    direct = backtest(agent, spec, data)
+    assert table["model"]["total_return_pct"] == pytest.approx(
+        direct.model.metrics[0].total_return_pct
+    )
+
+
+def test_backtest_refuses_data_for_other_pairs(
+    saved_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frames_dir = tmp_path / "data"
+    frames_dir.mkdir()
+    code = main(["backtest", "--model", str(saved_model), "--data-dir", str(frames_dir)])
+    assert code == 3
+    assert "BTC/USDT" in capsys.readouterr().err
+
+
+def test_backtest_refuses_a_file_that_is_not_a_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bogus = tmp_path / "model.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    assert main(["backtest", "--model", str(bogus), "--source", "synthetic"]) == 4
+    assert "model.pt" in capsys.readouterr().err
