@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
+from nexlify.commands import audit as audit_command
 from nexlify.commands import backtest as backtest_command
 from nexlify.commands.baselines import start_baselines
 from nexlify.commands.options import add_data_options, add_train_options
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     baselines.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     baselines.set_defaults(handler=start_baselines)
     backtest_command.register(sub)
+    audit_command.register(sub)
     return parser
 
 
