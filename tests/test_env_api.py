@@ -195,3 +195,29 @@ def test_real_binance_candles_run_an_episode_with_every_rule_on() -> None:
         assert m.n_trades > 0 and np.isfinite(m.final_equity)
         reasons = {t["reason"] for t in env.trades(i)}
         assert reasons & {"stop", "trail", "take"}
+
+
+def test_state_round_trip_and_growing_data_match_a_full_run(market) -> None:  # type: ignore[no-untyped-def]
+    """Stepping bar by bar on growing data (as paper trading does) equals one run on all bars."""
+    cfg = MarketConfig(env=EnvConfig(episode_length=0, random_start=False, close_at_end=False))
+    rng = np.random.default_rng(3)
+    actions = rng.integers(0, 5, size=300)
+    full = VecMarketEnv(market, cfg, autoreset=False, record=True)
+    full.reset()
+    full.run_open_ended()
+    for a in actions:
+        full.step(np.array([a]))
+    grow = VecMarketEnv(market.slice(0, 2), cfg, autoreset=False, record=True)
+    grow.reset()
+    grow.run_open_ended()
+    for k, a in enumerate(actions):
+        if k == 150:  # a restart: a fresh env restored from the saved state
+            state = grow.state_dict()
+            grow = VecMarketEnv(market.slice(0, k + 1), cfg, autoreset=False, record=True)
+            grow.load_state_dict(state)
+        grow.replace_data(market.slice(0, k + 2))
+        grow.step(np.array([a]))
+    assert grow.account(0) == full.account(0)
+    assert grow.trades(0) == full.trades(0)
+    with pytest.raises(Exception, match="no next bar"):
+        grow.step(np.array([0]))

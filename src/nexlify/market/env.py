@@ -210,6 +210,11 @@ class VecMarketEnv(VectorEnv):
             raise ConfigError(f"actions: values must be in [0, {self.n_actions}), got {acts}")
         if self._needs_reset.all():
             raise ConfigError("every env finished its episode; call reset() before stepping again")
+        last = self.data.n_bars - 1
+        if self._cursor[:, K.T_NOW].max() >= last and (
+            self._cursor[~self._needs_reset, K.T_NOW].max() >= last  # frozen envs may sit there
+        ):
+            raise DataError("step: the data has no next bar to step into (supply more bars)")
         self._obs_i ^= 1
         obs = self._obs[self._obs_i]
         d = self.data
@@ -379,6 +384,69 @@ class VecMarketEnv(VectorEnv):
     def position_mask(self) -> np.ndarray:
         """bool [N, P]: which pairs each env holds a position in."""
         return self._pos[:, :, K.QTY] > 0.0
+
+    # ---- live use: state, growing data, open-ended episodes ------------------------------------
+    _STATE_ARRAYS = ("_cursor", "_acct", "_pos", "_kelly", "_trade_count", "_trade_log",
+                     "_needs_reset")  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        """Copies of every per-env state array and the start-sampling RNG state.
+
+        The recorded equity curve is not part of it (its length is the episode's, which an
+        open-ended run outgrows); live users keep equity history themselves.
+        """
+        state: dict[str, Any] = {
+            name[1:]: getattr(self, name).copy() for name in self._STATE_ARRAYS
+        }
+        state["rng"] = self._rng.bit_generator.state
+        state["obs"] = self._obs[self._obs_i].copy()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` output (shapes and dtypes must match this env)."""
+        for name in self._STATE_ARRAYS:
+            current = getattr(self, name)
+            value = np.asarray(state[name[1:]])
+            if value.shape != current.shape or value.dtype != current.dtype:
+                raise ConfigError(
+                    f"env state {name[1:]}: expected {current.dtype}{list(current.shape)}, "
+                    f"got {value.dtype}{list(value.shape)}"
+                )
+            current[...] = value
+        self._rng.bit_generator.state = state["rng"]
+        self._obs[self._obs_i][...] = state["obs"]
+
+    def replace_data(self, data: MarketData) -> np.ndarray:
+        """Swap in ``data`` that extends the current data (new bars at the end), keeping state.
+
+        Returns the observation of every env at its current bar, recomputed from ``data``.
+        """
+        old = self.data
+        if (data.pairs, data.timeframe, data.feature_names) != (
+            old.pairs,
+            old.timeframe,
+            old.feature_names,
+        ):
+            raise DataError("replace_data: new data must have the same pairs, timeframe, features")
+        shared = min(old.n_bars, data.n_bars)
+        if not np.array_equal(old.time[:shared], data.time[:shared]):
+            raise DataError("replace_data: new data must keep the bars the env already used")
+        if int(self._cursor[:, K.T_NOW].max()) >= data.n_bars:
+            raise DataError("replace_data: new data is shorter than the bars already stepped")
+        self.data = data
+        self._day = data.time // 86_400
+        obs = self._obs[self._obs_i]
+        for n in range(self.num_envs):
+            K._write_obs(n, data.features, data.prices, self._cursor, self._acct, self._pos,
+                         self._params, self.window, obs[n])  # fmt: skip
+        return obs.copy() if self.copy_obs else obs
+
+    def run_open_ended(self) -> None:
+        """Never truncate: episodes run for as long as new bars are supplied (paper trading).
+
+        The caller must only ``step`` when the data holds the next bar of every env.
+        """
+        self._cursor[:, K.T_END] = np.iinfo(np.int64).max
 
     def _require_record(self) -> None:
         if not self.record:

@@ -469,8 +469,9 @@ def _step_one(
     drawdown = 1.0 - equity / acct[n, PEAK_EQ]
     if drawdown > acct[n, MAX_DD]:
         acct[n, MAX_DD] = drawdown
-    if params[P_RECORD] != 0.0:
-        equity_curve[n, t1 - cursor[n, T_START]] = equity
+    step = t1 - cursor[n, T_START]
+    if params[P_RECORD] != 0.0 and step < equity_curve.shape[1]:  # open-ended runs outgrow it
+        equity_curve[n, step] = equity
     terminated[n] = ruined
     truncated[n] = at_end and not ruined
     cursor[n, T_NOW] = t1
