@@ -15,6 +15,7 @@ from rich.console import Console
 
 from nexlify.commands import audit as audit_command
 from nexlify.commands import backtest as backtest_command
+from nexlify.commands import report as report_command
 from nexlify.commands.baselines import start_baselines
 from nexlify.commands.options import add_data_options, add_train_options
 from nexlify.commands.train import start_train
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     baselines.set_defaults(handler=start_baselines)
     backtest_command.register(sub)
     audit_command.register(sub)
+    report_command.register(sub)
     return parser
 
 

@@ -15,8 +15,9 @@ from nexlify.evaluation.backtest import (
     cut_period,
     load_model_for_backtest,
 )
-from nexlify.io import atomic_write_json
+from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.pipeline.data_choice import load_training_market
+from nexlify.report.html import backtest_report_html
 from nexlify.train.config import DataConfig
 
 
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--start", metavar="DATE", help="first bar (UTC date or time)")
     parser.add_argument("--end", metavar="DATE", help="last bar (UTC date or time)")
     parser.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
     parser.set_defaults(handler=start_backtest)
 
 
@@ -70,4 +72,6 @@ def start_backtest(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     if args.json:
         atomic_write_json(args.json, table_data)
+    if args.html:
+        atomic_write_text(args.html, backtest_report_html(result, args.model))
     return 0

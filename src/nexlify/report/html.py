@@ -1,0 +1,206 @@
+"""Self-contained HTML reports (plotly.js inlined: the file opens offline, anywhere).
+
+``build_run_report`` rebuilds a pipeline run's report from its folder (``nexlify report``);
+``backtest_report_html`` renders a backtest.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.offline
+
+from nexlify.agent.dqn import load_agent
+from nexlify.data.market_data import MarketData
+from nexlify.errors import DataError
+from nexlify.evaluation.backtest import METRIC_COLUMNS, BacktestResult
+from nexlify.evaluation.stats import (
+    bootstrap_ci,
+    deflated_sharpe_ratio,
+    generalization_gap,
+    iqm,
+    probability_of_backtest_overfitting,
+)
+from nexlify.io import atomic_write_text
+from nexlify.market.baselines import run_baselines
+from nexlify.market.evaluate import EvaluationResult, evaluate_policy
+from nexlify.report.figures import (
+    drawdown_figure,
+    equity_figure,
+    history_figure,
+    progress_figure,
+    trades_figure,
+)
+from nexlify.train.trainer import greedy_policy
+
+REPORT_HTML = "report.html"
+GAP_FLAG = -0.5
+"""A validation score below training by more than half of |training score| is flagged."""
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:4px 8px;
+text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+.warn{color:#b00;font-weight:bold}.note{color:#555}"""
+
+
+def _figure(fig: go.Figure) -> str:
+    return str(fig.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True}))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a" if value is None else ("inf" if value > 0 else "-inf")
+    return format(value, spec)
+
+
+def metrics_table(runs: dict[str, EvaluationResult]) -> str:
+    rows = []
+    for name, result in runs.items():
+        m = result.metrics[0].to_dict()
+        rows.append([name] + [_fmt(m[key], fmt) for key, _, fmt in METRIC_COLUMNS])
+    return _table(["policy"] + [title for _, title, _ in METRIC_COLUMNS], rows)
+
+
+def render_page(title: str, sections: list[tuple[str, str]]) -> str:
+    """A complete HTML document with plotly.js inlined."""
+    body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections)
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style>"
+        f"<script>{plotly.offline.get_plotlyjs()}</script></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+
+
+def _policy_sections(data: MarketData, runs: dict[str, EvaluationResult]) -> list[tuple[str, str]]:
+    note = ("<p class='note'>One continuous run over the whole period per policy (the validation "
+            "score instead averages separate windows of the episode length).</p>")  # fmt: skip
+    sections = [
+        ("Results", note + metrics_table(runs)),
+        ("Equity", _figure(equity_figure(data, runs))),
+        ("Drawdown", _figure(drawdown_figure(data, runs))),
+    ]
+    for pair in data.pairs:
+        sections.append((f"Trades: {pair}", _figure(trades_figure(data, runs["model"], pair))))
+    return sections
+
+
+def backtest_report_html(result: BacktestResult, model_path: str) -> str:
+    """The report of ``nexlify backtest --html``."""
+    runs = {"model": result.model, **result.baselines}
+    start, end = result.data.span()
+    title = f"Nexlify backtest: {Path(model_path).name}, {start:%Y-%m-%d} .. {end:%Y-%m-%d}"
+    intro = (f"<p class='note'>Data: {html.escape(result.data.source)}, "
+             f"{', '.join(result.data.pairs)} ({result.data.timeframe}), "
+             f"{result.data.n_bars} bars. One continuous greedy run.</p>")  # fmt: skip
+    return render_page(title, [("Period", intro), *_policy_sections(result.data, runs)])
+
+
+def _model_returns(paths: list[str], data: MarketData, market: Any) -> np.ndarray:
+    """Per-bar simple returns [bars, models] of each saved model over ``data``."""
+    columns = []
+    for path in paths:
+        agent, _ = load_agent(path)
+        run = evaluate_policy(greedy_policy(agent), data, market, episode_length=0)
+        curve = run.equity_curves[0]
+        columns.append(curve[1:] / curve[:-1] - 1.0)
+    return np.stack(columns, axis=1)
+
+
+def statistics_section(
+    summary: dict[str, Any], returns_TN: np.ndarray, final: int, gap: dict[str, float] | None
+) -> str:
+    """IQM with a bootstrap CI over seeds, deflated Sharpe, PBO and the train/validation gap."""
+    scores = [r["val_score"] for r in summary["initial_runs"]]
+    low, high = bootstrap_ci(scores)
+    rows = [["initial runs' validation score: IQM [95% bootstrap CI]",
+             f"{iqm(scores):.3f} [{low:.3f}, {high:.3f}] over {len(scores)} seeds"]]  # fmt: skip
+    r = returns_TN[:, final]
+    std = r.std(ddof=1)
+    if std > 0 and returns_TN.shape[1] >= 2:
+        sharpes = returns_TN.mean(axis=0) / np.maximum(returns_TN.std(axis=0, ddof=1), 1e-12)
+        centred = (r - r.mean()) / std
+        skew, kurt = float((centred**3).mean()), float((centred**4).mean())
+        dsr = deflated_sharpe_ratio(float(r.mean() / std), returns_TN.shape[1],
+                                    float(sharpes.var(ddof=1)), r.size, skew, kurt)  # fmt: skip
+        rows.append([f"deflated Sharpe ratio of the final model ({returns_TN.shape[1]} models "
+                     "tried)", f"{dsr:.3f} (probability that its true Sharpe beats the best of "
+                     "as many unskilled tries)"])  # fmt: skip
+    else:
+        rows.append(["deflated Sharpe ratio", "n/a (the final model did not trade)"])
+    blocks = 8 if returns_TN.shape[0] >= 80 else 2
+    if returns_TN.shape[1] >= 2:
+        pbo = probability_of_backtest_overfitting(returns_TN, n_blocks=blocks)
+        rows.append(["probability of backtest overfitting (CSCV over the saved models)",
+                     f"{pbo.pbo:.2f} ({pbo.n_splits} splits of {blocks} blocks)"])  # fmt: skip
+    if gap is not None:
+        flag = " <- LARGE" if gap["relative"] < GAP_FLAG else ""
+        rows.append(["final model: training vs validation score",
+                     f"{gap['train_score']:.3f} vs {gap['validation_score']:.3f} "
+                     f"({gap['relative'] * 100:+.0f}%){flag}"])  # fmt: skip
+    return _table(["statistic", "value"], rows)
+
+
+def build_run_report(
+    out_dir: Path, summary: dict[str, Any], market: MarketData | None = None
+) -> Path:
+    """Rebuild ``report.html`` of a pipeline run (the market is reloaded when not given)."""
+    from nexlify.pipeline.data_choice import load_training_market, split_market
+    from nexlify.train.config import run_config_from_dict
+
+    config = run_config_from_dict(summary["config"])
+    if market is None:
+        market = load_training_market(config.data, logging.getLogger("nexlify"))
+    train, val, _ = split_market(market, config.data)
+    if (
+        val.pairs != tuple(summary["data"]["pairs"])
+        or val.n_bars != summary["validation_window"]["bars"]
+    ):
+        raise DataError(f"{out_dir}: the data found now is not the data this run used")
+    final_path = summary["final_model_path"]
+    agent, _ = load_agent(final_path)
+    market_cfg = replace(config.market, env=replace(config.market.env, episode_length=0))
+    model = evaluate_policy(greedy_policy(agent), val, market_cfg, episode_length=0)
+    runs = {"model": model, **run_baselines(val, market_cfg, episode_length=0)}
+    paths = [r["model_path"] for r in summary["initial_runs"]]
+    paths += [i["model_path"] for i in summary["retraining_iterations"]]
+    paths = [p for p in paths if Path(p).is_file()]
+    source = summary.get("final_model_source", final_path)
+    final = paths.index(source) if source in paths else 0
+    returns = _model_returns(paths, val, market_cfg) if paths else np.zeros((val.n_bars, 1))
+    train_score = evaluate_policy(greedy_policy(agent), train, config.market).score()
+    val_score = float(summary.get("final_best_score", model.score()))
+    gap = {"train_score": train_score, "validation_score": val_score,
+           "relative": generalization_gap(train_score, val_score)}  # fmt: skip
+    start, end = val.span()
+    intro = (f"<p>Data: <b>{html.escape(str(summary.get('data_source')))}</b>; validation window "
+             f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} ({val.n_bars} bars, never trained "
+             f"on); stop reason: {html.escape(str(summary.get('stop_reason')))}; final score "
+             f"{summary.get('final_best_score', float('nan')):.3f}.</p><p class='note'>The "
+             "validation window also picked the run and the checkpoint, so these figures flatter "
+             "the chosen model; the statistics below help discount them.</p>")  # fmt: skip
+    if summary.get("data_source") == "synthetic":
+        intro += "<p class='warn'>Trained and validated on the SYNTHETIC market.</p>"
+    sections = [
+        ("Run", intro),
+        ("Score progress", _figure(progress_figure(summary)) + _figure(history_figure(summary))),
+        ("Statistics", statistics_section(summary, returns, final, gap)),
+        *_policy_sections(val, runs),
+    ]
+    page = render_page(f"Nexlify training report: {out_dir.name}", sections)
+    return atomic_write_text(out_dir / REPORT_HTML, page)
