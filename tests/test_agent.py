@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from nexlify.agent.config import AgentConfig
+from nexlify.agent.config import PLAIN_DQN, AgentConfig
 from nexlify.agent.dqn import DQNAgent, _clip_grad_norm_, load_agent
 from nexlify.agent.losses import dqn_loss, td_target
-from nexlify.agent.networks import QNetwork, build_q_network
+from nexlify.agent.networks import QNetwork, build_q_network, network_from_config
 from nexlify.agent.replay import ReplayBatch, ReplayBuffer
 from nexlify.errors import CheckpointError, ConfigError
 
@@ -28,7 +28,14 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-SMALL = AgentConfig(hidden_sizes=(2,), batch_size=3, buffer_size=30, learning_starts=0)
+# The plain DQN (Rainbow parts off): the hand-computed numbers below are its arithmetic.
+SMALL = AgentConfig(
+    hidden_sizes=(2,),
+    batch_size=3,
+    buffer_size=30,
+    learning_starts=0,
+    **PLAIN_DQN,  # type: ignore[arg-type]
+)
 
 
 def _linears(net: nn.Module) -> list[nn.Linear]:
@@ -339,7 +346,9 @@ def test_epsilon_schedule_endpoints() -> None:
 
 
 def test_act_greedy_random_and_deterministic() -> None:
-    agent = DQNAgent(5, 4, AgentConfig(hidden_sizes=(16,)), seed=3)
+    # Noisy nets explore through their noise (act and greedy then differ on purpose; see
+    # test_rainbow.py); epsilon-greedy acting is the noise-free case.
+    agent = DQNAgent(5, 4, AgentConfig(hidden_sizes=(16,), noisy=False), seed=3)
     obs = np.random.default_rng(0).standard_normal((4000, 5)).astype(np.float32)
     argmax = agent.q_values(obs).argmax(axis=1)
     greedy = agent.act(obs, 0.0, np.random.default_rng(1))
@@ -430,10 +439,17 @@ def test_plain_torch_load_gives_model_state_dict(tmp_path: Path, weights_only: b
     agent = _trained_agent()
     path = agent.save(tmp_path / "model.pt")
     state = torch.load(path, weights_only=weights_only)["model_state_dict"]
-    net = QNetwork(4, 3, (8, 8), "relu")
+    net = network_from_config(4, 3, agent.config)
     net.load_state_dict(state)
+    net.set_noise(False)
     obs = torch.ones(2, 4)
-    torch.testing.assert_close(net(obs), agent.online(obs))
+    torch.testing.assert_close(net(obs), torch.from_numpy(agent.q_values(obs.numpy())))
+    # A plain DQN's state dict is the original tool's MLP layout.
+    plain = dataclasses.replace(agent.config, **PLAIN_DQN)  # type: ignore[arg-type]
+    plain_path = DQNAgent(4, 3, plain, seed=1).save(tmp_path / "plain.pt")
+    QNetwork(4, 3, (8, 8), "relu").load_state_dict(
+        torch.load(plain_path, weights_only=weights_only)["model_state_dict"]
+    )
 
 
 def test_load_refuses_missing_truncated_garbage_and_code(tmp_path: Path) -> None:
@@ -478,8 +494,8 @@ def test_load_refuses_wrong_content(tmp_path: Path) -> None:
         load_agent(write("missing.pt", {k: v for k, v in ckpt.items() if k != "target_state_dict"}))
     with pytest.raises(CheckpointError, match="format is 'other'"):
         load_agent(write("format.pt", {**ckpt, "format": "other"}))
-    with pytest.raises(CheckpointError, match="format_version 2 is not supported"):
-        load_agent(write("version.pt", {**ckpt, "format_version": 2}))
+    with pytest.raises(CheckpointError, match="format_version 3 is not supported"):
+        load_agent(write("version.pt", {**ckpt, "format_version": 3}))
     wider = {**ckpt, "agent_config": {**ckpt["agent_config"], "hidden_sizes": [16, 8]}}
     with pytest.raises(CheckpointError, match=r"model_state_dict does not match .*\[16, 4\]"):
         load_agent(write("shape.pt", wider))
@@ -502,8 +518,14 @@ def test_save_refuses_extra_that_weights_only_cannot_load(tmp_path: Path) -> Non
 # ---------------------------------------------------------------- learning
 
 
-def test_learns_two_action_contextual_bandit() -> None:
-    cfg = AgentConfig(hidden_sizes=(32,), learning_rate=1e-2, batch_size=64, buffer_size=512)
+@pytest.mark.parametrize("rainbow", [False, True], ids=["plain", "rainbow"])
+def test_learns_two_action_contextual_bandit(rainbow: bool) -> None:
+    # reward_scale 1: Q-values in reward units (the C51 support -10..10 then holds them).
+    switches: dict[str, object] = {"reward_scale": 1.0} if rainbow else dict(PLAIN_DQN)
+    cfg = AgentConfig(
+        hidden_sizes=(32,), learning_rate=1e-2, batch_size=64, buffer_size=512,
+        **switches,  # type: ignore[arg-type]
+    )  # fmt: skip
     agent = DQNAgent(2, 2, cfg, seed=0)
     buffer = ReplayBuffer.from_config(cfg, n_envs=8, obs_dim=2)
     rng = np.random.default_rng(0)

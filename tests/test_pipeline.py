@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from nexlify.agent.dqn import load_agent
+from nexlify.agent.ensemble import load_policy
 from nexlify.config import EnvConfig, ExecutionConfig, MarketConfig, RiskConfig
 from nexlify.data.market_data import build_market_data
 from nexlify.data.sources import synthetic_market
@@ -94,14 +95,30 @@ def test_pipeline_writes_the_original_output_tree_and_summary(tmp_path: Path) ->
     # The original tool's users load the weights like this.
     state = torch.load(final, weights_only=True)["model_state_dict"]
     assert all(isinstance(v, torch.Tensor) for v in state.values())
-    agent, meta = load_agent(final)
-    assert meta["metrics"]["score"] == pytest.approx(summary["final_best_score"])
+    agent, meta = load_agent(final)  # the single network (the best member of an ensemble)
+    assert meta["metrics"]["score"] == pytest.approx(summary["final_model_score"])
+    assert summary["final_model_kind"] in ("single", "ensemble")
+    if summary["final_model_kind"] == "single":
+        assert summary["final_model_score"] == summary["final_best_score"]
+    assert summary["ensemble"]["val_score"] == pytest.approx(
+        validate(load_policy(out / "ensemble_model.pt")[0], *_validation(tmp_path)).score()
+    )
     assert meta["extra"]["pairs"] == ["BTC/USDT"]
     # The saved model reproduces the validation score the summary reports for it.
+    assert validate(agent, *_validation(tmp_path)).score() == pytest.approx(
+        summary["final_best_score"]
+    )
+    policy, _ = load_policy(final)
+    assert validate(policy, *_validation(tmp_path)).score() == pytest.approx(
+        summary["final_model_score"]
+    )
+
+
+def _validation(tmp_path: Path) -> tuple[Any, Any]:
     config = tiny_config(tmp_path)
     market = synthetic_market(config.data.pairs, "1h", seed=0, days=config.data.synthetic_days)
     _, val, _ = split_market(market, config.data)
-    assert validate(agent, val, config.market).score() == pytest.approx(summary["final_best_score"])
+    return val, config.market
 
 
 def fake_unit_factory(scores: list[float], tmp_path: Path) -> Any:
@@ -142,7 +159,8 @@ def test_stopping_rules_on_controlled_scores(
 ) -> None:  # fmt: skip
     fake, calls = fake_unit_factory(scores, tmp_path)
     monkeypatch.setattr(auto_retrain, "train_unit", fake)
-    summary = run_tiny(tmp_path, pipeline={"max_iterations": 10, **pipeline})
+    # Fake model files: no ensemble (tests/test_rainbow.py covers ensembles).
+    summary = run_tiny(tmp_path, pipeline={"max_iterations": 10, "ensemble_size": 0, **pipeline})
     assert summary["stop_reason"] == reason
     assert len(summary["retraining_iterations"]) == iterations
     assert summary["final_best_score"] == pytest.approx(final)

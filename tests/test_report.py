@@ -86,3 +86,19 @@ def test_backtest_html(run_dir: Path, tmp_path: Path) -> None:
     assert code == 0
     text = out.read_text()
     assert "Nexlify backtest" in text and "buy_and_hold" in text
+
+
+def test_paper_session_report(tmp_path: Path) -> None:
+    from tests.test_paper_support import candles, save_model, write_candles
+
+    model = save_model(tmp_path / "model.pt")
+    files = write_candles(tmp_path / "data", candles())
+    db = tmp_path / "paper.db"
+    assert main(["paper", "--model", str(model), "--feed", "replay", "--data", *files,
+                 "--db", str(db), "--no-view"]) == 0  # fmt: skip
+    out = tmp_path / "paper.html"
+    assert main(["paper", "report", "--db", str(db), "--out", str(out)]) == 0
+    text = out.read_text()
+    for heading in ("Equity", "Drawdown", "Trades: BTC/USDT", "Closed trades (last 200)"):
+        assert f"<h2>{heading}</h2>" in text, heading
+    assert main(["paper", "report", "--db", str(tmp_path / "missing.db")]) == 3

@@ -2,6 +2,7 @@
 
 nexlify train [options]      the training pipeline (same flags as the root script)
 nexlify baselines [options]  buy-and-hold, SMA crossover and random, with metrics
+nexlify ablate [options]     full config vs each Rainbow/training component removed
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from rich.console import Console
 
 from nexlify.commands import audit as audit_command
 from nexlify.commands import backtest as backtest_command
+from nexlify.commands import data as data_command
+from nexlify.commands import paper as paper_command
+from nexlify.commands import preflight as preflight_command
 from nexlify.commands import report as report_command
+from nexlify.commands import tune as tune_command
+from nexlify.commands import walk_forward as walk_forward_command
+from nexlify.commands.ablate import add_ablate_options, start_ablate
 from nexlify.commands.baselines import start_baselines
 from nexlify.commands.options import add_data_options, add_train_options
 from nexlify.commands.train import start_train
@@ -46,9 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(baselines)
     baselines.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     baselines.set_defaults(handler=start_baselines)
+
+    ablate = sub.add_parser(
+        "ablate",
+        help="train the full config and each component removed in turn; IQM + bootstrap table",
+    )
+    add_data_options(ablate)
+    add_ablate_options(ablate)
+    ablate.set_defaults(handler=start_ablate)
     backtest_command.register(sub)
     audit_command.register(sub)
     report_command.register(sub)
+    walk_forward_command.register(sub)
+    tune_command.register(sub)
+    data_command.register(sub)
+    paper_command.register(sub)
+    preflight_command.register(sub)
     return parser
 
 

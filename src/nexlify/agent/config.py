@@ -1,7 +1,14 @@
 """Configuration of the DQN agent: network, learner, replay and exploration.
 
 Counts are in env transitions (one vector step of N envs is N transitions) unless a field says
-gradient steps. Rainbow parts (issue 4) are meant to arrive here as further flags.
+gradient steps. Every Rainbow part is a switch here (full Rainbow by default); ``PLAIN_DQN`` lists
+the values that turn the agent back into the plain DQN of format-1 checkpoints.
+
+Reward scale. Rewards are per-step log-returns of equity, about 1e-4..1e-3 (positions are capped
+at 5% of equity), far below the Huber threshold and C51's atom spacing. The learner multiplies
+them by ``reward_scale`` (100: percent log-returns) before any target is formed, so Q-values are
+in "percent of equity over the discounted horizon": with gamma 0.99 (about 100 steps) they stay
+within a few units, which ``v_min``/``v_max`` = -10/10 covers with 0.4-wide atoms.
 """
 
 from __future__ import annotations
@@ -16,6 +23,31 @@ ACTIVATIONS = ("relu", "tanh", "gelu")
 
 TARGET_UPDATES = ("hard", "soft")
 """Ways to move the target network towards the online network."""
+
+DISTRIBUTIONAL = ("none", "c51", "qr")
+"""Value heads: scalar Q (none), categorical C51, or quantile regression (QR-DQN)."""
+
+NORMS = ("none", "layer", "batch")
+"""Normalisation after each hidden linear layer."""
+
+LR_SCHEDULES = ("constant", "cosine", "plateau", "step")
+"""Learning-rate schedules: constant, cosine annealing with warm restarts (per gradient step),
+reduce-on-plateau of the validation score (per validation), step decay (per gradient step)."""
+
+AMP_MODES = ("off", "bf16", "fp16")
+"""Mixed precision of the learner's forward/loss: off, bfloat16 autocast (CPU or GPU), float16
+autocast with a gradient scaler (CUDA only)."""
+
+PLAIN_DQN: dict[str, object] = {
+    "double_dqn": False,
+    "dueling": False,
+    "prioritized_replay": False,
+    "n_step": 1,
+    "noisy": False,
+    "distributional": "none",
+    "reward_scale": 1.0,
+}
+"""Switches that make the plain DQN (what format-1 checkpoints hold)."""
 
 
 def _require(ok: bool, name: str, value: object, rule: str) -> None:
@@ -60,6 +92,54 @@ class AgentConfig:
     """Fraction of the run's total transitions over which epsilon falls linearly to eps_end."""
     adam_eps: float = 1e-5
     """Epsilon of Adam's denominator (1e-5 rather than torch's 1e-8, as in Rainbow/CleanRL)."""
+    double_dqn: bool = True
+    """Double DQN: the online network picks the next action, the target network values it."""
+    dueling: bool = True
+    """Dueling heads: Q = V + A - mean_a A (per atom for distributional heads)."""
+    prioritized_replay: bool = True
+    """Proportional prioritized replay (sum tree; new transitions at the max priority)."""
+    per_alpha: float = 0.5
+    """Priority exponent: P(i) ~ p_i ** alpha (0 = uniform)."""
+    per_beta_start: float = 0.4
+    """Importance-weight exponent at the start of a run (annealed linearly to per_beta_end)."""
+    per_beta_end: float = 1.0
+    """Importance-weight exponent at the end of a run."""
+    per_eps: float = 1e-6
+    """Added to |TD error| so that no transition gets priority 0."""
+    n_step: int = 3
+    """n-step returns, per env, cut at terminations and truncations (1 = one-step TD)."""
+    noisy: bool = True
+    """Factorised-Gaussian noisy output layers; replaces epsilon-greedy (epsilon is 0) when on."""
+    noisy_sigma0: float = 0.5
+    """Initial noise scale of noisy layers: sigma = noisy_sigma0 / sqrt(fan_in)."""
+    distributional: str = "c51"
+    """Value head: none (scalar Q), c51 (categorical over atoms) or qr (QR-DQN quantiles)."""
+    n_atoms: int = 51
+    """Atoms of the C51 support, or quantiles of QR-DQN."""
+    v_min: float = -10.0
+    """Lowest C51 atom, in scaled-reward units (see reward_scale in the module docstring)."""
+    v_max: float = 10.0
+    """Highest C51 atom, in scaled-reward units."""
+    reward_scale: float = 100.0
+    """Rewards are multiplied by this before learning (100: log-returns in percent)."""
+    weight_decay: float = 0.0
+    """L2 penalty coefficient added to the gradient by Adam (0 = none)."""
+    dropout: float = 0.0
+    """Dropout probability after each hidden layer while learning (acting runs without it)."""
+    norm: str = "none"
+    """Normalisation after each hidden linear layer: none, layer or batch."""
+    lr_schedule: str = "constant"
+    """Learning-rate schedule: constant, cosine (warm restarts), plateau (validation) or step."""
+    lr_period: int = 20_000
+    """Gradient steps of the first cosine cycle (doubling after each restart), or per step decay."""
+    lr_decay: float = 0.5
+    """Factor of step decay and of reduce-on-plateau."""
+    lr_patience: int = 2
+    """Validations without a new best score before reduce-on-plateau lowers the rate."""
+    lr_min: float = 1e-6
+    """Floor of the learning rate for cosine and plateau schedules."""
+    amp: str = "off"
+    """Mixed precision: off, bf16 (autocast, CPU or GPU) or fp16 (CUDA, with a gradient scaler)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden_sizes, list):
@@ -135,6 +215,67 @@ class AgentConfig:
             self.adam_eps,
             "a number in (0, 1)",
         )
+
+        for name in ("double_dqn", "dueling", "prioritized_replay", "noisy"):
+            v = getattr(self, name)
+            _require(isinstance(v, bool), name, v, "true or false")
+        for name in ("per_alpha", "per_beta_start", "per_beta_end", "dropout"):
+            v = getattr(self, name)
+            _require(is_finite_number(v) and 0 <= v <= 1, name, v, "in [0, 1]")
+        _require(self.dropout < 1, "dropout", self.dropout, "below 1")
+        for name in ("per_eps", "noisy_sigma0", "reward_scale", "lr_min"):
+            v = getattr(self, name)
+            _require(is_finite_number(v) and v > 0, name, v, "a positive number")
+        _require(
+            is_int(self.n_step) and 1 <= self.n_step <= 100, "n_step", self.n_step, "in [1, 100]"
+        )
+        _require(
+            self.distributional in DISTRIBUTIONAL,
+            "distributional",
+            self.distributional,
+            f"one of {', '.join(DISTRIBUTIONAL)}",
+        )
+        _require(
+            is_int(self.n_atoms) and 2 <= self.n_atoms <= 1024,
+            "n_atoms",
+            self.n_atoms,
+            "an integer in [2, 1024]",
+        )
+        _require(is_finite_number(self.v_min), "v_min", self.v_min, "a finite number")
+        _require(
+            is_finite_number(self.v_max) and self.v_max > self.v_min,
+            "v_max",
+            self.v_max,
+            f"a number above v_min={self.v_min}",
+        )
+        _require(
+            is_finite_number(self.weight_decay) and self.weight_decay >= 0,
+            "weight_decay",
+            self.weight_decay,
+            "a number >= 0",
+        )
+        _require(self.norm in NORMS, "norm", self.norm, f"one of {', '.join(NORMS)}")
+        _require(
+            self.lr_schedule in LR_SCHEDULES,
+            "lr_schedule",
+            self.lr_schedule,
+            f"one of {', '.join(LR_SCHEDULES)}",
+        )
+        for name in ("lr_period", "lr_patience"):
+            v = getattr(self, name)
+            _require(is_int(v) and v >= 1, name, v, "an integer >= 1")
+        _require(
+            is_finite_number(self.lr_decay) and 0 < self.lr_decay < 1,
+            "lr_decay",
+            self.lr_decay,
+            "in (0, 1)",
+        )
+        _require(self.amp in AMP_MODES, "amp", self.amp, f"one of {', '.join(AMP_MODES)}")
+
+    @property
+    def n_outputs_per_action(self) -> int:
+        """Atoms (c51), quantiles (qr) or 1 (scalar Q) per action."""
+        return 1 if self.distributional == "none" else self.n_atoms
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AgentConfig:

@@ -1,7 +1,13 @@
 """DQN agent for batched envs: the policy (act), the learner (update) and its checkpoints.
 
-The TD target and loss live in :mod:`nexlify.agent.losses`; replay in :mod:`nexlify.agent.replay`.
-Torch thread counts are the trainer's business and are not set here.
+The TD targets and losses live in :mod:`nexlify.agent.losses`; replay in
+:mod:`nexlify.agent.replay`. Which Rainbow parts are on is read from :class:`AgentConfig`, never
+from subclasses. Torch thread counts are the trainer's business and are not set here.
+
+Noise, dropout and normalisation: learning runs the online network in train mode with fresh
+noisy-layer noise per gradient step; acting (:meth:`DQNAgent.act`) uses the current noise with
+dropout off; :meth:`DQNAgent.greedy` and :meth:`DQNAgent.q_values` use the mean weights, so
+validation is deterministic. Noise comes from the agent's own ``torch.Generator``.
 
 Stats and GPU syncs: :meth:`DQNAgent.update_no_sync` returns the step's stats as one detached
 tensor on the learner's device and never waits for the device; :meth:`DQNAgent.update` converts
@@ -22,10 +28,19 @@ import torch
 from torch import nn
 
 import nexlify
-from nexlify.agent.config import AgentConfig
-from nexlify.agent.losses import dqn_loss, td_target
+from nexlify.agent.config import PLAIN_DQN, AgentConfig
+from nexlify.agent.losses import (
+    DQNLoss,
+    c51_loss,
+    dqn_loss,
+    next_actions,
+    project_distribution,
+    quantile_huber_loss,
+    td_target,
+)
 from nexlify.agent.networks import QNetwork, build_q_network
 from nexlify.agent.replay import ReplayBatch
+from nexlify.agent.schedules import LRSchedule
 from nexlify.errors import CheckpointError, ConfigError
 from nexlify.io import atomic_write
 
@@ -33,7 +48,8 @@ UPDATE_STATS = ("loss", "q_mean", "td_abs_mean", "grad_norm")
 """Names of the entries of the stats vector :meth:`DQNAgent.update_no_sync` returns, in order."""
 
 CHECKPOINT_FORMAT = "nexlify-dqn"
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2
+"""2: Rainbow switches in agent_config (a format-1 file is a plain DQN: see PLAIN_DQN)."""
 _REQUIRED_KEYS = (
     "format",
     "format_version",
@@ -67,10 +83,25 @@ class DQNAgent:
         self.config = config
         self.device = torch.device(device)
         self.seed = seed
+        if config.amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError(
+                f"agent.amp: 'fp16' needs a CUDA device (this agent is on {self.device}); "
+                "use 'bf16' or 'off'"
+            )
         self.online: QNetwork = build_q_network(obs_dim, n_actions, config, seed).to(self.device)
         self.target: QNetwork = copy.deepcopy(self.online)
         self.target.requires_grad_(False)
+        self.target.eval()
+        self.noise_generator = torch.Generator(device=self.device)
+        """Source of noisy-layer noise (seeded from ``seed``; independent of the global RNG)."""
+        self.noise_generator.manual_seed(_derived_seed(seed, 11))
+        self._noisy = bool(self.online.noisy_layers)
+        self._modal = config.dropout > 0 or config.norm == "batch"
+        self.reset_noise()
         self.optimizer = _make_adam(self.online, config)
+        self.lr_schedule = LRSchedule(self.optimizer, config)
+        self._amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+        self._scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
         self.n_updates = 0
         """Gradient steps taken so far (drives hard target updates)."""
         self.last_td_error_B: torch.Tensor | None = None
@@ -92,18 +123,40 @@ class DQNAgent:
         random_N = rng.integers(0, self.n_actions, size=n, dtype=np.int64)
         if explore_N.all():
             return random_N
-        return np.where(explore_N, random_N, self.greedy(obs_ND))
+        return np.where(explore_N, random_N, self._argmax(obs_ND, noise=self._noisy))
 
     def greedy(self, obs_ND: np.ndarray) -> np.ndarray:
-        """argmax_a Q(s, a) as int64 [N] (first action on ties)."""
-        with torch.inference_mode():
-            q_NA = self.online(self._obs_tensor(obs_ND))
-            return q_NA.argmax(dim=1).cpu().numpy().astype(np.int64, copy=False)
+        """argmax_a Q(s, a) as int64 [N] (first action on ties), noise-free mean weights."""
+        return self._argmax(obs_ND, noise=False)
+
+    def _argmax(self, obs_ND: np.ndarray, noise: bool) -> np.ndarray:
+        return (
+            self.q_values_tensor(obs_ND, noise)
+            .argmax(dim=1)
+            .cpu()
+            .numpy()
+            .astype(np.int64, copy=False)
+        )
 
     def q_values(self, obs_ND: np.ndarray) -> np.ndarray:
-        """Q-values of the online network as float32 [N, A]."""
+        """Expected Q-values of the online network as float32 [N, A] (noise-free)."""
+        return self.q_values_tensor(obs_ND, noise=False).cpu().numpy()
+
+    def q_values_tensor(self, obs_ND: np.ndarray, noise: bool = False) -> torch.Tensor:
+        """Expected Q-values [N, A] on the agent's device, in eval mode, with or without noise."""
+        net = self.online
+        if self._modal:
+            net.eval()
+        if self._noisy:
+            net.set_noise(noise)
         with torch.inference_mode():
-            return self.online(self._obs_tensor(obs_ND)).cpu().numpy()
+            return net(self._obs_tensor(obs_ND)).float()
+
+    def reset_noise(self) -> None:
+        """Fresh noise in the noisy layers of both networks (no-op without noisy layers)."""
+        if self._noisy:
+            self.online.reset_noise(self.noise_generator)
+            self.target.reset_noise(self.noise_generator)
 
     def epsilon_at(self, progress: float) -> float:
         """Exploration epsilon at ``progress`` = transitions so far / total transitions of the run.
@@ -138,18 +191,31 @@ class DQNAgent:
         error| and the gradient norm before clipping.
         """
         c = self.config
-        q_BA = self.online(batch.obs_BD)
-        with torch.no_grad():
-            next_q_target_BA = self.target(batch.next_obs_BD)
-            target_B = td_target(
-                batch.rewards_B, batch.discounts_B, batch.terminated_B, next_q_target_BA
-            )
-        out = dqn_loss(q_BA, batch.actions_B, target_B, c.huber_delta, batch.weights_B)
+        online = self.online
+        if self._modal:
+            online.train()
+        if self._noisy:
+            online.set_noise(True)
+            self.reset_noise()
+        with torch.autocast(
+            self.device.type,
+            dtype=self._amp_dtype or torch.float32,
+            enabled=self._amp_dtype is not None,
+        ):
+            out = self._loss(batch)
 
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        grad_norm = _clip_grad_norm_(self._online_params, c.max_grad_norm)
-        self.optimizer.step()
+        if self._scaler is not None:
+            self._scaler.scale(out.loss).backward()
+            self._scaler.unscale_(self.optimizer)
+            grad_norm = _clip_grad_norm_(self._online_params, c.max_grad_norm)
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
+        else:
+            out.loss.backward()
+            grad_norm = _clip_grad_norm_(self._online_params, c.max_grad_norm)
+            self.optimizer.step()
+        self.lr_schedule.after_gradient_step()
         self.n_updates += 1
         self._update_target()
 
@@ -163,6 +229,57 @@ class DQNAgent:
             )
         )
 
+    def _loss(self, batch: ReplayBatch) -> DQNLoss:
+        """The configured member of the DQN family's loss on one batch (see agent.losses)."""
+        c = self.config
+        online, target = self.online, self.target
+        raw_online = online.forward_raw(batch.obs_BD)
+        with torch.no_grad():
+            next_raw_target = target.forward_raw(batch.next_obs_BD).float()
+            if c.distributional == "c51":  # probabilities once: for Q and for the target
+                next_raw_target = next_raw_target.softmax(dim=2)
+                next_q_target_BA = (next_raw_target * target.support_Z).sum(dim=2)
+            else:
+                next_q_target_BA = target.q_from_raw(next_raw_target)
+            next_q_online_BA = online(batch.next_obs_BD).float() if c.double_dqn else None
+            if c.distributional == "none":
+                target_B = td_target(
+                    batch.rewards_B,
+                    batch.discounts_B,
+                    batch.terminated_B,
+                    next_q_target_BA,
+                    next_q_online_BA,
+                )
+            else:
+                a_B = next_actions(next_q_target_BA, next_q_online_BA)
+                B, _, Z = next_raw_target.shape
+                # C51: probabilities of a*; QR: quantiles of a*.
+                next_BZ = next_raw_target.gather(1, a_B.view(B, 1, 1).expand(B, 1, Z)).squeeze(1)
+        if c.distributional == "none":
+            return dqn_loss(
+                raw_online.float(), batch.actions_B, target_B, c.huber_delta, batch.weights_B
+            )
+        if c.distributional == "c51":
+            with torch.no_grad():
+                target_probs_BZ = project_distribution(
+                    next_BZ,
+                    batch.rewards_B,
+                    batch.discounts_B,
+                    batch.terminated_B,
+                    online.support_Z,
+                )
+            return c51_loss(
+                raw_online.float(), batch.actions_B, target_probs_BZ, online.support_Z,
+                batch.weights_B,
+            )  # fmt: skip
+        with torch.no_grad():
+            shift_B1 = (batch.discounts_B * (1.0 - batch.terminated_B)).unsqueeze(1)
+            target_quantiles_BZ = batch.rewards_B.unsqueeze(1) + shift_B1 * next_BZ
+        return quantile_huber_loss(
+            raw_online.float(), batch.actions_B, target_quantiles_BZ, c.huber_delta,
+            batch.weights_B,
+        )  # fmt: skip
+
     @torch.no_grad()
     def _update_target(self) -> None:
         c = self.config
@@ -175,6 +292,11 @@ class DQNAgent:
     def sync_target(self) -> None:
         """Copy the online network into the target network (parameters and buffers)."""
         self.target.load_state_dict(self.online.state_dict())
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Online weights from ``state`` (e.g. the best or the SWA weights), target synced."""
+        self.online.load_state_dict(state)
+        self.sync_target()
 
     # ------------------------------------------------------------ checkpoints
 
@@ -192,35 +314,39 @@ class DQNAgent:
         ``torch.load(..., weights_only=True)``. ``torch.load(path)["model_state_dict"]`` is the
         online network's state dict, as in the original tool.
         """
-        _check_plain(extra or {}, "extra")
-        checkpoint = {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": CHECKPOINT_FORMAT_VERSION,
-            "nexlify_version": nexlify.__version__,
-            "model_state_dict": _to_cpu(self.online.state_dict()),
-            "target_state_dict": _to_cpu(self.target.state_dict()),
-            "optimizer_state_dict": _to_cpu(self.optimizer.state_dict()),
-            "agent_config": _config_to_plain(self.config),
-            "obs_dim": self.obs_dim,
-            "n_actions": self.n_actions,
-            "n_updates": self.n_updates,
-            "metrics": {str(k): float(v) for k, v in (metrics or {}).items()},
-            "extra": dict(extra or {}),
-        }
+        checkpoint = checkpoint_dict(self, metrics=metrics, extra=extra)
         path = Path(path)
         atomic_write(path, lambda handle: torch.save(checkpoint, handle))
         return path
 
 
-def load_agent(
-    path: str | os.PathLike[str], device: str | torch.device = "cpu"
-) -> tuple[DQNAgent, dict[str, Any]]:
-    """Rebuild an agent from :meth:`DQNAgent.save` output; never executes code from the file.
+def checkpoint_dict(
+    agent: DQNAgent,
+    *,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint dict :meth:`DQNAgent.save` writes (CPU tensors and plain data only)."""
+    _check_plain(extra or {}, "extra")
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "nexlify_version": nexlify.__version__,
+        "model_state_dict": _to_cpu(agent.online.state_dict()),
+        "target_state_dict": _to_cpu(agent.target.state_dict()),
+        "optimizer_state_dict": _to_cpu(agent.optimizer.state_dict()),
+        "agent_config": _config_to_plain(agent.config),
+        "obs_dim": agent.obs_dim,
+        "n_actions": agent.n_actions,
+        "n_updates": agent.n_updates,
+        "noise_generator_state": agent.noise_generator.get_state().cpu(),
+        "metrics": {str(k): float(v) for k, v in (metrics or {}).items()},
+        "extra": dict(extra or {}),
+    }
 
-    Returns the agent and a dict with ``metrics``, ``extra``, ``n_updates``, ``nexlify_version``
-    and ``format_version``. Raises CheckpointError naming the file and what is wrong.
-    """
-    path = Path(path)
+
+def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The dict in a checkpoint file, read with ``weights_only=True`` (CheckpointError if not)."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -231,6 +357,39 @@ def load_agent(
             f"{path}: cannot read checkpoint (truncated or corrupted file, not a torch file, or it "
             f"holds objects other than tensors and plain data): {type(exc).__name__}: {reason}"
         ) from exc
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(ckpt).__name__}")
+    return ckpt
+
+
+def load_agent(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[DQNAgent, dict[str, Any]]:
+    """Rebuild an agent from :meth:`DQNAgent.save` output; never executes code from the file.
+
+    Returns the agent and a dict with ``metrics``, ``extra``, ``n_updates``, ``nexlify_version``
+    and ``format_version``. Raises CheckpointError naming the file and what is wrong. On an
+    ensemble file it returns the first (best) member, with the ensemble's ``metrics``/``extra``
+    and ``ensemble_members`` in the dict; ``nexlify.agent.ensemble.load_policy`` returns the
+    whole ensemble.
+    """
+    path = Path(path)
+    ckpt = read_checkpoint(path, device)
+    if ckpt.get("format") == "nexlify-ensemble" and isinstance(ckpt.get("members"), list):
+        members = ckpt["members"]
+        if not members:
+            raise CheckpointError(f"{path}: the ensemble has no members")
+        agent, info = agent_from_checkpoint(f"{path} member 0", members[0], device)
+        info.update(metrics=dict(ckpt.get("metrics", {})), extra=dict(ckpt.get("extra", {})),
+                    ensemble_members=len(members))  # fmt: skip
+        return agent, info
+    return agent_from_checkpoint(str(path), ckpt, device)
+
+
+def agent_from_checkpoint(
+    path: str, ckpt: Any, device: str | torch.device = "cpu"
+) -> tuple[DQNAgent, dict[str, Any]]:
+    """Rebuild an agent from a checkpoint dict; ``path`` names it in errors."""
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(ckpt).__name__}")
     missing = [key for key in _REQUIRED_KEYS if key not in ckpt]
@@ -247,7 +406,10 @@ def load_agent(
             f"{CHECKPOINT_FORMAT_VERSION}; upgrade nexlify to read newer files)"
         )
     try:
-        config = AgentConfig.from_dict(dict(ckpt["agent_config"]))
+        saved = dict(ckpt["agent_config"])
+        if version == 1:  # format 1 predates the Rainbow switches: it is a plain DQN
+            saved = {**PLAIN_DQN, **saved}
+        config = AgentConfig.from_dict(saved)
         agent = DQNAgent(int(ckpt["obs_dim"]), int(ckpt["n_actions"]), config, device)
     except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: agent_config/obs_dim/n_actions are invalid: {exc}") from exc
@@ -266,7 +428,13 @@ def load_agent(
         raise CheckpointError(
             f"{path}: optimizer_state_dict does not fit the network: {exc}"
         ) from exc
-    _check_optimizer_state(path, agent.optimizer)
+    _check_optimizer_state(Path(path), agent.optimizer)
+    noise_state = ckpt.get("noise_generator_state")
+    if isinstance(noise_state, torch.Tensor):
+        try:
+            agent.noise_generator.set_state(noise_state.cpu())
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: noise_generator_state is invalid: {exc}") from exc
     try:
         agent.n_updates = int(ckpt.get("n_updates", 0))
         info = {
@@ -287,7 +455,11 @@ def load_agent(
 def _make_adam(net: nn.Module, config: AgentConfig) -> torch.optim.Adam:
     # The fused kernel is one call per step instead of ~10 small ops per parameter (about 15%
     # of a CPU update at the default size); older torch builds lack it for some devices.
-    kwargs: dict[str, Any] = {"lr": config.learning_rate, "eps": config.adam_eps}
+    kwargs: dict[str, Any] = {
+        "lr": config.learning_rate,
+        "eps": config.adam_eps,
+        "weight_decay": config.weight_decay,
+    }
     try:
         return torch.optim.Adam(net.parameters(), fused=True, **kwargs)
     except (RuntimeError, ValueError, TypeError):
@@ -326,6 +498,11 @@ def _clip_grad_norm_(params: list[nn.Parameter], max_norm: float) -> torch.Tenso
         for g in grads:
             g.mul_(coef)
     return norm
+
+
+def _derived_seed(seed: int, stream: int) -> int:
+    """A 63-bit seed for one component's generator, derived from the run seed."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(2, np.uint64)[0] >> 1)
 
 
 def _config_to_plain(config: AgentConfig) -> dict[str, Any]:

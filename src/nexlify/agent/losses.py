@@ -1,15 +1,17 @@
-"""The DQN-family TD target and loss, in one place.
+"""The DQN-family TD targets and losses, in one place.
 
-Shapes are suffixed: B = batch, A = actions. Nothing here loops over the batch.
+Shapes are suffixed: B = batch, A = actions, Z = atoms (C51) or quantiles (QR-DQN). Nothing here
+loops over the batch.
 
-The Rainbow parts of issue 4 slot in here as options of these functions: double DQN changes how
-``next_q_B`` is picked (argmax of the online net, value of the target net), n-step returns arrive
-through ``discounts_B`` (gamma ** n per sample) and ``rewards_B`` (the n-step sum), prioritized
-replay through ``weights_B`` and the returned ``td_error_B``; distributional heads get their own
-loss function next to ``dqn_loss``.
+- Double DQN changes which next action is valued: argmax of the online network, value of the
+  target network (:func:`next_actions`).
+- n-step returns arrive through ``rewards_B`` (the discounted n-step sum) and ``discounts_B``
+  (gamma ** k for the k steps actually summed); prioritized replay through ``weights_B`` and the
+  per-sample ``td_error_B`` (what priorities are made from).
+- C51: :func:`project_distribution` projects ``r + discount * z`` onto the fixed support without a
+  loop (one scatter-add), :func:`c51_loss` is the cross-entropy to that target.
+- QR-DQN: :func:`quantile_huber_loss`.
 """
-
-# Fields carry their shape as a suffix (q_taken_B), as STYLE.md rule 3 asks.
 
 from __future__ import annotations
 
@@ -21,14 +23,23 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class DQNLoss:
-    """Result of :func:`dqn_loss`: the scalar to minimise and per-sample terms for stats/PER."""
+    """Result of a loss function: the scalar to minimise and per-sample terms for stats/PER."""
 
     loss: torch.Tensor
     """Scalar loss (mean over the batch, importance-weighted when weights were given)."""
     q_taken_B: torch.Tensor
-    """Q(s, a) of the actions taken, with gradient."""
+    """(Expected) Q(s, a) of the actions taken."""
     td_error_B: torch.Tensor
-    """target - Q(s, a), detached (what prioritized replay turns into priorities)."""
+    """Detached per-sample error: target - Q(s, a) for scalar Q, the per-sample loss for
+    distributional heads (cross-entropy / quantile loss); prioritized replay uses its size."""
+
+
+def next_actions(
+    next_q_target_BA: torch.Tensor, next_q_online_BA: torch.Tensor | None
+) -> torch.Tensor:
+    """a* in s': argmax of the online Q (double DQN) or of the target Q (plain DQN), int64 [B]."""
+    chooser_BA = next_q_target_BA if next_q_online_BA is None else next_q_online_BA
+    return chooser_BA.argmax(dim=1)
 
 
 def td_target(
@@ -36,13 +47,16 @@ def td_target(
     discounts_B: torch.Tensor,
     terminated_B: torch.Tensor,
     next_q_target_BA: torch.Tensor,
+    next_q_online_BA: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One-step TD target ``r + discount * (1 - terminated) * max_a' Q_target(s', a')``.
+    """TD target ``r + discount * (1 - terminated) * Q_target(s', a*)``.
 
-    ``terminated_B`` is 0/1 float. Truncated transitions are *not* terminated: they bootstrap
-    from ``Q_target(s', .)`` where ``s'`` is the episode's true final observation.
+    a* = argmax Q_target(s', .) (plain DQN) or argmax Q_online(s', .) when ``next_q_online_BA``
+    is given (double DQN). ``terminated_B`` is 0/1 float. Truncated transitions are *not*
+    terminated: they bootstrap from ``Q_target(s', .)`` where ``s'`` is the true final observation.
     """
-    next_q_B = next_q_target_BA.max(dim=1).values
+    a_B = next_actions(next_q_target_BA, next_q_online_BA)
+    next_q_B = next_q_target_BA.gather(1, a_B.unsqueeze(1)).squeeze(1)
     return rewards_B + discounts_B * (1.0 - terminated_B) * next_q_B
 
 
@@ -67,3 +81,92 @@ def dqn_loss(
         loss = (weights_B * per_sample_B).mean()
     td_error_B = (target_B - q_taken_B).detach()
     return DQNLoss(loss=loss, q_taken_B=q_taken_B, td_error_B=td_error_B)
+
+
+def project_distribution(
+    next_probs_BZ: torch.Tensor,
+    rewards_B: torch.Tensor,
+    discounts_B: torch.Tensor,
+    terminated_B: torch.Tensor,
+    support_Z: torch.Tensor,
+) -> torch.Tensor:
+    """C51 target: the distribution of ``r + discount * (1 - terminated) * z`` on the support.
+
+    Each shifted atom ``Tz_j`` (clipped to [v_min, v_max]) sits at fractional position
+    ``b_j = (Tz_j - v_min) / dz`` and gives its mass ``p_j`` to the atoms either side of it:
+    ``(1 - frac(b_j))`` to ``floor(b_j)`` and ``frac(b_j)`` to ``floor(b_j) + 1``, so an atom that
+    lands exactly on a support point gives it all its mass (the upper neighbour gets 0, which is
+    why the top atom's index is clamped). One ``scatter_add`` over the flattened batch: no loop,
+    O(B * Z) work.
+    """
+    B, Z = next_probs_BZ.shape
+    v_min, v_max = float(support_Z[0]), float(support_Z[-1])
+    delta_z = (v_max - v_min) / (Z - 1)
+    shift_B1 = (discounts_B * (1.0 - terminated_B)).unsqueeze(1)
+    tz_BZ = (rewards_B.unsqueeze(1) + shift_B1 * support_Z.unsqueeze(0)).clamp(v_min, v_max)
+    b_BZ = ((tz_BZ - v_min) / delta_z).clamp(0.0, Z - 1)
+    lower_BZ = b_BZ.floor()
+    upper_share_BZ = b_BZ - lower_BZ
+    lower_idx_BZ = lower_BZ.long()
+    upper_idx_BZ = (lower_idx_BZ + 1).clamp(max=Z - 1)
+    offset_B1 = (torch.arange(B, device=b_BZ.device) * Z).unsqueeze(1)
+    target = torch.zeros(B * Z, dtype=next_probs_BZ.dtype, device=next_probs_BZ.device)
+    target.index_add_(0, (lower_idx_BZ + offset_B1).view(-1),
+                      (next_probs_BZ * (1.0 - upper_share_BZ)).view(-1))  # fmt: skip
+    target.index_add_(0, (upper_idx_BZ + offset_B1).view(-1),
+                      (next_probs_BZ * upper_share_BZ).view(-1))  # fmt: skip
+    return target.view(B, Z)
+
+
+def c51_loss(
+    logits_BAZ: torch.Tensor,
+    actions_B: torch.Tensor,
+    target_probs_BZ: torch.Tensor,
+    support_Z: torch.Tensor,
+    weights_B: torch.Tensor | None = None,
+) -> DQNLoss:
+    """Cross-entropy between the projected target and the predicted distribution of (s, a)."""
+    B, _, Z = logits_BAZ.shape
+    logits_BZ = logits_BAZ.gather(1, actions_B.view(B, 1, 1).expand(B, 1, Z)).squeeze(1)
+    log_probs_BZ = F.log_softmax(logits_BZ, dim=1)
+    per_sample_B = -(target_probs_BZ * log_probs_BZ).sum(dim=1)
+    loss = per_sample_B.mean() if weights_B is None else (weights_B * per_sample_B).mean()
+    q_taken_B = (log_probs_BZ.detach().exp() * support_Z).sum(dim=1)
+    return DQNLoss(loss=loss, q_taken_B=q_taken_B, td_error_B=per_sample_B.detach())
+
+
+def quantile_midpoints(n_quantiles: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """tau_i = (2i + 1) / (2N), the quantile levels QR-DQN estimates, float32 [Z]."""
+    return (torch.arange(n_quantiles, device=device, dtype=torch.float32) * 2 + 1) / (
+        2 * n_quantiles
+    )
+
+
+def quantile_huber_loss(
+    quantiles_BAZ: torch.Tensor,
+    actions_B: torch.Tensor,
+    target_quantiles_BZ: torch.Tensor,
+    kappa: float,
+    weights_B: torch.Tensor | None = None,
+) -> DQNLoss:
+    """QR-DQN loss: quantile Huber over all (prediction i, target j) pairs, summed over i.
+
+    rho_tau(u) = |tau_i - 1{u < 0}| * Huber_kappa(u) / kappa with u = target_j - theta_i; the
+    mean over j and the sum over i give each sample's loss (Dabney et al. 2018).
+    """
+    B, _, Z = quantiles_BAZ.shape
+    theta_BZ = quantiles_BAZ.gather(1, actions_B.view(B, 1, 1).expand(B, 1, Z)).squeeze(1)
+    u_BIJ = target_quantiles_BZ.unsqueeze(1) - theta_BZ.unsqueeze(2)
+    huber_BIJ = F.smooth_l1_loss(
+        theta_BZ.unsqueeze(2).expand_as(u_BIJ),
+        target_quantiles_BZ.unsqueeze(1).expand_as(u_BIJ),
+        beta=kappa,
+        reduction="none",
+    )
+    tau_1I1 = quantile_midpoints(Z, quantiles_BAZ.device).view(1, Z, 1)
+    rho_BIJ = (tau_1I1 - (u_BIJ.detach() < 0).to(u_BIJ.dtype)).abs() * huber_BIJ
+    per_sample_B = rho_BIJ.mean(dim=2).sum(dim=1)
+    loss = per_sample_B.mean() if weights_B is None else (weights_B * per_sample_B).mean()
+    return DQNLoss(
+        loss=loss, q_taken_B=theta_BZ.detach().mean(dim=1), td_error_B=per_sample_B.detach()
+    )

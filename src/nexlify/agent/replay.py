@@ -4,9 +4,12 @@ All N envs write one row per vector step, so a transition's flat index is ``row 
 and the filled slots are always the flat range ``[0, filled_rows * n_envs)``. Storage is numpy
 (preallocated, written in place); sampled batches become torch tensors on the learner's device.
 
-Sampling sits behind :class:`Sampler` so prioritized replay (a sum tree over the flat indices)
-can replace :class:`UniformSampler` without touching the storage. n-step returns will plug in
-through :attr:`ReplayBatch.discounts_B` (gamma ** n per sample) and the n-step reward sum.
+Sampling sits behind :class:`Sampler`: :class:`UniformSampler` or the prioritized sampler of
+:mod:`nexlify.agent.sum_tree`. Storage holds one-step transitions; n-step returns are formed when
+a batch is sampled, per env (down the env's column of rows), cut at the first termination or
+truncation and at the newest row written: a sample that can look k < n steps ahead gets the
+k-step return and the discount gamma ** k (a shorter n-step return is still an unbiased target).
+Rewards are multiplied by ``reward_scale`` on the way out.
 """
 
 # Batch fields carry their shape as a suffix (obs_BD, actions_B), as STYLE.md rule 3 asks.
@@ -16,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numba
 import numpy as np
 import torch
 
@@ -102,6 +106,39 @@ class UniformSampler:
         self.filled_rows = int(state["filled_rows"])
 
 
+@numba.njit(cache=True)
+def _n_step_returns(
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    idx: np.ndarray,
+    pos: int,
+    n_step: int,
+    gamma_powers: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    C, N = rewards.shape
+    B = idx.shape[0]
+    last = np.empty(B, dtype=np.int64)
+    total = np.empty(B, dtype=np.float32)
+    discount = np.empty(B, dtype=np.float32)
+    for b in range(B):
+        row, env = idx[b] // N, idx[b] % N
+        ahead = (pos - 1 - row) % C  # rows written after this one
+        acc = 0.0
+        steps = 0
+        r = row
+        for k in range(min(n_step, ahead + 1)):
+            r = (row + k) % C
+            acc += gamma_powers[k] * rewards[r, env]
+            steps = k + 1
+            if terminated[r, env] or truncated[r, env]:
+                break
+        last[b] = r * N + env
+        total[b] = acc
+        discount[b] = gamma_powers[steps]
+    return last, total, discount
+
+
 class ReplayBuffer:
     """Ring buffer of transitions from N envs, preallocated as (capacity_per_env, n_envs, ...)."""
 
@@ -114,6 +151,8 @@ class ReplayBuffer:
         gamma: float,
         device: str | torch.device = "cpu",
         sampler: Sampler | None = None,
+        n_step: int = 1,
+        reward_scale: float = 1.0,
     ) -> None:
         if capacity_per_env < 1 or n_envs < 1 or obs_dim < 1:
             raise ValueError(
@@ -125,6 +164,9 @@ class ReplayBuffer:
         self.n_envs = N
         self.obs_dim = D
         self.gamma = float(gamma)
+        self.n_step = int(n_step)
+        self.reward_scale = float(reward_scale)
+        self._gamma_powers_K = self.gamma ** np.arange(self.n_step + 1, dtype=np.float64)
         self.device = torch.device(device)
         self.sampler: Sampler = sampler if sampler is not None else UniformSampler(C, N)
         self.obs = np.zeros((C, N, D), dtype=np.float32)
@@ -143,9 +185,24 @@ class ReplayBuffer:
     def from_config(
         cls, config: AgentConfig, n_envs: int, obs_dim: int, device: str | torch.device = "cpu"
     ) -> ReplayBuffer:
-        """A uniform buffer holding ``config.buffer_size // n_envs`` rows of ``n_envs`` envs."""
+        """``config.buffer_size // n_envs`` rows of ``n_envs`` envs; prioritized and n-step as
+        the config says."""
+        from nexlify.agent.sum_tree import PrioritizedSampler
+
+        capacity = config.capacity_per_env(n_envs)
+        sampler: Sampler | None = None
+        if config.prioritized_replay:
+            sampler = PrioritizedSampler(capacity, n_envs, config.per_alpha, config.per_eps)
+            sampler.beta = config.per_beta_start
         return cls(
-            config.capacity_per_env(n_envs), n_envs, obs_dim, gamma=config.gamma, device=device
+            capacity,
+            n_envs,
+            obs_dim,
+            gamma=config.gamma,
+            device=device,
+            sampler=sampler,
+            n_step=config.n_step,
+            reward_scale=config.reward_scale,
         )
 
     @property
@@ -203,20 +260,40 @@ class ReplayBuffer:
         # Reshapes of contiguous arrays are views; take() gathers into fresh arrays (so a batch
         # never aliases the storage or another batch) and is ~3x faster than fancy indexing.
         obs = self.obs.reshape(CN, D).take(idx, axis=0)
-        next_obs = self.next_obs.reshape(CN, D).take(idx, axis=0)
         actions = self.actions.reshape(CN).take(idx)
-        rewards = self.rewards.reshape(CN).take(idx)
-        terminated = self.terminated.reshape(CN).take(idx).astype(np.float32)
+        if self.n_step == 1:
+            last = idx
+            rewards = self.rewards.reshape(CN).take(idx)
+            discounts = self._discounts(batch_size)
+        else:
+            last, rewards, discounts_np = self.n_step_returns(idx)
+            discounts = self._to_device(discounts_np)
+        if self.reward_scale != 1.0:
+            rewards = rewards * np.float32(self.reward_scale)
+        next_obs = self.next_obs.reshape(CN, D).take(last, axis=0)
+        terminated = self.terminated.reshape(CN).take(last).astype(np.float32)
         return ReplayBatch(
             obs_BD=self._to_device(obs),
             actions_B=self._to_device(actions),
             rewards_B=self._to_device(rewards),
             next_obs_BD=self._to_device(next_obs),
             terminated_B=self._to_device(terminated),
-            discounts_B=self._discounts(batch_size),
+            discounts_B=discounts,
             indices=idx,
             weights_B=None if weights is None else self._to_device(weights.astype(np.float32)),
         )
+
+    def n_step_returns(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flat index of the last step used, discounted reward sum, gamma ** steps) per sample.
+
+        Looks down each sample's env column for up to ``n_step`` rows, stopping after the first
+        row whose episode ended (terminated or truncated) and before rows not yet written after
+        it (the ring's newest row is ``pos - 1``). Unscaled rewards, float32; discounts float32.
+        """
+        return _n_step_returns(
+            self.rewards, self.terminated, self.truncated, np.ascontiguousarray(idx, np.int64),
+            self.pos, self.n_step, self._gamma_powers_K,
+        )  # fmt: skip
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         """Pass new TD errors of sampled transitions to the sampler (no-op for uniform)."""

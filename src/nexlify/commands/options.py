@@ -29,6 +29,14 @@ DATA_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
      {"type": float, "metavar": "DAYS", "help": "days at the end, never used (default 0)"}),
     (("--synthetic-seed",), "data", "synthetic_seed",
      {"type": int, "metavar": "SEED", "help": "seed of the synthetic market (default 0)"}),
+    (("--external",), "data", "external",
+     {"nargs": "+", "metavar": "NAME", "help": "external daily series as features: fear_greed "
+      "onchain funding orderflow sentiment (lagged, no look-ahead)"}),
+    (("--external-dir",), "data", "external_dir",
+     {"metavar": "DIR", "help": "folder of external series CSVs (default <store>/external)"}),
+    (("--quality",), "data", "quality",
+     {"nargs": "+", "metavar": "FINDING=POLICY", "help": "data quality policy overrides, "
+      "e.g. gap=fail outlier=drop (see nexlify data check)"}),
     (("--stop-loss",), "risk", "stop_loss",
      {"type": float, "metavar": "FRAC", "help": "stop-loss below entry (default 0.02)"}),
     (("--take-profit",), "risk", "take_profit",
@@ -76,6 +84,85 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
      {"type": int, "metavar": "EPISODES", "help": "validate every N episodes (default 50)"}),
     (("--device",), "train", "device",
      {"metavar": "DEV", "help": "auto, cpu, cuda, cuda:N or mps (default auto)"}),
+    (("--early-stopping-patience",), "train", "early_stopping_patience",
+     {"type": int, "metavar": "N", "help": "stop a run after N validations without a new best "
+      "(default 3; 0 = never)"}),
+    (("--early-stopping-min-delta",), "train", "early_stopping_min_delta",
+     {"type": float, "metavar": "D", "help": "a new best must beat the old by more than D (0)"}),
+    (("--swa",), "train", "swa",
+     {"action": argparse.BooleanOptionalAction, "help": "stochastic weight averaging over the "
+      "late part of each run (default on)"}),
+    (("--swa-start",), "train", "swa_start",
+     {"type": float, "metavar": "FRAC", "help": "fraction of a run after which SWA averages "
+      "(default 0.75)"}),
+    (("--augment",), "train", "augment",
+     {"action": argparse.BooleanOptionalAction, "help": "augment training windows: price "
+      "jitter, time shift, volume scaling, regime mixing (default on)"}),
+    (("--augment-price-jitter",), "train", "augment_price_jitter",
+     {"type": float, "metavar": "STD", "help": "per-bar log price noise (default 0.001)"}),
+    (("--augment-time-shift",), "train", "augment_time_shift",
+     {"type": int, "metavar": "BARS", "help": "most leading bars dropped (default 168)"}),
+    (("--augment-volume-scale",), "train", "augment_volume_scale",
+     {"type": float, "metavar": "STD", "help": "per-pair log volume factor (default 0.3)"}),
+    (("--augment-regime-mix",), "train", "augment_regime_mix",
+     {"type": float, "metavar": "P", "help": "probability of a bull/bear splice (default 0.5)"}),
+    (("--curriculum",), "train", "curriculum",
+     {"action": argparse.BooleanOptionalAction, "help": "four-phase curriculum for fresh runs "
+      "(default on)"}),
+    (("--curriculum-phases",), "train", "curriculum_phases",
+     {"type": float, "nargs": 3, "metavar": "FRAC", "help": "run fractions at which phases 2, 3 "
+      "and 4 begin (default 0.1 0.2 0.35)"}),
+    (("--ensemble-size",), "pipeline", "ensemble_size",
+     {"type": int, "metavar": "K", "help": "best models combined into an ensemble (default 3; "
+      "0 = none)"}),
+    (("--ensemble-method",), "pipeline", "ensemble_method",
+     {"choices": ["mean", "vote"], "help": "ensemble acts on mean Q-values or by vote (mean)"}),
+]  # fmt: skip
+
+_ON_OFF = argparse.BooleanOptionalAction
+
+AGENT_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
+    (("--double-dqn",), "agent", "double_dqn",
+     {"action": _ON_OFF, "help": "double DQN targets (default on)"}),
+    (("--dueling",), "agent", "dueling",
+     {"action": _ON_OFF, "help": "dueling value/advantage heads (default on)"}),
+    (("--per",), "agent", "prioritized_replay",
+     {"action": _ON_OFF, "help": "prioritized experience replay (default on)"}),
+    (("--per-alpha",), "agent", "per_alpha",
+     {"type": float, "metavar": "A", "help": "priority exponent (default 0.5)"}),
+    (("--per-beta",), "agent", "per_beta_start",
+     {"type": float, "metavar": "B", "help": "importance exponent at the start, annealed to 1 "
+      "(default 0.4)"}),
+    (("--n-step",), "agent", "n_step",
+     {"type": int, "metavar": "N", "help": "n-step returns (default 3; 1 = one-step)"}),
+    (("--noisy",), "agent", "noisy",
+     {"action": _ON_OFF, "help": "noisy output layers instead of epsilon-greedy (default on)"}),
+    (("--distributional",), "agent", "distributional",
+     {"choices": ["none", "c51", "qr"], "help": "value head: none, c51 or qr (default c51)"}),
+    (("--n-atoms",), "agent", "n_atoms",
+     {"type": int, "metavar": "Z", "help": "C51 atoms or QR quantiles (default 51)"}),
+    (("--v-min",), "agent", "v_min",
+     {"type": float, "metavar": "V", "help": "lowest C51 atom (default -10)"}),
+    (("--v-max",), "agent", "v_max",
+     {"type": float, "metavar": "V", "help": "highest C51 atom (default 10)"}),
+    (("--reward-scale",), "agent", "reward_scale",
+     {"type": float, "metavar": "S", "help": "rewards times S before learning (default 100 = "
+      "percent log-returns)"}),
+    (("--learning-rate",), "agent", "learning_rate",
+     {"type": float, "metavar": "LR", "help": "Adam learning rate (default 2.5e-4)"}),
+    (("--lr-schedule",), "agent", "lr_schedule",
+     {"choices": ["constant", "cosine", "plateau", "step"], "help": "learning-rate schedule "
+      "(default constant)"}),
+    (("--max-grad-norm",), "agent", "max_grad_norm",
+     {"type": float, "metavar": "N", "help": "clip the gradient norm (default 10; 0 = off)"}),
+    (("--weight-decay",), "agent", "weight_decay",
+     {"type": float, "metavar": "L2", "help": "L2 weight decay (default 0)"}),
+    (("--dropout",), "agent", "dropout",
+     {"type": float, "metavar": "P", "help": "dropout after hidden layers (default 0)"}),
+    (("--norm",), "agent", "norm",
+     {"choices": ["none", "layer", "batch"], "help": "normalisation of hidden layers (none)"}),
+    (("--amp",), "agent", "amp",
+     {"choices": ["off", "bf16", "fp16"], "help": "mixed precision (off; fp16 needs CUDA)"}),
 ]  # fmt: skip
 
 
@@ -97,6 +184,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     """Everything ``train`` takes (the original tool's flags plus Nexlify's)."""
     add_data_options(parser)
     _add(parser, TRAIN_OPTIONS)
+    _add(parser, AGENT_OPTIONS)
     parser.add_argument(
         "--quick-test",
         action="store_true",

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nexlify.commands.options import overrides_from_args
+from nexlify.commands.preflight import run_and_report
 from nexlify.errors import ConfigError
 from nexlify.pipeline.auto_retrain import SUMMARY_FILE, attach_run_log, run_pipeline
 from nexlify.pipeline.data_choice import load_training_market
@@ -117,6 +118,7 @@ class RichProgressSink:
 def start_train(args: argparse.Namespace, console: Console) -> int:
     """Handler of ``nexlify train``."""
     config = resolve_run_config(args)
+    run_and_report(config, console)  # pre-flight: a failed check stops here (exit 2 or 3)
     resolve_device(config.train.device)  # an unavailable device is refused before any work
     console.print(_plan_table(config))
     if not args.automated and sys.stdin.isatty():

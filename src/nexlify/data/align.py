@@ -1,7 +1,8 @@
-"""Put several pairs' candle frames on one UTC time grid for the simulator.
+"""Put several candle frames on one UTC time grid: pairs for the simulator, venues for checks.
 
-``align_candles`` trims to the common span, fills a bar missing from a pair flat at the previous
-close (volume 0, marked in ``filled``) and says what it did in ``notes``.
+``align_candles`` (several pairs) and ``align_venues`` (one pair on several exchanges) trim to
+the common span, fill a bar missing from a frame flat at the previous close (volume 0, marked in
+``filled``) and say what they did in ``notes``.
 """
 
 from __future__ import annotations
@@ -145,3 +146,68 @@ def align_candles(frames: Mapping[str, pd.DataFrame], timeframe: str) -> Aligned
     if shared and len(pairs) > 1:
         notes.append(f"{shared} filled bars are missing for every pair (exchange downtime?)")
     return AlignedCandles(pairs, grid, ohlcv, filled, tuple(notes))
+
+
+@dataclass(frozen=True, eq=False)
+class VenueAlignment:
+    """One pair's candles on several exchanges, on one common time grid (arbitrage, checks)."""
+
+    venues: tuple[str, ...]
+    """Exchange names, in the order of the V axis."""
+    time: np.ndarray
+    """int64 [T]: bar open times in unix seconds (UTC), one timeframe apart."""
+    ohlcv: np.ndarray
+    """float64 [T, V, 5]: open, high, low, close, volume on each venue."""
+    filled: np.ndarray
+    """bool [T, V]: True where the venue lacked the bar and it was filled flat."""
+    notes: tuple[str, ...]
+    """What the alignment did (common span, trimming, filled bars per venue)."""
+
+    @property
+    def n_bars(self) -> int:
+        """Number of bars T on the grid."""
+        return int(self.time.shape[0])
+
+    def shared(self) -> np.ndarray:
+        """bool [T]: bars that every venue really has (none filled), for comparisons."""
+        return np.asarray(~self.filled.any(axis=1))
+
+
+def align_venues(frames_by_exchange: Mapping[str, pd.DataFrame], timeframe: str) -> VenueAlignment:
+    """Put one pair's candle frames from several exchanges on one grid over their common span.
+
+    Same rules as :func:`align_candles`: the span is [latest first bar, earliest last bar]; a
+    bar a venue lacks is filled flat at its previous close with volume 0 and flagged in
+    ``filled``; off-grid bars or disjoint spans raise DataError naming the venues.
+    """
+    step = timeframe_seconds(timeframe)
+    if not frames_by_exchange:
+        raise DataError("align_venues: no candle frames given")
+    venues = tuple(frames_by_exchange)
+    times = {v: _frame_seconds(v, frames_by_exchange[v], step, timeframe) for v in venues}
+    start = max(int(t[0]) for t in times.values())
+    end = min(int(t[-1]) for t in times.values())
+    if start > end:
+        spans = "; ".join(
+            f"{v} {_fmt_ts(t[0] * _NS)} .. {_fmt_ts(t[-1] * _NS)}" for v, t in times.items()
+        )
+        raise DataError(f"the venues {', '.join(venues)} have no common period ({spans})")
+    grid = np.arange(start, end + step, step, dtype=np.int64)
+    ohlcv = np.empty((grid.size, len(venues), 5), dtype=np.float64)
+    filled = np.zeros((grid.size, len(venues)), dtype=bool)
+    notes = [
+        f"common span {_fmt_ts(start * _NS)} .. {_fmt_ts(end * _NS)}: {grid.size} bars of "
+        f"{timeframe} on {_count(len(venues), 'venue')}"
+    ]
+    for j, venue in enumerate(venues):
+        t = times[venue]
+        ohlcv[:, j], filled[:, j] = _align_one(frames_by_exchange[venue], t, grid, step)
+        cut_before, cut_after = int((t < start).sum()), int((t > end).sum())
+        if cut_before or cut_after:
+            notes.append(f"{venue}: trimmed {cut_before} bars before and {cut_after} after")
+        if filled[:, j].any():
+            notes.append(_gap_note(venue, filled[:, j], grid))
+    everywhere = int(filled.all(axis=1).sum())
+    if everywhere and len(venues) > 1:
+        notes.append(f"{everywhere} filled bars are missing on every venue")
+    return VenueAlignment(venues, grid, ohlcv, filled, tuple(notes))

@@ -176,3 +176,31 @@ def build_market_data(
         source=source,
         notes=notes,
     )
+
+
+def append_market_features(
+    market: MarketData,
+    values: np.ndarray,
+    names: tuple[str, ...],
+    notes: tuple[str, ...] = (),
+) -> MarketData:
+    """``market`` with market-wide features ``values`` [T, E] appended to every pair's features.
+
+    Used for external series (Fear & Greed, on-chain, ...), which are the same for every pair.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if values.shape != (market.n_bars, len(names)):
+        raise DataError(
+            f"append_market_features: values {values.shape} do not match "
+            f"({market.n_bars} bars, {len(names)} names)"
+        )
+    clash = sorted(set(names) & set(market.feature_names))
+    if clash:
+        raise DataError(f"append_market_features: features already present: {', '.join(clash)}")
+    extra = np.broadcast_to(values[:, None, :], (market.n_bars, market.n_pairs, len(names)))
+    return replace(
+        market,
+        features=np.ascontiguousarray(np.concatenate([market.features, extra], axis=2)),
+        feature_names=(*market.feature_names, *names),
+        notes=(*market.notes, *notes),
+    )

@@ -11,6 +11,13 @@ each; the best by validation score is kept. Phase 2: from the best model, iterat
 
 Every iteration starts from the best model so far. Improvement is
 ``(score - best) / |best| * 100``.
+
+Ensemble: with ``ensemble_size`` K >= 2, the K best models of both phases (by validation score)
+are combined (``ensemble_method``: Q-averaging or voting), validated on the same window and saved
+as ``ensemble_model.pt``; when the ensemble scores higher than the best single model, it becomes
+``final_model.pt`` (``final_model_kind`` "ensemble"; its ``model_state_dict`` is still the best
+member's weights). ``final_best_score`` stays the best single model's score (the one the stopping
+rules used); ``final_model_score`` is the score of what ``final_model.pt`` holds.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from nexlify.agent.dqn import load_agent
+from nexlify.agent.ensemble import EnsembleAgent
 from nexlify.data.market_data import MarketData
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.market.baselines import run_baselines
@@ -38,6 +47,7 @@ from nexlify.pipeline.data_choice import SYNTHETIC_WARNING, split_market
 from nexlify.pipeline.report import write_report
 from nexlify.pipeline.runs import UnitTask, train_unit
 from nexlify.train.config import PipelineConfig, RunConfig
+from nexlify.train.trainer import validate
 
 SUMMARY_FILE = "complete_training_summary.json"
 LOG_FILE = "training.log"
@@ -82,6 +92,43 @@ def retrain_decision(
     if reason is None and iteration >= config.max_iterations:
         reason = "max_iterations"
     return RetrainDecision(score > best, change, without_best, reason)
+
+
+ENSEMBLE_MODEL = "ensemble_model.pt"
+
+
+def build_ensemble(
+    summary: dict[str, Any],
+    pcfg: PipelineConfig,
+    val_data: MarketData,
+    config: RunConfig,
+    out_dir: Path,
+    log: logging.Logger,
+) -> dict[str, Any] | None:
+    """Combine the best ``ensemble_size`` models of both phases, validate and save the ensemble."""
+    candidates = [(r["val_score"], r["model_path"]) for r in summary["initial_runs"]]
+    candidates += [(it["score"], it["model_path"]) for it in summary["retraining_iterations"]]
+    candidates = [c for c in candidates if math.isfinite(c[0])]
+    top = sorted(candidates, key=lambda c: -c[0])[: pcfg.ensemble_size]
+    if len(top) < 2:
+        return None
+    loaded = [load_agent(path) for _, path in top]
+    ensemble = EnsembleAgent([agent for agent, _ in loaded], pcfg.ensemble_method)
+    result = validate(ensemble, val_data, config.market)
+    score, metrics = result.score(), result.average()
+    path = out_dir / ENSEMBLE_MODEL
+    ensemble.save(path, metrics={**metrics, "score": score}, extra=loaded[0][1]["extra"],
+                  member_metrics=[info["metrics"] for _, info in loaded])  # fmt: skip
+    log.info("ensemble of %d (%s): val score %.3f (best member %.3f) -> %s", len(top),
+             pcfg.ensemble_method, score, top[0][0], path)  # fmt: skip
+    return {
+        "members": [path_ for _, path_ in top],
+        "member_scores": [s for s, _ in top],
+        "method": pcfg.ensemble_method,
+        "val_score": score,
+        "val_metrics": metrics,
+        "model_path": str(path),
+    }
 
 
 def _workers(config: PipelineConfig) -> int:
@@ -310,8 +357,16 @@ def _run_pipeline(
             stop_reason = decision.stop_reason
             break
 
+    final_source, final_kind, final_score = best_path, "single", best_score
+    if pcfg.ensemble_size >= 2:
+        ensemble = build_ensemble(summary, pcfg, val_data, config, out_dir, log)
+        if ensemble is not None:
+            summary["ensemble"] = ensemble
+            if ensemble["val_score"] > best_score:
+                final_source, final_kind = ensemble["model_path"], "ensemble"
+                final_score = ensemble["val_score"]
     final_path = out_dir / FINAL_MODEL
-    shutil.copyfile(best_path, final_path.with_suffix(".pt.tmp"))
+    shutil.copyfile(final_source, final_path.with_suffix(".pt.tmp"))
     os.replace(final_path.with_suffix(".pt.tmp"), final_path)
     summary["timings"]["phase2_seconds"] = time.perf_counter() - phase2_start
     summary["timings"]["total_seconds"] = time.perf_counter() - started
@@ -323,8 +378,10 @@ def _run_pipeline(
             "total_improvement_pct": improvement_pct(best_initial_score, best_score)
             if math.isfinite(best_initial_score)
             else 0.0,
-            "final_model_source": best_path,
+            "final_model_source": final_source,
             "final_model_path": str(final_path),
+            "final_model_kind": final_kind,
+            "final_model_score": final_score,
         }
     )
     atomic_write_json(summary_path, summary)

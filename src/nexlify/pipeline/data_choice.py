@@ -6,8 +6,16 @@ import logging
 import os
 from pathlib import Path
 
-from nexlify.data.market_data import MarketData
-from nexlify.data.sources import market_from_files, synthetic_market
+from nexlify.data.enrichment import with_external_features
+from nexlify.data.market_data import MarketData, build_market_data
+from nexlify.data.quality import (
+    QualityPolicy,
+    load_checked_pairs,
+    parse_policy_overrides,
+    quality_notes,
+)
+from nexlify.data.sources import synthetic_market
+from nexlify.data.store import CandleStore
 from nexlify.errors import DataError
 from nexlify.train.config import DataConfig
 
@@ -22,30 +30,35 @@ def default_store_dir() -> Path:
     return Path(os.environ.get("NEXLIFY_DATA_DIR") or Path.home() / ".nexlify" / "data")
 
 
-def _store_folder_with(store: Path, config: DataConfig) -> Path | None:
-    """The first exchange folder of the store that holds every pair (sorted, so stable)."""
-    if not store.is_dir():
-        return None
-    stems = [p.replace("/", "_") + f"-{config.timeframe}" for p in config.pairs]
-    for folder in sorted(p for p in store.iterdir() if p.is_dir()):
-        names = {f.name.split(".")[0] for f in folder.iterdir() if f.is_file()}
-        if all(stem in names for stem in stems):
-            return folder
-    return None
+def quality_policy(config: DataConfig) -> QualityPolicy:
+    """The data quality policy of ``config`` (defaults plus its FINDING=POLICY overrides)."""
+    return QualityPolicy(
+        actions=parse_policy_overrides(config.quality),
+        max_fill_bars=config.quality_max_fill_bars,
+    )
 
 
-def load_training_market(config: DataConfig, log: logging.Logger) -> MarketData:
-    """The market for ``config``; synthetic only when nothing else is available.
+def checked_market_from_files(folder: str | Path, config: DataConfig) -> MarketData:
+    """Candle files of every pair, checked by the quality policy (DataError when one fails)."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise DataError(f"data directory {str(path)!r} does not exist or is not a directory")
+    frames, reports = load_checked_pairs(
+        path, list(config.pairs), config.timeframe, quality_policy(config)
+    )
+    return build_market_data(
+        frames, config.timeframe, source=f"files:{path}", extra_notes=quality_notes(reports)
+    )
 
-    The pipeline warns loudly about a synthetic market (``SYNTHETIC_WARNING``) in its log.
-    """
+
+def _candle_market(config: DataConfig, log: logging.Logger) -> MarketData:
     if config.source in ("auto", "files") and config.data_dir is not None:
-        return market_from_files(config.data_dir, config.pairs, config.timeframe)
+        return checked_market_from_files(config.data_dir, config)
     if config.source in ("auto", "store"):
         store = Path(config.store_dir) if config.store_dir else default_store_dir()
-        folder = _store_folder_with(store, config)
+        folder = CandleStore(store).folder_with(config.pairs, config.timeframe)
         if folder is not None:
-            market = market_from_files(folder, config.pairs, config.timeframe)
+            market = checked_market_from_files(folder, config)
             log.info("using the local store: %s", folder)
             return market
         if config.source == "store":
@@ -56,6 +69,32 @@ def load_training_market(config: DataConfig, log: logging.Logger) -> MarketData:
     return synthetic_market(
         config.pairs, config.timeframe, seed=config.synthetic_seed, days=config.synthetic_days
     )
+
+
+def external_folder(config: DataConfig) -> Path:
+    """Where the external series' CSVs are: external_dir, else <store>/external."""
+    if config.external_dir:
+        return Path(config.external_dir)
+    store = Path(config.store_dir) if config.store_dir else default_store_dir()
+    return CandleStore(store).external_dir()
+
+
+def load_training_market(config: DataConfig, log: logging.Logger) -> MarketData:
+    """The market for ``config``; synthetic only when nothing else is available.
+
+    Candle files (``--data-dir`` or the store) pass the quality check first (a failing check
+    raises DataError with the reason); external series, when asked for, are appended as
+    features without look-ahead. The pipeline warns loudly about a synthetic market
+    (``SYNTHETIC_WARNING``) in its log.
+    """
+    market = _candle_market(config, log)
+    if config.external:
+        folder = external_folder(config)
+        market = with_external_features(
+            market, config.external, folder, config.external_max_age_days
+        )
+        log.info("external features %s from %s", ", ".join(config.external), folder)
+    return market
 
 
 def split_market(

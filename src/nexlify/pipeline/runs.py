@@ -93,6 +93,7 @@ def train_unit(task: UnitTask, progress: ProgressCallback | None = None) -> dict
         device=str(device),
         logger=log,
         label=task.label,
+        practices=cfg.train,
     )
     if progress is None and task.progress_queue is not None:
         queue = task.progress_queue
@@ -118,5 +119,8 @@ def train_unit(task: UnitTask, progress: ProgressCallback | None = None) -> dict
         "seconds": result.seconds,
         "model_path": str(path),
         "history": result.history,
+        "stopped_early": result.stopped_early,
+        "swa_score": result.swa_score,
+        "swa_selected": result.swa_selected,
         "pid": os.getpid(),
     }

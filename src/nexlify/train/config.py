@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from nexlify.agent.config import AgentConfig
-from nexlify.config import TIMEFRAMES, MarketConfig, from_dict, require, to_dict
+from nexlify.config import TIMEFRAMES, MarketConfig, from_dict, is_int, require, to_dict
 from nexlify.errors import ConfigError
 
 SOURCES = ("auto", "files", "store", "synthetic")
@@ -39,6 +39,30 @@ class TrainConfig:
     torch_threads: int = 1
     """Torch CPU threads per training unit. Results depend on it (float sums split differently),
     so it is fixed rather than derived from the core count; raise it for large networks."""
+    early_stopping_patience: int = 3
+    """Stop a run after this many validations in a row without a new best (0 = never)."""
+    early_stopping_min_delta: float = 0.0
+    """A validation score must beat the best by more than this to count as a new best."""
+    swa: bool = True
+    """Stochastic weight averaging over the late part of the run, validated like a checkpoint."""
+    swa_start: float = 0.75
+    """Fraction of the run's transitions after which weights are averaged."""
+    augment: bool = True
+    """Augment training windows (price jitter, time shift, volume scaling, regime mixing)."""
+    augment_price_jitter: float = 0.001
+    """Std of the per-bar lognormal factor on OHLC (0 = off)."""
+    augment_time_shift: int = 168
+    """Most leading bars dropped per augmented copy (0 = off)."""
+    augment_volume_scale: float = 0.3
+    """Std of the per-pair lognormal factor on volume (0 = off)."""
+    augment_regime_mix: float = 0.5
+    """Probability that an augmented copy splices bull and bear segments (0 = off)."""
+    curriculum: bool = True
+    """Four-phase curriculum: calm/small positions, medium vol, high vol, all + stress windows."""
+    curriculum_phases: tuple[float, float, float] = (0.1, 0.2, 0.35)
+    """Fractions of a run's transitions at which phases 2, 3 and 4 begin (increasing)."""
+    curriculum_position_scale: float = 0.5
+    """Multiplier of max_position in phase 1 (small positions)."""
 
     def __post_init__(self) -> None:
         for name in ("num_envs", "eval_every"):
@@ -51,6 +75,40 @@ class TrainConfig:
             self.torch_threads,
             "an integer >= 1",
         )
+        _check_practices(self)
+
+
+def _check_practices(c: TrainConfig) -> None:
+    t = "train"
+    if isinstance(c.curriculum_phases, list):
+        object.__setattr__(c, "curriculum_phases", tuple(c.curriculum_phases))
+    v = c.early_stopping_patience
+    require(isinstance(v, int) and not isinstance(v, bool) and v >= 0, t,
+            "early_stopping_patience", v, "an integer >= 0 (0 = never stop early)")  # fmt: skip
+    for name in ("early_stopping_min_delta", "augment_price_jitter", "augment_volume_scale"):
+        v = getattr(c, name)
+        require(_number(v) and v >= 0, t, name, v, "a number >= 0")
+    for name in ("swa", "augment", "curriculum"):
+        v = getattr(c, name)
+        require(isinstance(v, bool), t, name, v, "true or false")
+    for name in ("swa_start", "augment_regime_mix"):
+        v = getattr(c, name)
+        require(_number(v) and 0 <= v <= 1, t, name, v, "in [0, 1]")
+    require(_number(c.curriculum_position_scale) and 0 < c.curriculum_position_scale <= 1, t,
+            "curriculum_position_scale", c.curriculum_position_scale, "in (0, 1]")  # fmt: skip
+    v = c.augment_time_shift
+    require(isinstance(v, int) and not isinstance(v, bool) and v >= 0, t, "augment_time_shift",
+            v, "an integer >= 0")  # fmt: skip
+    phases = c.curriculum_phases
+    require(
+        isinstance(phases, tuple) and len(phases) == 3 and all(_number(b) for b in phases)
+        and 0 <= phases[0] <= phases[1] <= phases[2] <= 1,
+        t, "curriculum_phases", phases, "three increasing fractions in [0, 1]",
+    )  # fmt: skip
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) < 1e300
 
 
 @dataclass(frozen=True)
@@ -75,8 +133,41 @@ class DataConfig:
     """The last days before the test period, held out for validation and never trained on."""
     test_days: float = 0.0
     """Days at the very end held out from training and validation (0 = none)."""
+    quality: tuple[str, ...] = ()
+    """Quality policy overrides FINDING=POLICY, e.g. gap=fail (see nexlify.data.quality)."""
+    quality_max_fill_bars: int = 24
+    """Longest gap (bars) the gap repair fills flat; a longer gap fails the quality check."""
+    external: tuple[str, ...] = ()
+    """External daily series as features: fear_greed, onchain, funding, orderflow, sentiment."""
+    external_dir: str | None = None
+    """Folder of the external series' CSVs (default: <store>/external)."""
+    external_max_age_days: float = 3.0
+    """A daily value older than this (days since it became known) counts as missing."""
 
     def __post_init__(self) -> None:
+        from nexlify.data.external import PROVIDERS
+        from nexlify.data.quality import parse_policy_overrides
+
+        if isinstance(self.quality, dict):
+            items = tuple(f"{k}={v}" for k, v in self.quality.items())
+            object.__setattr__(self, "quality", items)
+        for name in ("quality", "external"):
+            value = getattr(self, name)
+            if isinstance(value, (list, str)):
+                object.__setattr__(self, name, tuple([value] if isinstance(value, str) else value))
+        parse_policy_overrides(self.quality)
+        for series in self.external:
+            require(series in PROVIDERS, "data", "external", series, f"one of {tuple(PROVIDERS)}")
+        require(len(set(self.external)) == len(self.external), "data", "external",
+                self.external, "no duplicates")  # fmt: skip
+        require(
+            is_int(self.quality_max_fill_bars) and self.quality_max_fill_bars >= 0,
+            "data", "quality_max_fill_bars", self.quality_max_fill_bars, "an integer >= 0",
+        )  # fmt: skip
+        require(
+            self.external_max_age_days > 0,
+            "data", "external_max_age_days", self.external_max_age_days, "> 0",
+        )  # fmt: skip
         if isinstance(self.pairs, (list, str)):
             pairs = [self.pairs] if isinstance(self.pairs, str) else self.pairs
             object.__setattr__(self, "pairs", tuple(pairs))
@@ -138,6 +229,10 @@ class PipelineConfig:
     Results do not depend on it."""
     output_dir: str = "complete_auto_training_output"
     """Where models, the summary, the log and the report go."""
+    ensemble_size: int = 3
+    """Best models (initial runs and retraining iterations) in the ensemble (0 or 1 = none)."""
+    ensemble_method: str = "mean"
+    """How the ensemble acts: mean (average Q-values) or vote (majority of greedy actions)."""
 
     def __post_init__(self) -> None:
         s = "pipeline"
@@ -174,6 +269,20 @@ class PipelineConfig:
             "an integer >= 0 (0 = one per core)",
         )
         require(bool(self.output_dir), s, "output_dir", self.output_dir, "a directory path")
+        require(
+            isinstance(self.ensemble_size, int) and 0 <= self.ensemble_size <= 10,
+            s,
+            "ensemble_size",
+            self.ensemble_size,
+            "an integer in [0, 10] (0 or 1 = no ensemble)",
+        )
+        require(
+            self.ensemble_method in ("mean", "vote"),
+            s,
+            "ensemble_method",
+            self.ensemble_method,
+            "mean or vote",
+        )
 
     def seed_of_run(self, run_id: int) -> int:
         """Seed of initial run ``run_id`` (0-based): 42, 1042, 2042, ... by default."""

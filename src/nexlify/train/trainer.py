@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,13 +22,21 @@ from nexlify.agent.config import AgentConfig
 from nexlify.agent.dqn import DQNAgent
 from nexlify.agent.replay import ReplayBuffer
 from nexlify.config import MarketConfig
+from nexlify.data.augment import AugmentConfig
 from nexlify.data.market_data import MarketData
 from nexlify.errors import TrainingError
 from nexlify.market.env import VecMarketEnv
 from nexlify.market.evaluate import EvaluationResult, evaluate_policy
+from nexlify.train.callbacks import EarlyStopping
+from nexlify.train.config import TrainConfig
+from nexlify.train.curriculum import TrainingMarkets
+from nexlify.train.swa import WeightAverager
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (episodes done, episodes planned) as training advances."""
+
+ValidationCallback = Callable[[int, float], None]
+"""Called with (episodes done, validation score) after every validation."""
 
 
 @dataclass
@@ -46,6 +54,12 @@ class TrainResult:
     gradient_steps: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+    """Whether early stopping ended the run before its planned episodes."""
+    swa_score: float | None = None
+    """Validation score of the SWA weights (None when SWA was off or never started)."""
+    swa_selected: bool = False
+    """Whether the SWA weights beat every checkpoint and are the run's result."""
 
 
 def envs_for(episodes: int, num_envs: int) -> int:
@@ -59,18 +73,28 @@ def envs_for(episodes: int, num_envs: int) -> int:
     return best if 2 * best >= min(num_envs, episodes) else num_envs
 
 
-def greedy_policy(agent: DQNAgent) -> Callable[[np.ndarray, VecMarketEnv], np.ndarray]:
+class GreedyActor(Protocol):
+    """Anything with a greedy policy: a DQNAgent or an EnsembleAgent."""
+
+    def greedy(self, obs_ND: np.ndarray) -> np.ndarray: ...
+
+
+def greedy_policy(agent: GreedyActor) -> Callable[[np.ndarray, VecMarketEnv], np.ndarray]:
     """The agent's greedy policy in the form ``evaluate_policy`` takes."""
     return lambda obs, env: agent.greedy(obs)
 
 
-def validate(agent: DQNAgent, data: MarketData, config: MarketConfig) -> EvaluationResult:
+def validate(agent: GreedyActor, data: MarketData, config: MarketConfig) -> EvaluationResult:
     """Greedy policy over the validation windows."""
     return evaluate_policy(greedy_policy(agent), data, config)
 
 
 class Trainer:
-    """Runs episodes of a ``VecMarketEnv`` through a ``DQNAgent`` and its replay buffer."""
+    """Runs episodes of a ``VecMarketEnv`` through a ``DQNAgent`` and its replay buffer.
+
+    ``practices`` (a :class:`TrainConfig`) switches on early stopping, SWA, augmentation and the
+    curriculum as it says; without it the loop is the plain one (validate, keep the best).
+    """
 
     def __init__(
         self,
@@ -85,6 +109,7 @@ class Trainer:
         device: str = "cpu",
         logger: logging.Logger | None = None,
         label: str = "run",
+        practices: TrainConfig | None = None,
     ) -> None:
         self.train_data = train_data
         self.val_data = val_data
@@ -96,9 +121,36 @@ class Trainer:
         self.device = device
         self.log = logger or logging.getLogger("nexlify.train")
         self.label = label
+        self.practices = practices
 
     def make_agent(self, obs_dim: int, n_actions: int) -> DQNAgent:
         return DQNAgent(obs_dim, n_actions, self.agent_config, self.device, seed=self.seed)
+
+    def _markets(self, fresh: bool) -> TrainingMarkets | None:
+        p = self.practices
+        if p is None or not (p.augment or (p.curriculum and fresh)):
+            return None
+        augment = (
+            AugmentConfig(
+                price_jitter=p.augment_price_jitter,
+                time_shift_bars=p.augment_time_shift,
+                volume_scale=p.augment_volume_scale,
+                regime_mix_prob=p.augment_regime_mix,
+                segment_bars=max(self.market.env.episode_length, 168),
+            )
+            if p.augment
+            else None
+        )
+        return TrainingMarkets(
+            self.train_data,
+            self.market,
+            curriculum=p.curriculum and fresh,
+            phases=p.curriculum_phases,
+            position_scale=p.curriculum_position_scale,
+            augment=augment,
+            seed=self.seed,
+            log=self.log,
+        )
 
     def train(
         self,
@@ -107,15 +159,25 @@ class Trainer:
         agent: DQNAgent | None = None,
         eps_start: float | None = None,
         progress: ProgressCallback | None = None,
+        on_validation: ValidationCallback | None = None,
     ) -> TrainResult:
-        """Train for ``episodes`` episodes (from ``agent`` if given, else a fresh one)."""
+        """Train for ``episodes`` episodes (from ``agent`` if given, else a fresh one).
+
+        ``on_validation(episodes_done, score)`` is called after every validation (a tuner can
+        raise from it to prune the run).
+        """
         started = time.perf_counter()
         cfg = self.agent_config
+        practices = self.practices
         num_envs = envs_for(episodes, self.num_envs)
         if num_envs != self.num_envs:
             self.log.debug("%s: %d envs so that %d episodes are whole rounds", self.label,
                            num_envs, episodes)  # fmt: skip
-        env = VecMarketEnv(self.train_data, self.market, num_envs, seed=self.seed, copy_obs=False)
+        markets = self._markets(fresh=agent is None)
+        data, market, phase = (
+            markets.market_for(0.0) if markets is not None else (self.train_data, self.market, 4)
+        )
+        env = VecMarketEnv(data, market, num_envs, seed=self.seed, copy_obs=False)
         if agent is None:
             agent = self.make_agent(env.obs_size, env.n_actions)
         elif (agent.obs_dim, agent.n_actions) != (env.obs_size, env.n_actions):
@@ -123,15 +185,25 @@ class Trainer:
                 f"{self.label}: the model expects {agent.obs_dim} inputs and {agent.n_actions} "
                 f"actions but this market gives {env.obs_size} and {env.n_actions}"
             )
+        cfg = agent.config
         buffer = ReplayBuffer.from_config(cfg, num_envs, env.obs_size, device=agent.device)
+        per = cfg.prioritized_replay
         rng = np.random.default_rng([self.seed, 7])
         eps0 = cfg.eps_start if eps_start is None else eps_start
         planned = episodes * env.episode_length
+        stopper = EarlyStopping(
+            practices.early_stopping_patience if practices else 0,
+            practices.early_stopping_min_delta if practices else 0.0,
+        )
+        averager = WeightAverager(agent.online) if practices and practices.swa else None
+        swa_start = practices.swa_start if practices else 1.0
 
         obs, _ = env.reset()
         transitions = 0
         gradient_steps = 0
         done_episodes = 0
+        rounds = 0
+        stopped_early = False
         next_eval = min(self.eval_every, episodes)
         recent_returns: list[float] = []
         losses: list[float] = []
@@ -142,9 +214,9 @@ class Trainer:
         best_episode = 0
         next_obs = np.empty_like(obs)
 
-        while done_episodes < episodes:
+        while done_episodes < episodes and not stopped_early:
             progress_frac = transitions / planned
-            epsilon = _epsilon(eps0, cfg, progress_frac)
+            epsilon = 0.0 if cfg.noisy else _epsilon(eps0, cfg, progress_frac)
             actions = agent.act(obs, epsilon, rng)
             new_obs, rewards, terminated, truncated, info = env.step(actions)
             np.copyto(next_obs, new_obs)
@@ -155,7 +227,16 @@ class Trainer:
             before = transitions
             transitions += num_envs
             for _ in range(cfg.gradient_steps_between(before, transitions)):
-                stats = agent.update_no_sync(buffer.sample(cfg.batch_size, rng))
+                if per:
+                    frac = min(transitions / planned, 1.0)
+                    beta = cfg.per_beta_start + frac * (cfg.per_beta_end - cfg.per_beta_start)
+                    buffer.sampler.beta = beta  # type: ignore[attr-defined]
+                batch = buffer.sample(cfg.batch_size, rng)
+                stats = agent.update_no_sync(batch)
+                if per and agent.last_td_error_B is not None:
+                    buffer.update_priorities(batch.indices, agent.last_td_error_B.cpu().numpy())
+                if averager is not None and transitions >= swa_start * planned:
+                    averager.update(agent.online)
                 gradient_steps += 1
                 if gradient_steps % 50 == 0:
                     loss = float(stats[0])
@@ -182,6 +263,8 @@ class Trainer:
                         "epsilon": epsilon,
                         "train_return_pct": float(np.mean(window)) if window else 0.0,
                         "loss": float(np.mean(losses[-20:])) if losses else float("nan"),
+                        "learning_rate": agent.lr_schedule.learning_rate,
+                        "phase": float(phase),
                         "val_score": score,
                         **{f"val_{k}": v for k, v in avg.items()},
                     }
@@ -190,18 +273,47 @@ class Trainer:
                     if improved:
                         best_score, best_metrics, best_episode = score, avg, done_episodes
                         best_state = copy.deepcopy(agent.online.state_dict())
+                    agent.lr_schedule.after_validation(score)
+                    if on_validation is not None:
+                        on_validation(done_episodes, score)
+                    stopped_early = stopper.step(score) and done_episodes < episodes
                     self.log.info(
                         "%s | episode %d/%d | train return %+.3f%% | eps %.3f | loss %.5f | "
-                        "val score %.3f (return %+.3f%%, sharpe %.2f)%s",
+                        "val score %.3f (return %+.3f%%, sharpe %.2f)%s%s",
                         self.label, done_episodes, episodes, entry["train_return_pct"], epsilon,
                         entry["loss"], score, avg["avg_return"], avg["avg_sharpe"],
                         " *best*" if improved else "",
+                        " | early stop" if stopped_early else "",
                     )  # fmt: skip
                     next_eval = done_episodes + self.eval_every
+                if markets is not None and finished.all() and not stopped_early:
+                    rounds += 1
+                    data, market, phase = markets.market_for(transitions / planned)
+                    env = VecMarketEnv(data, market, num_envs, seed=_round_seed(self.seed, rounds),
+                                       copy_obs=False)  # fmt: skip
+                    obs, _ = env.reset()
+
+        swa_score: float | None = None
+        swa_selected = False
+        if averager is not None and averager.n_averaged > 0:
+            swa_state = self._swa_state(agent, averager, buffer)
+            current = copy.deepcopy(agent.online.state_dict())
+            agent.online.load_state_dict(swa_state)
+            result = validate(agent, self.val_data, self.market)
+            swa_score = result.score()
+            history.append({"episode": float(done_episodes), "swa": 1.0, "val_score": swa_score,
+                            **{f"val_{k}": v for k, v in result.average().items()}})  # fmt: skip
+            self.log.info("%s | SWA of %d weight sets | val score %.3f%s", self.label,
+                          averager.n_averaged, swa_score,
+                          " *best*" if swa_score > best_score else "")  # fmt: skip
+            if swa_score > best_score:
+                best_score, best_metrics = swa_score, result.average()
+                best_episode, best_state, swa_selected = done_episodes, swa_state, True
+            else:
+                agent.online.load_state_dict(current)
 
         if best_state is not None:
-            agent.online.load_state_dict(best_state)
-            agent.sync_target()
+            agent.load_weights(best_state)
         tail = recent_returns[-max(len(recent_returns) // 10, 1) :]
         return TrainResult(
             seed=self.seed,
@@ -215,7 +327,24 @@ class Trainer:
             gradient_steps=gradient_steps,
             seconds=time.perf_counter() - started,
             history=history,
+            stopped_early=stopped_early,
+            swa_score=swa_score,
+            swa_selected=swa_selected,
         )
+
+    @staticmethod
+    def _swa_state(
+        agent: DQNAgent, averager: WeightAverager, buffer: ReplayBuffer
+    ) -> dict[str, torch.Tensor]:
+        if agent.config.norm == "batch":
+            rows = buffer.obs[: buffer.filled_rows].reshape(-1, buffer.obs_dim)
+            averager.recompute_batch_norm(rows[-4096:], agent.device)
+        return averager.state_dict()
+
+
+def _round_seed(seed: int, round_index: int) -> int:
+    """Env seed of training round ``round_index`` (>= 1) of the run seeded ``seed``."""
+    return int(np.random.SeedSequence([seed, 31, round_index]).generate_state(1)[0])
 
 
 def _epsilon(eps_start: float, cfg: AgentConfig, progress: float) -> float:

@@ -1,0 +1,54 @@
+"""Factorised-Gaussian noisy linear layer (Fortunato et al. 2018, as used by Rainbow).
+
+The noise comes from a ``torch.Generator`` owned by the network (never the global RNG), so the
+same seed gives the same noise. ``noise_on`` switches between noisy weights (learning and
+exploring) and the mean weights (greedy evaluation), independently of train/eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _scaled_noise(size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """f(x) = sign(x) sqrt(|x|) of standard normal draws."""
+    x = torch.randn(size, generator=generator, device=device)
+    return x.sign() * x.abs().sqrt()
+
+
+class NoisyLinear(nn.Module):
+    """y = (mu_W + sigma_W * eps_W) x + mu_b + sigma_b * eps_b, eps_W = f(eps_out) f(eps_in)^T."""
+
+    def __init__(self, in_features: int, out_features: int, sigma0: float) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight_mu = nn.Parameter(
+            torch.empty(out_features, in_features).uniform_(-bound, bound)
+        )
+        self.weight_sigma = nn.Parameter(torch.full((out_features, in_features), sigma0 * bound))
+        self.bias_mu = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
+        self.bias_sigma = nn.Parameter(torch.full((out_features,), sigma0 * bound))
+        self.register_buffer("eps_in", torch.zeros(in_features), persistent=False)
+        self.register_buffer("eps_out", torch.zeros(out_features), persistent=False)
+        self.noise_on = True
+        """Use the noisy weights (True) or only the means (False, for greedy evaluation)."""
+
+    def reset_noise(self, generator: torch.Generator) -> None:
+        """Draw fresh factorised noise from ``generator`` (on the layer's device)."""
+        device = self.weight_mu.device
+        self.eps_in = _scaled_noise(self.in_features, generator, device)
+        self.eps_out = _scaled_noise(self.out_features, generator, device)
+
+    def forward(self, x_BI: torch.Tensor) -> torch.Tensor:
+        if not self.noise_on:
+            return F.linear(x_BI, self.weight_mu, self.bias_mu)
+        eps_in, eps_out = self.eps_in, self.eps_out
+        weight = self.weight_mu + self.weight_sigma * torch.outer(eps_out, eps_in)
+        bias = self.bias_mu + self.bias_sigma * eps_out
+        return F.linear(x_BI, weight, bias)

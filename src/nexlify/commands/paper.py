@@ -1,0 +1,238 @@
+"""``nexlify paper``: paper (or guarded live) trading of a saved model; ``nexlify paper status``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.live import Live
+
+from nexlify.config import TIMEFRAMES
+from nexlify.data.candles import find_candle_file, read_candles
+from nexlify.data.market_data import build_market_data
+from nexlify.errors import ConfigError, DataError
+from nexlify.evaluation.backtest import model_spec
+from nexlify.live.broker import LiveBroker
+from nexlify.live.feeds import Feed, ReplayFeed
+from nexlify.live.secrets import Credentials, install_redaction
+from nexlify.live.session import SessionSettings, open_session, run_session
+from nexlify.live.status import render_status, status_json, status_snapshot
+from nexlify.live.store import SessionStore
+
+CONFIRM_FLAG = "--i-understand-this-trades-real-money"
+ExchangeFactory = Callable[[str, dict[str, Any]], Any]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "paper",
+        help="paper-trade a saved model on live or replayed candles (state in SQLite)",
+        description="Run a saved model on closed candles (polled from an exchange through ccxt, "
+        "or replayed from files) through the same simulator as training and backtests; state "
+        "lives in a SQLite file and a restart continues exactly. 'nexlify paper status --db "
+        "PATH' prints a session's status.",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["run", "status", "report"],
+        default="run",
+        help="run (default), status, or report (HTML of the session, to --out)",
+    )
+    p.add_argument(
+        "--db",
+        default="paper_session.db",
+        metavar="PATH",
+        help="session database (default paper_session.db)",
+    )
+    p.add_argument("--model", metavar="PATH", help="a model .pt file (single or ensemble)")
+    p.add_argument("--pairs", nargs="+", metavar="PAIR", help="check: must be the model's pairs")
+    p.add_argument("--timeframe", choices=list(TIMEFRAMES), help="check: the model's timeframe")
+    p.add_argument(
+        "--feed",
+        choices=["poll", "replay"],
+        default="poll",
+        help="poll an exchange (default) or replay candle files",
+    )
+    p.add_argument("--exchange", default="binance", help="ccxt exchange id (default binance)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        metavar="FILE",
+        help="replay: candle files (one per pair, <BASE>_<QUOTE>-<tf>.csv style) "
+        "or one folder holding them",
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        metavar="N",
+        help="replay: bars per second (0 = as fast as possible)",
+    )
+    p.add_argument("--start", metavar="DATE", help="replay: first bar of the trading period")
+    p.add_argument("--max-bars", type=int, metavar="N", help="stop after N new bars")
+    p.add_argument(
+        "--history-bars",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="poll: closed candles fetched before the first decision (1000)",
+    )
+    p.add_argument(
+        "--gap-cooldown",
+        type=int,
+        default=24,
+        metavar="BARS",
+        help="no new entries for this many bars after a feed gap (24)",
+    )
+    p.add_argument("--log", metavar="FILE", help="also write the log to FILE")
+    p.add_argument("--no-view", action="store_true", help="no live status view (log lines)")
+    p.add_argument("--json", action="store_true", help="status: print JSON")
+    p.add_argument("--out", metavar="FILE", help="report: HTML file (default: DB name + .html)")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="place REAL orders (keys from NEXLIFY_API_KEY / NEXLIFY_API_SECRET)",
+    )
+    p.add_argument(
+        CONFIRM_FLAG, dest="confirm_real_money", action="store_true", help="required with --live"
+    )
+    p.set_defaults(handler=start_paper)
+
+
+def make_ccxt_exchange(exchange_id: str, config: dict[str, Any]) -> Any:
+    try:
+        import ccxt
+    except ImportError:
+        raise ConfigError("--feed poll and --live need ccxt: pip install ccxt") from None
+    if exchange_id not in ccxt.exchanges:
+        raise ConfigError(
+            f"--exchange {exchange_id!r}: not an exchange ccxt knows (e.g. binance, kraken, okx)"
+        )
+    return getattr(ccxt, exchange_id)({"enableRateLimit": True, **config})
+
+
+def _replay_frames(files: list[str], pairs: tuple[str, ...], tf: str) -> dict[str, pd.DataFrame]:
+    if len(files) == 1 and Path(files[0]).is_dir():
+        return {p: read_candles(find_candle_file(files[0], p, tf), tf) for p in pairs}
+    if len(files) != len(pairs):
+        raise ConfigError(
+            f"--data: the model trades {list(pairs)}; give one file per pair "
+            f"(got {len(files)}) or a folder"
+        )
+    by_name = {Path(f).name.split("-")[0].replace("_", "/").upper(): f for f in files}
+    if set(by_name) == set(pairs):
+        return {p: read_candles(by_name[p], tf) for p in pairs}
+    return {p: read_candles(f, tf) for p, f in zip(pairs, files, strict=True)}
+
+
+def _setup_logging(args: argparse.Namespace) -> logging.Logger:
+    log = logging.getLogger("nexlify.paper")
+    log.setLevel(logging.INFO)
+    if args.log:
+        handler = logging.FileHandler(args.log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+    return log
+
+
+def start_paper(
+    args: argparse.Namespace,
+    console: Console,
+    exchange_factory: ExchangeFactory = make_ccxt_exchange,
+) -> int:
+    """Handler of ``nexlify paper``."""
+    if args.action == "report":
+        from nexlify.io import atomic_write_text
+        from nexlify.report.paper import paper_report_html
+
+        out = args.out or str(Path(args.db).with_suffix(".html"))
+        atomic_write_text(out, paper_report_html(args.db))
+        console.print(f"report written: {out}")
+        return 0
+    if args.action == "status":
+        if not Path(args.db).is_file():
+            raise DataError(f"{args.db}: no such session database")
+        store = SessionStore(args.db)
+        snap = status_snapshot(store)
+        print(status_json(snap)) if args.json else Console().print(render_status(snap))
+        store.close()
+        return 0
+    if not args.model:
+        raise ConfigError("--model is required to run a session")
+    credentials = None
+    if args.live:
+        if not args.confirm_real_money:
+            raise ConfigError(f"--live places real orders; add {CONFIRM_FLAG} to confirm")
+        credentials = Credentials.from_environment()
+    log = _setup_logging(args)
+    if credentials is not None:
+        install_redaction(credentials, log)
+    from nexlify.agent.ensemble import load_policy
+
+    policy, meta = load_policy(args.model)
+    spec = model_spec(meta, args.model)
+    if args.pairs and tuple(args.pairs) != spec.pairs:
+        raise ConfigError(f"--pairs {args.pairs}: the model trades {list(spec.pairs)}")
+    if args.timeframe and args.timeframe != spec.timeframe:
+        raise ConfigError(f"--timeframe {args.timeframe}: the model uses {spec.timeframe}")
+    feed: Feed
+    check = None
+    start = None
+    if args.feed == "replay":
+        if not args.data:
+            raise ConfigError("--feed replay needs --data FILE [FILE ...]")
+        frames = _replay_frames(args.data, spec.pairs, spec.timeframe)
+        check = build_market_data(frames, spec.timeframe, "replay")
+        feed = ReplayFeed(frames, spec.timeframe, args.speed)
+        if args.start:
+            start = int(pd.Timestamp(args.start, tz="UTC").timestamp())
+    exchange = None
+    if args.feed == "poll" or args.live:
+        config = credentials.ccxt_config() if credentials is not None else {}
+        exchange = exchange_factory(args.exchange, config)
+    if args.feed == "poll":
+        from nexlify.live.polling import PollingFeed
+
+        feed = PollingFeed(
+            exchange, spec.pairs, spec.timeframe, history_bars=args.history_bars, logger=log
+        )
+    settings = SessionSettings(
+        db=Path(args.db),
+        model_path=args.model,
+        feed=args.feed,
+        mode="live" if args.live else "paper",
+        start_time=start,
+        gap_cooldown=args.gap_cooldown,
+    )
+    store, trader = open_session(settings, policy, spec, feed, check, log)
+    broker = None
+    if credentials is not None and exchange is not None:
+        console.print("[bold red]LIVE TRADING: real orders will be placed[/]")
+        broker = LiveBroker(exchange, store, credentials, log)
+        broker.start()
+    try:
+        if args.no_view or not console.is_terminal:
+            n = run_session(trader, feed, broker=broker, max_bars=args.max_bars)
+        else:
+            with Live(render_status(status_snapshot(store)), console=console) as view:
+
+                def refresh() -> None:
+                    view.update(render_status(status_snapshot(store)))
+
+                n = run_session(
+                    trader, feed, broker=broker, max_bars=args.max_bars, on_update=refresh
+                )
+        snap = status_snapshot(store)
+        console.print(
+            f"processed {n} new bars; {snap['trades_total']} closed trades; "
+            f"equity {snap.get('equity', 0.0):,.2f}"
+        )
+    finally:
+        store.close()
+    return 0

@@ -1,0 +1,64 @@
+"""``nexlify tune``: Optuna search over the agent's (and optionally the risk) settings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from nexlify.commands.options import add_data_options
+from nexlify.commands.train import resolve_run_config, setup_logging
+from nexlify.errors import ConfigError
+from nexlify.pipeline.data_choice import load_training_market, split_market
+from nexlify.pipeline.tune import TuneJob, run_tuning
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "tune",
+        help="Optuna search of agent (and, opt-in, risk) settings on the validation score",
+        description="Each trial trains one run and is scored on the held-out validation window; "
+        "weak trials are pruned; the study is stored (SQLite by default) and resumes when run "
+        "again with the same --study; the best settings are written as a --config file.",
+    )
+    add_data_options(parser)
+    parser.add_argument("--trials", type=int, default=20, help="trials to run now (20)")
+    parser.add_argument("--episodes", type=int, default=60, help="training episodes per trial")
+    parser.add_argument("--study", default="nexlify", help="study name (nexlify)")
+    parser.add_argument("--storage", default=None,
+                        help="database URL (default sqlite:///OUTPUT_DIR/tuning.db)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=1, help="trial processes at once (1)")
+    parser.add_argument("--tune-risk", action="store_true", help="also search the risk rules")
+    parser.add_argument("--seed", type=int, default=42, help="sampler seed (42)")
+    parser.add_argument("--output-dir", default="tuning_output", help="output folder")
+    parser.add_argument("--verbose", action="store_true")
+    parser.set_defaults(handler=start_tune)
+
+
+def start_tune(args: argparse.Namespace, console: Console) -> int:
+    """Handler of ``nexlify tune``."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ConfigError("nexlify tune needs Optuna: pip install 'nexlify[tune]'") from None
+    if args.episodes < 1 or args.workers < 1:
+        raise ConfigError("--episodes and --workers must be >= 1")
+    config = resolve_run_config(args)
+    log = setup_logging(console, args.verbose)
+    market = load_training_market(config.data, log)
+    train, val, _ = split_market(market, config.data)
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # a study is resumed, never replaced
+    storage = args.storage or f"sqlite:///{(out_dir / 'tuning.db').resolve()}"
+    job = TuneJob(base=config.to_dict(), train_data=train, val_data=val, storage=storage,
+                  study_name=args.study, episodes=args.episodes, trials=args.trials,
+                  tune_risk=args.tune_risk, seed=args.seed)  # fmt: skip
+    summary = run_tuning(job, args.workers, out_dir)
+    (out_dir / "tuning_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    console.print(
+        f"best score {summary['best_score']:.3f} after {summary['completed']} completed "
+        f"trials ({summary['pruned']} pruned); config: {summary['best_config']}"
+    )
+    return 0

@@ -1,0 +1,365 @@
+"""Data quality: find problems in candle tables, act on each by a policy, and report.
+
+Finding types, their policies (first = default) and what each policy does:
+
+==============  ==========================  ==================================================
+finding         policies                    meaning / repair method
+==============  ==========================  ==================================================
+invalid         fail, drop                  unparsable date, non-finite or non-positive price,
+                                            negative volume; drop removes the row
+ohlc            fail, repair, drop          high < low, or high/low not enclosing open/close;
+                                            repair sets high = max(o,h,l,c), low = min(o,h,l,c)
+off_grid        fail, drop                  open time not a multiple of the timeframe
+unsorted        fail, repair                rows out of time order; repair sorts them
+duplicate       fail, repair, drop          several rows with one time; repair keeps the first,
+                                            drop removes every copy
+gap             repair, fail                bars missing on the grid; repair fills them flat at
+                                            the previous close with volume 0 (flagged ``filled``
+                                            in MarketData) when no gap is longer than
+                                            ``max_fill_bars``; a longer gap fails
+zero_volume     warn, drop, fail            bars with zero volume (the exchange printed no trade),
+                                            reported as runs (bars, runs, longest run, where);
+                                            drop turns them into gaps
+stale           warn, drop, fail            runs of >= ``stale_bars`` (6) consecutive rows whose
+                                            O, H, L and C all equal the previous close: a feed
+                                            that stopped updating (even with volume); drop turns
+                                            them into gaps
+ms_seconds      repair, fail                numeric times in several units in one file (seconds
+                                            and milliseconds, or microseconds); repair reads each
+                                            row in the unit its magnitude implies (< 1e11 s,
+                                            < 1e14 ms, < 1e17 us, else ns)
+outlier         warn, drop, fail            |close-to-close log return| above
+                                            ``outlier_sigma`` robust sigmas (1.4826 * MAD) and
+                                            above ``outlier_min_return``; drop makes it a gap
+cross_exchange  warn, fail                  closes of two exchanges differ by more than
+                                            ``cross_max_diff`` (relative) on shared bars
+==============  ==========================  ==================================================
+
+``warn`` keeps the data and reports; ``fail`` makes the check fail, and training refuses data
+whose check fails (DataError naming the file, the finding and where).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nexlify.config import timeframe_seconds
+from nexlify.data.candles import (
+    _NS,
+    DATE_COLUMNS,
+    OHLCV_COLUMNS,
+    _count,
+    _find_column,
+    _fmt_ts,
+    _frame_from_ns,
+    _parse_dates,
+    _read_raw,
+    _with_date_column,
+    find_candle_file,
+)
+from nexlify.data.quality_findings import (
+    EPOCH_UNIT_NAMES,
+    SHOWN,
+    Finding,
+    SourceReport,
+    epoch_units,
+    gap_runs,
+    robust_outliers,
+    runs,
+    span_labels,
+    stale_bars,
+)
+from nexlify.errors import ConfigError, DataError
+
+POLICIES: dict[str, tuple[str, ...]] = {
+    "invalid": ("fail", "drop"),
+    "ohlc": ("fail", "repair", "drop"),
+    "off_grid": ("fail", "drop"),
+    "unsorted": ("fail", "repair"),
+    "duplicate": ("fail", "repair", "drop"),
+    "gap": ("repair", "fail"),
+    "zero_volume": ("warn", "drop", "fail"),
+    "stale": ("warn", "drop", "fail"),
+    "ms_seconds": ("repair", "fail"),
+    "outlier": ("warn", "drop", "fail"),
+    "cross_exchange": ("warn", "fail"),
+}
+"""Allowed policies of each finding type; the first is the default."""
+
+
+def parse_policy_overrides(items: Sequence[str]) -> dict[str, str]:
+    """``["gap=fail", "outlier=drop"]`` -> ``{"gap": "fail", "outlier": "drop"}`` (checked)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, action = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--quality {item!r}: expected FINDING=POLICY, e.g. gap=fail")
+        out[name.strip()] = action.strip()
+    check_policy_names(out)
+    return out
+
+
+def check_policy_names(actions: Mapping[str, str]) -> None:
+    """ConfigError naming the finding type or policy that does not exist."""
+    for name, action in actions.items():
+        if name not in POLICIES:
+            raise ConfigError(
+                f"data.quality: unknown finding {name!r}; known: {', '.join(POLICIES)}"
+            )
+        if action not in POLICIES[name]:
+            raise ConfigError(
+                f"data.quality.{name}: {action!r} is invalid (one of {', '.join(POLICIES[name])})"
+            )
+
+
+@dataclass(frozen=True)
+class QualityPolicy:
+    """What to do about each finding type, and the thresholds of the checks."""
+
+    actions: Mapping[str, str] = field(default_factory=dict)
+    """Finding type -> policy; types not given use their default (see POLICIES)."""
+    max_fill_bars: int = 24
+    """Longest gap (bars) the gap repair fills; a longer one fails."""
+    outlier_sigma: float = 12.0
+    """Robust sigmas of the 1-bar log return above which a bar is an outlier."""
+    outlier_min_return: float = 0.10
+    """... and the absolute log return must exceed this too (quiet series have tiny sigmas)."""
+    cross_max_diff: float = 0.01
+    """Relative close difference between two exchanges above which a bar disagrees."""
+    stale_bars: int = 6
+    """Shortest run of bars repeating the previous close that counts as ``stale``."""
+
+    def __post_init__(self) -> None:
+        check_policy_names(self.actions)
+        if not isinstance(self.max_fill_bars, int) or self.max_fill_bars < 0:
+            raise ConfigError(f"data.quality_max_fill_bars: {self.max_fill_bars!r} is invalid")
+        if not isinstance(self.stale_bars, int) or self.stale_bars < 2:
+            raise ConfigError(
+                f"data.quality_stale_bars: {self.stale_bars!r} is invalid (an integer >= 2)"
+            )
+
+    def action(self, finding: str) -> str:
+        return self.actions.get(finding, POLICIES[finding][0])
+
+
+def _times(ns: np.ndarray, mask: np.ndarray) -> list[str]:
+    return [_fmt_ts(int(x)) for x in ns[mask][:SHOWN]]
+
+
+def _add(report: SourceReport, kind: str, mask: np.ndarray, ns: np.ndarray, action: str) -> None:
+    if mask.any():
+        report.findings.append(Finding(kind, int(mask.sum()), action, _times(ns, mask)))
+
+
+def _add_runs(
+    report: SourceReport, kind: str, mask: np.ndarray, ns: np.ndarray, action: str, what: str
+) -> None:
+    """A finding over runs of consecutive rows: bars in all, runs, the longest, where."""
+    starts, lengths = runs(mask)
+    if starts.size:
+        longest = int(lengths.max())
+        detail = f"{_count(starts.size, what)}, longest {_count(longest, 'bar')}"
+        where = span_labels(ns, starts, lengths)
+        report.findings.append(
+            Finding(kind, int(mask.sum()), action, where, detail, int(starts.size))
+        )
+
+
+def _parse_table(
+    raw: pd.DataFrame, source: str, report: SourceReport, policy: QualityPolicy
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ns int64 [n], date ok bool [n], float64 [n, 5] OHLCV) of a raw table."""
+    raw, date_col = _with_date_column(raw)
+    cols = {name: _find_column(raw, (name,)) for name in OHLCV_COLUMNS}
+    missing = [name for name, col in cols.items() if col is None]
+    if date_col is None:
+        missing.append(f"date (one of {', '.join(DATE_COLUMNS)})")
+    if missing:
+        raise DataError(f"{source}: missing required column(s): {', '.join(missing)}")
+    if len(raw) == 0:
+        raise DataError(f"{source}: empty, no data rows")
+    ns, ok, how = _parse_dates(raw[date_col])
+    if how.startswith("unix epoch"):
+        ns, ok = _unit_problems(raw[date_col], report, policy)
+    values = np.stack(
+        [pd.to_numeric(raw[cols[k]], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+         for k in OHLCV_COLUMNS], axis=1,
+    )  # fmt: skip
+    return ns, ok, values
+
+
+def _unit_problems(
+    dates: pd.Series, report: SourceReport, policy: QualityPolicy
+) -> tuple[np.ndarray, np.ndarray]:
+    """Numeric times read row by row (ms_seconds); returns (ns, valid) of every row.
+
+    Both policies read each row in its own unit, so that the other findings stay meaningful
+    when ``fail`` stops the data anyway.
+    """
+    values = pd.to_numeric(dates, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    ns, ok, unit = epoch_units(values)
+    counts = np.bincount(unit[unit >= 0], minlength=len(EPOCH_UNIT_NAMES))
+    if np.count_nonzero(counts) > 1:
+        majority = int(np.argmax(counts))
+        odd = (unit >= 0) & (unit != majority)
+        action = policy.action("ms_seconds")
+        units = ", ".join(f"{c} in {EPOCH_UNIT_NAMES[u]}" for u, c in enumerate(counts) if c)
+        detail = f"rows {units}" + ("; each read in its own unit" if action == "repair" else "")
+        report.findings.append(
+            Finding("ms_seconds", int(odd.sum()), action, _times(ns, odd), detail)
+        )
+    return ns, ok
+
+
+def _row_problems(
+    ns: np.ndarray, ok: np.ndarray, v: np.ndarray, report: SourceReport, policy: QualityPolicy,
+    step_ns: int,
+) -> np.ndarray:  # fmt: skip
+    """Checks of single rows (invalid, ohlc, off_grid); returns the rows to keep."""
+    o, h, lo, c, vol = v.T
+    invalid = ~ok | ~np.isfinite(v).all(axis=1) | (v[:, :4] <= 0).any(axis=1) | (vol < 0)
+    _add(report, "invalid", invalid, ns, policy.action("invalid"))
+    keep = ~invalid
+    ohlc = keep & ((h < lo) | (h < np.maximum(o, c)) | (lo > np.minimum(o, c)))
+    action = policy.action("ohlc")
+    _add(report, "ohlc", ohlc, ns, action)
+    if action == "repair":
+        v[ohlc, 1] = v[ohlc, :4].max(axis=1)
+        v[ohlc, 2] = v[ohlc, :4].min(axis=1)
+    elif action == "drop":
+        keep &= ~ohlc
+    off = keep & (ns % step_ns != 0)
+    _add(report, "off_grid", off, ns, policy.action("off_grid"))
+    return keep & ~off
+
+
+def _order_problems(
+    ns: np.ndarray, v: np.ndarray, report: SourceReport, policy: QualityPolicy
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unsorted and duplicate rows; returns the rows in time order, one per time."""
+    earlier = np.concatenate(([False], ns[1:] < ns[:-1]))
+    _add(report, "unsorted", earlier, ns, policy.action("unsorted"))
+    order = np.argsort(ns, kind="stable")
+    ns, v = ns[order], v[order]
+    dup_all = pd.Series(ns).duplicated(keep=False).to_numpy()
+    later_copy = pd.Series(ns).duplicated(keep="first").to_numpy()
+    action = policy.action("duplicate")
+    _add(report, "duplicate", later_copy, ns, action)
+    drop = dup_all if action == "drop" else later_copy
+    return ns[~drop], v[~drop]
+
+
+def _bar_problems(
+    ns: np.ndarray, v: np.ndarray, report: SourceReport, policy: QualityPolicy
+) -> np.ndarray:
+    """Zero-volume runs, stale prices and outliers; returns the rows to keep."""
+    keep = np.ones(ns.size, dtype=bool)
+    zero = v[:, 4] == 0
+    stale = stale_bars(v[:, :4], policy.stale_bars)
+    for kind, mask, what in (("zero_volume", zero, "run"), ("stale", stale, "run")):
+        _add_runs(report, kind, mask, ns, policy.action(kind), what)
+        keep &= ~(mask & (policy.action(kind) == "drop"))
+    outlier = robust_outliers(v[:, 3], policy.outlier_sigma, policy.outlier_min_return)
+    _add(report, "outlier", outlier, ns, policy.action("outlier"))
+    if policy.action("outlier") == "drop":
+        keep &= ~outlier
+    return keep
+
+
+def _gap_problems(ns: np.ndarray, report: SourceReport, policy: QualityPolicy, step: int) -> None:
+    starts, lengths = gap_runs(ns, step)
+    if not starts.size:
+        return
+    action = policy.action("gap")
+    longest = int(lengths.max())
+    detail = f"{starts.size} gaps, longest {longest} bars"
+    if action == "repair" and longest > policy.max_fill_bars:
+        action = "fail"
+        detail += f" (repair fills at most {policy.max_fill_bars}; raise quality_max_fill_bars)"
+    where = [
+        _fmt_ts(int(start)) + (f" .. {_fmt_ts(int(start + (n - 1) * step))}" if n > 1 else "")
+        for start, n in zip(starts[:SHOWN], lengths[:SHOWN], strict=True)
+    ]
+    total = int(lengths.sum())
+    report.findings.append(Finding("gap", total, action, where, detail, int(starts.size)))
+
+
+def check_table(
+    raw: pd.DataFrame, source: str, timeframe: str, policy: QualityPolicy | None = None
+) -> tuple[SourceReport, pd.DataFrame | None]:
+    """Check a raw candle table; (report, cleaned candle frame or None when nothing is left)."""
+    policy = policy or QualityPolicy()
+    step = timeframe_seconds(timeframe) * _NS
+    report = SourceReport(source, len(raw))
+    ns, ok, v = _parse_table(raw, source, report, policy)
+    keep = _row_problems(ns, ok, v, report, policy, step)
+    ns, v = _order_problems(ns[keep], v[keep], report, policy)
+    keep = _bar_problems(ns, v, report, policy)
+    ns, v = ns[keep], v[keep]
+    if ns.size:
+        _gap_problems(ns, report, policy, step)
+    frame = _frame_from_ns(ns, v) if ns.size else None
+    return report, frame
+
+
+def check_file(
+    path: str | Path, timeframe: str, policy: QualityPolicy | None = None
+) -> tuple[SourceReport, pd.DataFrame | None]:
+    """Check one candle file (CSV, Parquet or feather)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such candle file")
+    return check_table(_read_raw(p), str(p), timeframe, policy)
+
+
+def compare_exchanges(
+    a: pd.DataFrame, b: pd.DataFrame, source: str, policy: QualityPolicy | None = None
+) -> SourceReport:
+    """Closes of one pair on two exchanges, on their shared bars (relative to ``b``)."""
+    policy = policy or QualityPolicy()
+    shared = a.index.intersection(b.index)
+    report = SourceReport(source, len(shared))
+    if len(shared) == 0:
+        return report
+    ca, cb = a.loc[shared, "close"].to_numpy(), b.loc[shared, "close"].to_numpy()
+    diff = np.abs(ca - cb) / cb
+    bad = diff > policy.cross_max_diff
+    detail = (
+        f"median {np.median(diff) * 1e4:.1f} bps, max {diff.max() * 1e4:.1f} bps over "
+        f"{len(shared)} shared bars"
+    )
+    ns = pd.DatetimeIndex(shared).as_unit("ns").asi8
+    action = policy.action("cross_exchange") if bad.any() else "pass"
+    finding = Finding("cross_exchange", int(bad.sum()), action, _times(ns, bad), detail)
+    report.findings.append(finding)
+    return report
+
+
+def load_checked_pairs(
+    data_dir: str | Path, pairs: Sequence[str], timeframe: str, policy: QualityPolicy | None = None
+) -> tuple[dict[str, pd.DataFrame], list[SourceReport]]:
+    """Each pair's candle file, checked and cleaned by ``policy``; DataError when one fails."""
+    frames: dict[str, pd.DataFrame] = {}
+    reports = []
+    for pair in pairs:
+        report, frame = check_file(find_candle_file(data_dir, pair, timeframe), timeframe, policy)
+        reports.append(report)
+        if report.failed:
+            raise DataError(
+                report.failure_reason() + ". Fix the file or change the policy "
+                "(--quality FINDING=POLICY; see nexlify data check)"
+            )
+        if frame is None or len(frame) < 2:
+            raise DataError(f"{report.source}: fewer than 2 usable bars after the quality policy")
+        frames[pair] = frame
+    return frames, reports
+
+
+def quality_notes(reports: Sequence[SourceReport]) -> tuple[str, ...]:
+    """One note per finding, for MarketData.notes and the run summary."""
+    return tuple(f"quality {r.source}: {f.describe()}" for r in reports for f in r.findings)

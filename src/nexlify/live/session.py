@@ -1,0 +1,149 @@
+"""Open (or continue) a paper session and run it over a feed until the feed ends.
+
+A new session records its model (path and sha256), pairs, timeframe, feed, mode and market
+settings; continuing with another model, pairs, timeframe or mode is refused. The model's
+features must match the data's (checked before anything is written).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nexlify.data.market_data import MarketData
+from nexlify.errors import DataError
+from nexlify.evaluation.backtest import ModelSpec, check_compatible
+from nexlify.live.broker import LiveBroker
+from nexlify.live.feeds import Bar, Feed
+from nexlify.live.store import SessionStore
+from nexlify.live.trader import CandleHistory, PaperTrader, Policy
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class SessionSettings:
+    """What a session is (stored in its ``session`` row)."""
+
+    db: Path
+    """SQLite file of the session."""
+    model_path: str
+    """The model file (its sha256 is recorded and checked on restart)."""
+    feed: str
+    """``poll`` or ``replay``."""
+    mode: str = "paper"
+    """``paper`` or ``live``."""
+    start_time: int | None = None
+    """First bar of the trading period (unix s); None = as soon as the warm-up allows."""
+    gap_cooldown: int = 24
+    """Bars after a feed gap during which new entries are held back."""
+
+
+def _check_features(spec: ModelSpec, data: MarketData | None, settings: SessionSettings) -> None:
+    if data is None:
+        raise DataError(
+            f"the {settings.feed} feed gave too few candles to compute features (the warm-up "
+            "needs more history); give more candles (--history-bars)"
+        )
+    check_compatible(spec, data, settings.model_path)
+
+
+def open_session(
+    settings: SessionSettings,
+    policy: Policy,
+    spec: ModelSpec,
+    feed: Feed,
+    check_data: MarketData | None = None,
+    logger: logging.Logger | None = None,
+) -> tuple[SessionStore, PaperTrader]:
+    """Create the session (first run) or check it is the same one (restart); the trader."""
+    log = logger or logging.getLogger("nexlify.paper")
+    store = SessionStore(settings.db)
+    digest = file_sha256(settings.model_path)
+    identity = {
+        "model_sha256": digest,
+        "pairs": list(spec.pairs),
+        "timeframe": spec.timeframe,
+        "mode": settings.mode,
+    }
+    initial: list[Bar] = []
+    existing = store.session()
+    if existing is None:
+        initial = feed.initial_bars()
+        start_time = settings.start_time
+        if initial:  # polling: trade from the last closed bar on
+            history = CandleHistory(spec.pairs, spec.timeframe, feed.name)
+            for bar in initial:
+                history.append(bar)
+            check_data = history.market_data()
+            window = spec.market.env.obs_window
+            start_time = initial[-1].time - (window - 1) * history.step
+        _check_features(spec, check_data, settings)
+        store.create_session(
+            model_path=str(settings.model_path),
+            model_sha256=digest,
+            pairs=spec.pairs,
+            timeframe=spec.timeframe,
+            feed=settings.feed,
+            mode=settings.mode,
+            market_config=dataclasses.asdict(spec.market),
+            start_time=start_time,
+            gap_cooldown=settings.gap_cooldown,
+        )
+        log.info("new %s session in %s", settings.mode, settings.db)
+    else:
+        store.check_same_session(identity)
+        if check_data is not None:
+            _check_features(spec, check_data, settings)
+        store.add_event("restart", f"continuing after bar {store.cursor()}")
+        log.info("continuing the session in %s after bar %s", settings.db, store.cursor())
+    session = store.session() or {}
+    trader = PaperTrader(
+        store,
+        policy,
+        spec.pairs,
+        spec.timeframe,
+        spec.market,
+        start_time=session.get("start_time"),
+        gap_cooldown=int(session.get("gap_cooldown", settings.gap_cooldown)),
+        source=feed.name,
+        logger=log,
+    )
+    if initial:
+        trader.process(initial)
+    return store, trader
+
+
+def run_session(
+    trader: PaperTrader,
+    feed: Feed,
+    *,
+    broker: LiveBroker | None = None,
+    on_update: Callable[[], None] | None = None,
+    max_bars: int | None = None,
+) -> int:
+    """Process the feed's bars until it ends (or ``max_bars`` new bars); returns bars processed."""
+    processed = 0
+    store = trader.store
+    while not trader.finished and (max_bars is None or processed < max_bars):
+        bars = feed.next_bars(store.cursor())
+        if bars is None:
+            break
+        report = trader.process(bars)
+        processed += report.new_bars
+        cursor = store.cursor()
+        if broker is not None and report.new_bars and cursor is not None:
+            broker.execute(trader, cursor)
+        if on_update is not None:
+            on_update()
+    return processed

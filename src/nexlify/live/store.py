@@ -1,0 +1,292 @@
+"""SQLite state of a paper (or live) session: everything needed to stop and continue exactly.
+
+One database file holds one session. WAL journal, ``synchronous=FULL``. Each new candle is
+processed inside ONE ``BEGIN IMMEDIATE`` transaction that writes the candle, the env state, the
+closed trades, the simulated orders, the positions, the equity snapshot and the feed cursor
+together, so a crash (even SIGKILL) leaves either all of it or none of it. The cursor is re-read
+inside that transaction, so a candle at or before it is never processed twice.
+
+Schema (times are unix seconds UTC of a bar's *open*; ``bar_time`` is the bar just closed):
+
+``session``      one row: model path and sha256, pairs (JSON), timeframe, feed, mode
+                 (``paper``/``live``), market config (JSON), ``start_time`` (first decision bar),
+                 gap cooldown, schema version, creation time.
+``candles``      (pair, time) -> open, high, low, close, volume: every closed candle received
+                 (the history features are rebuilt from, so a restart needs no refetch).
+``feed_cursor``  one row: ``last_bar_time`` (last bar processed), ``processed_bars``.
+``env_state``    one row: the simulator's ``state_dict()`` as npz bytes, the bar it is at and
+                 the pending decision (action taken after that bar, filled at the next open).
+``trades``       closed trades as the simulator booked them (pair, entry/exit time and price,
+                 quantity, pnl, return, fees, reason); unique on (pair, entry_time, exit_time).
+``orders``       ``kind='sim'``: the simulator's fills (status ``filled``); ``kind='live'``:
+                 exchange orders (``pending`` -> ``filled``/``failed``/``unconfirmed``) with the
+                 client and exchange order ids. Never any credential.
+``positions``    open positions after the last bar (pair, quantity, entry price and time, high).
+``equity``       one snapshot per processed bar: equity, cash, day-start equity, daily-loss lock,
+                 open positions.
+``live_holdings`` live mode: base-currency amount bought through the exchange, per pair.
+``events``       gaps, protection, errors and restarts, for the status view.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nexlify.errors import ConfigError, DataError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS session (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    created_at TEXT NOT NULL,
+    model_path TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    pairs TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    feed TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    market_config TEXT NOT NULL,
+    start_time INTEGER,
+    gap_cooldown INTEGER NOT NULL,
+    schema_version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS candles (
+    pair TEXT NOT NULL, time INTEGER NOT NULL,
+    open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL,
+    volume REAL NOT NULL,
+    PRIMARY KEY (pair, time)
+);
+CREATE TABLE IF NOT EXISTS feed_cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last_bar_time INTEGER,
+    processed_bars INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT
+);
+CREATE TABLE IF NOT EXISTS env_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    bar_time INTEGER NOT NULL,
+    pending_action INTEGER NOT NULL,
+    state BLOB NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trades (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pair TEXT NOT NULL, entry_time INTEGER NOT NULL, exit_time INTEGER NOT NULL,
+    entry_price REAL NOT NULL, exit_price REAL NOT NULL, quantity REAL NOT NULL,
+    pnl REAL NOT NULL, return REAL NOT NULL, fees REAL NOT NULL, reason TEXT NOT NULL,
+    UNIQUE (pair, entry_time, exit_time)
+);
+CREATE TABLE IF NOT EXISTS orders (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL, bar_time INTEGER NOT NULL, pair TEXT NOT NULL, side TEXT NOT NULL,
+    amount REAL NOT NULL, price REAL, status TEXT NOT NULL,
+    client_order_id TEXT UNIQUE, exchange_order_id TEXT, filled REAL, error TEXT,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS positions (
+    pair TEXT PRIMARY KEY, quantity REAL NOT NULL, entry_price REAL NOT NULL,
+    entry_time INTEGER NOT NULL, high_water REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS equity (
+    bar_time INTEGER PRIMARY KEY, equity REAL NOT NULL, cash REAL NOT NULL,
+    day_start_equity REAL NOT NULL, locked INTEGER NOT NULL, open_positions INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS live_holdings (pair TEXT PRIMARY KEY, amount REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, bar_time INTEGER,
+    level TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL
+);
+"""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def state_to_bytes(state: dict[str, Any]) -> bytes:
+    """``VecMarketEnv.state_dict()`` as npz bytes (the RNG state as JSON inside, no pickle)."""
+    arrays = {k: np.asarray(v) for k, v in state.items() if k != "rng"}
+    arrays["rng_json"] = np.array(json.dumps(state["rng"]))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def state_from_bytes(blob: bytes) -> dict[str, Any]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        state: dict[str, Any] = {k: npz[k] for k in npz.files if k != "rng_json"}
+        state["rng"] = json.loads(str(npz["rng_json"]))
+    return state
+
+
+class SessionStore:
+    """The session database; see the module docstring for the schema."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` .. ``COMMIT`` (``ROLLBACK`` on any exception)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # ---- session ------------------------------------------------------------------------
+    def session(self) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM session WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        out = dict(row)
+        out["pairs"] = json.loads(out["pairs"])
+        out["market_config"] = json.loads(out["market_config"])
+        return out
+
+    def create_session(self, **fields: Any) -> None:
+        if fields.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise ConfigError("session schema_version mismatch")
+        values = dict(fields, schema_version=SCHEMA_VERSION, created_at=utc_now())
+        values["pairs"] = json.dumps(list(values["pairs"]))
+        values["market_config"] = json.dumps(values["market_config"])
+        names = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        with self.transaction() as c:
+            c.execute(f"INSERT INTO session ({names}) VALUES ({marks})", list(values.values()))
+            c.execute("INSERT INTO feed_cursor (id, processed_bars) VALUES (1, 0)")
+
+    def check_same_session(self, expected: dict[str, Any]) -> None:
+        """Refuse to continue a session with another model, pairs, timeframe or mode."""
+        current = self.session()
+        if current is None:
+            raise DataError(f"{self.path}: no session in this database")
+        for key, value in expected.items():
+            if current[key] != value:
+                raise ConfigError(
+                    f"{self.path} holds a session with {key}={current[key]!r}, not {value!r}; "
+                    "use another --db for a new session"
+                )
+
+    # ---- reads ----------------------------------------------------------------------------
+    def cursor(self) -> int | None:
+        row = self.conn.execute("SELECT last_bar_time FROM feed_cursor WHERE id = 1").fetchone()
+        return None if row is None else row[0]
+
+    def candles(self, pairs: list[str]) -> dict[str, np.ndarray]:
+        """Stored candles per pair as float64 [n, 6] (time, open, high, low, close, volume)."""
+        out = {}
+        for pair in pairs:
+            rows = self.conn.execute(
+                "SELECT time, open, high, low, close, volume FROM candles WHERE pair = ? "
+                "ORDER BY time",
+                (pair,),
+            ).fetchall()
+            out[pair] = np.asarray([tuple(r) for r in rows], dtype=np.float64).reshape(-1, 6)
+        return out
+
+    def env_state(self) -> tuple[int, int, dict[str, Any]] | None:
+        row = self.conn.execute(
+            "SELECT bar_time, pending_action, state FROM env_state WHERE id = 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), int(row[1]), state_from_bytes(row[2])
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
+
+    # ---- writes (call inside transaction()) -----------------------------------------------
+    def add_candles(self, c: sqlite3.Connection, pair: str, rows: list[tuple[float, ...]]) -> None:
+        c.executemany(
+            "INSERT OR IGNORE INTO candles (pair, time, open, high, low, close, volume) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(pair, int(r[0]), *map(float, r[1:6])) for r in rows],
+        )
+
+    def set_cursor(self, c: sqlite3.Connection, bar_time: int, new_bars: int) -> None:
+        c.execute(
+            "UPDATE feed_cursor SET last_bar_time = ?, processed_bars = processed_bars + ?, "
+            "updated_at = ? WHERE id = 1",
+            (bar_time, new_bars, utc_now()),
+        )
+
+    def set_env_state(
+        self, c: sqlite3.Connection, bar_time: int, pending: int, state: dict[str, Any]
+    ) -> None:
+        c.execute(
+            "INSERT OR REPLACE INTO env_state (id, bar_time, pending_action, state, updated_at) "
+            "VALUES (1, ?, ?, ?, ?)",
+            (bar_time, pending, state_to_bytes(state), utc_now()),
+        )
+
+    def add_trades(self, c: sqlite3.Connection, trades: list[dict[str, Any]]) -> None:
+        c.executemany(
+            "INSERT INTO trades (pair, entry_time, exit_time, entry_price, exit_price, quantity, "
+            "pnl, return, fees, reason) VALUES (:pair, :entry_time, :exit_time, :entry_price, "
+            ":exit_price, :quantity, :pnl, :return, :fees, :reason)",
+            trades,
+        )
+
+    def add_order(self, c: sqlite3.Connection, **order: Any) -> None:
+        now = utc_now()
+        values = {"created_at": now, "updated_at": now, **order}
+        names = ", ".join(values)
+        marks = ", ".join(f":{k}" for k in values)
+        c.execute(f"INSERT INTO orders ({names}) VALUES ({marks})", values)
+
+    def set_positions(self, c: sqlite3.Connection, positions: list[dict[str, Any]]) -> None:
+        c.execute("DELETE FROM positions")
+        c.executemany(
+            "INSERT INTO positions (pair, quantity, entry_price, entry_time, high_water) "
+            "VALUES (:pair, :quantity, :entry_price, :entry_time, :high_water)",
+            positions,
+        )
+
+    def add_equity(self, c: sqlite3.Connection, bar_time: int, account: dict[str, Any]) -> None:
+        c.execute(
+            "INSERT INTO equity (bar_time, equity, cash, day_start_equity, locked, "
+            "open_positions) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                bar_time,
+                account["equity"],
+                account["cash"],
+                account["day_start_equity"],
+                int(account["locked"]),
+                account["open_positions"],
+            ),
+        )
+
+    def add_event(
+        self,
+        kind: str,
+        message: str,
+        level: str = "info",
+        bar_time: int | None = None,
+        c: sqlite3.Connection | None = None,
+    ) -> None:
+        (c or self.conn).execute(
+            "INSERT INTO events (at, bar_time, level, kind, message) VALUES (?, ?, ?, ?, ?)",
+            (utc_now(), bar_time, level, kind, message),
+        )

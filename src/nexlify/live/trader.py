@@ -1,0 +1,331 @@
+"""The paper trader: closed candles in, the simulator's decisions, fills and risk rules out.
+
+Same code path as training and backtests: every new bar, the candle history is turned into a
+``MarketData`` by ``build_market_data`` (features are prefix-stable, so the rows already used
+never change), the ``VecMarketEnv`` gets the longer data (``replace_data``) and steps one bar
+with the decision taken after the previous bar; the model then decides on the new observation.
+The decision after bar t fills at bar t+1's open, exactly as in a backtest.
+
+Each new candle is processed in ONE database transaction (see :mod:`nexlify.live.store`); a
+restart rebuilds the data from the stored candles and restores the env state, so it continues
+exactly where it stopped.
+
+Feed gaps: a bar missing from the feed is filled flat at the previous close (volume 0), as the
+training data is, and logged. **Protection**: while any of the last ``gap_cooldown`` bars up to
+the decision bar is such a filled bar, buy decisions are replaced by *hold*: no new entries on
+data that is not contiguous. Sells and the simulator's stop-loss, take-profit, trailing stop and
+daily loss limit still act, so open positions stay protected by their stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from nexlify.config import MarketConfig, timeframe_seconds
+from nexlify.data.candles import candle_frame
+from nexlify.data.features import FEATURE_WARMUP
+from nexlify.data.market_data import MarketData, build_market_data
+from nexlify.live.feeds import Bar
+from nexlify.live.store import SessionStore
+from nexlify.market.env import VecMarketEnv
+
+
+class Policy(Protocol):
+    """Anything that picks greedy actions for a batch of observations (agent or ensemble)."""
+
+    def greedy(self, obs_ND: np.ndarray) -> np.ndarray: ...
+
+
+def paper_market_config(market: MarketConfig) -> MarketConfig:
+    """The model's market settings for an open-ended session: one episode, never liquidated."""
+    env = replace(market.env, episode_length=0, random_start=False, close_at_end=False)
+    return replace(market, env=env)
+
+
+def with_placeholder_bar(data: MarketData) -> MarketData:
+    """``data`` plus one flat bar after its end, so an env can start at ``data``'s last bar.
+
+    The env never steps into it: the real next bar replaces it (``replace_data``) first.
+    """
+    step = data.bar_seconds
+
+    def grow(a: np.ndarray, last: np.ndarray | None = None) -> np.ndarray:
+        extra = a[-1:] if last is None else last
+        return np.ascontiguousarray(np.concatenate([a, extra]))
+
+    close = data.prices[-1:, :, 3:4]
+    return replace(
+        data,
+        time=grow(data.time, data.time[-1:] + step),
+        prices=grow(data.prices, np.repeat(close, 4, axis=2)),
+        volume=grow(data.volume, np.zeros_like(data.volume[-1:])),
+        features=grow(data.features),
+        filled=grow(data.filled, np.ones_like(data.filled[-1:])),
+    )
+
+
+class CandleHistory:
+    """Every closed candle of the session per pair, and the MarketData built from them."""
+
+    def __init__(self, pairs: tuple[str, ...], timeframe: str, source: str) -> None:
+        self.pairs = pairs
+        self.timeframe = timeframe
+        self.source = source
+        self.step = timeframe_seconds(timeframe)
+        self.rows: dict[str, list[tuple[float, ...]]] = {p: [] for p in pairs}
+
+    def load(self, stored: dict[str, np.ndarray]) -> None:
+        for pair in self.pairs:
+            self.rows[pair] = [tuple(r) for r in stored[pair].tolist()]
+
+    def append(self, bar: Bar) -> dict[str, tuple[float, ...]]:
+        """Add the bar's candles (later than each pair's last); returns those added."""
+        added = {}
+        for pair, ohlcv in bar.candles.items():
+            rows = self.rows.get(pair)
+            if rows is not None and (not rows or rows[-1][0] < bar.time):
+                rows.append((float(bar.time), *ohlcv))
+                added[pair] = rows[-1]
+        return added
+
+    def market_data(self) -> MarketData | None:
+        """Aligned candles and features, or None while the feature warm-up is not complete."""
+        if any(not rows for rows in self.rows.values()):
+            return None
+        first = max(rows[0][0] for rows in self.rows.values())
+        last = min(rows[-1][0] for rows in self.rows.values())
+        if (last - first) // self.step + 1 < FEATURE_WARMUP + 2:  # MarketData needs 2 bars
+            return None
+        frames = {}
+        for pair, rows in self.rows.items():
+            arr = np.asarray(rows, dtype=np.float64)
+            frames[pair] = candle_frame(arr[:, 0].astype(np.int64), arr[:, 1:6])
+        return build_market_data(frames, self.timeframe, self.source)
+
+
+@dataclass
+class StepReport:
+    """What one processed batch of bars did (for the status view and logs)."""
+
+    new_bars: int = 0
+    duplicates: int = 0
+    stepped: int = 0
+    trades: list[dict[str, Any]] | None = None
+    pending_action: int = 0
+
+
+class PaperTrader:
+    """Runs a policy over a feed of closed candles, with its state in a :class:`SessionStore`."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        policy: Policy,
+        pairs: tuple[str, ...],
+        timeframe: str,
+        market: MarketConfig,
+        *,
+        start_time: int | None = None,
+        gap_cooldown: int = 24,
+        source: str = "paper",
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.config = paper_market_config(market)
+        self.window = self.config.env.obs_window
+        self.start_time = start_time
+        self.gap_cooldown = gap_cooldown
+        self.log = logger or logging.getLogger("nexlify.paper")
+        self.history = CandleHistory(pairs, timeframe, source)
+        self.env: VecMarketEnv | None = None
+        self.pending = 0
+        self.finished = False
+        """True once the account fell below the ruin level (the session cannot go on)."""
+        self.reload()
+
+    def reload(self) -> None:
+        """(Re)build the candle history and the env from the database: restart, or recovery
+        after a failed transaction."""
+        self.history.load(self.store.candles(list(self.history.pairs)))
+        self.env, self.pending = None, 0
+        saved = self.store.env_state()
+        if saved is None:
+            return
+        _, self.pending, state = saved
+        data = self.history.market_data()
+        if data is None:  # cannot happen with a consistent database
+            raise RuntimeError(f"{self.store.path}: env state saved but too few candles stored")
+        self.env = self._make_env(data)
+        self.env.load_state_dict(state)
+        self.finished = bool(state["needs_reset"][0])
+
+    # ----------------------------------------------------------------------------------------
+    def _make_env(self, data: MarketData) -> VecMarketEnv:
+        env = VecMarketEnv(with_placeholder_bar(data), self.config, autoreset=False, record=True)
+        return env
+
+    def _first_decision_bar(self, data: MarketData) -> int:
+        first = 0
+        if self.start_time is not None:
+            first = int(np.searchsorted(data.time, self.start_time, side="left"))
+        return first + self.window - 1
+
+    def _protecting(self, data: MarketData, bar: int) -> bool:
+        lo = max(0, bar - self.gap_cooldown + 1)
+        return bool(data.filled[lo : bar + 1].any())
+
+    def _decide(self, obs: np.ndarray, data: MarketData, bar: int, c: Any) -> int:
+        action = int(np.asarray(self.policy.greedy(obs)).reshape(-1)[0])
+        if action % 2 == 1 and self._protecting(data, bar):
+            message = (
+                f"buy {data.pairs[(action - 1) // 2]} held back: the last {self.gap_cooldown} "
+                "bars contain a filled gap"
+            )
+            self.log.warning(message)
+            self.store.add_event("protect", message, "warning", int(data.time[bar]), c)
+            return 0
+        return action
+
+    def _take_trades(self, env: VecMarketEnv) -> list[dict[str, Any]]:
+        """Trades closed since the last call; the env's trade log is emptied after reading."""
+        trades = env.trades(0)
+        if trades:
+            state = env.state_dict()
+            state["trade_count"][...] = 0
+            env.load_state_dict(state)
+        return trades
+
+    def _sim_orders(
+        self, c: Any, env: VecMarketEnv, bar: int, trades: list[dict[str, Any]]
+    ) -> None:
+        t = int(env.data.time[bar])
+        fills = [
+            (p["entry_price"], p["quantity"], pair, "buy")
+            for pair, p in env.positions(0).items()
+            if p["entry_bar"] == bar
+        ]
+        fills += [
+            (tr["entry_price"], tr["quantity"], tr["pair"], "buy")
+            for tr in trades
+            if tr["entry_bar"] == bar
+        ]
+        fills += [(tr["exit_price"], tr["quantity"], tr["pair"], "sell") for tr in trades]
+        for price, qty, pair, side in fills:
+            self.store.add_order(
+                c,
+                kind="sim",
+                bar_time=t,
+                pair=pair,
+                side=side,
+                amount=qty,
+                price=price,
+                status="filled",
+                filled=qty,
+            )
+
+    def _snapshot(self, c: Any, env: VecMarketEnv, bar: int) -> None:
+        account: dict[str, Any] = dict(env.account(0))
+        positions = env.positions(0)
+        account["open_positions"] = len(positions)
+        self.store.add_equity(c, int(env.data.time[bar]), account)
+
+    def _advance(self, data: MarketData, c: Any, report: StepReport) -> None:
+        if self.env is None:
+            decision = self._first_decision_bar(data)
+            if data.n_bars - 1 < decision:
+                return
+            self.env = self._make_env(data.slice(0, decision + 1))
+            obs, _ = self.env.reset(options={"starts": [decision]})
+            self.env.run_open_ended()
+            self.pending = self._decide(obs, data, decision, c)
+            self._snapshot(c, self.env, decision)
+            self.log.info("session starts trading at bar %s", _iso(int(data.time[decision])))
+        env = self.env
+        obs = env.replace_data(data)
+        trades: list[dict[str, Any]] = []
+        while env.current_bar(0) < data.n_bars - 1:
+            obs, _, terminated, _, _ = env.step(np.array([self.pending]))
+            bar = env.current_bar(0)
+            new = self._take_trades(env)
+            self._sim_orders(c, env, bar, new)
+            self._snapshot(c, env, bar)
+            trades += new
+            report.stepped += 1
+            if terminated[0]:
+                message = "equity fell below the ruin level; the session has ended"
+                self.log.error(message)
+                self.store.add_event("ruin", message, "error", int(data.time[bar]), c)
+                self.finished = True
+                break
+            self.pending = self._decide(obs, data, bar, c)
+        clean = [
+            {k: v for k, v in tr.items() if k not in ("entry_bar", "exit_bar")} for tr in trades
+        ]
+        self.store.add_trades(c, clean)
+        positions = [
+            {
+                "pair": pair,
+                "quantity": p["quantity"],
+                "entry_price": p["entry_price"],
+                "entry_time": int(data.time[int(p["entry_bar"])]),
+                "high_water": p["high_water"],
+            }
+            for pair, p in env.positions(0).items()
+        ]
+        self.store.set_positions(c, positions)
+        bar = env.current_bar(0)
+        self.store.set_env_state(c, int(data.time[bar]), self.pending, env.state_dict())
+        report.trades = clean
+        report.pending_action = self.pending
+
+    def process(self, bars: list[Bar]) -> StepReport:
+        """Process new closed bars in one transaction; bars at or before the cursor are skipped."""
+        try:
+            return self._process(bars)
+        except BaseException:
+            self.reload()  # the transaction was rolled back: drop what memory holds beyond it
+            raise
+
+    def _process(self, bars: list[Bar]) -> StepReport:
+        report = StepReport()
+        step = self.history.step
+        if self.finished:
+            return report
+        with self.store.transaction() as c:
+            cursor = self.store.cursor()
+            fresh = [b for b in bars if cursor is None or b.time > cursor]
+            report.duplicates = len(bars) - len(fresh)
+            if report.duplicates:
+                self.log.info("skipped %d bar(s) already processed", report.duplicates)
+            if not fresh:
+                return report
+            expected = None if cursor is None else cursor + step
+            for b in fresh:
+                if expected is not None and b.time > expected:
+                    missing = (b.time - expected) // step
+                    message = (
+                        f"feed gap: {missing} bar(s) missing from {_iso(expected)}; "
+                        "filled flat at the previous close, new entries held back"
+                    )
+                    self.log.warning(message)
+                    self.store.add_event("gap", message, "warning", expected, c)
+                for pair, row in self.history.append(b).items():
+                    self.store.add_candles(c, pair, [row])
+                expected = b.time + step
+            data = self.history.market_data()
+            if data is not None:
+                self._advance(data, c, report)
+            self.store.set_cursor(c, fresh[-1].time, len(fresh))
+            report.new_bars = len(fresh)
+        return report
+
+
+def _iso(t: int) -> str:
+    import pandas as pd
+
+    return pd.Timestamp(t, unit="s", tz="UTC").isoformat()

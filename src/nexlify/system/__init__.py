@@ -1,0 +1,1 @@
+"""Machine-level concerns: device, resources and pre-flight checks."""

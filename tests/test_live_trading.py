@@ -1,0 +1,165 @@
+"""Guarded live trading against a local stand-in exchange; keys never leak; polling feed."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import ccxt
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from nexlify.cli import build_parser, main
+from nexlify.commands.paper import start_paper
+from nexlify.errors import ConfigError, DataError
+from nexlify.live.polling import PollingFeed
+from nexlify.live.secrets import KEY_ENV, SECRET_ENV, Credentials
+from tests.test_paper_agreement import db_rows
+from tests.test_paper_support import PAIRS, candles, save_model, write_candles
+
+FAKE_KEY = "nxKEY-7f3a9c1e5b2d4f6a8c0e"
+FAKE_SECRET = "nxSECRET-0b1d3f5a7c9e2a4c6e8f"
+
+
+class StandInExchange:
+    """ccxt's order and candle API over in-memory candles; the first sell fails loudly."""
+
+    id = "standin"
+
+    def __init__(self, config: dict[str, Any], rows: dict[str, list[list[float]]] | None = None,
+                 now_ms: int = 0) -> None:  # fmt: skip
+        self.config = config
+        self.rows = rows or {}
+        self.now = now_ms
+        self.orders: list[tuple[str, str, float, dict[str, Any]]] = []
+        self.failures = {"sell": 1}
+        self.network_failures = 0
+
+    def milliseconds(self) -> int:
+        return self.now
+
+    def fetch_time(self) -> int:
+        return self.now + 3000  # the exchange clock runs 3 s ahead of ours
+
+    def fetch_ohlcv(self, symbol: str, timeframe: str, since: int, limit: int) -> list[list[float]]:
+        if self.network_failures:
+            self.network_failures -= 1
+            raise ccxt.NetworkError("binance GET https://api.example/klines timed out")
+        # the still-open candle is served too, as real exchanges do
+        rows = [r for r in self.rows[symbol] if since <= r[0] <= self.now + 3000]
+        return rows[:limit]
+
+    def fetch_balance(self) -> dict[str, Any]:
+        return {"free": {"USDT": 10_000.0}}
+
+    def create_order(self, symbol: str, type: str, side: str, amount: float,
+                     price: float | None = None, params: dict[str, Any] | None = None,
+                     ) -> dict[str, Any]:  # fmt: skip
+        if self.failures.get(side):
+            self.failures[side] -= 1
+            raise ccxt.AuthenticationError(
+                f'binance {{"code":-2015,"msg":"Invalid API-key {self.config["apiKey"]}, IP, or '
+                f'permissions; signature for secret {self.config["secret"]}"}}'
+            )
+        self.orders.append((symbol, side, amount, dict(params or {})))
+        return {"id": str(len(self.orders)), "filled": amount, "average": 100.0}
+
+
+def _live_args(tmp_path: Path, *extra: str) -> argparse.Namespace:
+    model = save_model(tmp_path / "model.pt")
+    files = write_candles(tmp_path / "data", candles())
+    return build_parser().parse_args(["paper", "--model", str(model), "--feed", "replay",
+                                      "--data", *files, "--db", str(tmp_path / "live.db"),
+                                      "--no-view", "--log", str(tmp_path / "paper.log"),
+                                      "--live", *extra])  # fmt: skip
+
+
+def test_live_orders_mirror_the_simulator_and_keys_never_leak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv(KEY_ENV, FAKE_KEY)
+    monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
+    caplog.set_level(logging.DEBUG)
+    exchanges: list[StandInExchange] = []
+
+    def factory(exchange_id: str, config: dict[str, Any]) -> StandInExchange:
+        exchanges.append(StandInExchange(config))
+        return exchanges[-1]
+
+    args = _live_args(tmp_path, "--i-understand-this-trades-real-money")
+    assert start_paper(args, Console(stderr=True), exchange_factory=factory) == 0
+    exchange = exchanges[0]
+    assert exchange.config["apiKey"] == FAKE_KEY  # keys reach the exchange object only
+    db = tmp_path / "live.db"
+    live = db_rows(db, "SELECT * FROM orders WHERE kind = 'live'")
+    assert {o["status"] for o in live} == {"filled", "failed"}
+    assert len(exchange.orders) >= 4
+    assert {o[0] for o in exchange.orders} <= set(PAIRS)
+    sim_buys = db_rows(db, "SELECT * FROM orders WHERE kind='sim' AND side='buy'")
+    assert sum(1 for o in exchange.orders if o[1] == "buy") <= len(sim_buys)
+    failed = [o for o in live if o["status"] == "failed"]
+    assert "***" in failed[0]["error"] and "Invalid API-key" in failed[0]["error"]
+    # No log line, file, printed text or stored value holds a key or secret.
+    texts = [r.getMessage() for r in caplog.records] + list(capsys.readouterr())
+    texts += [str(r.exc_text or "") for r in caplog.records]
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            texts.append(path.read_bytes().decode("latin-1"))
+    assert (tmp_path / "paper.log").read_text().count("failed") >= 1
+    for text in texts:
+        assert FAKE_KEY not in text and FAKE_SECRET not in text
+    assert FAKE_KEY not in repr(Credentials.from_environment())
+
+
+def test_live_needs_the_confirmation_flag_and_keys_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
+    args = _live_args(tmp_path)
+    with pytest.raises(ConfigError, match="i-understand-this-trades-real-money"):
+        start_paper(args, Console(stderr=True))
+    args.confirm_real_money = True
+    with pytest.raises(ConfigError, match=KEY_ENV) as info:
+        start_paper(args, Console(stderr=True))
+    assert FAKE_SECRET not in str(info.value)
+    assert main(["paper", "--model", args.model, "--live", "--db", str(tmp_path / "x.db")]) == 2
+    assert not (tmp_path / "live.db").exists()
+
+
+def _rows(n: int, start_ms: int) -> dict[str, list[list[float]]]:
+    frames = candles(n)
+    out = {}
+    for pair, frame in frames.items():
+        ms = pd.DatetimeIndex(frame.index).as_unit("ms").asi8
+        values = frame[["open", "high", "low", "close", "volume"]].to_numpy()
+        out[pair] = [
+            [float(t - ms[0] + start_ms), *map(float, v)] for t, v in zip(ms, values, strict=True)
+        ]
+    return out
+
+
+def test_polling_feed_closed_candles_backoff_skew_and_gaps() -> None:
+    hour = 3_600_000
+    t0 = 1_700_000_000_000 - 1_700_000_000_000 % hour
+    rows = _rows(400, t0)
+    del rows["ETH/USDT"][380]  # ETH has no candle at bar 380
+    exchange = StandInExchange({}, rows, now_ms=t0 + 390 * hour + 10 * 60_000)  # bar 390 open
+    sleeps: list[float] = []
+    feed = PollingFeed(exchange, PAIRS, "1h", history_bars=500, sleep=sleeps.append)
+    assert feed.offset_ms == 3000  # measured with fetch_time
+    bars = feed.initial_bars()
+    assert bars[-1].time * 1000 == t0 + 389 * hour  # the open bar 390 is not delivered
+    assert set(bars[380].candles) == {"BTC/USDT"}  # the missing ETH candle stays missing
+    exchange.network_failures = 2
+    exchange.now += hour
+    more = feed.next_bars(bars[-1].time)
+    assert more is not None and [b.time * 1000 for b in more] == [t0 + 390 * hour]
+    assert sleeps[:2] == [1.0, 2.0] and feed.retries == 2  # exponential back-off
+    exchange.network_failures = 100
+    with pytest.raises(DataError, match="still failing"):
+        feed.next_bars(more[-1].time)

@@ -1,0 +1,178 @@
+"""State survives SIGKILL; duplicate candles are not processed twice; feed gaps are protected."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nexlify.data.market_data import build_market_data
+from nexlify.evaluation.backtest import ModelSpec, backtest, load_model_for_backtest
+from nexlify.live.feeds import Bar, ReplayFeed
+from nexlify.live.session import SessionSettings, open_session, run_session
+from nexlify.live.status import render_status, status_snapshot
+from nexlify.live.store import SessionStore
+from nexlify.live.trader import PaperTrader, paper_market_config
+from tests.test_paper_agreement import TRADE_KEYS, db_rows, session_equity, session_trades
+from tests.test_paper_support import MARKET, PAIRS, HashPolicy, candles, save_model, write_candles
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _uninterrupted(
+    model: Path, frames: dict[str, pd.DataFrame]
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Trades and equity of an uninterrupted session: the open-ended backtest (agreement)."""
+    agent, spec = load_model_for_backtest(model)
+    open_ended = dataclasses.replace(spec, market=paper_market_config(spec.market))
+    result = backtest(agent, open_ended, build_market_data(frames, "1h", "synthetic")).model
+    return [{k: t[k] for k in TRADE_KEYS} for t in result.trades[0]], result.equity_curves[0]
+
+
+def _processed(db: Path) -> int:
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
+        try:
+            row = conn.execute("SELECT processed_bars FROM feed_cursor").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.slow  # four process starts (torch import) of a few seconds each
+def test_sigkill_at_random_moments_then_restart_gives_the_uninterrupted_trades(
+    tmp_path: Path,
+) -> None:
+    model = save_model(tmp_path / "model.pt")
+    frames = candles()
+    files = write_candles(tmp_path / "data", frames)
+    args = ["--model", str(model), "--feed", "replay", "--data", *files, "--no-view"]
+
+    db = tmp_path / "killed.db"
+    command = [sys.executable, "-m", "nexlify.cli", "paper", *args, "--db", str(db)]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    rng = np.random.default_rng(7)
+    total = len(next(iter(frames.values())))
+    # Kill points: while warming up, while trading, and late; each plus a random delay.
+    targets = sorted(rng.integers(50, total - 10, size=3).tolist())
+    kills = 0
+    for target in [*targets, None]:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+        if target is None:
+            assert proc.wait(timeout=120) == 0
+            break
+        deadline = time.monotonic() + 120
+        while _processed(db) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(float(rng.uniform(0.0, 0.05)))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=30)
+    assert kills >= 2
+    # An uninterrupted session equals the backtest (test_paper_agreement), so compare with it.
+    trades, equity = _uninterrupted(model, frames)
+    assert len(trades) >= 10
+    assert session_trades(db) == trades
+    assert np.array_equal(session_equity(db), equity)
+    assert db_rows(db, "SELECT COUNT(*) AS n FROM candles")[0]["n"] == total * len(PAIRS)
+    restarts = db_rows(db, "SELECT COUNT(*) AS n FROM events WHERE kind = 'restart'")
+    assert restarts[0]["n"] >= kills
+
+
+def _session(
+    tmp_path: Path, name: str, frames: dict[str, pd.DataFrame], cooldown: int = 24
+) -> tuple[SessionStore, PaperTrader]:
+    data = build_market_data(candles(), "1h", "synthetic")
+    spec = ModelSpec(PAIRS, "1h", data.feature_names, paper_market_config(MARKET))
+    model = tmp_path / "model.pt"
+    if not model.exists():
+        save_model(model)
+    settings = SessionSettings(db=tmp_path / name, model_path=str(model), feed="replay",
+                               gap_cooldown=cooldown)  # fmt: skip
+    return open_session(settings, HashPolicy(), spec, ReplayFeed(frames, "1h"), data)
+
+
+def test_a_candle_delivered_twice_is_processed_once(tmp_path: Path) -> None:
+    frames = candles()
+    store, trader = _session(tmp_path, "twice.db", frames)
+    bars = ReplayFeed(frames, "1h").bars
+    for k, bar in enumerate(bars):
+        trader.process([bar])
+        if k % 23 == 0:  # redelivered alone, and with the next bar
+            assert trader.process([bar]).duplicates == 1
+            if k + 1 < len(bars):
+                report = trader.process([bar, bars[k + 1]])
+                assert (report.duplicates, report.new_bars) == (1, 1)
+    data = build_market_data(frames, "1h", "synthetic")
+    spec = ModelSpec(PAIRS, "1h", data.feature_names, paper_market_config(MARKET))
+    once = backtest(HashPolicy(), spec, data).model  # type: ignore[arg-type]
+    assert session_trades(store.path) == [{k: t[k] for k in TRADE_KEYS} for t in once.trades[0]]
+    assert np.array_equal(session_equity(store.path), once.equity_curves[0])
+    cursor = db_rows(store.path, "SELECT * FROM feed_cursor")[0]
+    assert cursor["processed_bars"] == len(bars)
+
+
+def test_feed_gap_is_logged_filled_flat_and_blocks_new_entries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frames = candles()
+    bars = ReplayFeed(frames, "1h").bars
+    gap_at = len(bars) - 60
+    store, trader = _session(tmp_path, "gap.db", frames, cooldown=10)
+    for bar in bars[:gap_at]:
+        trader.process([bar])
+    trader.process([bars[gap_at + 2]])  # two bars never arrive
+    gap_time = bars[gap_at].time
+    events = db_rows(store.path, "SELECT * FROM events WHERE kind = 'gap'")
+    assert len(events) == 1 and events[0]["bar_time"] == gap_time
+    assert "2 bar(s) missing" in caplog.text
+    for bar in bars[gap_at + 3 :]:
+        trader.process([bar])
+    # The two missing bars were stepped through flat; buys were held back for 10 bars after.
+    times = [r["bar_time"] for r in db_rows(store.path, "SELECT bar_time FROM equity")]
+    assert gap_time in times and gap_time + 3600 in times
+    buys = db_rows(store.path, "SELECT bar_time FROM orders WHERE kind='sim' AND side='buy'")
+    buy_times = [int(str(b["bar_time"])) for b in buys]
+    step = 3600
+    blocked = [t for t in buy_times if gap_time < t <= gap_time + 10 * step]
+    assert blocked == []
+    assert db_rows(store.path, "SELECT COUNT(*) AS n FROM events WHERE kind='protect'")[0]["n"] > 0
+    assert any(t > gap_time + 11 * step for t in buy_times)  # trading resumes after
+
+
+def test_status_reads_the_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frames = candles()
+    store, trader = _session(tmp_path, "s.db", frames)
+    run_session(trader, ReplayFeed(frames, "1h"))
+    snap = status_snapshot(store)
+    assert snap["trades_total"] == len(session_trades(store.path)) > 0
+    assert snap["today_limit"] < 0 and "equity" in snap
+    from rich.console import Console
+
+    Console(width=140).print(render_status(snap))
+    from nexlify.cli import main
+
+    assert main(["paper", "status", "--db", str(store.path)]) == 0
+    out = capsys.readouterr().out
+    assert "Recent trades" in out and "today's PnL vs limit" in out
+    assert main(["paper", "status", "--db", str(tmp_path / "none.db")]) == 3
+    assert isinstance(SessionStore(store.path).cursor(), int)
+
+
+def test_replay_bars_keep_every_pair(tmp_path: Path) -> None:
+    bars = ReplayFeed(candles(), "1h").bars
+    assert all(isinstance(b, Bar) and set(b.candles) == set(PAIRS) for b in bars)
