@@ -90,6 +90,8 @@ def test_pipeline_writes_the_original_output_tree_and_summary(tmp_path: Path) ->
         assert Path(it["model_path"]).parent == out / "retraining" / f"iteration_{it['iteration']}"
     assert (out / "training.log").read_text().count("val score") >= 2
     assert (out / "training_report.md").exists() and (out / "config.yaml").exists()
+    assert "Plotly.newPlot" in (out / "report.html").read_text()
+    assert "report_error" not in on_disk
     final = Path(on_disk["final_model_path"])
     assert final == out / "final_model.pt"
     # The original tool's users load the weights like this.
@@ -233,3 +235,19 @@ def test_envs_divide_the_episode_count() -> None:
     assert envs_for(16, 8) == 8
     assert envs_for(3, 8) == 3
     assert envs_for(307, 8) == 8  # prime: keep the batch, overshoot by less than a round
+
+
+def test_a_failing_html_report_keeps_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nexlify.report.html as report_html
+
+    def broken(*args: Any, **kwargs: Any) -> Path:
+        raise RuntimeError("no plotting today")
+
+    monkeypatch.setattr(report_html, "build_run_report", broken)
+    summary = run_tiny(tmp_path, pipeline={"max_iterations": 0})
+    on_disk = json.loads((tmp_path / "out" / "complete_training_summary.json").read_text())
+    assert on_disk["pipeline_complete"] and on_disk["report_error"].endswith("no plotting today")
+    assert Path(summary["final_model_path"]).is_file()
+    assert "nexlify report" in (tmp_path / "out" / "training.log").read_text()

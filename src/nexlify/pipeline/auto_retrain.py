@@ -216,6 +216,23 @@ def attach_run_log(log: logging.Logger, out_dir: Path) -> logging.Handler | None
     return handler
 
 
+def _write_html_report(
+    summary: dict[str, Any], out_dir: Path, market: MarketData, log: logging.Logger
+) -> None:
+    """report.html next to the summary; a failure here is reported, and the run's files stay."""
+    from nexlify.report.html import build_run_report
+
+    try:
+        path = build_run_report(out_dir, summary, market)
+    except Exception as exc:  # the models and summary are already safe on disk
+        summary["report_error"] = f"{type(exc).__name__}: {exc}"
+        atomic_write_json(out_dir / SUMMARY_FILE, summary)
+        log.error("the HTML report could not be built (%s); rebuild it with: nexlify report %s",
+                  summary["report_error"], out_dir)  # fmt: skip
+        return
+    log.info("report: %s", path)
+
+
 def run_pipeline(
     config: RunConfig,
     market: MarketData,
@@ -386,6 +403,7 @@ def _run_pipeline(
     )
     atomic_write_json(summary_path, summary)
     write_report(summary, out_dir)
+    _write_html_report(summary, out_dir, market, log)
     log.info("pipeline complete (%s): best initial %.3f -> final %.3f (%+.2f%%) in %.0fs; "
              "final model %s", stop_reason, best_initial_score, best_score,
              summary["total_improvement_pct"], summary["timings"]["total_seconds"],
