@@ -22,13 +22,14 @@ import json
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nexlify.agent.config import AgentConfig
+from nexlify.agent.config import PLAIN_DQN, AgentConfig
 from nexlify.agent.dqn import DQNAgent
 from nexlify.agent.replay import ReplayBatch, ReplayBuffer
 
@@ -119,14 +120,15 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    config = AgentConfig()  # hidden (256, 256), batch 256, buffer 200k, max_grad_norm 10
+    # plain DQN (the bare loop is plain DQN too), hidden (256, 256), batch 256, max_grad_norm 10
+    config = AgentConfig(hidden_sizes=(256, 256), batch_size=256, **PLAIN_DQN)
     buffer = _filled_buffer(config, device)
     rng = np.random.default_rng(1)
     fixed_batch = buffer.sample(BATCH, rng)
 
     agent = DQNAgent(OBS_DIM, N_ACTIONS, config, device, seed=0)
     unclipped = DQNAgent(
-        OBS_DIM, N_ACTIONS, AgentConfig(max_grad_norm=0.0), device, seed=0
+        OBS_DIM, N_ACTIONS, replace(config, max_grad_norm=0.0), device, seed=0
     )  # the bare loop does not clip either
     bare = _bare_step(config, fixed_batch)
 

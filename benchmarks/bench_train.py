@@ -51,7 +51,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
 import nexlify
-from nexlify.agent.config import AgentConfig
+from nexlify.agent.config import PLAIN_DQN, AgentConfig
 from nexlify.agent.dqn import DQNAgent
 from nexlify.agent.replay import ReplayBatch, ReplayBuffer
 from nexlify.config import MarketConfig
@@ -92,6 +92,7 @@ def agent_config() -> AgentConfig:
         adam_eps=ADAM_EPS,
         eps_decay_fraction=EPS_DECAY_FRACTION,
         eps_end=EPS_END,
+        **PLAIN_DQN,  # SB3's DQN is plain DQN: compare like with like
     )
 
 

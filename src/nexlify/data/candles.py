@@ -220,9 +220,10 @@ def _problem_report(
     return msg + (". Also found: " + "; ".join(also) if also else "")
 
 
-def _validate_candles(raw: pd.DataFrame, source: str, timeframe: str | None) -> pd.DataFrame:
-    """Check a raw table of candles and return it as a candle frame (the one validation path)."""
-    step = timeframe_seconds(timeframe) if timeframe is not None else None
+def _resolve_columns(
+    raw: pd.DataFrame, source: str
+) -> tuple[pd.DataFrame, object, dict[str, object]]:
+    """(table, date column, {ohlcv name: column}); DataError naming what is missing."""
     raw, date_col = _with_date_column(raw)
     cols = {name: _find_column(raw, (name,)) for name in OHLCV_COLUMNS}
     missing = [name for name, col in cols.items() if col is None]
@@ -233,6 +234,13 @@ def _validate_candles(raw: pd.DataFrame, source: str, timeframe: str | None) -> 
         raise DataError(
             f"{source}: missing required column(s): {', '.join(missing)}; found columns: {found}"
         )
+    return raw, date_col, cols
+
+
+def _validate_candles(raw: pd.DataFrame, source: str, timeframe: str | None) -> pd.DataFrame:
+    """Check a raw table of candles and return it as a candle frame (the one validation path)."""
+    step = timeframe_seconds(timeframe) if timeframe is not None else None
+    raw, date_col, cols = _resolve_columns(raw, source)
     if len(raw) == 0:
         raise DataError(f"{source}: empty, no data rows")
     named = {"date": date_col, **cols}

@@ -51,15 +51,13 @@ import pandas as pd
 from nexlify.config import timeframe_seconds
 from nexlify.data.candles import (
     _NS,
-    DATE_COLUMNS,
     OHLCV_COLUMNS,
     _count,
-    _find_column,
     _fmt_ts,
     _frame_from_ns,
     _parse_dates,
     _read_raw,
-    _with_date_column,
+    _resolve_columns,
     find_candle_file,
 )
 from nexlify.data.quality_findings import (
@@ -174,13 +172,7 @@ def _parse_table(
     raw: pd.DataFrame, source: str, report: SourceReport, policy: QualityPolicy
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ns int64 [n], date ok bool [n], float64 [n, 5] OHLCV) of a raw table."""
-    raw, date_col = _with_date_column(raw)
-    cols = {name: _find_column(raw, (name,)) for name in OHLCV_COLUMNS}
-    missing = [name for name, col in cols.items() if col is None]
-    if date_col is None:
-        missing.append(f"date (one of {', '.join(DATE_COLUMNS)})")
-    if missing:
-        raise DataError(f"{source}: missing required column(s): {', '.join(missing)}")
+    raw, date_col, cols = _resolve_columns(raw, source)
     if len(raw) == 0:
         raise DataError(f"{source}: empty, no data rows")
     ns, ok, how = _parse_dates(raw[date_col])
