@@ -70,3 +70,17 @@ def test_backtest_refuses_a_file_that_is_not_a_checkpoint(
     bogus.write_bytes(b"not a checkpoint")
     assert main(["backtest", "--model", str(bogus), "--source", "synthetic"]) == 4
     assert "model.pt" in capsys.readouterr().err
+
+
+def test_backtest_takes_an_ensemble_like_a_single_model(saved_model: Path, tmp_path: Path) -> None:
+    from nexlify.agent.dqn import load_agent
+    from nexlify.agent.ensemble import EnsembleAgent
+
+    member, meta = load_agent(saved_model)
+    other = DQNAgent(member.obs_dim, member.n_actions, AgentConfig(hidden_sizes=(16,)), seed=9)
+    path = EnsembleAgent([member, other]).save(tmp_path / "ensemble.pt", extra=meta["extra"])
+    out = tmp_path / "bt.json"
+    code = main(["backtest", "--model", str(path), "--source", "synthetic", "--start",
+                 "2023-06-01", "--end", "2023-06-30", "--json", str(out)])  # fmt: skip
+    assert code == 0
+    assert json.loads(out.read_text())["model"]["n_trades"] >= 0

@@ -7,13 +7,13 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from nexlify.agent.dqn import DQNAgent
 from nexlify.config import MarketConfig
 from nexlify.data.candles import load_pairs
 from nexlify.data.sources import DEFAULT_PAIRS, SYNTHETIC_DAYS
 from nexlify.data.synthetic import generate_synthetic_candles
 from nexlify.evaluation.backtest import load_model_for_backtest
 from nexlify.evaluation.lookahead import audit_lookahead
+from nexlify.train.trainer import GreedyActor
 
 LEAK_EXIT_CODE = 6
 
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def start_audit(args: argparse.Namespace, console: Console) -> int:
     """Handler of ``nexlify audit-lookahead``."""
-    agent: DQNAgent | None = None
+    agent: GreedyActor | None = None
     market = MarketConfig()
     pairs, timeframe = tuple(args.pairs or DEFAULT_PAIRS), args.timeframe or "1h"
     if args.model:

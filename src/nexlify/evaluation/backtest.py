@@ -13,12 +13,13 @@ from typing import Any
 
 import pandas as pd
 
-from nexlify.agent.dqn import DQNAgent, load_agent
+from nexlify.agent.ensemble import load_policy
 from nexlify.config import MarketConfig, from_dict
 from nexlify.data.market_data import MarketData
 from nexlify.errors import CheckpointError, DataError
 from nexlify.market.baselines import run_baselines
 from nexlify.market.evaluate import EvaluationResult, evaluate_policy
+from nexlify.train.trainer import GreedyActor
 
 METRIC_COLUMNS = (
     ("total_return_pct", "return %", "+.2f"),
@@ -115,7 +116,9 @@ class BacktestResult:
         }
 
 
-def backtest(agent: DQNAgent, spec: ModelSpec, data: MarketData, seed: int = 0) -> BacktestResult:
+def backtest(
+    agent: GreedyActor, spec: ModelSpec, data: MarketData, seed: int = 0
+) -> BacktestResult:
     """Greedy run of ``agent`` over all of ``data``, and the baselines over the same bars."""
     config = replace(spec.market, env=replace(spec.market.env, episode_length=0))
     model = evaluate_policy(lambda obs, env: agent.greedy(obs), data, config, episode_length=0)
@@ -123,6 +126,7 @@ def backtest(agent: DQNAgent, spec: ModelSpec, data: MarketData, seed: int = 0) 
     return BacktestResult(model=model, baselines=baselines, data=data)
 
 
-def load_model_for_backtest(path: str | Path) -> tuple[DQNAgent, ModelSpec]:
-    agent, meta = load_agent(path)
+def load_model_for_backtest(path: str | Path) -> tuple[GreedyActor, ModelSpec]:
+    """A saved model or ensemble (never executes code from the file) and its market."""
+    agent, meta = load_policy(path)
     return agent, model_spec(meta, path)

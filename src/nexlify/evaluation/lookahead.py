@@ -14,13 +14,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from nexlify.agent.dqn import DQNAgent
 from nexlify.config import MarketConfig
 from nexlify.data.align import align_candles
 from nexlify.data.features import compute_market_features
 from nexlify.data.market_data import MarketData
 from nexlify.errors import DataError
 from nexlify.market.env import VecMarketEnv
+from nexlify.train.trainer import GreedyActor
 
 FeatureFn = Callable[[np.ndarray], tuple[np.ndarray, tuple[str, ...]]]
 """Computes features [T, P, F] (NaN during warm-up) and their names from ohlcv [T, P, 5]."""
@@ -73,7 +73,7 @@ def _market(
     return data, first
 
 
-def _decisions(agent: DQNAgent, data: MarketData, config: MarketConfig) -> np.ndarray:
+def _decisions(agent: GreedyActor, data: MarketData, config: MarketConfig) -> np.ndarray:
     """Rows [observation..., greedy action] for every bar of one run, the last bar included.
 
     Positions are not liquidated at the end (``close_at_end=False``), so the state at a cut's
@@ -113,7 +113,7 @@ def audit_lookahead(
     cuts: Sequence[int] | None = None,
     n_cuts: int = 5,
     feature_fn: FeatureFn | None = None,
-    agent: DQNAgent | None = None,
+    agent: GreedyActor | None = None,
     market: MarketConfig | None = None,
 ) -> AuditReport:
     """Audit features (and, with ``agent``, decisions) at every cut (raw bar indices)."""

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nexlify.agent.dqn import load_agent
+from nexlify.agent.ensemble import load_policy
 from nexlify.data.market_data import MarketData
 from nexlify.data.splits import Fold, walk_forward_days
 from nexlify.errors import DataError
@@ -120,7 +120,7 @@ def run_walk_forward(
     fold_rows = []
     for fold, outcome in zip(folds, outcomes, strict=True):
         test = market.slice(fold.test_start, fold.test_stop)
-        agent, _ = load_agent(outcome["model_path"])
+        agent, _ = load_policy(outcome["model_path"])
         model = evaluate_policy(greedy_policy(agent), test, test_cfg, episode_length=0)
         baselines = run_baselines(test, test_cfg, episode_length=0, seed=fold.index)
         start, end = test.span()

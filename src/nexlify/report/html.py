@@ -17,7 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.offline
 
-from nexlify.agent.dqn import load_agent
+from nexlify.agent.ensemble import load_policy
 from nexlify.data.market_data import MarketData
 from nexlify.errors import DataError
 from nexlify.evaluation.backtest import METRIC_COLUMNS, BacktestResult
@@ -115,7 +115,7 @@ def _model_returns(paths: list[str], data: MarketData, market: Any) -> np.ndarra
     """Per-bar simple returns [bars, models] of each saved model over ``data``."""
     columns = []
     for path in paths:
-        agent, _ = load_agent(path)
+        agent, _ = load_policy(path)
         run = evaluate_policy(greedy_policy(agent), data, market, episode_length=0)
         curve = run.equity_curves[0]
         columns.append(curve[1:] / curve[:-1] - 1.0)
@@ -173,7 +173,7 @@ def build_run_report(
     ):
         raise DataError(f"{out_dir}: the data found now is not the data this run used")
     final_path = summary["final_model_path"]
-    agent, _ = load_agent(final_path)
+    agent, _ = load_policy(final_path)
     market_cfg = replace(config.market, env=replace(config.market.env, episode_length=0))
     model = evaluate_policy(greedy_policy(agent), val, market_cfg, episode_length=0)
     runs = {"model": model, **run_baselines(val, market_cfg, episode_length=0)}
