@@ -55,7 +55,9 @@ def save_model(path: Path, seed: int = 1) -> Path:
     """A small untrained DQN saved with the market description the pipeline writes."""
     market = build_market_data(candles(), "1h", "synthetic")
     env = VecMarketEnv(market, MARKET)
-    agent = DQNAgent(env.obs_size, env.n_actions, AgentConfig(hidden_sizes=(16,)), seed=seed)
+    # pinned (not the library defaults): an untrained net of this shape trades often enough
+    config = AgentConfig(hidden_sizes=(16,), noisy=True, distributional="c51")
+    agent = DQNAgent(env.obs_size, env.n_actions, config, seed=seed)
     extra = {
         "market_config": dataclasses.asdict(MARKET),
         "pairs": list(PAIRS),

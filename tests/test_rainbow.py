@@ -296,7 +296,7 @@ def test_full_rainbow_updates_are_deterministic(dist: str) -> None:
 
 
 def test_noisy_nets_explore_through_noise_and_greedy_is_noise_free() -> None:
-    agent = DQNAgent(4, 5, AgentConfig(hidden_sizes=(16,), noisy_sigma0=5.0), seed=0)
+    agent = DQNAgent(4, 5, AgentConfig(hidden_sizes=(16,), noisy=True, noisy_sigma0=5.0), seed=0)
     obs = np.random.default_rng(0).standard_normal((500, 4)).astype(np.float32)
     greedy = agent.greedy(obs)
     np.testing.assert_array_equal(greedy, agent.greedy(obs))  # mean weights: deterministic

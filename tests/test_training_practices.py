@@ -184,6 +184,9 @@ def test_cli_flags_reach_the_config() -> None:
                                                                      (0.2, 0.4, 0.6))  # fmt: skip
     assert (t.early_stopping_patience, p.ensemble_size, p.ensemble_method) == (5, 5, "vote")
     defaults = resolve_run_config(parser.parse_args(["train"]))
-    assert defaults.agent.double_dqn and defaults.agent.noisy and defaults.train.swa
+    assert defaults.agent.double_dqn and defaults.agent.prioritized_replay and defaults.train.swa
+    assert not defaults.agent.noisy and defaults.agent.distributional == "none"  # opt-in
+    on = resolve_run_config(parser.parse_args(["train", "--noisy", "--distributional", "c51"]))
+    assert on.agent.noisy and on.agent.distributional == "c51"
     with pytest.raises(ConfigError, match="curriculum_phases"):
         resolve_run_config(parser.parse_args(["train", "--curriculum-phases", "0.5", "0.2", "0.9"]))

@@ -108,12 +108,15 @@ class AgentConfig:
     """Added to |TD error| so that no transition gets priority 0."""
     n_step: int = 3
     """n-step returns, per env, cut at terminations and truncations (1 = one-step TD)."""
-    noisy: bool = True
-    """Factorised-Gaussian noisy output layers; replaces epsilon-greedy (epsilon is 0) when on."""
+    noisy: bool = False
+    """Factorised-Gaussian noisy output layers; replaces epsilon-greedy (epsilon is 0) when on.
+    Off by default: it did not help in the ablation (benchmarks/results/ablation.md) and is the
+    costliest part of full Rainbow on CPU."""
     noisy_sigma0: float = 0.5
     """Initial noise scale of noisy layers: sigma = noisy_sigma0 / sqrt(fan_in)."""
-    distributional: str = "c51"
-    """Value head: none (scalar Q), c51 (categorical over atoms) or qr (QR-DQN quantiles)."""
+    distributional: str = "none"
+    """Value head: none (scalar Q), c51 (categorical over atoms) or qr (QR-DQN quantiles).
+    none by default: C51 triples the output layer's work and did not help in the ablation."""
     n_atoms: int = 51
     """Atoms of the C51 support, or quantiles of QR-DQN."""
     v_min: float = -10.0
