@@ -44,7 +44,8 @@ VARIANTS: dict[str, AgentConfig] = {
     "per_nstep_c51": dataclasses.replace(
         PLAIN, prioritized_replay=True, n_step=3, distributional="c51", reward_scale=100.0
     ),
-    "full_rainbow": AgentConfig(),
+    "defaults": AgentConfig(),  # double, dueling, PER, 3-step; no noisy nets, no C51
+    "full_rainbow": AgentConfig(noisy=True, distributional="c51"),
 }
 N_ENVS, BURST = 8, 10
 
