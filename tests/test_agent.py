@@ -341,6 +341,7 @@ def test_epsilon_schedule_endpoints() -> None:
     assert agent.epsilon_at(0.5) == pytest.approx(0.05)
     assert agent.epsilon_at(1.0) == pytest.approx(0.05)
     assert agent.epsilon_at(-0.1) == 1.0
+    assert agent.epsilon_at(0.25, start=0.2) == pytest.approx(0.125)  # retraining starts lower
     instant = DQNAgent(2, 2, dataclasses.replace(SMALL, eps_decay_fraction=0.0))
     assert instant.epsilon_at(0.0) == pytest.approx(0.05)
 

@@ -158,16 +158,18 @@ class DQNAgent:
             self.online.reset_noise(self.noise_generator)
             self.target.reset_noise(self.noise_generator)
 
-    def epsilon_at(self, progress: float) -> float:
+    def epsilon_at(self, progress: float, start: float | None = None) -> float:
         """Exploration epsilon at ``progress`` = transitions so far / total transitions of the run.
 
-        Linear from eps_start at 0 to eps_end at eps_decay_fraction, then flat.
+        Linear from ``start`` (default eps_start; retraining starts lower) at 0 to eps_end at
+        eps_decay_fraction, then flat.
         """
         c = self.config
         if c.eps_decay_fraction <= 0.0:
             return c.eps_end
+        first = c.eps_start if start is None else start
         frac = min(max(progress / c.eps_decay_fraction, 0.0), 1.0)
-        return c.eps_start + frac * (c.eps_end - c.eps_start)
+        return first + frac * (c.eps_end - first)
 
     def _obs_tensor(self, obs_ND: np.ndarray) -> torch.Tensor:
         if obs_ND.ndim != 2 or obs_ND.shape[1] != self.obs_dim:

@@ -9,9 +9,8 @@ from pathlib import Path
 from rich.console import Console
 
 from nexlify.errors import DataError
+from nexlify.pipeline.auto_retrain import SUMMARY_FILE
 from nexlify.report.html import build_run_report
-
-SUMMARY_FILE = "complete_training_summary.json"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

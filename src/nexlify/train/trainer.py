@@ -216,7 +216,7 @@ class Trainer:
 
         while done_episodes < episodes and not stopped_early:
             progress_frac = transitions / planned
-            epsilon = 0.0 if cfg.noisy else _epsilon(eps0, cfg, progress_frac)
+            epsilon = 0.0 if cfg.noisy else agent.epsilon_at(progress_frac, start=eps0)
             actions = agent.act(obs, epsilon, rng)
             new_obs, rewards, terminated, truncated, info = env.step(actions)
             np.copyto(next_obs, new_obs)
@@ -345,14 +345,6 @@ class Trainer:
 def _round_seed(seed: int, round_index: int) -> int:
     """Env seed of training round ``round_index`` (>= 1) of the run seeded ``seed``."""
     return int(np.random.SeedSequence([seed, 31, round_index]).generate_state(1)[0])
-
-
-def _epsilon(eps_start: float, cfg: AgentConfig, progress: float) -> float:
-    """Linear decay from ``eps_start`` to ``cfg.eps_end`` over ``cfg.eps_decay_fraction``."""
-    if cfg.eps_decay_fraction <= 0:
-        return cfg.eps_end
-    frac = min(max(progress / cfg.eps_decay_fraction, 0.0), 1.0)
-    return eps_start + frac * (cfg.eps_end - eps_start)
 
 
 def resolve_device(name: str) -> torch.device:
