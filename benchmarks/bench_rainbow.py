@@ -6,13 +6,19 @@ Two measurements:
 - learner: gradient steps per second of what training does per step (sample from a full
   200k-transition buffer, update, write back priorities), variants taking turns in short bursts;
   the median of the per-cycle ratios is reported;
-- training: wall time of ``Trainer.train`` for the same episodes on the synthetic 3-pair market
+- training: time of ``Trainer.train`` for the same episodes on the synthetic 3-pair market
   (env stepping, acting, learning and validation; SWA/augmentation/curriculum off, so only the
-  agent differs).
+  agent differs), after a short warm-up run of each variant. Each repeat runs every variant
+  once, in alternating order; the cost is the median over repeats of the variant's time over
+  plain DQN's in the same repeat, measured in process CPU time (the runs are single-threaded;
+  on a shared machine wall time also counts the waits for a core). The median of the wall-time
+  ratios is reported beside it. (Until this was changed the cost was a ratio of minimum wall
+  times taken at different moments, which load changes on a shared machine can move either
+  way by 20-30%.)
 
 The budget of issue 4: PER + n-step + distributional at most 1.5x plain DQN's training time.
 
-    .venv/bin/python benchmarks/bench_rainbow.py [--seconds 30] [--episodes 48]
+    .venv/bin/python benchmarks/bench_rainbow.py [--seconds 30] [--episodes 48] [--repeats 3]
 
 Writes benchmarks/results/rainbow.json.
 """
@@ -100,19 +106,36 @@ def bench_training(episodes: int, repeats: int) -> dict[str, Any]:
     data = synthetic_market(["BTC/USDT", "ETH/USDT", "SOL/USDT"], "1h", seed=0, days=500)
     train, val = data.split_last_days(60)
     market = MarketConfig()
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for _ in range(repeats):
-        for name, cfg in VARIANTS.items():
-            trainer = Trainer(train, val, market, cfg, num_envs=N_ENVS, eval_every=episodes,
-                              seed=0)  # fmt: skip
-            t0 = time.perf_counter()
-            result = trainer.train(episodes)
-            times[name].append(time.perf_counter() - t0)
-            assert result.gradient_steps > 0
-    plain = min(times["plain_dqn"])
+
+    def run(cfg: AgentConfig, n_episodes: int) -> tuple[float, float]:
+        trainer = Trainer(train, val, market, cfg, num_envs=N_ENVS, eval_every=n_episodes,
+                          seed=0)  # fmt: skip
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        result = trainer.train(n_episodes)
+        assert result.gradient_steps > 0
+        return time.perf_counter() - wall0, time.process_time() - cpu0
+
+    for cfg in VARIANTS.values():  # warm-up (imports, compiled kernels), past learning_starts
+        run(cfg, N_ENVS)
+    wall: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for rep in range(repeats):
+        # Alternate the order so that a drift in machine load does not favour one side.
+        for name in list(VARIANTS)[:: 1 if rep % 2 == 0 else -1]:
+            w, c = run(VARIANTS[name], episodes)
+            wall[name].append(w)
+            cpu[name].append(c)
     return {
-        name: {"seconds_min": min(t), "seconds_all": t, "cost_vs_plain": min(t) / plain}
-        for name, t in times.items()
+        name: {
+            "seconds_min": min(wall[name]),
+            "seconds_all": wall[name],
+            "cpu_seconds_all": cpu[name],
+            "cost_vs_plain": float(np.median(np.array(cpu[name]) / np.array(cpu["plain_dqn"]))),
+            "cost_vs_plain_wall": float(
+                np.median(np.array(wall[name]) / np.array(wall["plain_dqn"]))
+            ),
+        }
+        for name in VARIANTS
     }
 
 
@@ -120,7 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="learner benchmark length")
     parser.add_argument("--episodes", type=int, default=48, help="episodes per training run")
-    parser.add_argument("--repeats", type=int, default=2, help="training runs per variant")
+    parser.add_argument("--repeats", type=int, default=3, help="training runs per variant")
     args = parser.parse_args()
     torch.set_num_threads(1)
     market = synthetic_market(["BTC/USDT", "ETH/USDT", "SOL/USDT"], "1h", seed=0, days=60)
@@ -132,6 +155,8 @@ def main() -> None:
     result = {
         "what": "PER + n-step + C51 and full Rainbow vs plain DQN, same net (128, 128), batch 128",
         "budget": "per_nstep_c51 training cost <= 1.5x plain_dqn",
+        "training_cost": "median over repeats of (variant / plain_dqn) process CPU seconds in the"
+        " same repeat; variant order alternates between repeats; one warm-up run each first",
         "obs_dim": env.obs_size,
         "n_actions": env.n_actions,
         "learner": learner,
@@ -148,7 +173,8 @@ def main() -> None:
     for name in VARIANTS:
         print(f"{name:>14}: learner x{learner[name]['cost_vs_plain_median']:.2f}, "
               f"training {training[name]['seconds_min']:.1f}s "
-              f"(x{training[name]['cost_vs_plain']:.2f})")  # fmt: skip
+              f"(x{training[name]['cost_vs_plain']:.2f} CPU, "
+              f"x{training[name]['cost_vs_plain_wall']:.2f} wall)")  # fmt: skip
     print(f"wrote {RESULTS}")
 
 

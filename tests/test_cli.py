@@ -123,3 +123,17 @@ def test_baselines_command_writes_json(tmp_path: Path, tiny_config: Path) -> Non
     assert main(["baselines", "--config", str(tiny_config), "--json", str(out)]) == 0
     table = json.loads(out.read_text())["baselines"]
     assert set(table) == {"buy_and_hold", "sma_crossover", "random"}
+
+
+def test_strategy_risk_and_execution_flags_compose_in_any_order() -> None:
+    from nexlify.cli import build_parser
+    from nexlify.commands.train import resolve_run_config
+
+    for argv in (
+        ["train", "--stop-loss", "0.03", "--strategies", "spot", "staking", "--fee", "0.002"],
+        ["train", "--strategies", "spot", "staking", "--fee", "0.002", "--stop-loss", "0.03"],
+    ):
+        config = resolve_run_config(build_parser().parse_args(argv))
+        assert config.market.risk.stop_loss == 0.03
+        assert config.market.execution.fee_rate == 0.002
+        assert config.market.strategies.enabled == ("spot", "staking")

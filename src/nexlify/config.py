@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nexlify.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nexlify.strategies.config import StrategiesConfig
 
 TIMEFRAMES: dict[str, int] = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
 """Supported candle timeframes and their length in seconds."""
@@ -231,6 +234,15 @@ class MarketConfig:
     """Fees, slippage and starting balance."""
     env: EnvConfig = field(default_factory=EnvConfig)
     """Episodes and observations."""
+    strategies: StrategiesConfig = field(default_factory=lambda: _default_strategies())
+    """Strategies beyond spot (staking, lending, liquidity, arbitrage); default spot only."""
+
+
+def _default_strategies() -> StrategiesConfig:
+    # Imported here: nexlify.strategies.config uses this module's validation helpers.
+    from nexlify.strategies.config import StrategiesConfig
+
+    return StrategiesConfig()
 
 
 T = TypeVar("T")

@@ -34,3 +34,9 @@ class TrainingError(NexlifyError):
     """Training failed in a way that cannot be recovered automatically."""
 
     exit_code = 5
+
+
+class InterruptedRunError(NexlifyError):
+    """Ctrl-C or SIGTERM stopped a run after saving; ``--resume`` continues it."""
+
+    exit_code = 130

@@ -31,11 +31,11 @@ import nexlify
 from nexlify.agent.config import PLAIN_DQN, AgentConfig
 from nexlify.agent.losses import (
     DQNLoss,
-    c51_loss,
+    c51_taken_loss,
     dqn_loss,
-    next_actions,
+    greedy_projected_target,
     project_distribution,
-    quantile_huber_loss,
+    quantile_huber_taken_loss,
     td_target,
 )
 from nexlify.agent.networks import QNetwork, build_q_network
@@ -232,19 +232,18 @@ class DQNAgent:
         )
 
     def _loss(self, batch: ReplayBatch) -> DQNLoss:
-        """The configured member of the DQN family's loss on one batch (see agent.losses)."""
+        """The configured member of the DQN family's loss on one batch (see agent.losses).
+
+        Distributional heads evaluate only the atoms they use: the online network's for the
+        taken actions and, with double DQN, the target network's for a* (forward_taken_raw).
+        """
         c = self.config
-        online, target = self.online, self.target
-        raw_online = online.forward_raw(batch.obs_BD)
-        with torch.no_grad():
-            next_raw_target = target.forward_raw(batch.next_obs_BD).float()
-            if c.distributional == "c51":  # probabilities once: for Q and for the target
-                next_raw_target = next_raw_target.softmax(dim=2)
-                next_q_target_BA = (next_raw_target * target.support_Z).sum(dim=2)
-            else:
-                next_q_target_BA = target.q_from_raw(next_raw_target)
-            next_q_online_BA = online(batch.next_obs_BD).float() if c.double_dqn else None
-            if c.distributional == "none":
+        online = self.online
+        if c.distributional == "none":
+            q_BA = online.forward_raw(batch.obs_BD).float()
+            with torch.no_grad():
+                next_q_target_BA = self.target.forward_raw(batch.next_obs_BD).float()
+                next_q_online_BA = online(batch.next_obs_BD).float() if c.double_dqn else None
                 target_B = td_target(
                     batch.rewards_B,
                     batch.discounts_B,
@@ -252,35 +251,48 @@ class DQNAgent:
                     next_q_target_BA,
                     next_q_online_BA,
                 )
-            else:
-                a_B = next_actions(next_q_target_BA, next_q_online_BA)
-                B, _, Z = next_raw_target.shape
-                # C51: probabilities of a*; QR: quantiles of a*.
-                next_BZ = next_raw_target.gather(1, a_B.view(B, 1, 1).expand(B, 1, Z)).squeeze(1)
-        if c.distributional == "none":
-            return dqn_loss(
-                raw_online.float(), batch.actions_B, target_B, c.huber_delta, batch.weights_B
-            )
-        if c.distributional == "c51":
-            with torch.no_grad():
-                target_probs_BZ = project_distribution(
-                    next_BZ,
-                    batch.rewards_B,
-                    batch.discounts_B,
-                    batch.terminated_B,
-                    online.support_Z,
-                )
-            return c51_loss(
-                raw_online.float(), batch.actions_B, target_probs_BZ, online.support_Z,
-                batch.weights_B,
-            )  # fmt: skip
+            return dqn_loss(q_BA, batch.actions_B, target_B, c.huber_delta, batch.weights_B)
+        online_BZ = online.forward_taken_raw(batch.obs_BD, batch.actions_B).float()
         with torch.no_grad():
-            shift_B1 = (batch.discounts_B * (1.0 - batch.terminated_B)).unsqueeze(1)
-            target_quantiles_BZ = batch.rewards_B.unsqueeze(1) + shift_B1 * next_BZ
-        return quantile_huber_loss(
-            raw_online.float(), batch.actions_B, target_quantiles_BZ, c.huber_delta,
-            batch.weights_B,
-        )  # fmt: skip
+            if c.distributional == "c51":
+                target_probs_BZ = self._c51_target(batch)
+            else:
+                shift_B1 = (batch.discounts_B * (1.0 - batch.terminated_B)).unsqueeze(1)
+                next_BZ = self._next_quantiles(batch.next_obs_BD)
+                target_quantiles_BZ = torch.addcmul(batch.rewards_B.unsqueeze(1), shift_B1, next_BZ)
+        if c.distributional == "c51":
+            return c51_taken_loss(online_BZ, target_probs_BZ, online.support_Z, batch.weights_B)
+        return quantile_huber_taken_loss(
+            online_BZ, target_quantiles_BZ, c.huber_delta, batch.weights_B
+        )
+
+    def _c51_target(self, batch: ReplayBatch) -> torch.Tensor:
+        """Projected target distribution [B, Z] of a* in s'.
+
+        a* is the online network's argmax (double DQN: the target network then only computes
+        a*'s atoms) or the target network's own, whose softmax then serves both its Q-values
+        and the distribution that is projected.
+        """
+        c, target = self.config, self.target
+        step = (batch.rewards_B, batch.discounts_B, batch.terminated_B, target.support_Z)
+        if c.double_dqn:
+            a_B = self.online(batch.next_obs_BD).float().argmax(dim=1)
+            next_logits_BZ = target.forward_taken_raw(batch.next_obs_BD, a_B).float()
+            return project_distribution(
+                next_logits_BZ.softmax(dim=1), *step, v_min=c.v_min, v_max=c.v_max
+            )
+        next_probs_BAZ = target.forward_raw(batch.next_obs_BD).float().softmax(dim=2)
+        return greedy_projected_target(next_probs_BAZ, *step, v_min=c.v_min, v_max=c.v_max)
+
+    def _next_quantiles(self, next_obs_BD: torch.Tensor) -> torch.Tensor:
+        """Target network's QR quantiles [B, Z] of a* in s' (a* as in :meth:`_c51_target`)."""
+        if self.config.double_dqn:
+            a_B = self.online(next_obs_BD).float().argmax(dim=1)
+            return self.target.forward_taken_raw(next_obs_BD, a_B).float()
+        next_BAZ = self.target.forward_raw(next_obs_BD).float()
+        a_B = next_BAZ.mean(dim=2).argmax(dim=1)
+        B, _, Z = next_BAZ.shape
+        return next_BAZ.gather(1, a_B.view(B, 1, 1).expand(B, 1, Z)).squeeze(1)
 
     @torch.no_grad()
     def _update_target(self) -> None:

@@ -9,16 +9,21 @@ loops over the batch.
   (gamma ** k for the k steps actually summed); prioritized replay through ``weights_B`` and the
   per-sample ``td_error_B`` (what priorities are made from).
 - C51: :func:`project_distribution` projects ``r + discount * z`` onto the fixed support without a
-  loop (one scatter-add), :func:`c51_loss` is the cross-entropy to that target.
+  loop (scatter-adds along the atoms), :func:`c51_loss` is the cross-entropy to that target.
 - QR-DQN: :func:`quantile_huber_loss`.
+- The ``*_taken_loss`` variants take the online output of the taken actions only (what
+  ``QNetwork.forward_taken_raw`` computes); the others gather it from the full output.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from nexlify.agent import cpu_kernels
 
 
 @dataclass(frozen=True)
@@ -89,33 +94,81 @@ def project_distribution(
     discounts_B: torch.Tensor,
     terminated_B: torch.Tensor,
     support_Z: torch.Tensor,
+    *,
+    v_min: float | None = None,
+    v_max: float | None = None,
 ) -> torch.Tensor:
     """C51 target: the distribution of ``r + discount * (1 - terminated) * z`` on the support.
 
     Each shifted atom ``Tz_j`` (clipped to [v_min, v_max]) sits at fractional position
     ``b_j = (Tz_j - v_min) / dz`` and gives its mass ``p_j`` to the atoms either side of it:
     ``(1 - frac(b_j))`` to ``floor(b_j)`` and ``frac(b_j)`` to ``floor(b_j) + 1``, so an atom that
-    lands exactly on a support point gives it all its mass (the upper neighbour gets 0, which is
-    why the top atom's index is clamped). One ``scatter_add`` over the flattened batch: no loop,
-    O(B * Z) work.
+    lands exactly on a support point gives it all its mass. Two ``scatter_add`` calls along the
+    atoms: no loop, O(B * Z) work. ``v_min``/``v_max`` default to the support's ends (read from
+    the tensor, which waits for the device); the learner passes them from its config. CPU
+    float32 tensors go through ``cpu_kernels.project``, the same arithmetic in one pass.
     """
-    B, Z = next_probs_BZ.shape
-    v_min, v_max = float(support_Z[0]), float(support_Z[-1])
+    Z = next_probs_BZ.shape[1]
+    if v_min is None or v_max is None:
+        v_min, v_max = float(support_Z[0]), float(support_Z[-1])
     delta_z = (v_max - v_min) / (Z - 1)
+    arrays = _cpu_float32(next_probs_BZ, rewards_B, discounts_B, terminated_B, support_Z)
+    if arrays is not None:
+        target_BZ = torch.empty(next_probs_BZ.shape, dtype=torch.float32)
+        probs, rewards, discounts, terminated, support = arrays
+        cpu_kernels.project(
+            probs, rewards, discounts, terminated, support, v_min, delta_z, target_BZ.numpy()
+        )
+        return target_BZ
     shift_B1 = (discounts_B * (1.0 - terminated_B)).unsqueeze(1)
-    tz_BZ = (rewards_B.unsqueeze(1) + shift_B1 * support_Z.unsqueeze(0)).clamp(v_min, v_max)
-    b_BZ = ((tz_BZ - v_min) / delta_z).clamp(0.0, Z - 1)
-    lower_BZ = b_BZ.floor()
-    upper_share_BZ = b_BZ - lower_BZ
+    # b = (r + shift * z - v_min) / dz, clipped to the support: the clip of Tz in atom units.
+    b_BZ = torch.addcmul((rewards_B - v_min).unsqueeze(1), shift_B1, support_Z)
+    b_BZ = b_BZ.mul_(1.0 / delta_z).clamp_(0.0, Z - 1)
+    # The lower atom stops at Z - 2 so that the upper one always exists; b = Z - 1 then gives
+    # all its mass to the upper atom, as it should.
+    lower_BZ = b_BZ.floor().clamp_(max=Z - 2)
+    upper_mass_BZ = next_probs_BZ * (b_BZ - lower_BZ)
     lower_idx_BZ = lower_BZ.long()
-    upper_idx_BZ = (lower_idx_BZ + 1).clamp(max=Z - 1)
-    offset_B1 = (torch.arange(B, device=b_BZ.device) * Z).unsqueeze(1)
-    target = torch.zeros(B * Z, dtype=next_probs_BZ.dtype, device=next_probs_BZ.device)
-    target.index_add_(0, (lower_idx_BZ + offset_B1).view(-1),
-                      (next_probs_BZ * (1.0 - upper_share_BZ)).view(-1))  # fmt: skip
-    target.index_add_(0, (upper_idx_BZ + offset_B1).view(-1),
-                      (next_probs_BZ * upper_share_BZ).view(-1))  # fmt: skip
-    return target.view(B, Z)
+    target_BZ = torch.zeros_like(next_probs_BZ)
+    target_BZ.scatter_add_(1, lower_idx_BZ, next_probs_BZ - upper_mass_BZ)
+    return target_BZ.scatter_add_(1, lower_idx_BZ + 1, upper_mass_BZ)
+
+
+def greedy_projected_target(
+    next_probs_BAZ: torch.Tensor,
+    rewards_B: torch.Tensor,
+    discounts_B: torch.Tensor,
+    terminated_B: torch.Tensor,
+    support_Z: torch.Tensor,
+    *,
+    v_min: float,
+    v_max: float,
+) -> torch.Tensor:
+    """C51 target without double DQN: :func:`project_distribution` of the distribution of
+    a* = argmax_a sum_z p(s', a, z) z, from the target network's probabilities for every action.
+    """
+    B, _, Z = next_probs_BAZ.shape
+    arrays = _cpu_float32(next_probs_BAZ, rewards_B, discounts_B, terminated_B, support_Z)
+    if arrays is not None:
+        target_BZ = torch.empty(B, Z, dtype=torch.float32)
+        probs, rewards, discounts, terminated, support = arrays
+        delta_z = (v_max - v_min) / (Z - 1)
+        cpu_kernels.greedy_project(
+            probs, rewards, discounts, terminated, support, v_min, delta_z, target_BZ.numpy()
+        )
+        return target_BZ
+    a_B = (next_probs_BAZ @ support_Z).argmax(dim=1)
+    next_probs_BZ = next_probs_BAZ.gather(1, a_B.view(B, 1, 1).expand(B, 1, Z)).squeeze(1)
+    return project_distribution(
+        next_probs_BZ, rewards_B, discounts_B, terminated_B, support_Z, v_min=v_min, v_max=v_max
+    )
+
+
+def _cpu_float32(*tensors: torch.Tensor) -> list[np.ndarray] | None:
+    """Contiguous numpy views when every tensor is a float32 CPU tensor (cpu_kernels' input)."""
+    if all(x.device.type == "cpu" and x.dtype == torch.float32 for x in tensors):
+        return [x.detach().contiguous().numpy() for x in tensors]
+    return None
 
 
 def c51_loss(
@@ -128,10 +181,20 @@ def c51_loss(
     """Cross-entropy between the projected target and the predicted distribution of (s, a)."""
     B, _, Z = logits_BAZ.shape
     logits_BZ = logits_BAZ.gather(1, actions_B.view(B, 1, 1).expand(B, 1, Z)).squeeze(1)
+    return c51_taken_loss(logits_BZ, target_probs_BZ, support_Z, weights_B)
+
+
+def c51_taken_loss(
+    logits_BZ: torch.Tensor,
+    target_probs_BZ: torch.Tensor,
+    support_Z: torch.Tensor,
+    weights_B: torch.Tensor | None = None,
+) -> DQNLoss:
+    """:func:`c51_loss` given the logits of the taken actions only (``forward_taken_raw``)."""
     log_probs_BZ = F.log_softmax(logits_BZ, dim=1)
     per_sample_B = -(target_probs_BZ * log_probs_BZ).sum(dim=1)
     loss = per_sample_B.mean() if weights_B is None else (weights_B * per_sample_B).mean()
-    q_taken_B = (log_probs_BZ.detach().exp() * support_Z).sum(dim=1)
+    q_taken_B = log_probs_BZ.detach().exp() @ support_Z
     return DQNLoss(loss=loss, q_taken_B=q_taken_B, td_error_B=per_sample_B.detach())
 
 
@@ -156,6 +219,17 @@ def quantile_huber_loss(
     """
     B, _, Z = quantiles_BAZ.shape
     theta_BZ = quantiles_BAZ.gather(1, actions_B.view(B, 1, 1).expand(B, 1, Z)).squeeze(1)
+    return quantile_huber_taken_loss(theta_BZ, target_quantiles_BZ, kappa, weights_B)
+
+
+def quantile_huber_taken_loss(
+    theta_BZ: torch.Tensor,
+    target_quantiles_BZ: torch.Tensor,
+    kappa: float,
+    weights_B: torch.Tensor | None = None,
+) -> DQNLoss:
+    """:func:`quantile_huber_loss` given the quantiles of the taken actions only."""
+    Z = theta_BZ.shape[1]
     u_BIJ = target_quantiles_BZ.unsqueeze(1) - theta_BZ.unsqueeze(2)
     huber_BIJ = F.smooth_l1_loss(
         theta_BZ.unsqueeze(2).expand_as(u_BIJ),
@@ -163,7 +237,7 @@ def quantile_huber_loss(
         beta=kappa,
         reduction="none",
     )
-    tau_1I1 = quantile_midpoints(Z, quantiles_BAZ.device).view(1, Z, 1)
+    tau_1I1 = quantile_midpoints(Z, theta_BZ.device).view(1, Z, 1)
     rho_BIJ = (tau_1I1 - (u_BIJ.detach() < 0).to(u_BIJ.dtype)).abs() * huber_BIJ
     per_sample_B = rho_BIJ.mean(dim=2).sum(dim=1)
     loss = per_sample_B.mean() if weights_B is None else (weights_B * per_sample_B).mean()

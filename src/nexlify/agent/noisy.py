@@ -45,10 +45,14 @@ class NoisyLinear(nn.Module):
         self.eps_in = _scaled_noise(self.in_features, generator, device)
         self.eps_out = _scaled_noise(self.out_features, generator, device)
 
-    def forward(self, x_BI: torch.Tensor) -> torch.Tensor:
+    def weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weight [out, in] and bias [out] the layer applies now (noisy or the means)."""
         if not self.noise_on:
-            return F.linear(x_BI, self.weight_mu, self.bias_mu)
-        eps_in, eps_out = self.eps_in, self.eps_out
-        weight = self.weight_mu + self.weight_sigma * torch.outer(eps_out, eps_in)
-        bias = self.bias_mu + self.bias_sigma * eps_out
+            return self.weight_mu, self.bias_mu
+        eps_out = self.eps_out
+        weight = torch.addcmul(self.weight_mu, self.weight_sigma, torch.outer(eps_out, self.eps_in))
+        return weight, torch.addcmul(self.bias_mu, self.bias_sigma, eps_out)
+
+    def forward(self, x_BI: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.weight_and_bias()
         return F.linear(x_BI, weight, bias)

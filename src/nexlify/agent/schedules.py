@@ -48,6 +48,16 @@ class LRSchedule:
         if self.kind == "plateau":
             self.scheduler.step(score)
 
+    def scale(self, factor: float) -> None:
+        """Multiply the learning rate by ``factor`` now and for the rest of the schedule."""
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+            if "initial_lr" in group:
+                group["initial_lr"] *= factor
+        base = getattr(self.scheduler, "base_lrs", None)
+        if base is not None:
+            self.scheduler.base_lrs = [lr * factor for lr in base]
+
     @property
     def learning_rate(self) -> float:
         """Current learning rate of the first parameter group."""

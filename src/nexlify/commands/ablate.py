@@ -9,10 +9,12 @@ from pathlib import Path
 
 from rich.console import Console
 
+from nexlify.commands.options import add_backend_options
 from nexlify.commands.train import prepare_output_dir, resolve_run_config, setup_logging
 from nexlify.data.market_data import MarketData
 from nexlify.data.sources import market_from_files, synthetic_market
 from nexlify.pipeline.ablation import AblationConfig, parse_components, run_ablation
+from nexlify.pipeline.backends import require_backend
 
 
 def add_ablate_options(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +29,13 @@ def add_ablate_options(parser: argparse.ArgumentParser) -> None:
                         help="synthetic market and/or the candles of --data-dir")  # fmt: skip
     parser.add_argument("--components", nargs="+", metavar="NAME",
                         help="components to remove in turn (default all)")  # fmt: skip
-    parser.add_argument("--workers", type=int, default=2, help="runs at once (default 2)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="runs at once (default 2; 0 = automatic; 1 = in-process)",
+    )
+    add_backend_options(parser)
     parser.add_argument("--output-dir", default="ablation_output", help="results folder")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
 
@@ -35,6 +43,7 @@ def add_ablate_options(parser: argparse.ArgumentParser) -> None:
 def start_ablate(args: argparse.Namespace, console: Console) -> int:
     """Handler of ``nexlify ablate``."""
     config = resolve_run_config(args)
+    require_backend(config.pipeline.backend)
     if args.num_envs is not None:
         from nexlify.train.config import run_config_from_dict
 

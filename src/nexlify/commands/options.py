@@ -10,7 +10,8 @@ import argparse
 from typing import Any
 
 from nexlify.config import TIMEFRAMES
-from nexlify.train.config import SOURCES
+from nexlify.strategies import STRATEGIES
+from nexlify.train.config import BACKENDS, SOURCES
 
 # (flags, section, field, argparse kwargs)
 DATA_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
@@ -57,6 +58,48 @@ DATA_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
      {"type": int, "metavar": "BARS", "help": "bars per episode (default 720)"}),
 ]  # fmt: skip
 
+_S = "strategies__"  # strategy flags land in market.strategies (nested, see overrides_from_args)
+STRATEGY_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
+    (("--strategies",), "market", _S + "enabled",
+     {"nargs": "+", "choices": list(STRATEGIES), "metavar": "NAME", "help": "what the agent may "
+      "do: any of spot staking lending liquidity arbitrage (default spot)"}),
+    (("--stake-asset",), "market", _S + "staking__asset",
+     {"metavar": "ASSET", "help": "asset to stake (default auto: ETH or SOL among the pairs)"}),
+    (("--staking-apy",), "market", _S + "staking__apy",
+     {"type": float, "metavar": "FRAC", "help": "staking APY (default ETH 0.032, SOL 0.07)"}),
+    (("--unbonding-hours",), "market", _S + "staking__unbonding_hours",
+     {"type": float, "metavar": "H", "help": "unbonding delay (default ETH 120, SOL 48)"}),
+    (("--slashing-per-year",), "market", _S + "staking__slashing_events_per_year",
+     {"type": float, "metavar": "N", "help": "expected slashing events a year (default 0)"}),
+    (("--lending-utilization",), "market", _S + "lending__utilization",
+     {"type": float, "metavar": "U", "help": "pool utilisation, or its simulated mean (0.8)"}),
+    (("--lending-utilization-source",), "market", _S + "lending__utilization_source",
+     {"choices": ["constant", "csv", "simulated"], "help": "utilisation series (constant)"}),
+    (("--lending-utilization-csv",), "market", _S + "lending__utilization_csv",
+     {"metavar": "CSV", "help": "timestamp,utilization CSV (with --lending-utilization-source "
+      "csv)"}),
+    (("--lp-pair",), "market", _S + "liquidity__pair",
+     {"metavar": "PAIR", "help": "Uniswap V3 pool pair (default the first pair)"}),
+    (("--lp-range-width",), "market", _S + "liquidity__range_width",
+     {"type": float, "metavar": "W", "help": "LP range [P/(1+W), P(1+W)] (default 0.1)"}),
+    (("--lp-fee-tier",), "market", _S + "liquidity__fee_tier",
+     {"type": float, "metavar": "FRAC", "help": "pool fee tier (default 0.0005)"}),
+    (("--lp-pool-csv",), "market", _S + "liquidity__pool_csv",
+     {"metavar": "CSV", "help": "pool volume_usd / depth_2pct_usd by timestamp"}),
+    (("--lp-gas",), "market", _S + "liquidity__gas_cost",
+     {"type": float, "metavar": "QUOTE", "help": "gas per LP transaction (default 5)"}),
+    (("--arb-venue",), "market", _S + "arbitrage__venues",
+     {"nargs": "+", "metavar": "NAME=DIR", "help": "other venues' candle folders for arbitrage "
+      "(none: simulated spreads)"}),
+    (("--arb-primary-dir",), "market", _S + "arbitrage__primary_dir",
+     {"metavar": "DIR", "help": "candles of the training venue (default --data-dir)"}),
+    (("--arb-venue-fees",), "market", _S + "arbitrage__venue_fee_rates",
+     {"type": float, "nargs": "+", "metavar": "FRAC", "help": "taker fee of each --arb-venue "
+      "(default --fee)"}),
+    (("--arb-mode",), "market", _S + "arbitrage__mode",
+     {"choices": ["rule", "agent"], "help": "arbitrage as a rule or as agent actions (rule)"}),
+]  # fmt: skip
+
 TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--initial-runs",), "pipeline", "initial_runs",
      {"type": int, "metavar": "N", "help": "independent runs in phase 1 (default 3)"}),
@@ -74,8 +117,8 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--seed",), "pipeline", "base_seed",
      {"type": int, "metavar": "SEED", "help": "seed of the first run (default 42, then +1000)"}),
     (("--workers",), "pipeline", "workers",
-     {"type": int, "metavar": "N", "help": "initial runs trained at once in separate processes "
-      "(default 0 = one per core; 1 = in-process)"}),
+     {"type": int, "metavar": "N", "help": "initial runs trained at once (default 0 = one "
+      "per core; with --backend ray all at once; 1 = in-process)"}),
     (("--output-dir",), "pipeline", "output_dir",
      {"metavar": "DIR", "help": "output folder (default complete_auto_training_output)"}),
     (("--num-envs",), "train", "num_envs",
@@ -84,6 +127,25 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
      {"type": int, "metavar": "EPISODES", "help": "validate every N episodes (default 50)"}),
     (("--device",), "train", "device",
      {"metavar": "DEV", "help": "auto, cpu, cuda, cuda:N or mps (default auto)"}),
+    (("--auto-batch",), "train", "auto_batch",
+     {"action": argparse.BooleanOptionalAction, "help": "pick the batch size and replay "
+      "capacity from free memory and the network size (default off)"}),
+    (("--min-batch-size",), "train", "min_batch_size",
+     {"type": int, "metavar": "N", "help": "out of memory halves the batch down to N, then "
+      "fails (default 16)"}),
+    (("--memory-fraction",), "train", "memory_fraction",
+     {"type": float, "metavar": "FRAC", "help": "share of free memory --auto-batch plans for "
+      "(default 0.5)"}),
+    (("--thermal-pause",), "train", "thermal_pause_c",
+     {"type": float, "metavar": "C", "help": "pause training while a GPU/CPU sensor reads C "
+      "degrees or more (default 0 = off)"}),
+    (("--thermal-resume",), "train", "thermal_resume_c",
+     {"type": float, "metavar": "C", "help": "resume below C degrees (default 75)"}),
+    (("--thermal-action",), "train", "thermal_action",
+     {"choices": ["pause", "slow"], "help": "pause, or slow to half speed, while hot (pause)"}),
+    (("--tensorboard",), "train", "tensorboard",
+     {"action": argparse.BooleanOptionalAction, "help": "training curves to "
+      "<output-dir>/tensorboard, one run per unit (needs pip install 'nexlify[tensorboard]')"}),
     (("--early-stopping-patience",), "train", "early_stopping_patience",
      {"type": int, "metavar": "N", "help": "stop a run after N validations without a new best "
       "(default 3; 0 = never)"}),
@@ -112,6 +174,15 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--curriculum-phases",), "train", "curriculum_phases",
      {"type": float, "nargs": 3, "metavar": "FRAC", "help": "run fractions at which phases 2, 3 "
       "and 4 begin (default 0.1 0.2 0.35)"}),
+    (("--validation",), "pipeline", "validation",
+     {"choices": ["holdout", "walk-forward"], "help": "score candidates on the last validation "
+      "days (holdout, default) or walk-forward: those days cut into windows, each scored by a "
+      "model trained only before it, the score being the mean (folds x the training cost)"}),
+    (("--validation-folds",), "pipeline", "validation_folds",
+     {"type": int, "metavar": "K", "help": "walk-forward windows (default 3)"}),
+    (("--validation-embargo",), "pipeline", "validation_embargo_bars",
+     {"type": int, "metavar": "BARS", "help": "bars left out before each walk-forward window "
+      "(default 24)"}),
     (("--ensemble-size",), "pipeline", "ensemble_size",
      {"type": int, "metavar": "K", "help": "best models combined into an ensemble (default 3; "
       "0 = none)"}),
@@ -166,6 +237,23 @@ AGENT_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
 ]  # fmt: skip
 
 
+BACKEND_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
+    (("--backend",), "pipeline", "backend",
+     {"choices": list(BACKENDS), "help": "where independent runs execute: inprocess (one by "
+      "one, for debugging), process (local processes, default) or ray (a Ray cluster; pip "
+      "install 'nexlify[ray]'); results are the same on each"}),
+    (("--ray-address",), "pipeline", "ray_address",
+     {"metavar": "ADDR", "help": "Ray cluster for --backend ray: local (a private cluster "
+      "here), auto (the running `ray start` cluster), ray://HOST:PORT or HOST:PORT "
+      "(default $RAY_ADDRESS, else local)"}),
+]  # fmt: skip
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--ray-address`` (commands that define their own ``--workers``)."""
+    _add(parser, BACKEND_OPTIONS)
+
+
 def _add(parser: argparse.ArgumentParser, options: list[Any]) -> None:
     for flags, section, name, kwargs in options:
         parser.add_argument(*flags, dest=f"{section}__{name}", default=None, **kwargs)
@@ -175,6 +263,7 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     """Market, risk and cost options."""
     parser.add_argument("--config", metavar="FILE", help="YAML config (flags override it)")
     _add(parser, DATA_OPTIONS)
+    _add(parser, STRATEGY_OPTIONS)
     parser.add_argument(
         "--no-kelly", action="store_true", help="size every trade at --max-position"
     )
@@ -184,6 +273,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     """Everything ``train`` takes (the original tool's flags plus Nexlify's)."""
     add_data_options(parser)
     _add(parser, TRAIN_OPTIONS)
+    _add(parser, BACKEND_OPTIONS)
     _add(parser, AGENT_OPTIONS)
     parser.add_argument(
         "--quick-test",
@@ -191,17 +281,31 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         help="1 pair, 2 initial runs, 3 max iterations, few episodes (about two minutes)",
     )
     parser.add_argument("--automated", action="store_true", help="no prompts; run with defaults")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run in RUN_DIR with its saved config and data; finished "
+        "runs and iterations are kept (only --workers/--backend/--ray-address may change)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging on the console")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Flag values that were given, as {section: {field: value}} (None = not given)."""
+    """Flag values that were given, as {section: {field: value}} (None = not given).
+
+    A field path with ``__`` nests (``market__strategies__staking__apy`` ->
+    ``{"market": {"strategies": {"staking": {"apy": ...}}}}``).
+    """
     out: dict[str, dict[str, Any]] = {}
     for key, value in vars(args).items():
         if "__" not in key or value is None:
             continue
         section, name = key.split("__", 1)
-        out.setdefault(section, {})[name] = value
+        target = out.setdefault(section, {})
+        *parents, leaf = name.split("__")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
     if getattr(args, "no_kelly", False):
         out.setdefault("risk", {})["use_kelly"] = False
     return out

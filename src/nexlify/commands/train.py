@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,9 +18,15 @@ from rich.table import Table
 from nexlify.commands.options import overrides_from_args
 from nexlify.commands.preflight import run_and_report
 from nexlify.errors import ConfigError
-from nexlify.pipeline.auto_retrain import SUMMARY_FILE, attach_run_log, run_pipeline
+from nexlify.pipeline.auto_retrain import (
+    SUMMARY_FILE,
+    attach_run_log,
+    check_resumable,
+    run_pipeline,
+)
 from nexlify.pipeline.data_choice import load_training_market
 from nexlify.train.config import RunConfig, load_run_config, run_config_from_dict
+from nexlify.train.tensorboard import require_tensorboard
 from nexlify.train.trainer import resolve_device
 
 QUICK_TEST: dict[str, dict[str, Any]] = {
@@ -44,11 +51,41 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
     flags = overrides_from_args(args)
     nested: dict[str, Any] = {}
     for section, values in flags.items():
-        if section in MARKET_SECTIONS:
+        if section in MARKET_SECTIONS:  # risk, execution, env live inside market
             nested.setdefault("market", {})[section] = values
-        else:
-            nested[section] = values
+        else:  # merged, so the order of the sections does not matter
+            nested.setdefault(section, {}).update(values)
     return run_config_from_dict(nested, config) if nested else config
+
+
+RESUMABLE_FLAGS = {("pipeline", "workers"), ("pipeline", "backend"), ("pipeline", "ray_address")}
+"""Flags ``--resume`` accepts: they change how the run executes, not its results."""
+
+
+def resume_config(args: argparse.Namespace) -> tuple[RunConfig, Path]:
+    """The saved config of the run in ``--resume RUN_DIR`` (with execution flags applied)."""
+    run_dir = Path(args.resume)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"--resume {run_dir}: no pipeline run here ({saved} does not exist)")
+    flags = overrides_from_args(args)
+    changed = sorted(
+        f"{section}.{name}"
+        for section, values in flags.items()
+        for name in values
+        if (section, name) not in RESUMABLE_FLAGS
+    )
+    if changed or getattr(args, "config", None) or getattr(args, "quick_test", False):
+        given = changed + [o for o in ("--config", "--quick-test")
+                           if getattr(args, o[2:].replace("-", "_"), None)]  # fmt: skip
+        raise ConfigError(
+            f"--resume continues a run with its saved config ({saved}); these would change "
+            f"its results: {', '.join(given)} (start a new run instead)"
+        )
+    config = load_run_config(saved)
+    execution = flags.get("pipeline", {})  # only execution flags are left (checked above)
+    config = run_config_from_dict({"pipeline": {**execution, "output_dir": str(run_dir)}}, config)
+    return config, run_dir
 
 
 def prepare_output_dir(path: Path) -> str | None:
@@ -117,9 +154,12 @@ class RichProgressSink:
 
 def start_train(args: argparse.Namespace, console: Console) -> int:
     """Handler of ``nexlify train``."""
-    config = resolve_run_config(args)
+    resume = getattr(args, "resume", None) is not None
+    config, _ = resume_config(args) if resume else (resolve_run_config(args), None)
     run_and_report(config, console)  # pre-flight: a failed check stops here (exit 2 or 3)
     resolve_device(config.train.device)  # an unavailable device is refused before any work
+    if config.train.tensorboard:
+        require_tensorboard()  # says how to install it, before any work
     console.print(_plan_table(config))
     if not args.automated and sys.stdin.isatty():
         answer = console.input("Start training? [Y/n] ").strip().lower()
@@ -129,14 +169,23 @@ def start_train(args: argparse.Namespace, console: Console) -> int:
     log = setup_logging(console, args.verbose)
     market = load_training_market(config.data, log)  # bad data fails here, before any output
     out_dir = Path(config.pipeline.output_dir)
-    moved = prepare_output_dir(out_dir)
-    attach_run_log(log, out_dir)
-    if moved:
-        log.warning("the earlier run in %s was moved to %s", out_dir, moved)
+    if resume:
+        check_resumable(out_dir, market)  # other data: refused before any work
+        attach_run_log(log, out_dir)
+    else:
+        moved = prepare_output_dir(out_dir)
+        attach_run_log(log, out_dir)
+        if moved:
+            log.warning("the earlier run in %s was moved to %s", out_dir, moved)
     columns = (TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("episodes"), TimeElapsedColumn())  # fmt: skip
-    with Progress(*columns, console=console, transient=False) as bars:
-        summary = run_pipeline(config, market, log, out_dir, RichProgressSink(bars))
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        with Progress(*columns, console=console, transient=False) as bars:
+            summary = run_pipeline(config, market, log, out_dir, RichProgressSink(bars),
+                                   resume=resume)  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     console.print(
         f"[bold green]done[/]: final score {summary['final_best_score']:.3f} "
         f"({summary['stop_reason']}); summary {out_dir / SUMMARY_FILE}; "
@@ -146,3 +195,8 @@ def start_train(args: argparse.Namespace, console: Console) -> int:
     if summary["data_source"] == "synthetic":
         console.print("[bold yellow]trained on the SYNTHETIC market (no real data given)[/]")
     return 0
+
+
+def _terminate_as_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (a scheduler stopping the job) ends the run like Ctrl-C: cleanly, resumable."""
+    raise KeyboardInterrupt

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from nexlify.commands.options import add_data_options
+from nexlify.commands.options import add_backend_options, add_data_options
 from nexlify.commands.train import resolve_run_config, setup_logging
 from nexlify.errors import ConfigError
+from nexlify.pipeline.backends import require_backend
 from nexlify.pipeline.data_choice import load_training_market, split_market
 from nexlify.pipeline.tune import TuneJob, run_tuning
 
@@ -29,7 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--study", default="nexlify", help="study name (nexlify)")
     parser.add_argument("--storage", default=None,
                         help="database URL (default sqlite:///OUTPUT_DIR/tuning.db)")  # fmt: skip
-    parser.add_argument("--workers", type=int, default=1, help="trial processes at once (1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="trials at once: the sampler proposes this many together (1; the "
+        "same --seed and --workers give the same study on every backend)",
+    )
+    add_backend_options(parser)
     parser.add_argument("--tune-risk", action="store_true", help="also search the risk rules")
     parser.add_argument("--seed", type=int, default=42, help="sampler seed (42)")
     parser.add_argument("--output-dir", default="tuning_output", help="output folder")
@@ -46,6 +54,7 @@ def start_tune(args: argparse.Namespace, console: Console) -> int:
     if args.episodes < 1 or args.workers < 1:
         raise ConfigError("--episodes and --workers must be >= 1")
     config = resolve_run_config(args)
+    require_backend(config.pipeline.backend)
     log = setup_logging(console, args.verbose)
     market = load_training_market(config.data, log)
     train, val, _ = split_market(market, config.data)
@@ -54,7 +63,8 @@ def start_tune(args: argparse.Namespace, console: Console) -> int:
     storage = args.storage or f"sqlite:///{(out_dir / 'tuning.db').resolve()}"
     job = TuneJob(base=config.to_dict(), train_data=train, val_data=val, storage=storage,
                   study_name=args.study, episodes=args.episodes, trials=args.trials,
-                  tune_risk=args.tune_risk, seed=args.seed)  # fmt: skip
+                  tune_risk=args.tune_risk, seed=args.seed, backend=config.pipeline.backend,
+                  ray_address=config.pipeline.ray_address)  # fmt: skip
     summary = run_tuning(job, args.workers, out_dir)
     (out_dir / "tuning_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.print(

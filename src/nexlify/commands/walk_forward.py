@@ -8,10 +8,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from nexlify.commands.options import add_data_options
+from nexlify.commands.options import add_backend_options, add_data_options
 from nexlify.commands.train import prepare_output_dir, resolve_run_config, setup_logging
 from nexlify.errors import ConfigError
 from nexlify.pipeline.auto_retrain import attach_run_log
+from nexlify.pipeline.backends import require_backend
 from nexlify.pipeline.data_choice import load_training_market
 from nexlify.pipeline.walk_forward import HEADLINE, WalkForwardSpec, run_walk_forward
 from nexlify.train.config import replace_section
@@ -39,7 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--episodes", type=int, default=100, help="training episodes per fold")
     parser.add_argument("--folds", type=int, default=None, help="use only the first N folds")
-    parser.add_argument("--workers", type=int, default=None, help="folds trained at once")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="folds trained at once (default 0 = automatic; 1 = in-process)",
+    )
+    add_backend_options(parser)
     parser.add_argument("--output-dir", default="walk_forward_output", help="output folder")
     parser.add_argument("--verbose", action="store_true")
     parser.set_defaults(handler=start_walk_forward)
@@ -52,6 +59,7 @@ def start_walk_forward(args: argparse.Namespace, console: Console) -> int:
     config = resolve_run_config(args)
     if args.workers is not None:
         config = replace_section(config, "pipeline", workers=args.workers)
+    require_backend(config.pipeline.backend)
     spec = WalkForwardSpec(
         train_days=args.train_days, test_days=args.fold_test_days, step_days=args.step_days,
         embargo_days=args.embargo_days, mode=args.mode,

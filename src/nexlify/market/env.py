@@ -14,6 +14,11 @@ within the same ``step`` call; its last observation is in ``infos["final_obs"]``
 ``autoreset=False`` a finished env stays frozen (its actions are ignored, its reward is 0) until
 ``reset``; stepping when every env has finished is an error (evaluation).
 
+Strategies beyond spot (``MarketConfig.strategies``: staking, lending, Uniswap V3 liquidity,
+arbitrage) extend the action space after the spot actions and the observation after the account
+state (see :mod:`nexlify.strategies.layout`); ``strategy_breakdown`` splits an episode's PnL by
+strategy. With spot only (the default) nothing changes.
+
 The step itself is one compiled kernel (``kernels.step_envs``) over preallocated arrays. With
 ``copy_obs=False`` (training loops, benchmarks) nothing is copied: the observation array returned
 by a call stays valid through the next call, and ``infos["final_obs"]`` until the next call.
@@ -21,7 +26,10 @@ by a call stays valid through the next call, and ``infos["final_obs"]`` until th
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+import re
 from typing import Any
 
 import numba
@@ -34,19 +42,43 @@ from nexlify.config import MarketConfig, bars_per_year
 from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError, DataError
 from nexlify.market import kernels as K
+from nexlify.market.columns import N_ACCT
 from nexlify.market.metrics import EpisodeMetrics
+from nexlify.strategies import kernel as SK
+from nexlify.strategies.layout import StrategyRuntime, breakdown, build_runtime
+
+log = logging.getLogger("nexlify.market")
 
 PARALLEL_MIN_ENVS = 1024
 """Batches at least this large step on all of numba's threads; smaller ones on one thread,
 where a thread barrier would cost more than it saves."""
 
 
-def action_names(pairs: tuple[str, ...] | list[str]) -> list[str]:
+def action_names(
+    pairs: tuple[str, ...] | list[str], strategies: StrategyRuntime | None = None
+) -> list[str]:
     """Human-readable names of the discrete actions, in index order."""
     names = ["hold"]
-    for pair in pairs:
-        names += [f"buy {pair}", f"sell {pair}"]
+    if strategies is None or strategies.n_spot_actions:
+        for pair in pairs:
+            names += [f"buy {pair}", f"sell {pair}"]
+    if strategies is not None:
+        names += strategies.action_names
     return names
+
+
+def _say_once(level: int, note: str) -> None:
+    """Log a note about the strategies' inputs once per process and shape of message (envs are
+    rebuilt every training round, on markets that differ only in their numbers)."""
+    unsaid = _unsaid(re.sub(r"\d[\d:.,/ -]*", "#", note))
+    if unsaid:
+        unsaid.pop()
+        log.log(level, "%s", note)
+
+
+@functools.lru_cache(maxsize=256)
+def _unsaid(shape: str) -> list[bool]:
+    return [True]
 
 
 def _pack_params(config: MarketConfig, record: bool) -> np.ndarray:
@@ -112,19 +144,30 @@ class VecMarketEnv(VectorEnv):
             )
         self.episode_length = length
         self.obs_size = self.window * P * data.n_features + P * K.PAIR_STATE + K.GLOBAL_STATE
+        self._spot_obs_size = self.obs_size
         self.n_actions = 1 + 2 * P
+        strategies = config.strategies
+        self.strategies: StrategyRuntime | None = None
+        if strategies.enabled != ("spot",):
+            self.strategies = build_runtime(data, config)
+            self.obs_size += self.strategies.obs_size
+            self.n_actions = 1 + self.strategies.n_spot_actions + len(self.strategies.action_names)
+            for note in self.strategies.notes:
+                loud = "SIMULATED" in note or "WARNING" in note
+                _say_once(logging.WARNING if loud else logging.INFO, note)
         bound = max(K.OBS_CLIP, float(np.abs(data.features).max()))
         self.single_observation_space = spaces.Box(-bound, bound, (self.obs_size,), np.float32)
         self.single_action_space = spaces.Discrete(self.n_actions)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._params = _pack_params(config, record)
+        self._params[K.P_SPOT_ACTIONS] = 2 * P  # all of them spot unless strategies say so
         self._rng = np.random.default_rng(seed)
         self._bpy = bars_per_year(data.timeframe)
 
         N = num_envs
         self._cursor = np.zeros((N, 3), dtype=np.int64)
-        self._acct = np.zeros((N, K.N_ACCT), dtype=np.float64)
+        self._acct = np.zeros((N, N_ACCT), dtype=np.float64)
         self._pos = np.zeros((N, P, K.N_POS), dtype=np.float64)
         self._kelly = np.zeros((N, config.risk.kelly_window), dtype=np.float64)
         self._trade_count = np.zeros(N, dtype=np.int64)
@@ -142,6 +185,38 @@ class VecMarketEnv(VectorEnv):
         self._needs_reset = np.ones(N, dtype=np.bool_)
         self._all = np.ones(N, dtype=np.bool_)
         self._parallel = N >= PARALLEL_MIN_ENVS and numba.get_num_threads() > 1
+        self._init_strategy_arrays(N, P, seed)
+
+    def _init_strategy_arrays(self, N: int, P: int, seed: int | None) -> None:
+        """Strategy books (empty stand-ins when spot-only: the strategy kernel never runs)."""
+        rt = self.strategies
+        self._strategy_rng = np.random.default_rng([seed if seed is not None else 0, 31])
+        if rt is None:
+            self._ss = np.zeros((0, SK.N_SS))
+            self._inv = np.zeros((0, P, 1, SK.N_INV))
+            self._eta = np.zeros((0, P))
+            return
+        self._params[K.P_SPOT_ACTIONS] = rt.n_spot_actions
+        self._sp = rt.sp
+        self._ser = rt.ser
+        self._prem = rt.prem
+        self._ss = np.zeros((N, SK.N_SS))
+        self._inv = np.zeros((N, P, rt.prem.shape[2], SK.N_INV))
+        self._eta = np.full((N, P), -1.0)
+        self._rand = np.ones(N)  # uniform draws for slashing (1.0 = no event)
+
+    def _step_with_strategies(self, acts: np.ndarray, obs: np.ndarray) -> None:
+        """One pass over the envs: each env's strategy books, then its spot step."""
+        assert self.strategies is not None
+        if self.strategies.slashing:
+            self._rand[:] = self._strategy_rng.random(self.num_envs)
+        d = self.data
+        both = SK.step_all if self._parallel else SK.step_all_serial
+        both(~self._needs_reset, acts, self._day, d.features, d.prices, self._cursor, self._acct,
+             self._pos, self._kelly, self._trade_log, self._trade_count, self._equity_curve,
+             self._params, self.window, obs, self._rewards64, self._terminated, self._truncated,
+             self._sp, self._ss, self._inv, self._eta, self._ser, self._prem, self._rand,
+             self._spot_obs_size)  # fmt: skip
 
     # ----------------------------------------------------------------------------------------
     def _sample_starts(self, count: int) -> np.ndarray:
@@ -172,6 +247,10 @@ class VecMarketEnv(VectorEnv):
             self.window,
             out,
         )
+        if self.strategies is not None:
+            SK.reset_strategies(mask, self._cursor, d.prices, self._acct, self._sp, self._ss,
+                                self._inv, self._eta, self._ser, self._prem, out,
+                                self._spot_obs_size)  # fmt: skip
         self._needs_reset[mask] = False
 
     def reset(
@@ -218,27 +297,30 @@ class VecMarketEnv(VectorEnv):
         self._obs_i ^= 1
         obs = self._obs[self._obs_i]
         d = self.data
-        kernel = K.step_envs if self._parallel else K.step_envs_serial
-        kernel(
-            ~self._needs_reset,
-            acts,
-            self._day,
-            d.features,
-            d.prices,
-            self._cursor,
-            self._acct,
-            self._pos,
-            self._kelly,
-            self._trade_log,
-            self._trade_count,
-            self._equity_curve,
-            self._params,
-            self.window,
-            obs,
-            self._rewards64,
-            self._terminated,
-            self._truncated,
-        )
+        if self.strategies is None:
+            kernel = K.step_envs if self._parallel else K.step_envs_serial
+            kernel(
+                ~self._needs_reset,
+                acts,
+                self._day,
+                d.features,
+                d.prices,
+                self._cursor,
+                self._acct,
+                self._pos,
+                self._kelly,
+                self._trade_log,
+                self._trade_count,
+                self._equity_curve,
+                self._params,
+                self.window,
+                obs,
+                self._rewards64,
+                self._terminated,
+                self._truncated,
+            )
+        else:
+            self._step_with_strategies(acts, obs)
         rewards = self._rewards64.astype(np.float32)
         terminated = self._terminated.copy()
         truncated = self._truncated.copy()
@@ -305,6 +387,15 @@ class VecMarketEnv(VectorEnv):
             fees_paid=a[K.FEES],
             final_equity=a[K.EQUITY],
         )
+
+    def strategy_breakdown(self, env: int) -> dict[str, float]:
+        """PnL per strategy in quote currency (``pnl_spot``, ``pnl_staking``, ...) and strategy
+        details (LP fees, gas, impermanent loss, arbitrage trades...) of env ``env``'s episode;
+        empty when only spot is on."""
+        if self.strategies is None:
+            return {}
+        a = self._acct[env]
+        return breakdown(self._ss[env], float(a[K.START_EQ]), float(a[K.EQUITY]), self.strategies)
 
     def risk_counters(self, env: int) -> dict[str, int]:
         """How often the risk manager intervened in env ``env``'s episode."""
@@ -389,24 +480,40 @@ class VecMarketEnv(VectorEnv):
     _STATE_ARRAYS = ("_cursor", "_acct", "_pos", "_kelly", "_trade_count", "_trade_log",
                      "_needs_reset")  # fmt: skip
 
+    _STRATEGY_ARRAYS = ("_ss", "_inv", "_eta")
+
+    def _state_arrays(self) -> tuple[str, ...]:
+        extra = self._STRATEGY_ARRAYS if self.strategies is not None else ()
+        return self._STATE_ARRAYS + extra
+
     def state_dict(self) -> dict[str, Any]:
         """Copies of every per-env state array and the start-sampling RNG state.
 
         The recorded equity curve is not part of it (its length is the episode's, which an
-        open-ended run outgrows); live users keep equity history themselves.
+        open-ended run outgrows); live users keep equity history themselves. With strategies
+        on, their books and the slashing RNG are included.
         """
         state: dict[str, Any] = {
-            name[1:]: getattr(self, name).copy() for name in self._STATE_ARRAYS
+            name[1:]: getattr(self, name).copy() for name in self._state_arrays()
         }
         state["rng"] = self._rng.bit_generator.state
+        if self.strategies is not None:
+            state["strategy_rng"] = self._strategy_rng.bit_generator.state
         state["obs"] = self._obs[self._obs_i].copy()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()`` output (shapes and dtypes must match this env)."""
-        for name in self._STATE_ARRAYS:
+        missing = [name[1:] for name in self._state_arrays() if name[1:] not in state]
+        if missing:
+            raise ConfigError(
+                f"env state: missing {', '.join(missing)} (saved by an env with other strategies?)"
+            )
+        for name in self._state_arrays():
             current = getattr(self, name)
             value = np.asarray(state[name[1:]])
+            if name == "_acct" and value.ndim == 2 and value.shape[1] == N_ACCT - 1:
+                value = np.pad(value, ((0, 0), (0, 1)))  # saved before strategies existed
             if value.shape != current.shape or value.dtype != current.dtype:
                 raise ConfigError(
                     f"env state {name[1:]}: expected {current.dtype}{list(current.shape)}, "
@@ -414,6 +521,8 @@ class VecMarketEnv(VectorEnv):
                 )
             current[...] = value
         self._rng.bit_generator.state = state["rng"]
+        if self.strategies is not None and "strategy_rng" in state:
+            self._strategy_rng.bit_generator.state = state["strategy_rng"]
         self._obs[self._obs_i][...] = state["obs"]
 
     def replace_data(self, data: MarketData) -> np.ndarray:
@@ -435,10 +544,21 @@ class VecMarketEnv(VectorEnv):
             raise DataError("replace_data: new data is shorter than the bars already stepped")
         self.data = data
         self._day = data.time // 86_400
+        if self.strategies is not None:  # per-bar inputs must cover the new bars
+            self.strategies = build_runtime(data, self.config)
+            self._sp, self._ser, self._prem = (
+                self.strategies.sp,
+                self.strategies.ser,
+                self.strategies.prem,
+            )
         obs = self._obs[self._obs_i]
         for n in range(self.num_envs):
             K._write_obs(n, data.features, data.prices, self._cursor, self._acct, self._pos,
                          self._params, self.window, obs[n])  # fmt: skip
+        if self.strategies is not None:
+            SK.write_all_strategy_obs(self._cursor, data.prices, self._acct, self._sp, self._ss,
+                                      self._eta, self._ser, self._prem, obs,
+                                      self._spot_obs_size)  # fmt: skip
         return obs.copy() if self.copy_obs else obs
 
     def run_open_ended(self) -> None:

@@ -16,7 +16,12 @@ from nexlify.config import MarketConfig
 from nexlify.data.market_data import MarketData
 from nexlify.errors import DataError
 from nexlify.market.env import VecMarketEnv
-from nexlify.market.metrics import EpisodeMetrics, average_metrics, validation_score
+from nexlify.market.metrics import (
+    EpisodeMetrics,
+    average_metrics,
+    average_strategy_breakdown,
+    validation_score,
+)
 
 Policy = Callable[[np.ndarray, VecMarketEnv], np.ndarray]
 """A policy maps a batch of observations [N, D] (and the env, for rule-based baselines) to
@@ -32,10 +37,13 @@ class EvaluationResult:
     trades: list[list[dict[str, Any]]]
     risk: list[dict[str, int]]
     starts: list[int] = field(default_factory=list)
+    strategies: list[dict[str, float]] = field(default_factory=list)
+    """Per window, PnL by strategy and strategy details (empty when only spot is on)."""
 
     def average(self) -> dict[str, float]:
-        """Averages over windows (``avg_return``, ``avg_sharpe``, ...)."""
-        return average_metrics(self.metrics)
+        """Averages over windows (``avg_return``, ``avg_sharpe``, ...; with strategies beyond
+        spot also ``avg_pnl_<strategy>`` and the strategies' details)."""
+        return {**average_metrics(self.metrics), **average_strategy_breakdown(self.strategies)}
 
     def score(self) -> float:
         """The original tool's validation score over the windows."""
@@ -88,4 +96,7 @@ def evaluate_policy(
         trades=[env.trades(i) for i in range(len(starts))],
         risk=[env.risk_counters(i) for i in range(len(starts))],
         starts=starts,
+        strategies=[env.strategy_breakdown(i) for i in range(len(starts))]
+        if env.strategies is not None
+        else [],
     )

@@ -7,7 +7,7 @@
 ``data`` may be a candle file, a directory of candle files, a pandas DataFrame, a ``MarketData``
 or ``None`` (the built-in synthetic market). Risk, execution and env settings come as a
 ``MarketConfig`` (``config=``) or as dicts (``risk={"stop_loss": 0.03}``, ``execution=...``,
-``env=...``).
+``env=...``, ``strategies={"enabled": ["spot", "staking"], "staking": {"apy": 0.04}}``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from nexlify.config import EnvConfig, ExecutionConfig, MarketConfig, RiskConfig, from_dict
+from nexlify.config import (
+    EnvConfig,
+    ExecutionConfig,
+    MarketConfig,
+    RiskConfig,
+    from_dict,
+    to_dict,
+)
 from nexlify.data.market_data import MarketData
 from nexlify.data.sources import resolve_market
 from nexlify.errors import ConfigError
@@ -35,6 +42,7 @@ def _market_config(
     risk: dict[str, Any] | None,
     execution: dict[str, Any] | None,
     env: dict[str, Any] | None,
+    strategies: dict[str, Any] | None = None,
 ) -> MarketConfig:
     cfg = config or MarketConfig()
     if risk:
@@ -44,7 +52,19 @@ def _market_config(
         cfg = replace(cfg, execution=from_dict(ExecutionConfig, merged, "execution"))
     if env:
         cfg = replace(cfg, env=from_dict(EnvConfig, {**_fields(cfg.env), **env}, "env"))
+    if strategies:
+        merged = to_dict(cfg)
+        merged["strategies"] = _merged(merged["strategies"], strategies)
+        cfg = from_dict(MarketConfig, merged)
     return cfg
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if nested else value
+    return out
 
 
 def _fields(obj: object) -> dict[str, Any]:
@@ -67,18 +87,19 @@ class TradingEnv(gym.Env[np.ndarray, np.int64]):
         env: dict[str, Any] | None = None,
         seed: int | None = None,
         render_mode: str | None = None,
+        strategies: dict[str, Any] | None = None,
     ) -> None:
         if render_mode not in (None, "ansi"):
             raise ConfigError(f"render_mode: {render_mode!r} is invalid (None or 'ansi')")
         self.market = resolve_market(data, pairs, timeframe, seed or 0)
-        self.market_config = _market_config(config, risk, execution, env)
+        self.market_config = _market_config(config, risk, execution, env, strategies)
         self.render_mode = render_mode
         self._vec = VecMarketEnv(
             self.market, self.market_config, num_envs=1, seed=seed, autoreset=False, record=True
         )
         self.observation_space = self._vec.single_observation_space
         self.action_space = self._vec.single_action_space
-        self.action_names = action_names(self.market.pairs)
+        self.action_names = action_names(self.market.pairs, self._vec.strategies)
         self._last_reward = 0.0
 
     @property
@@ -98,6 +119,8 @@ class TradingEnv(gym.Env[np.ndarray, np.int64]):
         info = self._info()
         if term[0] or trunc[0]:
             info["episode_metrics"] = self._vec.episode_metrics(0).to_dict()
+            if self._vec.strategies is not None:
+                info["strategy_breakdown"] = self._vec.strategy_breakdown(0)
         self._last_reward = float(reward[0])
         return obs[0], float(reward[0]), bool(term[0]), bool(trunc[0]), info
 
@@ -132,6 +155,7 @@ def make_vector_env(
     env: dict[str, Any] | None = None,
     seed: int | None = None,
     copy_obs: bool = True,
+    strategies: dict[str, Any] | None = None,
     **unused: Any,
 ) -> VecMarketEnv:
     """Native batched env for ``gym.make_vec(..., vectorization_mode="vector_entry_point")``.
@@ -142,5 +166,5 @@ def make_vector_env(
     if unknown:
         raise ConfigError(f"nexlify/Trading-v0: unknown arguments {sorted(unknown)}")
     market = resolve_market(data, pairs, timeframe, seed or 0)
-    cfg = _market_config(config, risk, execution, env)
+    cfg = _market_config(config, risk, execution, env, strategies)
     return VecMarketEnv(market, cfg, num_envs=num_envs, seed=seed, copy_obs=copy_obs)

@@ -19,6 +19,12 @@ Market semantics (``DESIGN.md``), per env, for one decision taken after bar ``t`
 5. Equity below ``ruin_equity`` x starting equity: ``terminated``. Reaching the window's last bar:
    ``truncated``. Either way, open positions are liquidated at that close when ``close_at_end``.
 
+Strategies beyond spot (staking, lending, liquidity, arbitrage) run in their own kernel just
+before this one in the same step (:mod:`nexlify.strategies.kernel`): it fills their actions at
+bar ``t+1``'s open, accrues over the bar and leaves the books' value at the close in
+``acct[STRATEGY_VALUE]``, which step 4 adds to equity (0 with spot only). Actions past the
+``params[P_SPOT_ACTIONS]`` spot ones belong to the strategies and are ignored here.
+
 Arrays use named columns (the constants below) so the kernel reads like the rules above.
 """
 
@@ -30,14 +36,30 @@ import numpy as np
 from numba import njit, prange
 
 from nexlify.data.market_data import CLOSE, HIGH, LOW, OPEN
-
-# --- per-env account columns: acct[N, N_ACCT] (float64) ---------------------------------------
-CASH, EQUITY, DAY_START_EQ, LOCKED, START_EQ = 0, 1, 2, 3, 4
-FEES, N_TRADES, N_WINS, GROSS_PROFIT, GROSS_LOSS = 5, 6, 7, 8, 9
-PEAK_EQ, MAX_DD, RET_SUM, RET_SQ, DOWN_SQ = 10, 11, 12, 13, 14
-STEPS, EXPOSED_STEPS, N_BLOCKED, N_LIMIT_HITS, N_OPEN = 15, 16, 17, 18, 19
-LOG_RETURN = 20
-N_ACCT = 21
+from nexlify.market.columns import (  # per-env account columns: acct[N, N_ACCT] (float64)
+    CASH,
+    DAY_START_EQ,
+    DOWN_SQ,
+    EQUITY,
+    EXPOSED_STEPS,
+    FEES,
+    GROSS_LOSS,
+    GROSS_PROFIT,
+    LOCKED,
+    LOG_RETURN,
+    MAX_DD,
+    N_BLOCKED,
+    N_LIMIT_HITS,
+    N_OPEN,
+    N_TRADES,
+    N_WINS,
+    PEAK_EQ,
+    RET_SQ,
+    RET_SUM,
+    START_EQ,
+    STEPS,
+    STRATEGY_VALUE,
+)
 
 # --- per-position columns: pos[N, P, N_POS] (float64) -----------------------------------------
 QTY, ENTRY_PRICE, ENTRY_COST, ENTRY_BAR, HIGH_WATER = 0, 1, 2, 3, 4
@@ -59,8 +81,8 @@ REASON_NAMES = ("signal", "stop", "take", "trail", "limit", "end")
 P_STOP_LOSS, P_TAKE_PROFIT, P_TRAILING, P_MAX_POSITION, P_MAX_CONCURRENT = 0, 1, 2, 3, 4
 P_DAILY_LIMIT, P_CLOSE_ON_LIMIT, P_USE_KELLY, P_KELLY_FRACTION, P_KELLY_MIN_TRADES = 5, 6, 7, 8, 9
 P_KELLY_MIN_FRACTION, P_FEE, P_SLIPPAGE, P_INITIAL, P_RUIN, P_CLOSE_AT_END = 10, 11, 12, 13, 14, 15
-P_RECORD = 16
-N_PARAMS = 17
+P_RECORD, P_SPOT_ACTIONS = 16, 17
+N_PARAMS = 18
 
 # --- observation layout -----------------------------------------------------------------------
 PAIR_STATE = 3  # in_position, unrealised PnL (x10), time in trade (weeks of bars / 168, capped)
@@ -350,7 +372,9 @@ def _step_one(
                     trade_count,
                     params,
                 )
-    if a > 0 and a % 2 == 0:
+    if a > params[P_SPOT_ACTIONS]:
+        pass  # a strategy action, filled by the strategy kernel
+    elif a > 0 and a % 2 == 0:
         p = (a - 2) // 2
         if pos[n, p, QTY] > 0.0:
             _close_position(
@@ -424,8 +448,8 @@ def _step_one(
         else:
             pos[n, p, HIGH_WATER] = max(pos[n, p, HIGH_WATER], prices[t1, p, HIGH])
 
-    # 4. mark to market at bar t+1's close
-    equity = acct[n, CASH]
+    # 4. mark to market at bar t+1's close (the strategy books were marked by their kernel)
+    equity = acct[n, CASH] + acct[n, STRATEGY_VALUE]
     for p in range(n_pairs):
         equity += pos[n, p, QTY] * prices[t1, p, CLOSE]
     ruined = equity < params[P_RUIN] * acct[n, START_EQ]
@@ -446,7 +470,7 @@ def _step_one(
                     trade_count,
                     params,
                 )
-        equity = acct[n, CASH]
+        equity = acct[n, CASH] + acct[n, STRATEGY_VALUE]
         for p in range(n_pairs):
             equity += pos[n, p, QTY] * prices[t1, p, CLOSE]
     acct[n, EQUITY] = equity

@@ -20,6 +20,7 @@ __all__ = [
     "annualised_sharpe",
     "annualised_sortino",
     "average_metrics",
+    "average_strategy_breakdown",
     "compute_metrics",
     "max_drawdown_pct",
     "profit_factor",
@@ -211,6 +212,18 @@ def average_metrics(metrics: Sequence[EpisodeMetrics]) -> dict[str, float]:
         "avg_fees": mean([m.fees_paid for m in metrics]),
         "n_episodes": float(len(metrics)),
     }
+
+
+def average_strategy_breakdown(breakdowns: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Means over episodes of the per-strategy PnL and details, as ``avg_<key>``.
+
+    Keys come from ``VecMarketEnv.strategy_breakdown``: ``pnl_spot``, ``pnl_staking``,
+    ``pnl_lending``, ``pnl_liquidity``, ``pnl_arbitrage`` (quote currency; they add up to the
+    change in equity), and details such as ``lp_fees``, ``lp_gas``, ``arb_trades``. Empty input
+    (spot only) gives an empty dict, so spot-only summaries are unchanged.
+    """
+    keys = [k for k in breakdowns[0]] if breakdowns else []
+    return {f"avg_{k}": float(np.mean([b.get(k, 0.0) for b in breakdowns])) for k in keys}
 
 
 def validation_score(metrics: Sequence[EpisodeMetrics]) -> float:

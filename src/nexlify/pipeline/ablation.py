@@ -34,6 +34,7 @@ from nexlify.evaluation.stats import bootstrap_ci, iqm
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.pipeline.auto_retrain import run_initial_phase
 from nexlify.pipeline.data_choice import split_market
+from nexlify.pipeline.placement import units_at_once
 from nexlify.pipeline.runs import UnitTask
 from nexlify.train.config import RunConfig, run_config_from_dict
 from nexlify.train.trainer import validate
@@ -78,7 +79,7 @@ class AblationConfig:
     components: tuple[str, ...] = (*(c.name for c in COMPONENTS), "ensemble")
     """Components to remove in turn (plus ``ensemble``)."""
     workers: int = 2
-    """Runs trained at once in separate processes."""
+    """Runs trained at once (0 = automatic; 1 = in this process; see pipeline.backends)."""
     ensemble_size: int = 3
     """Members of each ensemble of the ensemble row."""
     n_resamples: int = 2000
@@ -132,7 +133,8 @@ def run_ablation(
         log.info("[%d/%d] %s: val score %.3f in %.0fs", done[0], len(tasks), outcome["label"],
                  outcome["val_score"], outcome["seconds"])  # fmt: skip
 
-    outcomes = run_initial_phase(tasks, config.workers, on_done)
+    workers = units_at_once(base.pipeline.backend, config.workers, len(tasks))
+    outcomes = run_initial_phase(tasks, workers, on_done)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for task, outcome in zip(tasks, outcomes, strict=True):
         market_name, variant, _ = task.label.split("/")

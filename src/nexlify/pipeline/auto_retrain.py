@@ -22,16 +22,14 @@ rules used); ``final_model_score`` is the score of what ``final_model.pt`` holds
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
-import multiprocessing
-import os
 import platform
-import queue
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,11 +39,20 @@ import numpy as np
 from nexlify.agent.dqn import load_agent
 from nexlify.agent.ensemble import EnsembleAgent
 from nexlify.data.market_data import MarketData
-from nexlify.io import atomic_write_json, atomic_write_text
+from nexlify.errors import ConfigError, InterruptedRunError
+from nexlify.io import atomic_write, atomic_write_json, atomic_write_text
 from nexlify.market.baselines import run_baselines
+from nexlify.pipeline.backends import make_backend
 from nexlify.pipeline.data_choice import SYNTHETIC_WARNING, split_market
+from nexlify.pipeline.placement import plan_devices, units_at_once
 from nexlify.pipeline.report import write_report
-from nexlify.pipeline.runs import UnitTask, train_unit
+from nexlify.pipeline.runs import (
+    UnitTask,
+    finished_outcome,
+    market_fingerprint,
+    train_unit,
+    unit_fingerprint,
+)
 from nexlify.train.config import PipelineConfig, RunConfig
 from nexlify.train.trainer import validate
 
@@ -131,9 +138,11 @@ def build_ensemble(
     }
 
 
-def _workers(config: PipelineConfig) -> int:
-    wanted = config.workers or (os.cpu_count() or 1)
-    return max(1, min(wanted, config.initial_runs))
+def _workers(config: PipelineConfig, n_units: int | None = None) -> int:
+    """Units trained at once: 1 in-process; for processes ``workers``, or with 0 one per core;
+    for Ray ``workers``, or with 0 every unit at once (the cluster schedules them)."""
+    units = config.initial_runs if n_units is None else n_units
+    return units_at_once(config.backend, config.workers, units)
 
 
 def _unit_progress(sink: ProgressSink | None, label: str) -> Callable[[int, int], None] | None:
@@ -147,41 +156,27 @@ def run_initial_phase(
     workers: int,
     on_done: Callable[[dict[str, Any]], None],
     progress: ProgressSink | None = None,
+    *,
+    backend: str | None = None,
+    ray_address: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Train the initial runs, in this process or in ``workers`` spawned processes.
+    """Train independent units (initial runs, folds, variants) on an execution backend.
 
-    Outcomes come back in task order whatever order the processes finish in.
+    ``backend`` (inprocess, process or ray; default: the tasks' ``pipeline.backend``) runs
+    ``workers`` units at once; with CUDA GPUs the units are placed round-robin on them
+    (:mod:`nexlify.pipeline.backends`). Outcomes come back in task order whatever order the
+    units finish in, and are the same on every backend. A unit that fails stops the others and
+    raises :class:`~nexlify.pipeline.backends.UnitError` naming it.
     """
-    if workers <= 1:
-        outcomes = []
-        for task in tasks:
-            outcome = train_unit(task, _unit_progress(progress, task.label))
-            on_done(outcome)
-            outcomes.append(outcome)
-        return outcomes
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        updates = manager.Queue() if progress is not None else None
-        futures = [pool.submit(train_unit, replace(t, progress_queue=updates)) for t in tasks]
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-            _drain(updates, progress)
-            for future in finished:
-                on_done(future.result())
-        _drain(updates, progress)
-        return [future.result() for future in futures]
-
-
-def _drain(updates: Any, progress: ProgressSink | None) -> None:
-    if updates is None or progress is None:
-        return
-    while True:
-        try:
-            label, done, total = updates.get_nowait()
-        except queue.Empty:
-            return
-        progress.update(label, done, total)
+    if not tasks:
+        return []
+    pcfg = tasks[0].config.pipeline
+    name = backend or pcfg.backend
+    address = ray_address if ray_address is not None else pcfg.ray_address
+    placed, workers = plan_devices(tasks, workers, name)
+    threads = max(task.threads for task in placed)
+    with make_backend(name, workers, ray_address=address, threads=threads) as runner:
+        return runner.map_units(train_unit, placed, on_done, progress)
 
 
 def _versions() -> dict[str, str]:
@@ -233,21 +228,163 @@ def _write_html_report(
     log.info("report: %s", path)
 
 
+EXECUTION_ONLY = {"pipeline": ("workers", "backend", "ray_address", "output_dir")}
+"""Settings that change how a run executes but not its results: a resume may change them."""
+
+
+def run_key(config: RunConfig, market: MarketData) -> str:
+    """Hash of everything a run's results depend on: its config (less execution-only settings)
+    and the data's bars."""
+    plain = config.to_dict()
+    for section, keys in EXECUTION_ONLY.items():
+        for key in keys:
+            plain.get(section, {}).pop(key, None)
+    text = json.dumps(plain, sort_keys=True, default=str) + market_fingerprint(market)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def remove_stale_temp_files(out_dir: Path) -> list[Path]:
+    """Delete the temp files of writes a crash cut short (never a finished file)."""
+    stale = [p for p in out_dir.rglob(".*.tmp") if p.is_file()]
+    stale += [p for p in out_dir.rglob("*.pt.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def check_resumable(out_dir: Path, market: MarketData) -> dict[str, Any] | None:
+    """The summary of the interrupted run in ``out_dir`` (None when it never wrote one).
+
+    Raises ConfigError when the folder holds no run or the data differ from the run's.
+    """
+    path = out_dir / SUMMARY_FILE
+    if not path.is_file():
+        if not (out_dir / "config.yaml").is_file():
+            raise ConfigError(f"--resume {out_dir}: no pipeline run here (no config.yaml)")
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--resume {out_dir}: {path.name} is unreadable: {exc}") from exc
+    recorded = summary.get("data", {}).get("sha256")
+    if recorded is not None and recorded != market_fingerprint(market):
+        raise ConfigError(
+            f"--resume {out_dir}: the data differ from the data this run started on "
+            f"({summary['data'].get('source')}, {summary['data'].get('start')} .. "
+            f"{summary['data'].get('end')}); resume with the same data or start a new run"
+        )
+    return dict(summary)
+
+
 def run_pipeline(
     config: RunConfig,
     market: MarketData,
     log: logging.Logger,
     out_dir: Path,
     progress: ProgressSink | None = None,
+    *,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Run both phases on ``market`` and write every artefact under ``out_dir``."""
+    """Run both phases on ``market`` and write every artefact under ``out_dir``.
+
+    Every finished unit leaves its model and ``outcome.json`` behind, so a run stopped at any
+    point (crash, SIGKILL, Ctrl-C) continues with ``resume=True``: finished units are reused,
+    the rest are trained, and the result equals an uninterrupted run's. Ctrl-C raises
+    :class:`InterruptedRunError` once the summary is saved.
+    """
     handler = attach_run_log(log, out_dir)
     try:
-        return _run_pipeline(config, market, log, out_dir, progress)
+        return _run_pipeline(config, market, log, out_dir, progress, resume)
+    except KeyboardInterrupt:
+        log.warning("interrupted: finished runs are saved in %s; continue with "
+                    "`nexlify train --resume %s`", out_dir, out_dir)  # fmt: skip
+        raise InterruptedRunError(
+            f"interrupted; finished runs are saved in {out_dir}; continue with: "
+            f"nexlify train --resume {out_dir}"
+        ) from None
     finally:
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
+
+
+@dataclass(frozen=True)
+class ValidationFold:
+    """Where one unit of a candidate trains and where it is scored."""
+
+    train: MarketData
+    val: MarketData
+
+
+def validation_folds(market: MarketData, config: RunConfig) -> list[ValidationFold]:
+    """The folds every candidate (initial run or retraining iteration) is scored on.
+
+    holdout: one fold, trained before the last ``validation_days`` and scored on them.
+    walk-forward: the validation days are cut into ``validation_folds`` consecutive windows;
+    fold k trains on every bar before its window less ``validation_embargo_bars`` (anchored)
+    and is scored on its window, so each score is out of sample and the folds together cover
+    several market periods instead of one.
+    """
+    pcfg, data = config.pipeline, config.data
+    train, val, _ = split_market(market, data)
+    if pcfg.validation == "holdout":
+        return [ValidationFold(train, val)]
+    dev_bars = train.n_bars + val.n_bars
+    k, embargo = pcfg.validation_folds, pcfg.validation_embargo_bars
+    episode = config.market.env.episode_length
+    window = val.n_bars // k
+    if window < episode:
+        raise ConfigError(
+            f"pipeline.validation_folds: {k} walk-forward windows of the {val.n_bars} validation "
+            f"bars are {window} bars each, shorter than an episode ({episode} bars); use fewer "
+            "folds or more data.validation_days"
+        )
+    folds = []
+    for i in range(k):
+        start = train.n_bars + i * window
+        stop = dev_bars if i == k - 1 else start + window
+        if start - embargo < episode:
+            raise ConfigError(
+                f"pipeline.validation_folds: walk-forward fold {i + 1} would train on "
+                f"{max(start - embargo, 0)} bars, fewer than an episode ({episode})"
+            )
+        folds.append(ValidationFold(market.slice(0, start - embargo), market.slice(start, stop)))
+    return folds
+
+
+def combine_folds(outcomes: list[dict[str, Any]], folds: list[ValidationFold]) -> dict[str, Any]:
+    """One candidate's record from its fold units: the mean score and metrics over the folds,
+    the newest fold's model (trained on the most data) and each fold's own figures."""
+    if len(outcomes) == 1:
+        return outcomes[0]
+    last = outcomes[-1]
+    return {
+        **last,
+        **_means([o["val_score"] for o in outcomes], [o["val_metrics"] for o in outcomes]),
+        "train_return": float(np.mean([o["train_return"] for o in outcomes])),
+        "seconds": float(sum(o["seconds"] for o in outcomes)),
+        "folds": [
+            {
+                "fold": i + 1,
+                "train_end": fold.train.span()[1].isoformat(),
+                "val_start": fold.val.span()[0].isoformat(),
+                "val_end": fold.val.span()[1].isoformat(),
+                "val_score": o["val_score"],
+                "val_metrics": o["val_metrics"],
+                "model_path": o["model_path"],
+            }
+            for i, (o, fold) in enumerate(zip(outcomes, folds, strict=True))
+        ],
+    }
+
+
+def _means(scores: list[float], metrics: list[dict[str, float]]) -> dict[str, Any]:
+    """``val_score`` and ``val_metrics`` averaged over folds (metrics every fold has)."""
+    keys = [k for k in metrics[-1] if all(k in m for m in metrics)]
+    return {
+        "val_score": float(np.mean(scores)),
+        "val_metrics": {k: float(np.mean([m[k] for m in metrics])) for k in keys},
+    }
 
 
 def _run_pipeline(
@@ -256,10 +393,24 @@ def _run_pipeline(
     log: logging.Logger,
     out_dir: Path,
     progress: ProgressSink | None,
+    resume: bool,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     pcfg = config.pipeline
+    if resume:
+        previous = check_resumable(out_dir, market)
+        if previous is not None and previous.get("pipeline_complete"):
+            log.info("%s: this run is already complete; nothing to resume", out_dir)
+            return previous
+        stale = remove_stale_temp_files(out_dir)
+        log.info("resuming the run in %s (%d unfinished write%s removed)", out_dir, len(stale),
+                 "" if len(stale) == 1 else "s")  # fmt: skip
+    key = run_key(config, market)
+    reused: list[str] = []
+    folds = validation_folds(market, config)
+    n_folds = len(folds)
     train_data, val_data, test_data = split_market(market, config.data)
+    last_val = folds[-1].val
     atomic_write_text(out_dir / "config.yaml", config.to_yaml())
     log.info(
         "data: %s | %s | train %d bars, validation %d bars (%s .. %s)%s",
@@ -271,25 +422,33 @@ def _run_pipeline(
         log.info("data note: %s", note)
     if market.source == "synthetic":
         log.warning(SYNTHETIC_WARNING)
+    if n_folds > 1:
+        log.info("validation: walk-forward over %d folds (each candidate trains %d times; its "
+                 "score is the mean over the folds)", n_folds, n_folds)  # fmt: skip
 
     summary: dict[str, Any] = {
         "pipeline_complete": False,
         "data_source": "synthetic" if market.source == "synthetic" else market.source,
-        "data": market.describe(),
+        "data": {**market.describe(), "sha256": market_fingerprint(market)},
         "validation_window": {
             "start": val_data.span()[0].isoformat(),
             "end": val_data.span()[1].isoformat(),
             "bars": val_data.n_bars,
         },
+        "validation": {"method": pcfg.validation, "folds": _fold_table(folds)},
         "config": config.to_dict(),
         "versions": _versions(),
         "initial_runs": [],
         "retraining_iterations": [],
     }
-    baselines = run_baselines(val_data, config.market, seed=pcfg.base_seed)
-    summary["baselines"] = {
-        name: {"val_score": r.score(), "val_metrics": r.average()} for name, r in baselines.items()
-    }
+    per_fold = [run_baselines(f.val, config.market, seed=pcfg.base_seed) for f in folds]
+    summary["baselines"] = {}
+    for name in per_fold[0]:
+        scores = [results[name].score() for results in per_fold]
+        entry = _means(scores, [results[name].average() for results in per_fold])
+        if n_folds > 1:
+            entry["fold_scores"] = scores
+        summary["baselines"][name] = entry
     for name, entry in summary["baselines"].items():
         log.info("baseline %-13s val score %.3f (return %+.3f%%)", name, entry["val_score"],
                  entry["val_metrics"]["avg_return"])  # fmt: skip
@@ -297,44 +456,75 @@ def _run_pipeline(
     atomic_write_json(summary_path, summary)
 
     # ---- phase 1: multi-start -----------------------------------------------------------
-    workers = _workers(pcfg)
+    workers = _workers(pcfg, pcfg.initial_runs * n_folds)
     threads = config.train.torch_threads
     log_path = str(out_dir / LOG_FILE)
 
-    def unit(label: str, folder: str, seed: int, episodes: int, **more: Any) -> UnitTask:
-        return UnitTask(label=label, seed=seed, episodes=episodes, config=config,
-                        train_data=train_data, val_data=val_data,
-                        model_dir=str(out_dir / folder / label), threads=threads,
-                        logger_name=log.name, **more)  # fmt: skip
+    def units(name: str, folder: str, seed: int, episodes: int,
+              starts: list[str | None] | None = None, **more: Any) -> list[UnitTask]:  # fmt: skip
+        """The fold units of one candidate (a single unit with holdout validation)."""
+        tasks = []
+        for i, fold in enumerate(folds):
+            label = name if n_folds == 1 else f"{name}_fold_{i + 1}"
+            model_dir = out_dir / folder / name
+            if n_folds > 1:
+                model_dir = model_dir / f"fold_{i + 1}"
+            task = UnitTask(label=label, seed=seed, episodes=episodes, config=config,
+                            train_data=fold.train, val_data=fold.val,
+                            model_dir=str(model_dir), threads=threads, logger_name=log.name,
+                            init_model=starts[i] if starts else None, output_dir=str(out_dir),
+                            **more)  # fmt: skip
+            tasks.append(replace(task, fingerprint=unit_fingerprint(key, task)))
+        return tasks
 
-    tasks = [
-        unit(
-            f"run_{k + 1}",
-            "initial_runs",
-            pcfg.seed_of_run(k),
-            pcfg.initial_episodes,
-            log_path=log_path if workers > 1 else None,
-        )
-        for k in range(pcfg.initial_runs)
-    ]
-    log.info("phase 1: %d initial runs x %d episodes (%d worker process%s, %d thread%s each)",
-             len(tasks), pcfg.initial_episodes, workers, "es" if workers > 1 else "",
-             threads, "s" if threads > 1 else "")  # fmt: skip
-    phase1_start = time.perf_counter()
+    def done_before(task: UnitTask) -> dict[str, Any] | None:
+        outcome = finished_outcome(task, log) if resume else None
+        if outcome is not None:
+            reused.append(task.label)
+            log.info("%s: finished before (val score %.3f); reused", task.label,
+                     outcome["val_score"])  # fmt: skip
+        return outcome
 
-    def record_initial(outcome: dict[str, Any]) -> None:
+    def record_unit(outcome: dict[str, Any]) -> None:
         log.info("%s (seed %d) done: val score %.3f, train return %+.3f%%, %.0fs -> %s",
                  outcome["label"], outcome["seed"], outcome["val_score"], outcome["train_return"],
                  outcome["seconds"], outcome["model_path"])  # fmt: skip
 
-    outcomes = run_initial_phase(tasks, workers, record_initial, progress)
+    def train_all(tasks: list[UnitTask], parallel: bool) -> list[dict[str, Any]]:
+        """Outcomes in task order; finished units reused, the rest trained."""
+        earlier = {task.label: done_before(task) for task in tasks}
+        todo = [task for task in tasks if earlier[task.label] is None]
+        if parallel and todo:
+            shared = min(workers, len(todo))
+            todo = [replace(t, log_path=log_path if workers > 1 else None,
+                            concurrent_units=shared) for t in todo]  # fmt: skip
+            fresh = run_initial_phase(todo, workers, record_unit, progress)
+        else:
+            fresh = [train_unit(t, _unit_progress(progress, t.label)) for t in todo]
+        trained = iter(fresh)
+        return [earlier[task.label] or next(trained) for task in tasks]
+
+    candidates = [
+        units(f"run_{k + 1}", "initial_runs", pcfg.seed_of_run(k), pcfg.initial_episodes)
+        for k in range(pcfg.initial_runs)
+    ]
+    log.info("phase 1: %d initial runs x %d episodes%s (%d worker process%s, %d thread%s each)",
+             len(candidates), pcfg.initial_episodes,
+             f" x {n_folds} folds" if n_folds > 1 else "", workers, "es" if workers > 1 else "",
+             threads, "s" if threads > 1 else "")  # fmt: skip
+    phase1_start = time.perf_counter()
+    flat = train_all([task for group in candidates for task in group], parallel=True)
+    outcomes = [
+        combine_folds(flat[k * n_folds : (k + 1) * n_folds], folds) for k in range(len(candidates))
+    ]
     for k, outcome in enumerate(outcomes):
         summary["initial_runs"].append(
             {"run_id": k + 1, **{key: v for key, v in outcome.items() if key != "label"}}
         )
     best = max(outcomes, key=lambda o: o["val_score"])
     best_initial_score = best["val_score"]
-    best_path, best_score, best_seed = best["model_path"], best_initial_score, best["seed"]
+    best_score, best_seed = best_initial_score, best["seed"]
+    best_models = _fold_models(best)
     summary["best_initial_run"] = outcomes.index(best) + 1
     summary["best_initial_score"] = best_initial_score
     summary["timings"] = {"phase1_seconds": time.perf_counter() - phase1_start}
@@ -346,11 +536,12 @@ def _run_pipeline(
     phase2_start = time.perf_counter()
     stop_reason = "max_iterations"
     without_best = 0
+    best_outcome = best
     for iteration in range(1, pcfg.max_iterations + 1):
-        task = unit(f"iteration_{iteration}", "retraining", best_seed + iteration,
-                    pcfg.retrain_episodes, init_model=best_path,
-                    eps_start=pcfg.retrain_eps_start)  # fmt: skip
-        outcome = train_unit(task, _unit_progress(progress, task.label))
+        tasks = units(f"iteration_{iteration}", "retraining", best_seed + iteration,
+                      pcfg.retrain_episodes, starts=list(best_models),
+                      eps_start=pcfg.retrain_eps_start)  # fmt: skip
+        outcome = combine_folds(train_all(tasks, parallel=n_folds > 1), folds)
         decision = retrain_decision(best_score, outcome["val_score"], without_best, iteration, pcfg)
         without_best = decision.without_best
         summary["retraining_iterations"].append(
@@ -362,31 +553,42 @@ def _run_pipeline(
                 "metrics": outcome["val_metrics"],
                 **{k: outcome[k] for k in ("seed", "train_return", "model_path", "seconds")},
                 "history": outcome["history"],
+                **({"folds": outcome["folds"]} if "folds" in outcome else {}),
             }
         )
         log.info("retraining iteration %d: val score %.3f (%+.2f%% vs best %.3f)%s",
                  iteration, outcome["val_score"], decision.improvement_pct, best_score,
                  " -> new best" if decision.new_best else "")  # fmt: skip
         if decision.new_best:
-            best_path, best_score = outcome["model_path"], outcome["val_score"]
+            best_models, best_score = _fold_models(outcome), outcome["val_score"]
+            best_outcome = outcome
         atomic_write_json(summary_path, summary)
         if decision.stop_reason is not None:
             stop_reason = decision.stop_reason
             break
 
+    best_path = best_models[-1]
+    # With walk-forward validation only the newest window is unseen by the newest-fold models
+    # the ensemble is made of: the ensemble and the best model are compared there.
+    reference = best_outcome["folds"][-1]["val_score"] if n_folds > 1 else best_score
     final_source, final_kind, final_score = best_path, "single", best_score
     if pcfg.ensemble_size >= 2:
-        ensemble = build_ensemble(summary, pcfg, val_data, config, out_dir, log)
+        ensemble = build_ensemble(summary, pcfg, last_val, config, out_dir, log)
         if ensemble is not None:
+            if n_folds > 1:
+                ensemble["compared_on"] = "newest walk-forward window"
+                ensemble["best_single_score_there"] = reference
             summary["ensemble"] = ensemble
-            if ensemble["val_score"] > best_score:
+            if ensemble["val_score"] > reference:
                 final_source, final_kind = ensemble["model_path"], "ensemble"
                 final_score = ensemble["val_score"]
     final_path = out_dir / FINAL_MODEL
-    shutil.copyfile(final_source, final_path.with_suffix(".pt.tmp"))
-    os.replace(final_path.with_suffix(".pt.tmp"), final_path)
+    with open(final_source, "rb") as source:
+        atomic_write(final_path, lambda handle: shutil.copyfileobj(source, handle))
     summary["timings"]["phase2_seconds"] = time.perf_counter() - phase2_start
     summary["timings"]["total_seconds"] = time.perf_counter() - started
+    if resume:
+        summary["resumed"] = {"units_reused": reused}
     summary.update(
         {
             "pipeline_complete": True,
@@ -409,3 +611,26 @@ def _run_pipeline(
              summary["total_improvement_pct"], summary["timings"]["total_seconds"],
              final_path)  # fmt: skip
     return summary
+
+
+def _fold_table(folds: list[ValidationFold]) -> list[dict[str, Any]]:
+    return [
+        {
+            "fold": i + 1,
+            "train_bars": f.train.n_bars,
+            "train_end": f.train.span()[1].isoformat(),
+            "val_start": f.val.span()[0].isoformat(),
+            "val_end": f.val.span()[1].isoformat(),
+            "val_bars": f.val.n_bars,
+        }
+        for i, f in enumerate(folds)
+    ]
+
+
+def _fold_models(outcome: dict[str, Any]) -> list[str]:
+    """The model of each fold of a candidate (one with holdout validation)."""
+    return (
+        [f["model_path"] for f in outcome["folds"]]
+        if "folds" in outcome
+        else [outcome["model_path"]]
+    )

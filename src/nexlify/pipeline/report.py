@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from nexlify.io import atomic_write_text
+from nexlify.strategies import APPROXIMATIONS, STRATEGIES, strategy_pnl
 
 REPORT_FILE = "training_report.md"
 
@@ -62,6 +63,7 @@ def render_report(summary: dict[str, Any]) -> str:
         lines.append(_metrics_row(name, it.get("score"), it.get("metrics", {})))
     for name, entry in summary.get("baselines", {}).items():
         lines.append(_metrics_row(f"baseline: {name}", entry["val_score"], entry["val_metrics"]))
+    lines += _strategy_lines(summary)
     if summary.get("data_source") == "synthetic":
         lines += ["", "**These results come from the built-in synthetic market, not real data.**"]
     lines += [
@@ -72,6 +74,27 @@ def render_report(summary: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _strategy_lines(summary: dict[str, Any]) -> list[str]:
+    """PnL by strategy (runs with strategies beyond spot only)."""
+    runs = summary.get("initial_runs", [])
+    rows = [(f"run_{r['run_id']}", r.get("val_metrics", {})) for r in runs]
+    rows += [(f"retrain iteration {i['iteration']}", i.get("metrics", {}))
+             for i in summary.get("retraining_iterations", [])]  # fmt: skip
+    rows = [(name, strategy_pnl(m)) for name, m in rows if strategy_pnl(m)]
+    if not rows:
+        return []
+    names = [s for s in STRATEGIES if any(s in pnl for _, pnl in rows)]
+    lines = ["", "## PnL by strategy (average per validation window, quote currency)", "",
+             "| policy | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]  # fmt: skip
+    for name, pnl in rows:
+        lines.append(f"| {name} | " + " | ".join(_fmt(pnl.get(s), "+.2f") for s in names) + " |")
+    simulated = any(r.get("val_metrics", {}).get("avg_arb_spreads_simulated") for r in runs)
+    if simulated:
+        lines += ["", "**Arbitrage ran on SIMULATED venue spreads** (no --arb-venue given)."]
+    lines += ["", "Approximations: " + "; ".join(APPROXIMATIONS) + "."]
+    return lines
 
 
 def write_report(summary: dict[str, Any], out_dir: Path) -> Path:

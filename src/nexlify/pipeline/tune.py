@@ -3,10 +3,12 @@
 Each trial trains one run with sampled settings and returns its best validation score (the
 pipeline's score on the held-out window). Intermediate validation scores are reported to the
 trial so the median pruner can stop weak trials early. Studies live in a database (SQLite file by
-default, any SQLAlchemy URL otherwise), so an interrupted study resumes where it stopped and
-several processes can run trials at once. The best settings are written as a config file the
-pipeline accepts (``--config``), and every trial's validation Sharpe is kept so the deflated
-Sharpe ratio can account for how many configurations were tried.
+default, any SQLAlchemy URL otherwise), so an interrupted study resumes where it stopped. The
+driver asks Optuna's sampler for a batch of trials, runs them on an execution backend (in
+process, local processes or Ray: :mod:`nexlify.pipeline.backends`) and tells the study their
+results, so a study holds the same trials whatever ran them. The best settings are written as
+a config file the pipeline accepts (``--config``), and every trial's validation Sharpe is kept
+so the deflated Sharpe ratio can account for how many configurations were tried.
 
 Search space (``SEARCH_SPACE``): learning rate (log-uniform 1e-5..3e-3), gamma (0.9..0.999),
 batch size (64, 128, 256), network width (64..512, two layers), n-step (1..5), PER alpha
@@ -17,9 +19,7 @@ trailing stop and position cap.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,11 @@ from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError
 from nexlify.evaluation.stats import deflated_sharpe_ratio
 from nexlify.io import atomic_write_text
+from nexlify.pipeline.backends import Backend, make_backend
+from nexlify.pipeline.placement import plan_devices
 from nexlify.pipeline.runs import set_threads
 from nexlify.train.config import RunConfig, run_config_from_dict
-from nexlify.train.trainer import Trainer
+from nexlify.train.trainer import Trainer, resolve_device
 
 SEARCH_SPACE = {
     "agent.learning_rate": "log-uniform [1e-5, 3e-3]",
@@ -56,7 +58,7 @@ BEST_CONFIG = "best_config.yaml"
 
 @dataclass(frozen=True)
 class TuneJob:
-    """Everything a tuning worker process needs."""
+    """A tuning study: its data, budget, storage and where its trials run."""
 
     base: dict[str, Any]
     train_data: MarketData
@@ -67,6 +69,33 @@ class TuneJob:
     trials: int
     tune_risk: bool
     seed: int
+    backend: str = "process"
+    """Execution backend of the trials (inprocess, process or ray)."""
+    ray_address: str | None = None
+    """Ray cluster address for backend ray (see PipelineConfig.ray_address)."""
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """One trial's unit of work: sampled settings, data, and the study as its batch began."""
+
+    label: str
+    number: int
+    config: RunConfig
+    train_data: MarketData
+    val_data: MarketData
+    episodes: int
+    seed: int
+    completed: tuple[Any, ...] = ()
+    """Trials completed before this batch (optuna FrozenTrials): what the pruner compares with."""
+    threads: int = 1
+
+
+def pruner() -> Any:
+    """The median pruner: after 3 completed trials, stop a trial below their median."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
 
 
 def suggest(trial: Any, base: dict[str, Any], tune_risk: bool) -> RunConfig:
@@ -97,70 +126,116 @@ def suggest(trial: Any, base: dict[str, Any], tune_risk: bool) -> RunConfig:
     return run_config_from_dict(values, run_config_from_dict(base))
 
 
-def _objective(job: TuneJob) -> Any:
+def run_trial(task: TrialTask) -> dict[str, Any]:
+    """Train one trial; prune it against the trials completed before its batch.
+
+    Runs in any process: the study's storage is only touched by the driver, which records the
+    intermediate scores and the result (:func:`run_tuning`). Pruning sees the same completed
+    trials on every backend, so a study is the same whatever runs its trials.
+    """
     import optuna
 
-    def objective(trial: optuna.Trial) -> float:
-        config = suggest(trial, job.base, job.tune_risk)
-        trainer = Trainer(
-            job.train_data, job.val_data, config.market, config.agent,
-            num_envs=config.train.num_envs, eval_every=config.train.eval_every,
-            seed=job.seed + trial.number, device="cpu",
-            logger=logging.getLogger("nexlify.tune"), label=f"trial_{trial.number}",
-        )  # fmt: skip
-
-        def report(episode: int, score: float) -> None:
-            trial.report(score, episode)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at episode {episode} (score {score:.3f})")
-
-        result = trainer.train(job.episodes, on_validation=report)
-        trial.set_user_attr("val_sharpe", result.best_metrics.get("avg_sharpe", 0.0))
-        trial.set_user_attr("val_return", result.best_metrics.get("avg_return", 0.0))
-        return result.best_score
-
-    return objective
-
-
-def tune_worker(job: TuneJob) -> int:
-    """Run ``job.trials`` trials of the shared study (in this process); returns trials done."""
-    import optuna
-
-    set_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(
-        study_name=job.study_name, storage=job.storage,
-        sampler=optuna.samplers.TPESampler(seed=job.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+    set_threads(task.threads)
+    snapshot = optuna.create_study(direction="maximize", pruner=pruner())
+    snapshot.add_trials(task.completed)
+    trial = snapshot.ask()
+    intermediate: list[tuple[int, float]] = []
+    config = task.config
+    trainer = Trainer(
+        task.train_data, task.val_data, config.market, config.agent,
+        num_envs=config.train.num_envs, eval_every=config.train.eval_every, seed=task.seed,
+        device=str(resolve_device(config.train.device)),
+        logger=logging.getLogger("nexlify.tune"), label=task.label,
     )  # fmt: skip
-    study.optimize(_objective(job), n_trials=job.trials, catch=())
-    return job.trials
+
+    def report(episode: int, score: float) -> None:
+        intermediate.append((episode, score))
+        trial.report(score, episode)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at episode {episode} (score {score:.3f})")
+
+    outcome: dict[str, Any] = {"label": task.label, "number": task.number}
+    try:
+        result = trainer.train(task.episodes, on_validation=report)
+    except optuna.TrialPruned:
+        return {**outcome, "state": "pruned", "value": None, "intermediate": intermediate,
+                "user_attrs": {}}  # fmt: skip
+    attrs = {"val_sharpe": result.best_metrics.get("avg_sharpe", 0.0),
+             "val_return": result.best_metrics.get("avg_return", 0.0)}  # fmt: skip
+    return {**outcome, "state": "complete", "value": result.best_score,
+            "intermediate": intermediate, "user_attrs": attrs}  # fmt: skip
 
 
 def run_tuning(job: TuneJob, workers: int, out_dir: Path) -> dict[str, Any]:
-    """Create or resume the study, run the trials, write the best config; return a summary."""
+    """Create or resume the study, run the trials, write the best config; return a summary.
+
+    The driver asks Optuna's TPE sampler for ``workers`` trials at a time, runs them on the
+    job's backend, then tells the study their results in trial order. The batch size, not the
+    backend, shapes the search: the same seed and ``workers`` give the same study on every
+    backend. A resumed study seeds its sampler past the trials it already holds.
+    """
     import optuna
 
     if job.trials < 1:
         raise ConfigError(f"tune: --trials {job.trials} is invalid (an integer >= 1)")
-    optuna.create_study(study_name=job.study_name, storage=job.storage, direction="maximize",
-                        load_if_exists=True)  # fmt: skip
-    if workers <= 1:
-        tune_worker(job)
-    else:
-        shares = [job.trials // workers + (k < job.trials % workers) for k in range(workers)]
-        jobs = [_with(job, trials=n, seed=job.seed + 7919 * k) for k, n in enumerate(shares) if n]
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(len(jobs), mp_context=ctx) as pool:
-            list(pool.map(tune_worker, jobs))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=job.study_name, storage=job.storage,
+                                direction="maximize", load_if_exists=True)  # fmt: skip
+    study = optuna.load_study(
+        study_name=job.study_name, storage=job.storage, pruner=pruner(),
+        sampler=optuna.samplers.TPESampler(seed=job.seed + len(study.trials)),
+    )  # fmt: skip
+    workers = max(1, min(workers, job.trials))
+    threads = run_config_from_dict(job.base).train.torch_threads
+    log = logging.getLogger("nexlify.tune")
+    with make_backend(job.backend, workers, ray_address=job.ray_address,
+                      threads=threads) as backend:  # fmt: skip
+        left = job.trials
+        while left > 0:
+            batch = min(workers, left)
+            _run_batch(study, job, backend, batch, log)
+            left -= batch
     study = optuna.load_study(study_name=job.study_name, storage=job.storage)
     return summarise_study(study, job, out_dir)
 
 
-def _with(job: TuneJob, **changes: Any) -> TuneJob:
-    from dataclasses import replace
+def _run_batch(study: Any, job: TuneJob, backend: Backend, size: int, log: logging.Logger) -> None:
+    """Ask ``size`` trials, train them on ``backend``, tell their results in trial order."""
+    import optuna
 
-    return replace(job, **changes)
+    completed = tuple(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    asked = [study.ask() for _ in range(size)]
+    try:
+        tasks = [_trial_task(trial, job, completed) for trial in asked]
+        tasks, _ = plan_devices(tasks, size, job.backend)
+
+        def done(outcome: dict[str, Any]) -> None:
+            value = outcome["value"]
+            log.info("%s: %s", outcome["label"],
+                     f"score {value:.3f}" if value is not None else outcome["state"])  # fmt: skip
+
+        outcomes = backend.map_units(run_trial, tasks, done)
+    except BaseException:
+        for trial in asked:  # none of them ran to the end: recorded as failed, never RUNNING
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        raise
+    for trial, outcome in zip(asked, outcomes, strict=True):
+        for step, score in outcome["intermediate"]:
+            trial.report(score, step)
+        for key, value in outcome["user_attrs"].items():
+            trial.set_user_attr(key, value)
+        if outcome["state"] == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, outcome["value"])
+
+
+def _trial_task(trial: Any, job: TuneJob, completed: tuple[Any, ...]) -> TrialTask:
+    config = suggest(trial, job.base, job.tune_risk)
+    return TrialTask(label=f"trial_{trial.number}", number=trial.number, config=config,
+                     train_data=job.train_data, val_data=job.val_data, episodes=job.episodes,
+                     seed=job.seed + trial.number, completed=completed,
+                     threads=config.train.torch_threads)  # fmt: skip
 
 
 def summarise_study(study: Any, job: TuneJob, out_dir: Path) -> dict[str, Any]:

@@ -25,7 +25,8 @@ from nexlify.evaluation.stats import iqm
 from nexlify.io import atomic_write_json
 from nexlify.market.baselines import run_baselines
 from nexlify.market.evaluate import evaluate_policy
-from nexlify.pipeline.auto_retrain import ProgressSink, run_initial_phase
+from nexlify.pipeline.auto_retrain import LOG_FILE, ProgressSink, run_initial_phase
+from nexlify.pipeline.placement import units_at_once
 from nexlify.pipeline.runs import UnitTask
 from nexlify.train.config import RunConfig
 from nexlify.train.trainer import greedy_policy
@@ -75,7 +76,12 @@ def make_folds(market: MarketData, spec: WalkForwardSpec) -> list[Fold]:
 
 
 def _fold_task(
-    config: RunConfig, market: MarketData, fold: Fold, spec: WalkForwardSpec, out_dir: Path
+    config: RunConfig,
+    market: MarketData,
+    fold: Fold,
+    spec: WalkForwardSpec,
+    out_dir: Path,
+    log: logging.Logger,
 ) -> UnitTask:
     train_span = market.slice(fold.train_start, fold.train_stop)
     fit, select = train_span.split_last_days(spec.validation_days)
@@ -88,6 +94,8 @@ def _fold_task(
         val_data=select,
         model_dir=str(out_dir / f"fold_{fold.index + 1}"),
         threads=config.train.torch_threads,
+        log_path=str(out_dir / LOG_FILE),  # a worker process logs its fold there too
+        logger_name=log.name,
     )
 
 
@@ -113,8 +121,9 @@ def run_walk_forward(
     folds = make_folds(market, spec)
     log.info("walk-forward: %d %s folds on %s (%s)", len(folds), spec.mode,
              ", ".join(market.pairs), market.source)  # fmt: skip
-    tasks = [_fold_task(config, market, fold, spec, out_dir) for fold in folds]
-    workers = max(1, min(config.pipeline.workers or 2, len(tasks)))
+    tasks = [_fold_task(config, market, fold, spec, out_dir, log) for fold in folds]
+    pcfg = config.pipeline
+    workers = units_at_once(pcfg.backend, pcfg.workers, len(tasks))
     outcomes = run_initial_phase(tasks, workers, lambda o: None, progress)
     test_cfg = replace(config.market, env=replace(config.market.env, episode_length=0))
     fold_rows = []

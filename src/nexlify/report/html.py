@@ -87,11 +87,28 @@ def render_page(title: str, sections: list[tuple[str, str]]) -> str:
     )
 
 
+def strategy_table(runs: dict[str, EvaluationResult]) -> str:
+    """PnL by strategy per policy ("" when only spot is on), with the modelling approximations."""
+    from nexlify.strategies import APPROXIMATIONS, STRATEGIES
+
+    with_books = {name: r.strategies[0] for name, r in runs.items() if r.strategies}
+    if not with_books:
+        return ""
+    names = [s for s in STRATEGIES if any(f"pnl_{s}" in b for b in with_books.values())]
+    rows = [[name] + [_fmt(b.get(f"pnl_{s}"), "+.2f") for s in names]
+            for name, b in with_books.items()]  # fmt: skip
+    notes = "; ".join(APPROXIMATIONS)
+    if any(b.get("arb_spreads_simulated") for b in with_books.values()):
+        notes = "Arbitrage ran on SIMULATED venue spreads. " + notes
+    return _table(["policy", *names], rows) + f"<p class='note'>{html.escape(notes)}.</p>"
+
+
 def _policy_sections(data: MarketData, runs: dict[str, EvaluationResult]) -> list[tuple[str, str]]:
     note = ("<p class='note'>One continuous run over the whole period per policy (the validation "
             "score instead averages separate windows of the episode length).</p>")  # fmt: skip
     sections = [
         ("Results", note + metrics_table(runs)),
+        *([("PnL by strategy", table)] if (table := strategy_table(runs)) else []),
         ("Equity", _figure(equity_figure(data, runs))),
         ("Drawdown", _figure(drawdown_figure(data, runs))),
     ]

@@ -63,6 +63,34 @@ class TrainConfig:
     """Fractions of a run's transitions at which phases 2, 3 and 4 begin (increasing)."""
     curriculum_position_scale: float = 0.5
     """Multiplier of max_position in phase 1 (small positions)."""
+    divergence_rollbacks: int = 3
+    """A NaN/infinite loss or weight rolls the learner back to its last good state with a lower
+    learning rate; after this many rollbacks in one run, the run fails (0 = fail at once)."""
+    divergence_lr_factor: float = 0.5
+    """Learning-rate multiplier applied at each rollback."""
+    auto_batch: bool = False
+    """Pick agent.batch_size and agent.buffer_size from free memory and the network size
+    (see nexlify.system.batch_size); the planned values are logged and saved with the model."""
+    auto_batch_max: int = 1024
+    """Largest batch auto_batch picks for a GPU (on the CPU it stays at most agent.batch_size)."""
+    memory_fraction: float = 0.5
+    """Share of free GPU memory (batches) and of available RAM (replay) auto_batch plans for."""
+    min_batch_size: int = 16
+    """Out of memory in a gradient step halves the batch and retries, down to this; then fails."""
+    thermal_pause_c: float = 0.0
+    """Pause (or slow) training while a GPU or CPU sensor reads this many °C or more (0 = off)."""
+    thermal_resume_c: float = 75.0
+    """Resume full speed once every sensor reads below this (°C, below thermal_pause_c)."""
+    thermal_action: str = "pause"
+    """What heat does: pause (sleep until cool) or slow (half speed until cool)."""
+    tensorboard: bool = False
+    """Training curves to <output_dir>/tensorboard/<unit> (needs the tensorboard extra)."""
+    resume_points: bool = True
+    """Save each unit's whole training state at every validation, so an interrupted unit
+    continues from its last validation (see nexlify.train.resume)."""
+    resume_replay: bool = True
+    """Include the replay buffer in resume points: an exact resume, at the cost of the buffer's
+    size on disk (off: small files, the buffer refills after a resume and results differ)."""
 
     def __post_init__(self) -> None:
         for name in ("num_envs", "eval_every"):
@@ -76,6 +104,10 @@ class TrainConfig:
             "an integer >= 1",
         )
         _check_practices(self)
+        _check_system(self)
+        for name in ("resume_points", "resume_replay"):
+            require(isinstance(getattr(self, name), bool), "train", name, getattr(self, name),
+                    "true or false")  # fmt: skip
 
 
 def _check_practices(c: TrainConfig) -> None:
@@ -99,12 +131,49 @@ def _check_practices(c: TrainConfig) -> None:
     v = c.augment_time_shift
     require(isinstance(v, int) and not isinstance(v, bool) and v >= 0, t, "augment_time_shift",
             v, "an integer >= 0")  # fmt: skip
+    v = c.divergence_rollbacks
+    require(isinstance(v, int) and not isinstance(v, bool) and v >= 0, t,
+            "divergence_rollbacks", v, "an integer >= 0")  # fmt: skip
+    factor = c.divergence_lr_factor
+    require(_number(factor) and 0 < factor < 1, t, "divergence_lr_factor", factor, "in (0, 1)")
     phases = c.curriculum_phases
     require(
         isinstance(phases, tuple) and len(phases) == 3 and all(_number(b) for b in phases)
         and 0 <= phases[0] <= phases[1] <= phases[2] <= 1,
         t, "curriculum_phases", phases, "three increasing fractions in [0, 1]",
     )  # fmt: skip
+
+
+def _check_system(c: TrainConfig) -> None:
+    t = "train"
+    for name in ("auto_batch", "tensorboard"):
+        require(isinstance(getattr(c, name), bool), t, name, getattr(c, name), "true or false")
+    for name in ("auto_batch_max", "min_batch_size"):
+        require(_positive_int(getattr(c, name)), t, name, getattr(c, name), "an integer >= 1")
+    require(c.min_batch_size <= c.auto_batch_max, t, "min_batch_size", c.min_batch_size,
+            f"at most auto_batch_max={c.auto_batch_max}")  # fmt: skip
+    require(_number(c.memory_fraction) and 0 < c.memory_fraction <= 1, t, "memory_fraction",
+            c.memory_fraction, "in (0, 1]")  # fmt: skip
+    require(_number(c.thermal_pause_c) and 0 <= c.thermal_pause_c < 150, t, "thermal_pause_c",
+            c.thermal_pause_c, "°C in [0, 150) (0 = no thermal guard)")  # fmt: skip
+    require(_number(c.thermal_resume_c) and (c.thermal_pause_c == 0
+            or c.thermal_resume_c < c.thermal_pause_c), t, "thermal_resume_c",
+            c.thermal_resume_c, f"°C below thermal_pause_c={c.thermal_pause_c}")  # fmt: skip
+    require(c.thermal_action in ("pause", "slow"), t, "thermal_action", c.thermal_action,
+            "pause or slow")  # fmt: skip
+
+
+BACKENDS = ("inprocess", "process", "ray")
+"""Execution backends of the pipeline's units (see nexlify.pipeline.backends)."""
+
+
+def _ray_address(v: object) -> bool:
+    if not isinstance(v, str):
+        return False
+    if v in ("local", "auto"):
+        return True
+    host, _, port = v.removeprefix("ray://").rpartition(":")
+    return bool(host) and port.isdigit()
 
 
 def _number(v: object) -> bool:
@@ -202,6 +271,10 @@ class DataConfig:
         require(self.test_days >= 0, "data", "test_days", self.test_days, ">= 0")
 
 
+VALIDATIONS = ("holdout", "walk-forward")
+"""How the pipeline scores candidates (see PipelineConfig.validation)."""
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Multi-start and auto-retraining, exactly as the original tool's pipeline."""
@@ -225,10 +298,26 @@ class PipelineConfig:
     retrain_eps_start: float = 0.2
     """Exploration epsilon at the start of a retraining iteration (decays to agent.eps_end)."""
     workers: int = 0
-    """Initial runs trained at once in separate processes (0 = one per CPU core; 1 = in-process).
-    Results do not depend on it."""
+    """Units (initial runs, folds, variants) trained at once (0 = one per CPU core; with Ray, all
+    at once; 1 = in this process). Results do not depend on it."""
+    backend: str = "process"
+    """Where units run: inprocess (one by one, for debugging), process (local worker
+    processes) or ray (a Ray cluster, ``pip install 'nexlify[ray]'``). Results do not depend on
+    it."""
+    ray_address: str | None = None
+    """Ray cluster for backend ray: local (a private cluster on this machine), auto (the one
+    ``ray start`` runs here), ray://HOST:PORT (Ray Client) or HOST:PORT; unset = $RAY_ADDRESS,
+    else local."""
     output_dir: str = "complete_auto_training_output"
     """Where models, the summary, the log and the report go."""
+    validation: str = "holdout"
+    """How candidates are scored: holdout (the last validation_days) or walk-forward (those days
+    cut into validation_folds windows, each scored by a model trained only on the bars before
+    it; a candidate's score is the mean over the windows, at validation_folds times the cost)."""
+    validation_folds: int = 3
+    """Walk-forward windows over the validation days (validation walk-forward only)."""
+    validation_embargo_bars: int = 24
+    """Bars left out between each walk-forward fold's training data and its window."""
     ensemble_size: int = 3
     """Best models (initial runs and retraining iterations) in the ensemble (0 or 1 = none)."""
     ensemble_method: str = "mean"
@@ -266,9 +355,24 @@ class PipelineConfig:
             s,
             "workers",
             self.workers,
-            "an integer >= 0 (0 = one per core)",
+            "an integer >= 0 (0 = automatic)",
+        )
+        require(self.backend in BACKENDS, s, "backend", self.backend, f"one of {BACKENDS}")
+        require(
+            self.ray_address is None or _ray_address(self.ray_address),
+            s,
+            "ray_address",
+            self.ray_address,
+            "local, auto, ray://HOST:PORT or HOST:PORT",
         )
         require(bool(self.output_dir), s, "output_dir", self.output_dir, "a directory path")
+        require(self.validation in VALIDATIONS, s, "validation", self.validation,
+                f"one of {', '.join(VALIDATIONS)}")  # fmt: skip
+        require(_positive_int(self.validation_folds) and self.validation_folds >= 2, s,
+                "validation_folds", self.validation_folds, "an integer >= 2")  # fmt: skip
+        v = self.validation_embargo_bars
+        require(isinstance(v, int) and not isinstance(v, bool) and v >= 0, s,
+                "validation_embargo_bars", v, "an integer >= 0")  # fmt: skip
         require(
             isinstance(self.ensemble_size, int) and 0 <= self.ensemble_size <= 10,
             s,

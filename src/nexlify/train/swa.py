@@ -26,6 +26,15 @@ class WeightAverager:
         self.averaged.update_parameters(net)
         self.n_averaged += 1
 
+    def restart_if_nonfinite(self, net: nn.Module) -> bool:
+        """Start the average afresh from ``net`` when it holds a non-finite weight (after a
+        diverged learner was rolled back); True when it did."""
+        if all(bool(torch.isfinite(p).all()) for p in self.averaged.module.parameters()):
+            return False
+        self.averaged = AveragedModel(net, use_buffers=False)
+        self.n_averaged = 0
+        return True
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The averaged weights in the layout of the original network's ``state_dict``."""
         module = self.averaged.module

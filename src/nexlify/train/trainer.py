@@ -27,10 +27,21 @@ from nexlify.data.market_data import MarketData
 from nexlify.errors import TrainingError
 from nexlify.market.env import VecMarketEnv
 from nexlify.market.evaluate import EvaluationResult, evaluate_policy
+from nexlify.system.batch_size import BatchPlanner, OOMBackoff
+from nexlify.system.thermal import ThermalGuard
 from nexlify.train.callbacks import EarlyStopping
 from nexlify.train.config import TrainConfig
 from nexlify.train.curriculum import TrainingMarkets
+from nexlify.train.divergence import CHECK_EVERY, DivergenceGuard
+from nexlify.train.resume import (
+    ResumePoint,
+    learner_state,
+    load_learner_state,
+    load_replay_state,
+    replay_state,
+)
 from nexlify.train.swa import WeightAverager
+from nexlify.train.tensorboard import TensorBoardLogger
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (episodes done, episodes planned) as training advances."""
@@ -60,6 +71,8 @@ class TrainResult:
     """Validation score of the SWA weights (None when SWA was off or never started)."""
     swa_selected: bool = False
     """Whether the SWA weights beat every checkpoint and are the run's result."""
+    rollbacks: list[dict[str, float]] = field(default_factory=list)
+    """Divergence rollbacks (gradient step, learning rate after it), see train.divergence."""
 
 
 def envs_for(episodes: int, num_envs: int) -> int:
@@ -110,6 +123,10 @@ class Trainer:
         logger: logging.Logger | None = None,
         label: str = "run",
         practices: TrainConfig | None = None,
+        thermal: ThermalGuard | None = None,
+        oom_backoff: OOMBackoff | None = None,
+        batch_planner: BatchPlanner | None = None,
+        tensorboard: TensorBoardLogger | None = None,
     ) -> None:
         self.train_data = train_data
         self.val_data = val_data
@@ -122,6 +139,16 @@ class Trainer:
         self.log = logger or logging.getLogger("nexlify.train")
         self.label = label
         self.practices = practices
+        self.thermal = thermal
+        """Checked once per vector step: pauses or slows training while too hot."""
+        self.oom_backoff = oom_backoff or OOMBackoff(
+            practices.min_batch_size if practices else 16, device=device, log=self.log, label=label
+        )
+        """Runs each gradient step; halves the batch and retries on out-of-memory."""
+        self.batch_planner = batch_planner
+        """Sets batch size and replay capacity of a fresh agent from free memory (auto_batch)."""
+        self.tensorboard = tensorboard
+        """Receives every history entry (validation) as TensorBoard scalars."""
 
     def make_agent(self, obs_dim: int, n_actions: int) -> DQNAgent:
         return DQNAgent(obs_dim, n_actions, self.agent_config, self.device, seed=self.seed)
@@ -160,11 +187,14 @@ class Trainer:
         eps_start: float | None = None,
         progress: ProgressCallback | None = None,
         on_validation: ValidationCallback | None = None,
+        resume: ResumePoint | None = None,
     ) -> TrainResult:
         """Train for ``episodes`` episodes (from ``agent`` if given, else a fresh one).
 
         ``on_validation(episodes_done, score)`` is called after every validation (a tuner can
-        raise from it to prune the run).
+        raise from it to prune the run). With ``resume``, the run's whole state is saved there
+        at every validation, and a run that finds a saved state continues from it
+        (:mod:`nexlify.train.resume`).
         """
         started = time.perf_counter()
         cfg = self.agent_config
@@ -178,6 +208,11 @@ class Trainer:
             markets.market_for(0.0) if markets is not None else (self.train_data, self.market, 4)
         )
         env = VecMarketEnv(data, market, num_envs, seed=self.seed, copy_obs=False)
+        if agent is None and self.batch_planner is not None:
+            plan = self.batch_planner.plan(self.agent_config, env.obs_size, env.n_actions,
+                                           num_envs, self.device)  # fmt: skip
+            self.agent_config = plan.apply(self.agent_config)
+            self.log.info("%s | %s", self.label, plan.describe())
         if agent is None:
             agent = self.make_agent(env.obs_size, env.n_actions)
         elif (agent.obs_dim, agent.n_actions) != (env.obs_size, env.n_actions):
@@ -196,6 +231,13 @@ class Trainer:
             practices.early_stopping_min_delta if practices else 0.0,
         )
         averager = WeightAverager(agent.online) if practices and practices.swa else None
+        guard = DivergenceGuard(
+            agent,
+            max_rollbacks=practices.divergence_rollbacks if practices else 0,
+            lr_factor=practices.divergence_lr_factor if practices else 0.5,
+            log=self.log,
+            label=self.label,
+        )
         swa_start = practices.swa_start if practices else 1.0
 
         obs, _ = env.reset()
@@ -212,9 +254,60 @@ class Trainer:
         best_state: dict[str, Any] | None = None
         best_metrics: dict[str, float] = {}
         best_episode = 0
+        refill_until = 0
+        saved = resume.load() if resume is not None else None
+        if saved is not None:
+            load_learner_state(agent, saved["learner"])
+            rng.bit_generator.state = saved["rng"]
+            c = saved["counters"]
+            transitions, gradient_steps, done_episodes = (
+                c["transitions"],
+                c["gradient_steps"],
+                c["done_episodes"],
+            )
+            rounds, next_eval, phase = c["rounds"], c["next_eval"], c["phase"]
+            recent_returns, losses, history = (
+                saved["recent_returns"],
+                saved["losses"],
+                saved["history"],
+            )
+            best = saved["best"]
+            best_score, best_metrics = best["score"], best["metrics"]
+            best_episode, best_state = best["episode"], best["state"]
+            stopper.best, stopper.bad_validations = saved["stopper"]
+            if averager is not None and saved["averager"] is not None:
+                averager.averaged.load_state_dict(saved["averager"]["state"])
+                averager.n_averaged = saved["averager"]["n"]
+            guard.load_state_dict(saved["guard"])
+            if markets is not None:  # the round change that followed the save
+                markets.rng.bit_generator.state = saved["markets_rng"]
+                rounds += 1
+                data, market, phase = markets.market_for(transitions / planned)
+                env = VecMarketEnv(data, market, num_envs, seed=_round_seed(self.seed, rounds),
+                                   copy_obs=False)  # fmt: skip
+                obs, _ = env.reset()
+            else:
+                env.load_state_dict(saved["env"])
+                obs = saved["env"]["obs"].copy()
+            if saved["replay"] is not None:
+                load_replay_state(buffer, saved["replay"])
+            else:
+                refill_until = transitions + cfg.learning_starts
+            note = (
+                ""
+                if saved["replay"] is not None
+                else (
+                    " (without the replay buffer: refilling it first; results differ from an "
+                    "uninterrupted run)"
+                )
+            )
+            self.log.info("%s | resumed at episode %d/%d from %s%s", self.label, done_episodes,
+                          episodes, resume.path if resume else "", note)  # fmt: skip
         next_obs = np.empty_like(obs)
 
         while done_episodes < episodes and not stopped_early:
+            if self.thermal is not None:
+                self.thermal.check()
             progress_frac = transitions / planned
             epsilon = 0.0 if cfg.noisy else agent.epsilon_at(progress_frac, start=eps0)
             actions = agent.act(obs, epsilon, rng)
@@ -226,26 +319,33 @@ class Trainer:
             buffer.add(obs, actions, rewards, next_obs, terminated, truncated)
             before = transitions
             transitions += num_envs
-            for _ in range(cfg.gradient_steps_between(before, transitions)):
+            due = cfg.gradient_steps_between(before, transitions)
+            for _ in range(due if transitions >= refill_until else 0):
                 if per:
                     frac = min(transitions / planned, 1.0)
                     beta = cfg.per_beta_start + frac * (cfg.per_beta_end - cfg.per_beta_start)
                     buffer.sampler.beta = beta  # type: ignore[attr-defined]
-                batch = buffer.sample(cfg.batch_size, rng)
-                stats = agent.update_no_sync(batch)
-                if per and agent.last_td_error_B is not None:
-                    buffer.update_priorities(batch.indices, agent.last_td_error_B.cpu().numpy())
-                if averager is not None and transitions >= swa_start * planned:
-                    averager.update(agent.online)
+                batch, stats = self.oom_backoff.step(
+                    cfg.batch_size, lambda n: buffer.sample(n, rng), agent.update_no_sync
+                )
                 gradient_steps += 1
-                if gradient_steps % 50 == 0:
+                healthy = True
+                if per and agent.last_td_error_B is not None:
+                    td_B = agent.last_td_error_B.cpu().numpy()
+                    healthy = bool(np.isfinite(td_B).all())
+                    if healthy:  # a NaN priority would poison the sum tree
+                        buffer.update_priorities(batch.indices, td_B)
+                    else:
+                        guard.rollback("a TD error became non-finite", gradient_steps)
+                if healthy and gradient_steps % CHECK_EVERY == 0:
                     loss = float(stats[0])
-                    if not math.isfinite(loss):
-                        raise TrainingError(
-                            f"{self.label}: the loss became {loss} at gradient step "
-                            f"{gradient_steps}; lower agent.learning_rate"
-                        )
-                    losses.append(loss)
+                    healthy = guard.check(loss, gradient_steps)
+                    if healthy:
+                        losses.append(loss)
+                if not healthy and averager is not None:
+                    averager.restart_if_nonfinite(agent.online)
+                if healthy and averager is not None and transitions >= swa_start * planned:
+                    averager.update(agent.online)
             obs = new_obs
             if "episode" in info:
                 finished = info["_episode"]
@@ -254,6 +354,10 @@ class Trainer:
                 if progress is not None:
                     progress(min(done_episodes, episodes), episodes)
                 if done_episodes >= next_eval or done_episodes >= episodes:
+                    if not guard.weights_finite():  # never validate (or keep) broken weights
+                        guard.rollback("a weight became non-finite", gradient_steps)
+                        if averager is not None:
+                            averager.restart_if_nonfinite(agent.online)
                     result = validate(agent, self.val_data, self.market)
                     score = result.score()
                     avg = result.average()
@@ -269,6 +373,8 @@ class Trainer:
                         **{f"val_{k}": v for k, v in avg.items()},
                     }
                     history.append(entry)
+                    if self.tensorboard is not None:
+                        self.tensorboard.log(entry)
                     improved = score > best_score
                     if improved:
                         best_score, best_metrics, best_episode = score, avg, done_episodes
@@ -286,6 +392,26 @@ class Trainer:
                         " | early stop" if stopped_early else "",
                     )  # fmt: skip
                     next_eval = done_episodes + self.eval_every
+                    if (resume is not None and finished.all() and not stopped_early
+                            and done_episodes < episodes):  # fmt: skip
+                        resume.save({
+                            "learner": learner_state(agent),
+                            "rng": rng.bit_generator.state,
+                            "markets_rng": markets.rng.bit_generator.state if markets else None,
+                            "env": env.state_dict() if markets is None else None,
+                            "replay": replay_state(buffer) if resume.replay else None,
+                            "counters": {"transitions": transitions, "rounds": rounds,
+                                         "gradient_steps": gradient_steps, "phase": phase,
+                                         "done_episodes": done_episodes, "next_eval": next_eval},
+                            "recent_returns": recent_returns, "losses": losses,
+                            "history": history,
+                            "best": {"score": best_score, "metrics": best_metrics,
+                                     "episode": best_episode, "state": best_state},
+                            "stopper": [stopper.best, stopper.bad_validations],
+                            "averager": {"state": averager.averaged.state_dict(),
+                                         "n": averager.n_averaged} if averager else None,
+                            "guard": guard.state_dict(),
+                        })  # fmt: skip
                 if markets is not None and finished.all() and not stopped_early:
                     rounds += 1
                     data, market, phase = markets.market_for(transitions / planned)
@@ -303,6 +429,8 @@ class Trainer:
             swa_score = result.score()
             history.append({"episode": float(done_episodes), "swa": 1.0, "val_score": swa_score,
                             **{f"val_{k}": v for k, v in result.average().items()}})  # fmt: skip
+            if self.tensorboard is not None:
+                self.tensorboard.log(history[-1])
             self.log.info("%s | SWA of %d weight sets | val score %.3f%s", self.label,
                           averager.n_averaged, swa_score,
                           " *best*" if swa_score > best_score else "")  # fmt: skip
@@ -330,6 +458,7 @@ class Trainer:
             stopped_early=stopped_early,
             swa_score=swa_score,
             swa_selected=swa_selected,
+            rollbacks=guard.events,
         )
 
     @staticmethod

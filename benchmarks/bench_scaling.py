@@ -1,0 +1,211 @@
+"""Wall time of the multi-start phase: seeds at once vs one by one, pairs, data length.
+
+    .venv/bin/python benchmarks/bench_scaling.py                # ~15 min on 2 cores
+    .venv/bin/python benchmarks/bench_scaling.py --repeats 3 --episodes 16
+
+Each measurement runs in a fresh subprocess: it builds the synthetic market, then times
+``run_initial_phase`` (worker start-up included) for N initial runs of a fixed budget (early
+stopping off, so every run does the same work). Configurations:
+
+- seeds 1, 2, 3: sequential (``inprocess``), processes capped at the core count (``workers``
+  2: 3 seeds on 2 cores take two rounds), and all 3 seeds at once (``workers`` 3), one torch
+  thread per run;
+- pairs 1, 2, 3 and data length 180, 365, 730 days: the multi-start phase with 3 seeds on the
+  process backend, all at once.
+
+Other work may share the machine: measurements are interleaved (each repeat runs every
+configuration in a shuffled order) and repeated; the JSON keeps every sample with the load
+average around it, and reports medians. Output: ``benchmarks/results/scaling.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time one multi-start phase described by ``spec`` (runs inside the child process)."""
+    import tempfile
+
+    from nexlify.data.sources import synthetic_market
+    from nexlify.pipeline.auto_retrain import _workers, run_initial_phase
+    from nexlify.pipeline.data_choice import split_market
+    from nexlify.pipeline.runs import UnitTask
+    from nexlify.train.config import run_config_from_dict
+
+    config = run_config_from_dict({
+        "data": {"pairs": list(PAIRS[: spec["pairs"]]), "synthetic_days": spec["days"]},
+        "train": {"device": "cpu", "torch_threads": 1, "early_stopping_patience": 0,
+                  "eval_every": spec["episodes"]},
+        "pipeline": {"initial_runs": spec["seeds"], "initial_episodes": spec["episodes"],
+                     "backend": spec["backend"], "workers": spec["workers"]},
+    })  # fmt: skip
+    market = synthetic_market(config.data.pairs, "1h", seed=0, days=config.data.synthetic_days)
+    train, val, _ = split_market(market, config.data)
+    pcfg = config.pipeline
+    workers = _workers(pcfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        tasks = [
+            UnitTask(label=f"run_{k + 1}", seed=pcfg.seed_of_run(k), episodes=pcfg.initial_episodes,
+                     config=config, train_data=train, val_data=val,
+                     model_dir=str(Path(tmp) / f"run_{k + 1}"), threads=1)
+            for k in range(pcfg.initial_runs)
+        ]  # fmt: skip
+        load_before = os.getloadavg()[0]
+        cpu_before = _cpu_seconds()
+        start = time.perf_counter()
+        outcomes = run_initial_phase(tasks, workers, lambda o: None)
+        wall = time.perf_counter() - start
+        cpu = _cpu_seconds() - cpu_before  # this process + its finished worker processes
+    return {
+        **spec,
+        "units_at_once": workers,
+        "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
+        "unit_seconds": [round(o["seconds"], 2) for o in outcomes],
+        "val_scores": [o["val_score"] for o in outcomes],
+        "train_bars": train.n_bars,
+        "load_before": round(load_before, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def configurations(episodes: int) -> list[dict[str, Any]]:
+    base = {"episodes": episodes, "pairs": 1, "days": 365}
+    seeds = [{**base, "group": "seeds", "seeds": 1, "backend": "inprocess", "workers": 1}]
+    for n in (2, 3):
+        seeds.append({**base, "group": "seeds", "seeds": n, "backend": "inprocess", "workers": 1})
+        seeds.append({**base, "group": "seeds", "seeds": n, "backend": "process", "workers": 2})
+    seeds.append({**base, "group": "seeds", "seeds": 3, "backend": "process", "workers": 3})
+    default = {"seeds": 3, "backend": "process", "workers": 3}
+    pairs = [{**base, **default, "group": "pairs", "pairs": p} for p in (1, 2, 3)]
+    days = [{**base, **default, "group": "days", "days": d} for d in (180, 730)]  # 365: above
+    return seeds + pairs + days
+
+
+def key(spec: dict[str, Any]) -> str:
+    return (f"{spec['seeds']}seeds-{spec['backend']}-w{spec['workers']}-{spec['pairs']}pairs-"
+            f"{spec['days']}d")  # fmt: skip
+
+
+def run_child(spec: dict[str, Any], attempts: int = 3) -> dict[str, Any]:
+    """One measurement in a fresh process (retried: a shared checkout may be mid-edit)."""
+    cmd = [sys.executable, __file__, "--one", json.dumps(spec)]
+    for attempt in range(attempts):
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode == 0:
+            result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+            return result
+        print(f"  failed (attempt {attempt + 1}): {done.stderr.strip().splitlines()[-1:]}")
+        time.sleep(30)
+    raise RuntimeError(f"{key(spec)} failed {attempts} times")
+
+
+def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for s in samples:
+        by_key.setdefault(key(s), []).append(s)
+    median = {k: statistics.median(s["wall_seconds"] for s in v) for k, v in by_key.items()}
+    one = median[key(samples_spec(samples, seeds=1, backend="inprocess"))]
+    table = []
+    for k, v in by_key.items():
+        spec = v[0]
+        table.append({
+            "config": k, "group": spec["group"], "seeds": spec["seeds"], "pairs": spec["pairs"],
+            "days": spec["days"], "backend": spec["backend"], "workers": spec["workers"],
+            "units_at_once": spec["units_at_once"], "median_wall_seconds": median[k],
+            "wall_seconds": [s["wall_seconds"] for s in v],
+            "median_cpu_seconds": statistics.median(s["cpu_seconds"] for s in v),
+            "vs_one_seed": round(median[k] / one, 3),
+            "load_before": [s["load_before"] for s in v],
+        })  # fmt: skip
+    return {"one_seed_seconds": one, "table": table}
+
+
+def samples_spec(samples: list[dict[str, Any]], **want: Any) -> dict[str, Any]:
+    for s in samples:
+        if s["group"] == "seeds" and all(s[k] == v for k, v in want.items()):
+            return s
+    raise KeyError(want)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2, help="samples per configuration (2)")
+    parser.add_argument("--episodes", type=int, default=16, help="episodes per run (16)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling.json"))
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(json.loads(args.one))), flush=True)
+        return
+
+    rng = random.Random(args.seed)
+    specs = configurations(args.episodes)
+    samples = []
+    started = time.perf_counter()
+    for repeat in range(args.repeats):
+        order = specs[:]
+        rng.shuffle(order)
+        for spec in order:
+            sample = run_child(spec)
+            sample["repeat"] = repeat
+            samples.append(sample)
+            print(f"[{repeat}] {key(sample):42s} {sample['wall_seconds']:7.1f}s "
+                  f"cpu {sample['cpu_seconds']:6.1f}s (load {sample['load_before']:.1f})",
+                  flush=True)  # fmt: skip
+    result = {
+        "what": "wall time of the multi-start phase (run_initial_phase), fresh process each",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "budget": {
+            "episodes_per_run": args.episodes,
+            "episode_length": 720,
+            "num_envs": 8,
+            "early_stopping": "off",
+            "torch_threads_per_run": 1,
+            "market": "synthetic 1h",
+        },
+        "repeats": args.repeats,
+        "note": "other jobs shared these cores during the run; load_before is the 1-minute load "
+        "average when each sample started (2.0 = both cores busy before we began)",
+        **summarise(samples),
+        "samples": samples,
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    for row in result["table"]:
+        print(f"{row['config']:42s} {row['median_wall_seconds']:7.1f}s  x{row['vs_one_seed']:.2f} "
+              f"(cpu {row['median_cpu_seconds']:.0f}s)")  # fmt: skip
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
