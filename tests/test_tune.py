@@ -47,3 +47,23 @@ def test_study_resumes_and_its_best_config_trains(tmp_path: Path) -> None:
     assert code == 0
     summary = json.loads((run / "complete_training_summary.json").read_text())
     assert summary["config"]["agent"]["learning_rate"] == pytest.approx(params["learning_rate"])
+
+
+def test_walk_forward_objective_is_the_mean_over_the_folds(tmp_path: Path) -> None:
+    import optuna
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "tuning"
+    args = ["tune", "--config", str(config), "--episodes", "2", "--output-dir", str(out),
+            "--trials", "2", "--validation", "walk-forward", "--validation-folds", "2",
+            "--validation-embargo", "5"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((out / "tuning_summary.json").read_text())
+    assert "2 walk-forward folds" in summary["objective"]
+    study = optuna.load_study(study_name="nexlify", storage=summary["storage"])
+    for trial in study.trials:
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            folds = trial.user_attrs["fold_scores"]
+            assert len(folds) == 2
+            assert trial.value == pytest.approx(sum(folds) / 2)

@@ -100,6 +100,18 @@ STRATEGY_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
      {"choices": ["rule", "agent"], "help": "arbitrage as a rule or as agent actions (rule)"}),
 ]  # fmt: skip
 
+VALIDATION_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
+    (("--validation",), "pipeline", "validation",
+     {"choices": ["holdout", "walk-forward"], "help": "score candidates on the last validation "
+      "days (holdout, default) or walk-forward: those days cut into windows, each scored by a "
+      "model trained only before it, the score being the mean (folds x the training cost)"}),
+    (("--validation-folds",), "pipeline", "validation_folds",
+     {"type": int, "metavar": "K", "help": "walk-forward windows (default 3)"}),
+    (("--validation-embargo",), "pipeline", "validation_embargo_bars",
+     {"type": int, "metavar": "BARS", "help": "bars left out before each walk-forward window "
+      "(default 24)"}),
+]  # fmt: skip
+
 TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--initial-runs",), "pipeline", "initial_runs",
      {"type": int, "metavar": "N", "help": "independent runs in phase 1 (default 3)"}),
@@ -174,15 +186,6 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--curriculum-phases",), "train", "curriculum_phases",
      {"type": float, "nargs": 3, "metavar": "FRAC", "help": "run fractions at which phases 2, 3 "
       "and 4 begin (default 0.1 0.2 0.35)"}),
-    (("--validation",), "pipeline", "validation",
-     {"choices": ["holdout", "walk-forward"], "help": "score candidates on the last validation "
-      "days (holdout, default) or walk-forward: those days cut into windows, each scored by a "
-      "model trained only before it, the score being the mean (folds x the training cost)"}),
-    (("--validation-folds",), "pipeline", "validation_folds",
-     {"type": int, "metavar": "K", "help": "walk-forward windows (default 3)"}),
-    (("--validation-embargo",), "pipeline", "validation_embargo_bars",
-     {"type": int, "metavar": "BARS", "help": "bars left out before each walk-forward window "
-      "(default 24)"}),
     (("--ensemble-size",), "pipeline", "ensemble_size",
      {"type": int, "metavar": "K", "help": "best models combined into an ensemble (default 3; "
       "0 = none)"}),
@@ -269,10 +272,16 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_validation_options(parser: argparse.ArgumentParser) -> None:
+    """How candidates are scored: holdout or walk-forward (train and tune)."""
+    _add(parser, VALIDATION_OPTIONS)
+
+
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """Everything ``train`` takes (the original tool's flags plus Nexlify's)."""
     add_data_options(parser)
     _add(parser, TRAIN_OPTIONS)
+    add_validation_options(parser)
     _add(parser, BACKEND_OPTIONS)
     _add(parser, AGENT_OPTIONS)
     parser.add_argument(

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from rich.console import Console
 
-from nexlify.commands.options import add_backend_options, add_data_options
+from nexlify.commands.options import (
+    add_backend_options,
+    add_data_options,
+    add_validation_options,
+)
 from nexlify.commands.train import resolve_run_config, setup_logging
+from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError
+from nexlify.io import atomic_write_json
+from nexlify.pipeline.auto_retrain import validation_folds
 from nexlify.pipeline.backends import require_backend
 from nexlify.pipeline.data_choice import load_training_market, split_market
 from nexlify.pipeline.tune import TuneJob, run_tuning
@@ -25,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "again with the same --study; the best settings are written as a --config file.",
     )
     add_data_options(parser)
+    add_validation_options(parser)
     parser.add_argument("--trials", type=int, default=20, help="trials to run now (20)")
     parser.add_argument("--episodes", type=int, default=60, help="training episodes per trial")
     parser.add_argument("--study", default="nexlify", help="study name (nexlify)")
@@ -58,15 +65,18 @@ def start_tune(args: argparse.Namespace, console: Console) -> int:
     log = setup_logging(console, args.verbose)
     market = load_training_market(config.data, log)
     train, val, _ = split_market(market, config.data)
+    folds: tuple[tuple[MarketData, MarketData], ...] = ()
+    if config.pipeline.validation == "walk-forward":
+        folds = tuple((f.train, f.val) for f in validation_folds(market, config))
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # a study is resumed, never replaced
     storage = args.storage or f"sqlite:///{(out_dir / 'tuning.db').resolve()}"
     job = TuneJob(base=config.to_dict(), train_data=train, val_data=val, storage=storage,
                   study_name=args.study, episodes=args.episodes, trials=args.trials,
                   tune_risk=args.tune_risk, seed=args.seed, backend=config.pipeline.backend,
-                  ray_address=config.pipeline.ray_address)  # fmt: skip
+                  ray_address=config.pipeline.ray_address, folds=folds)  # fmt: skip
     summary = run_tuning(job, args.workers, out_dir)
-    (out_dir / "tuning_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out_dir / "tuning_summary.json", summary)
     console.print(
         f"best score {summary['best_score']:.3f} after {summary['completed']} completed "
         f"trials ({summary['pruned']} pruned); config: {summary['best_config']}"

@@ -44,6 +44,7 @@ from nexlify.errors import ConfigError, DataError
 from nexlify.market import kernels as K
 from nexlify.market.columns import N_ACCT
 from nexlify.market.metrics import EpisodeMetrics
+from nexlify.strategies import columns as SC
 from nexlify.strategies import kernel as SK
 from nexlify.strategies.layout import StrategyRuntime, breakdown, build_runtime
 
@@ -192,31 +193,32 @@ class VecMarketEnv(VectorEnv):
         rt = self.strategies
         self._strategy_rng = np.random.default_rng([seed if seed is not None else 0, 31])
         if rt is None:
-            self._ss = np.zeros((0, SK.N_SS))
-            self._inv = np.zeros((0, P, 1, SK.N_INV))
+            self._ss = np.zeros((0, SC.N_SS))
+            self._inv = np.zeros((0, P, 1, SC.N_INV))
             self._eta = np.zeros((0, P))
             return
         self._params[K.P_SPOT_ACTIONS] = rt.n_spot_actions
         self._sp = rt.sp
         self._ser = rt.ser
         self._prem = rt.prem
-        self._ss = np.zeros((N, SK.N_SS))
-        self._inv = np.zeros((N, P, rt.prem.shape[2], SK.N_INV))
+        self._arb_bar = rt.arb_bar
+        self._slashing = rt.slashing
+        self._ss = np.zeros((N, SC.N_SS))
+        self._inv = np.zeros((N, P, rt.prem.shape[2], SC.N_INV))
         self._eta = np.full((N, P), -1.0)
         self._rand = np.ones(N)  # uniform draws for slashing (1.0 = no event)
 
     def _step_with_strategies(self, acts: np.ndarray, obs: np.ndarray) -> None:
         """One pass over the envs: each env's strategy books, then its spot step."""
-        assert self.strategies is not None
-        if self.strategies.slashing:
-            self._rand[:] = self._strategy_rng.random(self.num_envs)
+        if self._slashing:
+            self._strategy_rng.random(out=self._rand)
         d = self.data
         both = SK.step_all if self._parallel else SK.step_all_serial
         both(~self._needs_reset, acts, self._day, d.features, d.prices, self._cursor, self._acct,
              self._pos, self._kelly, self._trade_log, self._trade_count, self._equity_curve,
              self._params, self.window, obs, self._rewards64, self._terminated, self._truncated,
-             self._sp, self._ss, self._inv, self._eta, self._ser, self._prem, self._rand,
-             self._spot_obs_size)  # fmt: skip
+             self._sp, self._ss, self._inv, self._eta, self._ser, self._prem, self._arb_bar,
+             self._rand, self._spot_obs_size)  # fmt: skip
 
     # ----------------------------------------------------------------------------------------
     def _sample_starts(self, count: int) -> np.ndarray:
@@ -249,7 +251,7 @@ class VecMarketEnv(VectorEnv):
         )
         if self.strategies is not None:
             SK.reset_strategies(mask, self._cursor, d.prices, self._acct, self._sp, self._ss,
-                                self._inv, self._eta, self._ser, self._prem, out,
+                                self._inv, self._eta, self._ser, self._arb_bar, out,
                                 self._spot_obs_size)  # fmt: skip
         self._needs_reset[mask] = False
 
@@ -545,19 +547,15 @@ class VecMarketEnv(VectorEnv):
         self.data = data
         self._day = data.time // 86_400
         if self.strategies is not None:  # per-bar inputs must cover the new bars
-            self.strategies = build_runtime(data, self.config)
-            self._sp, self._ser, self._prem = (
-                self.strategies.sp,
-                self.strategies.ser,
-                self.strategies.prem,
-            )
+            self.strategies = rt = build_runtime(data, self.config)
+            self._sp, self._ser, self._prem, self._arb_bar = rt.sp, rt.ser, rt.prem, rt.arb_bar
         obs = self._obs[self._obs_i]
         for n in range(self.num_envs):
             K._write_obs(n, data.features, data.prices, self._cursor, self._acct, self._pos,
                          self._params, self.window, obs[n])  # fmt: skip
         if self.strategies is not None:
             SK.write_all_strategy_obs(self._cursor, data.prices, self._acct, self._sp, self._ss,
-                                      self._eta, self._ser, self._prem, obs,
+                                      self._eta, self._ser, self._arb_bar, obs,
                                       self._spot_obs_size)  # fmt: skip
         return obs.copy() if self.copy_obs else obs
 

@@ -496,9 +496,11 @@ def _run_pipeline(
         todo = [task for task in tasks if earlier[task.label] is None]
         if parallel and todo:
             shared = min(workers, len(todo))
-            todo = [replace(t, log_path=log_path if workers > 1 else None,
-                            concurrent_units=shared) for t in todo]  # fmt: skip
-            fresh = run_initial_phase(todo, workers, record_unit, progress)
+            todo = [replace(t, log_path=log_path, concurrent_units=shared) for t in todo]
+            fresh = run_initial_phase(
+                todo, workers, record_unit, progress, backend=pcfg.backend,
+                ray_address=pcfg.ray_address,
+            )  # fmt: skip
         else:
             fresh = [train_unit(t, _unit_progress(progress, t.label)) for t in todo]
         trained = iter(fresh)

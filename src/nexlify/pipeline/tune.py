@@ -1,8 +1,10 @@
 """Hyperparameter optimisation with Optuna.
 
 Each trial trains one run with sampled settings and returns its best validation score (the
-pipeline's score on the held-out window). Intermediate validation scores are reported to the
-trial so the median pruner can stop weak trials early. Studies live in a database (SQLite file by
+pipeline's score on the held-out window), or with ``--validation walk-forward`` one run per
+walk-forward fold and the mean of their scores (the pipeline's walk-forward selection).
+Intermediate validation scores are reported to the trial so the median pruner can stop weak
+trials early. Studies live in a database (SQLite file by
 default, any SQLAlchemy URL otherwise), so an interrupted study resumes where it stopped. The
 driver asks Optuna's sampler for a batch of trials, runs them on an execution backend (in
 process, local processes or Ray: :mod:`nexlify.pipeline.backends`) and tells the study their
@@ -73,6 +75,9 @@ class TuneJob:
     """Execution backend of the trials (inprocess, process or ray)."""
     ray_address: str | None = None
     """Ray cluster address for backend ray (see PipelineConfig.ray_address)."""
+    folds: tuple[tuple[MarketData, MarketData], ...] = ()
+    """Walk-forward (train, window) pairs: when given, a trial trains once per fold and its
+    value is the mean of the folds' best scores (the pipeline's ``--validation walk-forward``)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ class TrialTask:
     completed: tuple[Any, ...] = ()
     """Trials completed before this batch (optuna FrozenTrials): what the pruner compares with."""
     threads: int = 1
+    folds: tuple[tuple[MarketData, MarketData], ...] = ()
+    """Walk-forward folds (see TuneJob.folds); empty: train on train_data, score on val_data."""
 
 
 def pruner() -> Any:
@@ -141,28 +148,41 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
     trial = snapshot.ask()
     intermediate: list[tuple[int, float]] = []
     config = task.config
-    trainer = Trainer(
-        task.train_data, task.val_data, config.market, config.agent,
-        num_envs=config.train.num_envs, eval_every=config.train.eval_every, seed=task.seed,
-        device=str(resolve_device(config.train.device)),
-        logger=logging.getLogger("nexlify.tune"), label=task.label,
-    )  # fmt: skip
+    folds = task.folds or ((task.train_data, task.val_data),)
+    # With folds, reports go at fold * episodes + episode: every trial walks the same folds in
+    # the same order, so the pruner compares like with like.
+    offset = 0
 
     def report(episode: int, score: float) -> None:
-        intermediate.append((episode, score))
-        trial.report(score, episode)
+        intermediate.append((offset + episode, score))
+        trial.report(score, offset + episode)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at episode {episode} (score {score:.3f})")
+            raise optuna.TrialPruned(f"pruned at step {offset + episode} (score {score:.3f})")
 
     outcome: dict[str, Any] = {"label": task.label, "number": task.number}
+    results = []
     try:
-        result = trainer.train(task.episodes, on_validation=report)
+        for k, (train_data, val_data) in enumerate(folds):
+            offset = k * task.episodes
+            trainer = Trainer(
+                train_data, val_data, config.market, config.agent,
+                num_envs=config.train.num_envs, eval_every=config.train.eval_every,
+                seed=task.seed, device=str(resolve_device(config.train.device)),
+                logger=logging.getLogger("nexlify.tune"),
+                label=task.label if len(folds) == 1 else f"{task.label}_fold_{k + 1}",
+            )  # fmt: skip
+            results.append(trainer.train(task.episodes, on_validation=report))
     except optuna.TrialPruned:
         return {**outcome, "state": "pruned", "value": None, "intermediate": intermediate,
                 "user_attrs": {}}  # fmt: skip
-    attrs = {"val_sharpe": result.best_metrics.get("avg_sharpe", 0.0),
-             "val_return": result.best_metrics.get("avg_return", 0.0)}  # fmt: skip
-    return {**outcome, "state": "complete", "value": result.best_score,
+    attrs: dict[str, Any] = {
+        "val_sharpe": float(np.mean([r.best_metrics.get("avg_sharpe", 0.0) for r in results])),
+        "val_return": float(np.mean([r.best_metrics.get("avg_return", 0.0) for r in results])),
+    }
+    if len(results) > 1:
+        attrs["fold_scores"] = [r.best_score for r in results]
+    value = float(np.mean([r.best_score for r in results]))
+    return {**outcome, "state": "complete", "value": value,
             "intermediate": intermediate, "user_attrs": attrs}  # fmt: skip
 
 
@@ -235,7 +255,7 @@ def _trial_task(trial: Any, job: TuneJob, completed: tuple[Any, ...]) -> TrialTa
     return TrialTask(label=f"trial_{trial.number}", number=trial.number, config=config,
                      train_data=job.train_data, val_data=job.val_data, episodes=job.episodes,
                      seed=job.seed + trial.number, completed=completed,
-                     threads=config.train.torch_threads)  # fmt: skip
+                     threads=config.train.torch_threads, folds=job.folds)  # fmt: skip
 
 
 def summarise_study(study: Any, job: TuneJob, out_dir: Path) -> dict[str, Any]:
@@ -265,6 +285,9 @@ def summarise_study(study: Any, job: TuneJob, out_dir: Path) -> dict[str, Any]:
         "best_params": best.params,
         "best_config": str(out_dir / BEST_CONFIG),
         "deflated_sharpe_of_best": dsr,
+        "objective": f"mean best validation score over {len(job.folds)} walk-forward folds"
+        if job.folds
+        else "best validation score on the held-out window",
         "search_space": SEARCH_SPACE,
         "cpu_count": os.cpu_count(),
     }

@@ -6,7 +6,10 @@ Uniswap V3 liquidity and cross-exchange arbitrage.
 - :mod:`nexlify.strategies.uniswap_v3`: concentrated-liquidity math (whitepaper formulas);
 - :mod:`nexlify.strategies.series`: per-bar inputs (utilisation, pool volume and depth, venue
   spreads) from config, CSV files, other venues' candles or a seeded simulation;
-- :mod:`nexlify.strategies.kernel`: the compiled per-env strategy book the market kernel calls;
+- :mod:`nexlify.strategies.kernel`: the compiled per-env strategy step the env runs before each
+  spot step, dispatching to one module per book (``kernel_staking``, ``kernel_lending``,
+  ``kernel_liquidity``, ``kernel_arbitrage``; shared money moves in ``kernel_book``; array
+  columns in ``columns``);
 - :mod:`nexlify.strategies.layout`: actions, observations and arrays the env builds from config;
 - :mod:`nexlify.strategies.arbitrage`: offline spread scan over aligned venues (real candles).
 """

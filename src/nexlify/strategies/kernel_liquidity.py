@@ -35,7 +35,6 @@ from nexlify.strategies.columns import (
     SER_POOL_L,
     SER_POOL_VOLUME,
     SP_LP_CAP,
-    SP_LP_FEE_TIER,
     SP_LP_GAS,
     SP_LP_SIZE,
     SP_LP_WIDTH,
@@ -199,4 +198,3 @@ def liquidity_obs(
         obs[n, k + 1] = 0.0
         obs[n, k + 2] = 0.0
         obs[n, k + 3] = 0.0
-

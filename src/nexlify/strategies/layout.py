@@ -29,8 +29,9 @@ import numpy as np
 
 from nexlify.config import MarketConfig
 from nexlify.data.market_data import MarketData
-from nexlify.strategies import kernel as SK
+from nexlify.strategies import columns as SC
 from nexlify.strategies.config import STAKING_DEFAULTS, StrategiesConfig
+from nexlify.strategies.kernel_arbitrage import arbitrage_bar_table
 from nexlify.strategies.rates import SECONDS_PER_YEAR, epoch_growth
 from nexlify.strategies.series import strategy_series, venue_spreads
 
@@ -55,6 +56,9 @@ class StrategyRuntime:
     """Per-bar series float64 [T, N_SER]."""
     prem: np.ndarray
     """Venue premiums float64 [T, P, V, 2]."""
+    arb_bar: np.ndarray
+    """What every env's arbitrage book reads per bar and pair, float64 [T, P, N_AB + V]
+    (``columns``; a stand-in when arbitrage is off)."""
     notes: tuple[str, ...]
     """Where the inputs came from (SIMULATED ones say so)."""
     spreads_simulated: bool
@@ -68,7 +72,7 @@ class StrategyRuntime:
     @property
     def slashing(self) -> bool:
         """Whether the env must draw a uniform number per env and step (slashing on)."""
-        return bool(self.sp[SK.SP_ST_SLASH_P] > 0.0)
+        return bool(self.sp[SC.SP_ST_SLASH_P] > 0.0)
 
 
 def _pair_index(data: MarketData, pair: str, where: str) -> int:
@@ -93,13 +97,13 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
     st: StrategiesConfig = config.strategies
     P = data.n_pairs
     bar_s = float(data.bar_seconds)
-    sp = np.zeros(SK.N_SP)
-    for col in (SK.SP_ST_ACT, SK.SP_LD_ACT, SK.SP_LP_ACT, SK.SP_AR_ACT):
+    sp = np.zeros(SC.N_SP)
+    for col in (SC.SP_ST_ACT, SC.SP_LD_ACT, SC.SP_LP_ACT, SC.SP_AR_ACT):
         sp[col] = -1.0
     n_spot = 2 * P if st.uses("spot") else 0
-    sp[SK.SP_N_SPOT] = n_spot
-    sp[SK.SP_TOTAL_CAP] = st.max_total_allocation
-    sp[SK.SP_BAR_YEARS] = bar_s / SECONDS_PER_YEAR
+    sp[SC.SP_N_SPOT] = n_spot
+    sp[SC.SP_TOTAL_CAP] = st.max_total_allocation
+    sp[SC.SP_BAR_YEARS] = bar_s / SECONDS_PER_YEAR
     names: list[str] = []
     obs = 0
     notes: list[str] = []
@@ -109,22 +113,22 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
 
     if st.uses("staking"):
         asset, d = st.staking.resolved(bases)
-        sp[SK.SP_ST_ON] = 1.0
-        sp[SK.SP_ST_ACT] = first + len(names)
-        sp[SK.SP_ST_PAIR] = _base_index(data, asset)
-        sp[SK.SP_ST_SIZE] = st.staking.stake_size
-        sp[SK.SP_ST_CAP] = st.staking.max_allocation
-        sp[SK.SP_ST_APY] = d.apy
-        sp[SK.SP_ST_GROWTH] = epoch_growth(d.apy, d.epoch_hours * 3600.0)
-        sp[SK.SP_ST_EPOCH_BARS] = d.epoch_hours * 3600.0 / bar_s
-        sp[SK.SP_ST_BAR_GROWTH] = (1.0 + sp[SK.SP_ST_GROWTH]) ** (1.0 / sp[SK.SP_ST_EPOCH_BARS]) - 1
-        sp[SK.SP_ST_UNBOND_BARS] = math.ceil(d.unbonding_hours * 3600.0 / bar_s - 1e-9)
-        sp[SK.SP_ST_SLASH_P] = min(
+        sp[SC.SP_ST_ON] = 1.0
+        sp[SC.SP_ST_ACT] = first + len(names)
+        sp[SC.SP_ST_PAIR] = _base_index(data, asset)
+        sp[SC.SP_ST_SIZE] = st.staking.stake_size
+        sp[SC.SP_ST_CAP] = st.staking.max_allocation
+        sp[SC.SP_ST_APY] = d.apy
+        sp[SC.SP_ST_GROWTH] = epoch_growth(d.apy, d.epoch_hours * 3600.0)
+        sp[SC.SP_ST_EPOCH_BARS] = d.epoch_hours * 3600.0 / bar_s
+        sp[SC.SP_ST_BAR_GROWTH] = (1.0 + sp[SC.SP_ST_GROWTH]) ** (1.0 / sp[SC.SP_ST_EPOCH_BARS]) - 1
+        sp[SC.SP_ST_UNBOND_BARS] = math.ceil(d.unbonding_hours * 3600.0 / bar_s - 1e-9)
+        sp[SC.SP_ST_SLASH_P] = min(
             st.staking.slashing_events_per_year * bar_s / SECONDS_PER_YEAR, 1.0
         )
-        sp[SK.SP_ST_SLASH_FRAC] = d.slashing_fraction
+        sp[SC.SP_ST_SLASH_FRAC] = d.slashing_fraction
         names += [f"stake {asset}", f"unstake {asset}"]
-        obs += SK.OBS_STAKING
+        obs += SC.OBS_STAKING
         notes.append(
             f"staking {asset}: APY {d.apy:.2%}, epoch {d.epoch_hours:g} h, unbonding "
             f"{d.unbonding_hours:g} h ({d.source})"
@@ -137,7 +141,7 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
         lending = st.lending
         asset = lending.asset
         if asset.lower() == "quote":
-            sp[SK.SP_LD_PAIR] = -1.0
+            sp[SC.SP_LD_PAIR] = -1.0
             asset = quote
         else:
             from nexlify.config import require
@@ -149,38 +153,39 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
                 asset,
                 f"quote or one of the market's assets ({', '.join((*bases, quote))})",
             )
-            sp[SK.SP_LD_PAIR] = -1.0 if asset.upper() == quote else _base_index(data, asset)
-        sp[SK.SP_LD_ON] = 1.0
-        sp[SK.SP_LD_ACT] = first + len(names)
-        sp[SK.SP_LD_SIZE] = lending.supply_size
-        sp[SK.SP_LD_CAP] = lending.max_allocation
+            sp[SC.SP_LD_PAIR] = -1.0 if asset.upper() == quote else _base_index(data, asset)
+        sp[SC.SP_LD_ON] = 1.0
+        sp[SC.SP_LD_ACT] = first + len(names)
+        sp[SC.SP_LD_SIZE] = lending.supply_size
+        sp[SC.SP_LD_CAP] = lending.max_allocation
         names += [f"supply {asset}", f"withdraw {asset}"]
-        obs += SK.OBS_LENDING
+        obs += SC.OBS_LENDING
 
     liquidity = None
     lp_pair = 0
     if st.uses("liquidity"):
         liquidity = st.liquidity
         lp_pair = _pair_index(data, liquidity.pair, "strategies.liquidity.pair")
-        sp[SK.SP_LP_ON] = 1.0
-        sp[SK.SP_LP_ACT] = first + len(names)
-        sp[SK.SP_LP_PAIR] = lp_pair
-        sp[SK.SP_LP_SIZE] = liquidity.lp_size
-        sp[SK.SP_LP_CAP] = liquidity.max_allocation
-        sp[SK.SP_LP_WIDTH] = liquidity.range_width
-        sp[SK.SP_LP_FEE_TIER] = liquidity.fee_tier
-        sp[SK.SP_LP_GAS] = liquidity.gas_cost
+        sp[SC.SP_LP_ON] = 1.0
+        sp[SC.SP_LP_ACT] = first + len(names)
+        sp[SC.SP_LP_PAIR] = lp_pair
+        sp[SC.SP_LP_SIZE] = liquidity.lp_size
+        sp[SC.SP_LP_CAP] = liquidity.max_allocation
+        sp[SC.SP_LP_WIDTH] = liquidity.range_width
+        sp[SC.SP_LP_FEE_TIER] = liquidity.fee_tier
+        sp[SC.SP_LP_GAS] = liquidity.gas_cost
         pair = data.pairs[lp_pair]
         names += [
             f"provide liquidity {pair}",
             f"rebalance liquidity {pair}",
             f"remove liquidity {pair}",
         ]
-        obs += SK.OBS_LIQUIDITY
+        obs += SC.OBS_LIQUIDITY
 
     ser, more = strategy_series(data, lending, liquidity, lp_pair)
     notes += more
     prem = np.zeros((1, 1, 1, 2))
+    arb_bar = np.zeros((1, 1, SC.N_AB + 1))
     simulated = False
     if st.uses("arbitrage"):
         ar = st.arbitrage
@@ -189,30 +194,32 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
         simulated = spreads.simulated
         notes += spreads.notes
         V = prem.shape[2]
-        sp[SK.SP_AR_ON] = 1.0
-        sp[SK.SP_AR_RULE] = 1.0 if ar.mode == "rule" else 0.0
-        sp[SK.SP_AR_SIZE] = ar.book_size
-        sp[SK.SP_AR_CAP] = ar.max_allocation
-        sp[SK.SP_AR_MAX_TRADE] = ar.max_trade_fraction
-        sp[SK.SP_AR_MIN_EDGE] = ar.min_edge
-        sp[SK.SP_AR_DELAY] = math.ceil(ar.transfer_hours * 3600.0 / bar_s - 1e-9)
-        sp[SK.SP_AR_WFEE_Q] = ar.withdrawal_fee_quote
-        sp[SK.SP_AR_WFEE_B] = ar.withdrawal_fee_base_usd
-        sp[SK.SP_AR_REBAL] = ar.rebalance_threshold
-        sp[SK.SP_AR_N_VENUES] = V
+        sp[SC.SP_AR_ON] = 1.0
+        sp[SC.SP_AR_RULE] = 1.0 if ar.mode == "rule" else 0.0
+        sp[SC.SP_AR_SIZE] = ar.book_size
+        sp[SC.SP_AR_CAP] = ar.max_allocation
+        sp[SC.SP_AR_MAX_TRADE] = ar.max_trade_fraction
+        sp[SC.SP_AR_MIN_EDGE] = ar.min_edge
+        sp[SC.SP_AR_DELAY] = math.ceil(ar.transfer_hours * 3600.0 / bar_s - 1e-9)
+        sp[SC.SP_AR_WFEE_Q] = ar.withdrawal_fee_quote
+        sp[SC.SP_AR_WFEE_B] = ar.withdrawal_fee_base_usd
+        sp[SC.SP_AR_REBAL] = ar.rebalance_threshold
+        sp[SC.SP_AR_N_VENUES] = V
         fee = config.execution.fee_rate
         rates = ar.venue_fee_rates or (fee,) * (V - 1)
-        sp[SK.SP_AR_VFEE] = fee
+        sp[SC.SP_AR_VFEE] = fee
         for v in range(1, V):
-            sp[SK.SP_AR_VFEE + v] = rates[v - 1] if v - 1 < len(rates) else fee
+            sp[SC.SP_AR_VFEE + v] = rates[v - 1] if v - 1 < len(rates) else fee
         if ar.mode == "agent":
-            sp[SK.SP_AR_ACT] = first + len(names)
+            sp[SC.SP_AR_ACT] = first + len(names)
             names += [
                 "fund arbitrage book",
                 "close arbitrage book",
                 *(f"arbitrage {pair}" for pair in data.pairs),
             ]
-        obs += P + SK.OBS_ARB_EXTRA
+        obs += P + SC.OBS_ARB_EXTRA
+        slip = config.execution.slippage_bps / 10_000.0  # as the env's params[P_SLIPPAGE]
+        arb_bar = arbitrage_bar_table(data.prices, prem, sp, slip)
     return StrategyRuntime(
         enabled=st.enabled,
         n_spot_actions=n_spot,
@@ -221,6 +228,7 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
         sp=sp,
         ser=np.ascontiguousarray(ser),
         prem=prem,
+        arb_bar=arb_bar,
         notes=tuple(notes),
         spreads_simulated=simulated,
     )
@@ -237,34 +245,34 @@ def breakdown(
     total = equity - start_equity
     others = 0.0
     books = (
-        ("staking", SK.S_STAKING),
-        ("lending", SK.S_LENDING),
-        ("liquidity", SK.S_LIQUIDITY),
-        ("arbitrage", SK.S_ARBITRAGE),
+        ("staking", SC.S_STAKING),
+        ("lending", SC.S_LENDING),
+        ("liquidity", SC.S_LIQUIDITY),
+        ("arbitrage", SC.S_ARBITRAGE),
     )
     for name, s in books:
         if name in runtime.enabled:
-            pnl = ss_row[SK.VALUE + s] + ss_row[SK.FLOW_OUT + s] - ss_row[SK.FLOW_IN + s]
+            pnl = ss_row[SC.VALUE + s] + ss_row[SC.FLOW_OUT + s] - ss_row[SC.FLOW_IN + s]
             out[f"pnl_{name}"] = float(pnl)
             others += pnl
     if "spot" in runtime.enabled:
         out["pnl_spot"] = float(total - others)
     if "staking" in runtime.enabled:
-        out["staking_reward_units"] = float(ss_row[SK.ST_REWARDS])
-        out["staking_slashing_events"] = float(ss_row[SK.ST_EVENTS])
+        out["staking_reward_units"] = float(ss_row[SC.ST_REWARDS])
+        out["staking_slashing_events"] = float(ss_row[SC.ST_EVENTS])
     if "lending" in runtime.enabled:
-        out["lending_interest_units"] = float(ss_row[SK.LD_INTEREST])
+        out["lending_interest_units"] = float(ss_row[SC.LD_INTEREST])
     if "liquidity" in runtime.enabled:
-        out["lp_fees"] = float(ss_row[SK.LP_FEES])
-        out["lp_gas"] = float(ss_row[SK.LP_GAS])
-        out["lp_impermanent_loss"] = float(ss_row[SK.LP_IL])
-        out["lp_rebalances"] = float(ss_row[SK.LP_REBALANCES])
-        bars = ss_row[SK.LP_BARS]
-        out["lp_in_range_share"] = float(ss_row[SK.LP_IN_RANGE_BARS] / bars) if bars else 0.0
+        out["lp_fees"] = float(ss_row[SC.LP_FEES])
+        out["lp_gas"] = float(ss_row[SC.LP_GAS])
+        out["lp_impermanent_loss"] = float(ss_row[SC.LP_IL])
+        out["lp_rebalances"] = float(ss_row[SC.LP_REBALANCES])
+        bars = ss_row[SC.LP_BARS]
+        out["lp_in_range_share"] = float(ss_row[SC.LP_IN_RANGE_BARS] / bars) if bars else 0.0
     if "arbitrage" in runtime.enabled:
-        out["arb_trades"] = float(ss_row[SK.AR_TRADES])
-        out["arb_profit"] = float(ss_row[SK.AR_PROFIT])
-        out["arb_withdrawal_fees"] = float(ss_row[SK.AR_WFEES])
-        out["arb_transfers"] = float(ss_row[SK.AR_TRANSFERS])
+        out["arb_trades"] = float(ss_row[SC.AR_TRADES])
+        out["arb_profit"] = float(ss_row[SC.AR_PROFIT])
+        out["arb_withdrawal_fees"] = float(ss_row[SC.AR_WFEES])
+        out["arb_transfers"] = float(ss_row[SC.AR_TRANSFERS])
         out["arb_spreads_simulated"] = 1.0 if runtime.spreads_simulated else 0.0
     return out

@@ -29,7 +29,7 @@ import pandas as pd
 from nexlify.data.candles import find_candle_file, read_candles
 from nexlify.data.market_data import CLOSE, MarketData
 from nexlify.errors import ConfigError, DataError
-from nexlify.strategies import kernel as SK
+from nexlify.strategies import columns as SC
 from nexlify.strategies.config import ArbitrageConfig, LendingConfig, LiquidityConfig
 from nexlify.strategies.rates import supply_rate
 from nexlify.strategies.uniswap_v3 import pool_liquidity_from_depth
@@ -318,17 +318,17 @@ def strategy_series(
     data: MarketData, lending: LendingConfig | None, liquidity: LiquidityConfig | None, lp_pair: int
 ) -> tuple[np.ndarray, list[str]]:
     """ser [T, N_SER] for the kernel (zeros for strategies that are off), and notes."""
-    ser = np.zeros((data.n_bars, SK.N_SER))
+    ser = np.zeros((data.n_bars, SC.N_SER))
     notes: list[str] = []
     if lending is not None:
         util, rate, more = lending_rates(data, lending)
-        ser[:, SK.SER_UTIL] = util
-        ser[:, SK.SER_SUPPLY_RATE] = rate
+        ser[:, SC.SER_UTIL] = util
+        ser[:, SC.SER_SUPPLY_RATE] = rate
         notes += more
     if liquidity is not None:
         volume, pool_l, more = pool_series(data, lp_pair, liquidity)
-        ser[:, SK.SER_POOL_VOLUME] = volume
-        ser[:, SK.SER_POOL_L] = pool_l
+        ser[:, SC.SER_POOL_VOLUME] = volume
+        ser[:, SC.SER_POOL_L] = pool_l
         notes += more
     return ser, notes
 

@@ -131,9 +131,10 @@ def check_device(config: RunConfig) -> CheckResult:
 
 
 def _parallel_units(config: RunConfig) -> int:
-    cores = os.cpu_count() or 1
-    workers = config.pipeline.workers or cores
-    return max(1, min(workers, config.pipeline.initial_runs))
+    from nexlify.pipeline.placement import units_at_once
+
+    p = config.pipeline
+    return units_at_once(p.backend, p.workers, p.initial_runs)
 
 
 def check_cores(config: RunConfig) -> CheckResult:
