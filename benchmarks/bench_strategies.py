@@ -152,7 +152,12 @@ def main() -> int:
         "arbitrage (ETH staking, simulated utilisation, LP on BTC/USDT, rule-mode arbitrage on a "
         "second venue: simulated on synthetic data, KuCoin candles on Binance data); 3 pairs; "
         f"random actions; {args.rounds} interleaved rounds of {args.seconds}s",
-        "speed": speed(markets, args.rounds, args.seconds),
+    }
+    load_before = os.getloadavg()
+    report["speed"] = speed(markets, args.rounds, args.seconds)
+    report["machine"]["load_avg_1_5_15_min"] = {  # the benchmark's own threads count too
+        "before": [round(x, 2) for x in load_before],
+        "after": [round(x, 2) for x in os.getloadavg()],
     }
     if real:
         report["arbitrage_scan_binance_kucoin_1h"] = arbitrage_scan(args.notional)

@@ -29,11 +29,10 @@ Per strategy the book keeps money in (``FLOW_IN``), money out (``FLOW_OUT``) and
 Each strategy's book lives in its own module (``kernel_staking``, ``kernel_lending``,
 ``kernel_liquidity``, ``kernel_arbitrage``; shared money moves in ``kernel_book``); this one
 dispatches. Speed: a step without an event (no action, trade, transfer or episode end) runs
-inlined code only. Numba increments the reference count of every array passed to a compiled
-call (an atomic operation on a counter that all threads share), so calls are kept to events.
-Bar-level inputs that are the same for every env (the arbitrage edge, spread and venue prices)
-are read from ``arb_bar``, computed once per market. The column constants live in
-``columns`` (``kernel.ST_QTY`` etc. still resolve, for older callers).
+inlined code only; everything is compiled without reference counting (``kernel_book``), and
+bar-level inputs that are the same for every env (the arbitrage edge, spread and venue prices)
+are read from ``arb_bar``, computed once per market. The column constants live in ``columns``
+(``kernel.ST_QTY`` etc. still resolve, for older callers).
 """
 
 from __future__ import annotations
@@ -80,6 +79,7 @@ from nexlify.strategies.kernel_arbitrage import (
     arbitrage_mark,
     arbitrage_obs,
 )
+from nexlify.strategies.kernel_book import NO_REFCOUNT
 from nexlify.strategies.kernel_lending import (
     lending_accrue,
     lending_action,
@@ -131,7 +131,7 @@ def strategies_mark(
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def strategies_liquidate(
     n: int,
     t1: int,
@@ -161,7 +161,7 @@ def strategies_liquidate(
         ss[n, VALUE + s] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def strategies_reset(n: int, ss: np.ndarray, inv: np.ndarray, eta: np.ndarray) -> None:
     """Empty every book of env ``n`` (a new episode)."""
     ss[n, :] = 0.0
@@ -292,7 +292,7 @@ its spot step (``nexlify.market.kernels._step_one``), in one pass so both read t
 while it is in cache."""
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def step_all_serial(
     active: np.ndarray,
     actions: np.ndarray,
@@ -330,7 +330,7 @@ def step_all_serial(
                   truncated)  # fmt: skip
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, **NO_REFCOUNT)
 def step_all(
     active: np.ndarray,
     actions: np.ndarray,
@@ -372,7 +372,7 @@ step_all_serial.__doc__ = _STEP_DOC
 step_all.__doc__ = _STEP_DOC + " Envs spread over numba's threads (large batches)."
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def reset_strategies(
     mask: np.ndarray,
     cursor: np.ndarray,
@@ -398,7 +398,7 @@ def reset_strategies(
             )
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def write_all_strategy_obs(
     cursor: np.ndarray,
     prices: np.ndarray,

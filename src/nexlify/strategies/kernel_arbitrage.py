@@ -56,7 +56,7 @@ from nexlify.strategies.columns import (
     SP_AR_WFEE_Q,
     VALUE,
 )
-from nexlify.strategies.kernel_book import blocked, collect_cash, room, sell_asset
+from nexlify.strategies.kernel_book import NO_REFCOUNT, blocked, collect_cash, room, sell_asset
 
 
 @njit(cache=True, inline="always")
@@ -93,7 +93,7 @@ def arbitrage_bar_table(
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def arb_fund(
     n: int,
     t1: int,
@@ -132,7 +132,7 @@ def arb_fund(
     ss[n, VALUE + s] += amount
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def arb_close(
     n: int,
     t1: int,
@@ -164,7 +164,7 @@ def arb_close(
     ss[n, AR_FUNDED] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def arb_trade(
     n: int,
     p: int,
@@ -214,7 +214,7 @@ def arb_trade(
     ss[n, AR_TRADES] += 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def _arb_rebalance(
     n: int,
     p: int,
@@ -259,7 +259,7 @@ def _arb_rebalance(
         eta[n, p] = t1 + sp[SP_AR_DELAY]
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def _arb_rebalance_all(
     n: int,
     t1: int,
@@ -274,7 +274,7 @@ def _arb_rebalance_all(
         _arb_rebalance(n, p, t1, prices, sp, ss, inv, eta, acct)
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def _arb_arrivals(n: int, t1: int, sp: np.ndarray, inv: np.ndarray, eta: np.ndarray) -> None:
     for p in range(inv.shape[1]):
         if eta[n, p] >= 0.0 and t1 >= eta[n, p]:

@@ -2,15 +2,27 @@
 
 Every conversion between cash and an asset pays the taker fee and adverse slippage; per strategy
 the book keeps money in (``FLOW_IN``), money out (``FLOW_OUT``) and value (``VALUE``).
+
+Compiled strategy code that takes arrays is built with ``NO_REFCOUNT``: numba otherwise adds an
+atomic increment and decrement of every array argument's reference count at each call, and its
+pruning misses most of them in inlined helpers (numba issue #2345), which made the strategy step
+cost more than the spot step itself. The step kernels allocate nothing and only index arrays the
+env owns, so they need no reference counting (numba compiles its own non-allocating helpers the
+same way). A function built with it must not create arrays.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from numba import njit
 
 from nexlify.market.columns import CASH, EQUITY, FEES, N_BLOCKED
 from nexlify.strategies.columns import FLOW_IN, FLOW_OUT, N_STRATEGIES, SP_TOTAL_CAP, VALUE
+
+NO_REFCOUNT: dict[str, Any] = {"_nrt": False}
+"""numba option: compile without reference counting (module docstring)."""
 
 
 @njit(cache=True, inline="always")

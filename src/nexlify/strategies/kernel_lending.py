@@ -25,10 +25,17 @@ from nexlify.strategies.columns import (
     SP_LD_SIZE,
     VALUE,
 )
-from nexlify.strategies.kernel_book import blocked, buy_asset, collect_cash, room, sell_asset
+from nexlify.strategies.kernel_book import (
+    NO_REFCOUNT,
+    blocked,
+    buy_asset,
+    collect_cash,
+    room,
+    sell_asset,
+)
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def lending_action(
     n: int,
     k: int,

@@ -40,7 +40,7 @@ from nexlify.strategies.columns import (
     SP_LP_WIDTH,
     VALUE,
 )
-from nexlify.strategies.kernel_book import blocked, collect_cash, room, sell_asset
+from nexlify.strategies.kernel_book import NO_REFCOUNT, blocked, collect_cash, room, sell_asset
 from nexlify.strategies.uniswap_v3 import (
     amounts_for_liquidity,
     fee_share,
@@ -49,7 +49,7 @@ from nexlify.strategies.uniswap_v3 import (
 )
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def _lp_mint(
     n: int,
     price: float,
@@ -100,7 +100,7 @@ def _pay_gas(n: int, count: float, sp: np.ndarray, ss: np.ndarray, acct: np.ndar
     return gas
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def liquidity_action(
     n: int,
     k: int,
@@ -144,7 +144,7 @@ def liquidity_action(
         liquidity_liquidate(n, price, fee, slip, sp, ss, acct)
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def liquidity_liquidate(
     n: int, price: float, fee: float, slip: float, sp: np.ndarray, ss: np.ndarray, acct: np.ndarray
 ) -> None:

@@ -36,10 +36,10 @@ from nexlify.strategies.columns import (
     ST_UNBOND_QTY,
     VALUE,
 )
-from nexlify.strategies.kernel_book import blocked, buy_asset, room, sell_asset
+from nexlify.strategies.kernel_book import NO_REFCOUNT, blocked, buy_asset, room, sell_asset
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def staking_action(
     n: int,
     k: int,
@@ -70,7 +70,7 @@ def staking_action(
         ss[n, ST_CLOCK] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def staking_release(
     n: int, price: float, fee: float, slip: float, ss: np.ndarray, acct: np.ndarray
 ) -> None:
@@ -119,7 +119,7 @@ def staking_mark(n: int, close: float, ss: np.ndarray) -> float:
     return ss[n, VALUE + S_STAKING]
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def staking_liquidate(
     n: int, close: float, fee: float, slip: float, ss: np.ndarray, acct: np.ndarray
 ) -> None:
