@@ -43,12 +43,19 @@ def test_the_compiled_projection_equals_the_tensor_projection(seed: int) -> None
     torch.testing.assert_close(greedy.double(), expected, rtol=0, atol=1e-5)
 
 
-def test_the_taken_action_linear_layer_matches_the_dense_layer_with_gradients() -> None:
+@pytest.mark.parametrize("actions_of", ["random", "one_action", "two_actions_unused_rest"])
+def test_the_taken_action_linear_layer_matches_the_dense_layer_with_gradients(
+    actions_of: str,
+) -> None:
     g = torch.Generator().manual_seed(3)
     h = torch.randn(B, 32, generator=g, requires_grad=True)
     w = torch.randn(A * Z, 32, generator=g, requires_grad=True)
     b = torch.randn(A * Z, generator=g, requires_grad=True)
     actions = torch.randint(0, A, (B,), generator=g)
+    if actions_of == "one_action":
+        actions = torch.full((B,), A - 1)
+    elif actions_of == "two_actions_unused_rest":
+        actions = torch.randint(0, 2, (B,), generator=g) * 3
     upstream = torch.randn(B, Z, generator=g)
 
     fast = taken_action_linear(h, w.view(A, Z, 32), b.view(A, Z), actions)

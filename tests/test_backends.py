@@ -153,6 +153,37 @@ def test_an_interrupt_stops_the_workers(tmp_path: Path) -> None:
     assert runner._pool is None
 
 
+def threads_after_training_steps(threads: int) -> tuple[int, int]:
+    """In a worker: set a unit's threads, step the (numba-parallel) env and the optimizer."""
+    import numba
+    import numpy as np
+
+    from nexlify.config import MarketConfig
+    from nexlify.market.env import VecMarketEnv
+    from nexlify.pipeline.runs import set_threads
+
+    set_threads(threads)
+    env = VecMarketEnv(synthetic_market(["BTC/USDT"], "1h", seed=0, days=60), MarketConfig(), 4)
+    env.reset(seed=0)
+    params = [torch.nn.Parameter(torch.ones(64, 64))]
+    optimizer = torch.optim.Adam(params, fused=True)
+    params[0].grad = torch.ones(64, 64)
+    for _ in range(5):
+        env.step(np.zeros(4, dtype=np.int64))
+        optimizer.step()
+    return torch.get_num_threads(), numba.get_num_threads()
+
+
+def test_a_worker_process_keeps_the_units_thread_count() -> None:
+    """Regression: numba's OpenMP pool, started in a fresh worker after torch's thread count
+    was set, reset torch (same libgomp) to every core, so units on a core each ran their ops
+    on all cores, spinning against each other (three seeds took 17x one seed's time)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=backends.worker_context()) as pool:
+        assert pool.submit(threads_after_training_steps, 1).result() == (1, 1)
+
+
 def test_process_backend_with_one_worker_runs_in_this_process() -> None:
     assert isinstance(make_backend("process", 1), backends.InProcessBackend)
     assert isinstance(make_backend("process", 2), backends.ProcessBackend)

@@ -536,3 +536,30 @@ def test_guard_whose_sensors_never_read_turns_off_once(caplog: pytest.LogCapture
             fake.now += 10
     assert sensor.reads == 1
     assert caplog.text.count("the sensors found give no readings") == 1
+
+
+def test_replay_batches_for_a_gpu_go_through_pinned_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The learner's batches (ReplayBuffer.sample) use HostTransfer: pinned, non-blocking."""
+    from nexlify.agent.replay import ReplayBuffer
+
+    buf = ReplayBuffer(64, 2, 3, gamma=0.99, n_step=3, device="cuda:0")  # copies faked: no GPU
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        buf.add(rng.random((2, 3), dtype=np.float32), np.zeros(2, dtype=np.int64),
+                np.zeros(2, dtype=np.float32), rng.random((2, 3), dtype=np.float32),
+                np.zeros(2, dtype=bool), np.zeros(2, dtype=bool))  # fmt: skip
+    pinned: list[tuple[int, ...]] = []
+
+    def fake_pin(self: torch.Tensor) -> torch.Tensor:
+        pinned.append(tuple(self.shape))
+        return self
+
+    def fake_to(self: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        assert kwargs.get("non_blocking") is True
+        return self
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    monkeypatch.setattr(torch.Tensor, "to", fake_to)
+    batch = buf.sample(4, rng)
+    assert (4, 3) in pinned and (4,) in pinned  # observations, actions, rewards, ...
+    assert batch.obs_BD.shape == (4, 3)

@@ -25,6 +25,7 @@ import torch
 
 from nexlify.agent.config import AgentConfig
 from nexlify.errors import CheckpointError
+from nexlify.system.devices import HostTransfer
 
 _FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated", "truncated")
 
@@ -168,6 +169,7 @@ class ReplayBuffer:
         self.reward_scale = float(reward_scale)
         self._gamma_powers_K = self.gamma ** np.arange(self.n_step + 1, dtype=np.float64)
         self.device = torch.device(device)
+        self._transfer = HostTransfer(self.device)  # pinned staging + async copy on a GPU
         self.sampler: Sampler = sampler if sampler is not None else UniformSampler(C, N)
         self.obs = np.zeros((C, N, D), dtype=np.float32)
         self.next_obs = np.zeros((C, N, D), dtype=np.float32)
@@ -300,7 +302,7 @@ class ReplayBuffer:
         self.sampler.update_priorities(indices, td_errors)
 
     def _to_device(self, arr: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(arr).to(self.device, non_blocking=True)
+        return self._transfer(arr)
 
     def _discounts(self, batch_size: int) -> torch.Tensor:
         # Constant for 1-step returns: build once per batch size; the loss never writes to it.

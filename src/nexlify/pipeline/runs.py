@@ -135,8 +135,17 @@ def checkpoint_extra(task: UnitTask) -> dict[str, Any]:
 def set_threads(threads: int) -> None:
     """Torch and numba threads for this process (one training unit per process)."""
     threads = max(1, threads)
-    torch.set_num_threads(threads)
+    # numba first: starting its OpenMP thread pool (the first set_num_threads does) sets the
+    # OpenMP thread count of the calling thread, which torch shares when both use the same
+    # libgomp. Set the other way round, torch ran every op on NUMBA_NUM_THREADS threads in a
+    # fresh worker process (spinning, several times slower with a unit per core).
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+    torch.set_num_threads(threads)
+    if torch.get_num_threads() != threads:
+        logging.getLogger(__name__).warning(
+            "torch runs on %d threads after set_num_threads(%d): training units may compete "
+            "for cores", torch.get_num_threads(), threads,
+        )  # fmt: skip
 
 
 def train_unit(task: UnitTask, progress: ProgressCallback | None = None) -> dict[str, Any]:
