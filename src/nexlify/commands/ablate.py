@@ -13,6 +13,7 @@ from nexlify.commands.options import add_backend_options
 from nexlify.commands.train import prepare_output_dir, resolve_run_config, setup_logging
 from nexlify.data.market_data import MarketData
 from nexlify.data.sources import market_from_files, synthetic_market
+from nexlify.errors import ConfigError
 from nexlify.pipeline.ablation import AblationConfig, parse_components, run_ablation
 from nexlify.pipeline.backends import require_backend
 
@@ -58,6 +59,8 @@ def start_ablate(args: argparse.Namespace, console: Console) -> int:
         markets["synthetic"] = synthetic_market(d.pairs, d.timeframe, seed=d.synthetic_seed,
                                                 days=d.synthetic_days)  # fmt: skip
     if "real" in args.markets:
+        if d.data_dir is None and set(args.markets) == {"real"}:
+            raise ConfigError("--markets real: give the candles with --data-dir DIR")
         if d.data_dir is None:
             log.warning("no --data-dir: the ablation runs on the synthetic market only")
         else:

@@ -12,9 +12,10 @@ The ensemble row is built, not trained: for each seed, the full-configuration mo
 and the next two seeds (cyclically) are combined by Q-averaging, as the pipeline combines its
 best multi-start runs, and compared with the full single model of that seed.
 
-Budgets are reduced (a few dozen episodes per run, see :class:`AblationConfig`) so the whole
-study fits in about 15-20 minutes on 2 cores; the figures measure early learning, not converged
-agents, and the table says so.
+The default budget is reduced (24 episodes per run against the pipeline's 300, see
+:class:`AblationConfig`) so the whole study fits in about 15-20 minutes on 2 cores; such figures
+measure early learning, not converged agents, and the table says so whenever the budget is below
+the pipeline's.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ import numpy as np
 from nexlify.agent.dqn import load_agent
 from nexlify.agent.ensemble import EnsembleAgent
 from nexlify.data.market_data import MarketData
+from nexlify.errors import ConfigError
 from nexlify.evaluation.stats import bootstrap_ci, iqm
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.pipeline.auto_retrain import run_initial_phase
 from nexlify.pipeline.data_choice import split_market
 from nexlify.pipeline.placement import units_at_once
 from nexlify.pipeline.runs import UnitTask
-from nexlify.train.config import RunConfig, run_config_from_dict
+from nexlify.train.config import PipelineConfig, RunConfig, run_config_from_dict
 from nexlify.train.trainer import validate
 
 
@@ -87,6 +89,23 @@ class AblationConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes written into the results."""
 
+    def __post_init__(self) -> None:
+        for name in ("seeds", "episodes", "eval_every", "ensemble_size", "n_resamples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"ablation {name}: must be a whole number >= 1, got {value!r}")
+        if self.workers < 0:
+            raise ConfigError(f"ablation workers: must be >= 0, got {self.workers!r}")
+        parse_components(list(self.components))
+
+    def budget_note(self) -> str:
+        """How the budget compares with a pipeline run's (stated under the table)."""
+        full = PipelineConfig().initial_episodes
+        if self.episodes < full:
+            return (f"reduced from the pipeline's {full} episodes per run: early learning, not "
+                    "converged agents")  # fmt: skip
+        return f"at least the pipeline's {full} episodes per initial run"
+
 
 def variant_configs(base: RunConfig, components: tuple[str, ...]) -> dict[str, RunConfig]:
     """``full`` plus ``no_<component>`` for each trained component asked for."""
@@ -106,6 +125,8 @@ def run_ablation(
 ) -> dict[str, Any]:
     """Train every (market, variant, seed), build the ensemble row, write JSON and Markdown."""
     started = time.perf_counter()
+    if not markets:
+        raise ConfigError("ablation: no market to train on")
     out_dir.mkdir(parents=True, exist_ok=True)
     base = run_config_from_dict(
         {"pipeline": {"ensemble_size": 0}, "train": {"eval_every": config.eval_every}}, base
@@ -122,6 +143,9 @@ def run_ablation(
                                       config=cfg, train_data=train, val_data=val,
                                       model_dir=str(out_dir / "models" / label),
                                       logger_name=log.name))  # fmt: skip
+    if len(seeds) < 5:
+        log.warning("ablation: %d seed(s) per variant; intervals from fewer than 5 are too wide "
+                    "to read much into", len(seeds))  # fmt: skip
     log.info("ablation: %d markets x %d variants x %d seeds = %d runs of %d episodes, %d workers",
              len(splits), len(variants), len(seeds), len(tasks), config.episodes,
              config.workers)  # fmt: skip
@@ -140,7 +164,10 @@ def run_ablation(
         market_name, variant, _ = task.label.split("/")
         runs.setdefault(market_name, {}).setdefault(variant, []).append(outcome)
 
-    if "ensemble" in config.components:
+    if "ensemble" in config.components and len(seeds) < 2:
+        log.warning("ablation: the ensemble row needs at least 2 seeds (one model per seed); "
+                    "skipped")  # fmt: skip
+    elif "ensemble" in config.components:
         for market_name, (_, val) in splits.items():
             runs[market_name]["with_ensemble"] = _ensemble_runs(
                 runs[market_name]["full"], val, base, config.ensemble_size
@@ -154,8 +181,7 @@ def run_ablation(
             "episode_length": base.market.env.episode_length,
             "seeds": seeds,
             "eval_every": config.eval_every,
-            "note": "reduced budget so the study fits ~15-20 min on 2 cores: early learning, "
-            "not converged agents",
+            "note": config.budget_note(),
         },
         "markets": {name: m.describe() for name, m in markets.items()},
         "rows": rows,
@@ -275,7 +301,5 @@ def parse_components(names: list[str] | None) -> tuple[str, ...]:
         return tuple(known)
     bad = [n for n in names if n not in known]
     if bad:
-        from nexlify.errors import ConfigError
-
         raise ConfigError(f"--components: unknown {bad}; known: {', '.join(known)}")
     return tuple(names)
