@@ -127,10 +127,19 @@ def key(spec: dict[str, Any]) -> str:
             f"{spec['days']}d")  # fmt: skip
 
 
+def _one_command(spec: dict[str, Any]) -> list[str]:
+    """This script measuring ``spec`` in a fresh process (its last stdout line: the JSON)."""
+    return [sys.executable, __file__, "--one", json.dumps(spec)]
+
+
+def _result_of(stdout: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    return result
+
+
 def run_independent(spec: dict[str, Any]) -> dict[str, Any]:
     """``spec['seeds']`` fresh processes, one in-process seed each, all started at once."""
-    one = {**spec, "seeds": 1, "backend": "inprocess", "workers": 1}
-    cmd = [sys.executable, __file__, "--one", json.dumps(one)]
+    cmd = _one_command({**spec, "seeds": 1, "backend": "inprocess", "workers": 1})
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     children = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -140,7 +149,7 @@ def run_independent(spec: dict[str, Any]) -> dict[str, Any]:
         out, _ = child.communicate()
         if child.returncode != 0:
             raise RuntimeError(f"{key(spec)}: a child failed ({child.returncode})")
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        results.append(_result_of(out))
     return {
         **spec,
         "units_at_once": spec["seeds"],
@@ -157,12 +166,11 @@ def run_independent(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_child(spec: dict[str, Any], attempts: int = 3) -> dict[str, Any]:
     """One measurement in a fresh process (retried: a shared checkout may be mid-edit)."""
-    cmd = [sys.executable, __file__, "--one", json.dumps(spec)]
+    cmd = _one_command(spec)
     for attempt in range(attempts):
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if done.returncode == 0:
-            result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-            return result
+            return _result_of(done.stdout)
         print(f"  failed (attempt {attempt + 1}): {done.stderr.strip().splitlines()[-1:]}")
         time.sleep(30)
     raise RuntimeError(f"{key(spec)} failed {attempts} times")
