@@ -31,6 +31,7 @@ Arrays use named columns (the constants below) so the kernel reads like the rule
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
@@ -60,6 +61,7 @@ from nexlify.market.columns import (  # per-env account columns: acct[N, N_ACCT]
     STEPS,
     STRATEGY_VALUE,
 )
+from nexlify.market.prefetch import PREFETCH_DISTANCE, prefetch_rows
 
 # --- per-position columns: pos[N, P, N_POS] (float64) -----------------------------------------
 QTY, ENTRY_PRICE, ENTRY_COST, ENTRY_BAR, HIGH_WATER = 0, 1, 2, 3, 4
@@ -88,6 +90,14 @@ N_PARAMS = 18
 PAIR_STATE = 3  # in_position, unrealised PnL (x10), time in trade (weeks of bars / 168, capped)
 GLOBAL_STATE = 4  # cash share, episode log-return (x10), daily-loss lock, open-trade share
 OBS_CLIP = 5.0
+
+
+NO_REFCOUNT: dict[str, Any] = {"_nrt": False}
+"""numba option: compile without reference counting. numba otherwise adds an atomic increment
+and decrement of every array argument's reference count at each call (numba issue #2345), about
+a third of the spot step at N = 256. The step kernels allocate nothing and only index arrays
+the env owns, so they need none; a function built with it must not create arrays (numba refuses
+to compile one that does)."""
 
 
 @njit(cache=True, inline="always")
@@ -502,7 +512,22 @@ def _step_one(
     _write_obs(n, features, prices, cursor, acct, pos, params, window, obs[n])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, inline="always")
+def prefetch_next_bar(
+    n: int, cursor: np.ndarray, day: np.ndarray, features: np.ndarray, prices: np.ndarray,
+    window: int,
+) -> None:  # fmt: skip
+    """Ask for the table rows env ``n + PREFETCH_DISTANCE`` reads at its next bar
+    (:mod:`nexlify.market.prefetch`)."""
+    m = n + PREFETCH_DISTANCE
+    if m < cursor.shape[0]:
+        t1 = cursor[m, T_NOW] + 1
+        prefetch_rows(features, t1 - window + 1, window)
+        prefetch_rows(prices, t1, 1)
+        prefetch_rows(day, t1, 1)
+
+
+@njit(cache=True, parallel=True, **NO_REFCOUNT)
 def step_envs(
     active: np.ndarray,
     actions: np.ndarray,
@@ -525,6 +550,7 @@ def step_envs(
 ) -> None:
     """Advance every active env by one bar, envs spread over numba's threads (large batches)."""
     for n in prange(actions.shape[0]):
+        prefetch_next_bar(n, cursor, day, features, prices, window)
         _step_one(
             n,
             active,
@@ -548,7 +574,7 @@ def step_envs(
         )
 
 
-@njit(cache=True)
+@njit(cache=True, **NO_REFCOUNT)
 def step_envs_serial(
     active: np.ndarray,
     actions: np.ndarray,
@@ -571,6 +597,7 @@ def step_envs_serial(
 ) -> None:
     """Same as ``step_envs`` on one thread: cheaper for small batches (no thread barrier)."""
     for n in range(actions.shape[0]):
+        prefetch_next_bar(n, cursor, day, features, prices, window)
         _step_one(
             n,
             active,

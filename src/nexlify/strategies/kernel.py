@@ -29,7 +29,8 @@ Per strategy the book keeps money in (``FLOW_IN``), money out (``FLOW_OUT``) and
 Each strategy's book lives in its own module (``kernel_staking``, ``kernel_lending``,
 ``kernel_liquidity``, ``kernel_arbitrage``; shared money moves in ``kernel_book``); this one
 dispatches. Speed: a step without an event (no action, trade, transfer or episode end) runs
-inlined code only; everything is compiled without reference counting (``kernel_book``), and
+inlined code only; everything is compiled without reference counting (``kernel_book``), the
+table rows of the env a few places ahead are prefetched (``nexlify.market.prefetch``), and
 bar-level inputs that are the same for every env (the arbitrage edge, spread and venue prices)
 are read from ``arb_bar``, computed once per market. The column constants live in ``columns``
 (``kernel.ST_QTY`` etc. still resolve, for older callers).
@@ -42,7 +43,17 @@ from numba import njit, prange
 
 from nexlify.data.market_data import CLOSE, HIGH, LOW, OPEN
 from nexlify.market.columns import LOCKED, START_EQ, STRATEGY_VALUE
-from nexlify.market.kernels import P_CLOSE_AT_END, P_FEE, P_SLIPPAGE, T_END, T_NOW, _step_one
+from nexlify.market.kernels import (
+    NO_REFCOUNT,
+    P_CLOSE_AT_END,
+    P_FEE,
+    P_SLIPPAGE,
+    T_END,
+    T_NOW,
+    _step_one,
+    prefetch_next_bar,
+)
+from nexlify.market.prefetch import PREFETCH_DISTANCE, prefetch_rows
 from nexlify.strategies import columns
 from nexlify.strategies.columns import (
     LD_BAL,
@@ -79,7 +90,6 @@ from nexlify.strategies.kernel_arbitrage import (
     arbitrage_mark,
     arbitrage_obs,
 )
-from nexlify.strategies.kernel_book import NO_REFCOUNT
 from nexlify.strategies.kernel_lending import (
     lending_accrue,
     lending_action,
@@ -287,9 +297,23 @@ def _strategy_step_one(
     write_strategy_obs(n, t1, prices, arb_bar, ser, sp, ss, eta, acct, obs, offset)
 
 
+@njit(cache=True, inline="always")
+def _prefetch_strategy_bar(
+    n: int, cursor: np.ndarray, ser: np.ndarray, prem: np.ndarray, arb_bar: np.ndarray
+) -> None:
+    """The strategy tables' rows env ``n + PREFETCH_DISTANCE`` reads at its next bar."""
+    m = n + PREFETCH_DISTANCE
+    if m < cursor.shape[0]:
+        t1 = cursor[m, T_NOW] + 1
+        prefetch_rows(ser, t1, 1)
+        prefetch_rows(prem, t1, 1)
+        prefetch_rows(arb_bar, t1, 1)
+
+
 _STEP_DOC = """Advance every active env one bar: for each env its strategy books (this module), then
 its spot step (``nexlify.market.kernels._step_one``), in one pass so both read the env's bar
-while it is in cache."""
+while it is in cache; the table rows of the env ``PREFETCH_DISTANCE`` ahead are prefetched
+(:mod:`nexlify.market.prefetch`)."""
 
 
 @njit(cache=True, **NO_REFCOUNT)
@@ -323,6 +347,8 @@ def step_all_serial(
     offset: int,
 ) -> None:
     for n in range(actions.shape[0]):
+        prefetch_next_bar(n, cursor, day, features, prices, window)
+        _prefetch_strategy_bar(n, cursor, ser, prem, arb_bar)
         _strategy_step_one(n, active, actions, day, prices, cursor, acct, params, sp, ss, inv,
                            eta, ser, prem, arb_bar, rand, obs, offset)  # fmt: skip
         _step_one(n, active, actions, day, features, prices, cursor, acct, pos, kelly_hist,
@@ -361,6 +387,8 @@ def step_all(
     offset: int,
 ) -> None:
     for n in prange(actions.shape[0]):
+        prefetch_next_bar(n, cursor, day, features, prices, window)
+        _prefetch_strategy_bar(n, cursor, ser, prem, arb_bar)
         _strategy_step_one(n, active, actions, day, prices, cursor, acct, params, sp, ss, inv,
                            eta, ser, prem, arb_bar, rand, obs, offset)  # fmt: skip
         _step_one(n, active, actions, day, features, prices, cursor, acct, pos, kelly_hist,

@@ -22,6 +22,7 @@ from numba import njit
 
 from nexlify.data.market_data import CLOSE, OPEN
 from nexlify.market.columns import CASH, EQUITY, FEES
+from nexlify.market.kernels import NO_REFCOUNT
 from nexlify.strategies.columns import (
     AB_CLOSE,
     AB_EDGE,
@@ -56,7 +57,7 @@ from nexlify.strategies.columns import (
     SP_AR_WFEE_Q,
     VALUE,
 )
-from nexlify.strategies.kernel_book import NO_REFCOUNT, blocked, collect_cash, room, sell_asset
+from nexlify.strategies.kernel_book import blocked, collect_cash, room, sell_asset
 
 
 @njit(cache=True, inline="always")

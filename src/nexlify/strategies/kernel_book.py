@@ -8,21 +8,17 @@ atomic increment and decrement of every array argument's reference count at each
 pruning misses most of them in inlined helpers (numba issue #2345), which made the strategy step
 cost more than the spot step itself. The step kernels allocate nothing and only index arrays the
 env owns, so they need no reference counting (numba compiles its own non-allocating helpers the
-same way). A function built with it must not create arrays.
+same way). A function built with it must not create arrays. The spot step kernels
+(``nexlify.market.kernels``, where ``NO_REFCOUNT`` is defined) are built the same way.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 from numba import njit
 
 from nexlify.market.columns import CASH, EQUITY, FEES, N_BLOCKED
 from nexlify.strategies.columns import FLOW_IN, FLOW_OUT, N_STRATEGIES, SP_TOTAL_CAP, VALUE
-
-NO_REFCOUNT: dict[str, Any] = {"_nrt": False}
-"""numba option: compile without reference counting (module docstring)."""
 
 
 @njit(cache=True, inline="always")

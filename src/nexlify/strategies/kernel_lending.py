@@ -11,6 +11,7 @@ import numpy as np
 from numba import njit
 
 from nexlify.market.columns import CASH, EQUITY
+from nexlify.market.kernels import NO_REFCOUNT
 from nexlify.strategies.columns import (
     DUST,
     FLOW_IN,
@@ -26,7 +27,6 @@ from nexlify.strategies.columns import (
     VALUE,
 )
 from nexlify.strategies.kernel_book import (
-    NO_REFCOUNT,
     blocked,
     buy_asset,
     collect_cash,

@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from nexlify.market.columns import CASH, EQUITY, FEES
+from nexlify.market.kernels import NO_REFCOUNT
 from nexlify.strategies.columns import (
     DUST,
     FLOW_IN,
@@ -40,7 +41,7 @@ from nexlify.strategies.columns import (
     SP_LP_WIDTH,
     VALUE,
 )
-from nexlify.strategies.kernel_book import NO_REFCOUNT, blocked, collect_cash, room, sell_asset
+from nexlify.strategies.kernel_book import blocked, collect_cash, room, sell_asset
 from nexlify.strategies.uniswap_v3 import (
     amounts_for_liquidity,
     fee_share,

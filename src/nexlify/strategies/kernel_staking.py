@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit
 
 from nexlify.market.columns import EQUITY
+from nexlify.market.kernels import NO_REFCOUNT
 from nexlify.strategies.columns import (
     DUST,
     OBS_CLIP,
@@ -36,7 +37,7 @@ from nexlify.strategies.columns import (
     ST_UNBOND_QTY,
     VALUE,
 )
-from nexlify.strategies.kernel_book import NO_REFCOUNT, blocked, buy_asset, room, sell_asset
+from nexlify.strategies.kernel_book import blocked, buy_asset, room, sell_asset
 
 
 @njit(cache=True, **NO_REFCOUNT)
