@@ -370,6 +370,38 @@ def test_all_strategies_are_deterministic_and_finite() -> None:
     }
 
 
+@pytest.mark.slow
+def test_the_threaded_strategy_kernel_matches_the_serial_one() -> None:
+    """Large batches run ``step_all`` (envs over numba's threads, rows prefetched ahead);
+    small ones ``step_all_serial``: the same books, rewards and observations either way.
+    (Compiling the threaded kernel takes most of a minute on a clean cache.)"""
+    from nexlify.data.sources import synthetic_market
+
+    data = synthetic_market(("ETH/USDT", "SOL/USDT"), "1h", seed=1, days=60)
+    config = with_strategies(
+        replace(MarketConfig(), env=replace(MarketConfig().env, episode_length=100)),
+        enabled=ALL,
+        staking={"slashing_events_per_year": 50.0},
+        lending={"utilization_source": "simulated"},
+    )
+    a = VecMarketEnv(data, config, num_envs=64, seed=9)
+    b = VecMarketEnv(data, config, num_envs=64, seed=9)
+    b._parallel = not a._parallel
+    rng = np.random.default_rng(1)
+    oa, _ = a.reset()
+    ob, _ = b.reset()
+    for _ in range(250):  # crosses episode ends: autoreset included
+        act = rng.integers(0, a.n_actions, 64)
+        oa, ra, ta, ua, _ = a.step(act)
+        ob, rb, tb, ub, _ = b.step(act)
+        np.testing.assert_array_equal(oa, ob)
+        np.testing.assert_array_equal(ra, rb)
+        np.testing.assert_array_equal(ta, tb)
+        np.testing.assert_array_equal(ua, ub)
+    np.testing.assert_array_equal(a._ss, b._ss)
+    assert a.strategy_breakdown(5) == b.strategy_breakdown(5)
+
+
 def test_state_dict_round_trip_with_strategies() -> None:
     data = bars_market([FLAT] * 40)
     env = evaluation_env(data, staking_config())
