@@ -172,11 +172,13 @@ def _onednn_linear() -> Any:
 
 _ONEDNN_LINEAR = _onednn_linear()
 """oneDNN's linear (with an optional fused ReLU), or None where this torch build lacks it."""
-_ONEDNN_MIN_MACS = 1 << 21
+_ONEDNN_MIN_MACS = (1 << 21) + 1
 """Smallest rows * in * out for which a no-grad linear layer goes to oneDNN. On the 2-core
-AMD EPYC the benchmarks run on, MKL's sgemm (what F.linear calls) runs at about half of
-oneDNN's speed (128 x 128 -> 357: 130 us against 70 us), but oneDNN costs ~12 us more per call,
-so it only pays from about a million multiply-adds (128 x 128 -> 128: 46 us against 34 us)."""
+AMD EPYC the benchmarks run on, MKL's sgemm (what F.linear calls) has run at about half of
+oneDNN's speed on the C51 head (128 x 128 -> 357: 130 us against 70 us; on a later day of the
+same VM both took 150 us), but oneDNN costs ~12 us more per call, so at 128 x 128 -> 128 (2**21
+multiply-adds) it is slower on every day measured (46 us against 34 us; 64-70 us against
+47-58 us): that layer stays on F.linear."""
 
 
 def _run_layers(x: torch.Tensor, modules: tuple[nn.Module, ...]) -> torch.Tensor:
