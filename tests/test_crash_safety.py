@@ -289,8 +289,9 @@ def test_sigkill_at_random_points_then_resume_reaches_the_uninterrupted_result(
     for attempt in range(4):
         seen = _lines(out / "training.log")
         trigger = seen + rng.randint(3, max(4, log_lines // 3))
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        with (tmp_path / f"attempt{attempt}.stderr").open("wb") as stderr:
+            proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                    start_new_session=True)  # fmt: skip
         while proc.poll() is None and _lines(out / "training.log") < trigger:
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 0.5))
@@ -308,7 +309,10 @@ def test_sigkill_at_random_points_then_resume_reaches_the_uninterrupted_result(
         args = [*command, "--resume", str(out)]
     if not (out / SUMMARY_FILE).is_file() or not _saved_summary(out)["pipeline_complete"]:
         subprocess.run(args, env=env, check=True, capture_output=True, timeout=300)
-    assert ctrl_c_exit == InterruptedRunError.exit_code, "Ctrl-C stops cleanly, exit 130"
+    ctrl_c_stderr = (tmp_path / "attempt0.stderr").read_text(errors="replace")[-3000:]
+    assert ctrl_c_exit == InterruptedRunError.exit_code, (
+        f"Ctrl-C stops cleanly, exit 130; its stderr ended with:\n{ctrl_c_stderr}"
+    )
     assert kills >= 2, "the kills should land while the pipeline works"
     _check_every_file(out)
     assert not [p for p in out.rglob("*.tmp")], "a partial file was left behind"
