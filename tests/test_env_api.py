@@ -18,7 +18,7 @@ from nexlify.market.baselines import run_baselines
 from nexlify.market.env import VecMarketEnv
 from nexlify.market.evaluate import evaluate_policy
 from nexlify.market.metrics import compute_metrics
-from tests.helpers import shared_data_or_skip
+from tests.helpers import assert_threaded_matches_serial, shared_data_or_skip
 
 PAIRS = ("BTC/USDT", "ETH/USDT")
 
@@ -82,19 +82,7 @@ def test_batched_envs_match_single_envs(market) -> None:  # type: ignore[no-unty
 
 def test_parallel_kernel_matches_serial_kernel(market) -> None:  # type: ignore[no-untyped-def]
     cfg = MarketConfig(env=EnvConfig(episode_length=100))
-    a = VecMarketEnv(market, cfg, num_envs=64, seed=9)
-    b = VecMarketEnv(market, cfg, num_envs=64, seed=9)
-    b._parallel = not a._parallel
-    rng = np.random.default_rng(1)
-    oa, _ = a.reset()
-    ob, _ = b.reset()
-    for _ in range(250):  # crosses episode ends: autoreset included
-        act = rng.integers(0, 5, 64)
-        oa, ra, _, ua, _ = a.step(act)
-        ob, rb, _, ub, _ = b.step(act)
-        np.testing.assert_array_equal(oa, ob)
-        np.testing.assert_array_equal(ra, rb)
-        np.testing.assert_array_equal(ua, ub)
+    assert_threaded_matches_serial(lambda: VecMarketEnv(market, cfg, num_envs=64, seed=9))
 
 
 def test_same_seed_same_episodes(market) -> None:  # type: ignore[no-untyped-def]

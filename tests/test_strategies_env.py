@@ -17,7 +17,7 @@ from nexlify.config import MarketConfig, from_dict, to_dict
 from nexlify.errors import ConfigError, DataError
 from nexlify.market.env import VecMarketEnv, action_names
 from nexlify.strategies import kernel as SK
-from tests.helpers import FLAT, bars_market, market_config
+from tests.helpers import FLAT, assert_threaded_matches_serial, bars_market, market_config
 
 HOURS_PER_YEAR = 8760.0
 
@@ -384,20 +384,7 @@ def test_the_threaded_strategy_kernel_matches_the_serial_one() -> None:
         staking={"slashing_events_per_year": 50.0},
         lending={"utilization_source": "simulated"},
     )
-    a = VecMarketEnv(data, config, num_envs=64, seed=9)
-    b = VecMarketEnv(data, config, num_envs=64, seed=9)
-    b._parallel = not a._parallel
-    rng = np.random.default_rng(1)
-    oa, _ = a.reset()
-    ob, _ = b.reset()
-    for _ in range(250):  # crosses episode ends: autoreset included
-        act = rng.integers(0, a.n_actions, 64)
-        oa, ra, ta, ua, _ = a.step(act)
-        ob, rb, tb, ub, _ = b.step(act)
-        np.testing.assert_array_equal(oa, ob)
-        np.testing.assert_array_equal(ra, rb)
-        np.testing.assert_array_equal(ta, tb)
-        np.testing.assert_array_equal(ua, ub)
+    a, b = assert_threaded_matches_serial(lambda: VecMarketEnv(data, config, 64, seed=9))
     np.testing.assert_array_equal(a._ss, b._ss)
     assert a.strategy_breakdown(5) == b.strategy_breakdown(5)
 
