@@ -516,15 +516,18 @@ def _step_one(
 def prefetch_next_bar(
     n: int, cursor: np.ndarray, day: np.ndarray, features: np.ndarray, prices: np.ndarray,
     window: int,
-) -> None:  # fmt: skip
+) -> int:  # fmt: skip
     """Ask for the table rows env ``n + PREFETCH_DISTANCE`` reads at its next bar
-    (:mod:`nexlify.market.prefetch`)."""
+    (:mod:`nexlify.market.prefetch`); returns that bar (-1 past the last env), for the callers
+    that prefetch more tables at it."""
     m = n + PREFETCH_DISTANCE
-    if m < cursor.shape[0]:
-        t1 = cursor[m, T_NOW] + 1
-        prefetch_rows(features, t1 - window + 1, window)
-        prefetch_rows(prices, t1, 1)
-        prefetch_rows(day, t1, 1)
+    if m >= cursor.shape[0]:
+        return -1
+    t1 = cursor[m, T_NOW] + 1
+    prefetch_rows(features, t1 - window + 1, window)
+    prefetch_rows(prices, t1, 1)
+    prefetch_rows(day, t1, 1)
+    return t1
 
 
 @njit(cache=True, parallel=True, **NO_REFCOUNT)

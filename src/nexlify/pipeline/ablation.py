@@ -30,6 +30,7 @@ import numpy as np
 
 from nexlify.agent.dqn import load_agent
 from nexlify.agent.ensemble import EnsembleAgent
+from nexlify.config import is_int, require
 from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError
 from nexlify.evaluation.stats import bootstrap_ci, iqm
@@ -92,10 +93,9 @@ class AblationConfig:
     def __post_init__(self) -> None:
         for name in ("seeds", "episodes", "eval_every", "ensemble_size", "n_resamples"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"ablation {name}: must be a whole number >= 1, got {value!r}")
-        if self.workers < 0:
-            raise ConfigError(f"ablation workers: must be >= 0, got {self.workers!r}")
+            require(is_int(value) and value >= 1, "ablation", name, value, "a whole number >= 1")
+        w = self.workers
+        require(is_int(w) and w >= 0, "ablation", "workers", w, "a whole number >= 0, 0 = auto")
         parse_components(list(self.components))
 
     def budget_note(self) -> str:

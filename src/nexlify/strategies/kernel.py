@@ -53,7 +53,7 @@ from nexlify.market.kernels import (
     _step_one,
     prefetch_next_bar,
 )
-from nexlify.market.prefetch import PREFETCH_DISTANCE, prefetch_rows
+from nexlify.market.prefetch import prefetch_rows
 from nexlify.strategies import columns
 from nexlify.strategies.columns import (
     LD_BAL,
@@ -298,13 +298,13 @@ def _strategy_step_one(
 
 
 @njit(cache=True, inline="always")
-def _prefetch_strategy_bar(
-    n: int, cursor: np.ndarray, ser: np.ndarray, prem: np.ndarray, arb_bar: np.ndarray
-) -> None:
-    """The strategy tables' rows env ``n + PREFETCH_DISTANCE`` reads at its next bar."""
-    m = n + PREFETCH_DISTANCE
-    if m < cursor.shape[0]:
-        t1 = cursor[m, T_NOW] + 1
+def _prefetch_bar(
+    n: int, cursor: np.ndarray, day: np.ndarray, features: np.ndarray, prices: np.ndarray,
+    window: int, ser: np.ndarray, prem: np.ndarray, arb_bar: np.ndarray,
+) -> None:  # fmt: skip
+    """The spot and strategy tables' rows env ``n + PREFETCH_DISTANCE`` reads at its next bar."""
+    t1 = prefetch_next_bar(n, cursor, day, features, prices, window)
+    if t1 >= 0:
         prefetch_rows(ser, t1, 1)
         prefetch_rows(prem, t1, 1)
         prefetch_rows(arb_bar, t1, 1)
@@ -347,8 +347,7 @@ def step_all_serial(
     offset: int,
 ) -> None:
     for n in range(actions.shape[0]):
-        prefetch_next_bar(n, cursor, day, features, prices, window)
-        _prefetch_strategy_bar(n, cursor, ser, prem, arb_bar)
+        _prefetch_bar(n, cursor, day, features, prices, window, ser, prem, arb_bar)
         _strategy_step_one(n, active, actions, day, prices, cursor, acct, params, sp, ss, inv,
                            eta, ser, prem, arb_bar, rand, obs, offset)  # fmt: skip
         _step_one(n, active, actions, day, features, prices, cursor, acct, pos, kelly_hist,
@@ -387,8 +386,7 @@ def step_all(
     offset: int,
 ) -> None:
     for n in prange(actions.shape[0]):
-        prefetch_next_bar(n, cursor, day, features, prices, window)
-        _prefetch_strategy_bar(n, cursor, ser, prem, arb_bar)
+        _prefetch_bar(n, cursor, day, features, prices, window, ser, prem, arb_bar)
         _strategy_step_one(n, active, actions, day, prices, cursor, acct, params, sp, ss, inv,
                            eta, ser, prem, arb_bar, rand, obs, offset)  # fmt: skip
         _step_one(n, active, actions, day, features, prices, cursor, acct, pos, kelly_hist,
