@@ -86,7 +86,10 @@ def main() -> None:
         return
     if not args.base:
         parser.error("--base REV is required")
-    base_rev = git("rev-parse", "--verify", f"{args.base}^{{commit}}")
+    try:
+        base_rev = git("rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}")
+    except subprocess.CalledProcessError:
+        parser.error(f"--base {args.base}: not a commit of this repository")
     head_rev = git("rev-parse", "HEAD")
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     runs: dict[str, list[dict[str, int]]] = {"base": [], "head": []}
