@@ -1,15 +1,23 @@
-"""The CPU fast paths of the learner (compiled loops, the taken-action head, oneDNN layers)
+"""The CPU fast paths of the learner (compiled loops, the taken-action head)
 against the plain tensor code they replace."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import numba
+import numpy as np
 import pytest
 import torch
 
+from nexlify.agent import cpu_kernels
 from nexlify.agent.config import AgentConfig
-from nexlify.agent.losses import greedy_projected_target, project_distribution
+from nexlify.agent.losses import (
+    c51_taken_loss,
+    greedy_projected_target,
+    project_distribution,
+    projected_target_from_logits,
+)
 from nexlify.agent.networks import build_q_network, taken_action_linear
 
 B, A, Z = 64, 7, 51
@@ -104,11 +112,114 @@ def test_forward_taken_raw_equals_the_gathered_full_head(changes: dict[str, obje
         torch.testing.assert_close(fast_grads[name], param.grad, rtol=1e-4, atol=1e-4)
 
 
-def test_no_grad_layers_on_onednn_equal_the_autograd_path() -> None:
-    config = dataclasses.replace(AgentConfig(hidden_sizes=(128, 128)), distributional="c51")
-    net = build_q_network(300, A, config, seed=0)
-    obs = torch.randn(256, 300, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        fast = net.forward_raw(obs)  # large enough for the oneDNN path where it exists
-    slow = net.forward_raw(obs).detach()  # autograd on: plain F.linear
-    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)
+@numba.njit(cache=False)
+def _exp_all(x: np.ndarray, out: np.ndarray) -> None:
+    for i in range(x.shape[0]):
+        out[i] = cpu_kernels.exp32(x[i])
+
+
+def test_the_compiled_exp_is_float32_exact_to_two_ulp_and_handles_the_edges() -> None:
+    x = np.random.default_rng(0).uniform(-87.0, 0.0, 200_000).astype(np.float32)
+    x = np.concatenate([x, np.float32([0.0, -1e-8, -86.9, -87.0])])
+    got = np.empty_like(x)
+    _exp_all(x, got)
+    want = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(got - want) / want) < 2.5e-7  # float32 epsilon is 1.19e-7
+    edges = np.float32([-87.5, -200.0, -np.inf, np.nan])
+    out = np.empty_like(edges)
+    _exp_all(edges, out)
+    assert out[:3].tolist() == [0.0, 0.0, 0.0]  # below the smallest normal float32
+    assert np.isnan(out[3])
+
+
+def _logits(seed: int, shape: tuple[int, ...], scale: float = 3.0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("double", [False, True], ids=["greedy", "double"])
+def test_the_target_from_logits_equals_softmax_then_projection(seed: int, double: bool) -> None:
+    _, rewards_B, discounts_B, terminated_B, support_Z = _c51_inputs(seed)
+    logits = _logits(seed, (B, Z) if double else (B, A, Z))
+    logits[0] = 0.0  # a uniform distribution (every action's Q is equal: first action wins)
+    logits[1] *= 30.0  # nearly one-hot rows
+    # Far from the sample's first logit (which the kernel shifts by): redone row by row.
+    logits[2] -= 200.0
+    if not double:
+        logits[3, 4] -= 300.0
+    logits[4].view(-1)[0] += 150.0
+    fast = projected_target_from_logits(logits, rewards_B, discounts_B, terminated_B, support_Z,
+                                        v_min=-10.0, v_max=10.0)  # fmt: skip
+    as64 = [t.double() for t in (logits, rewards_B, discounts_B, terminated_B, support_Z)]
+    dim = 1 if double else 2
+    probs = as64[0].softmax(dim=dim)
+    if double:
+        want = project_distribution(probs, *as64[1:], v_min=-10.0, v_max=10.0)
+    else:
+        want = greedy_projected_target(probs, *as64[1:], v_min=-10.0, v_max=10.0)
+    assert fast.dtype == torch.float32
+    torch.testing.assert_close(fast.double(), want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fast.sum(dim=1), torch.ones(B), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["uniform", "importance-weighted"])
+def test_the_c51_loss_in_float32_equals_float64_with_gradients(weighted: bool) -> None:
+    g = torch.Generator().manual_seed(7)
+    logits = (torch.randn(B, Z, generator=g) * 4.0).requires_grad_(True)
+    target = torch.rand(B, Z, generator=g).softmax(dim=1)
+    support = torch.linspace(-10.0, 10.0, Z)
+    weights = torch.rand(B, generator=g) if weighted else None
+    fast = c51_taken_loss(logits, target, support, weights)
+    fast.loss.backward()
+    fast_grad = logits.grad.clone()  # type: ignore[union-attr]
+
+    ref_logits = logits.detach().double().requires_grad_(True)
+    ref = c51_taken_loss(ref_logits, target.double(), support.double(),
+                         None if weights is None else weights.double())  # fmt: skip
+    ref.loss.backward()
+    torch.testing.assert_close(fast.loss.double(), ref.loss.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fast.td_error_B.double(), ref.td_error_B, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.q_taken_B.double(), ref.q_taken_B, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast_grad.double(), ref_logits.grad, rtol=1e-5, atol=1e-7)
+    assert not fast.q_taken_B.requires_grad and not fast.td_error_B.requires_grad
+
+
+def test_an_action_outside_the_head_is_refused() -> None:
+    h = torch.randn(8, 16)
+    w, b = torch.randn(A, Z, 16), torch.randn(A, Z)
+    for bad in (A, -1):
+        actions = torch.zeros(8, dtype=torch.int64)
+        actions[5] = bad
+        with pytest.raises(IndexError, match="outside the network's actions"):
+            taken_action_linear(h, w, b, actions)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 4, 5, 130])
+def test_the_taken_action_output_of_a_sample_does_not_depend_on_the_rest_of_the_batch(
+    batch: int,
+) -> None:
+    """Samples go through in blocks of four per action: a sample's output is the same whether
+    it shares its block with others, fills a block's tail, or is alone."""
+    g = torch.Generator().manual_seed(11)
+    h = torch.randn(batch, 48, generator=g)
+    w, b = torch.randn(A, Z, 48, generator=g), torch.randn(A, Z, generator=g)
+    actions = torch.randint(0, A, (batch,), generator=g)
+    together = taken_action_linear(h, w, b, actions)
+    for k in range(batch):
+        alone = taken_action_linear(h[k : k + 1], w, b, actions[k : k + 1])
+        assert torch.equal(alone[0], together[k])
+
+
+def test_the_c51_loss_keeps_a_nan_logit_visible_and_large_logits_finite() -> None:
+    g = torch.Generator().manual_seed(9)
+    logits = torch.randn(B, Z, generator=g)
+    logits[1] *= 1e4  # a saturated softmax: finite loss, a one-hot distribution
+    logits[3, 7] = float("nan")
+    target = torch.rand(B, Z, generator=g).softmax(dim=1)
+    out = c51_taken_loss(logits.requires_grad_(True), target, torch.linspace(-10.0, 10.0, Z))
+    assert torch.isnan(out.loss)  # the divergence guard must see it
+    assert (
+        torch.isnan(out.td_error_B[3])
+        and torch.isfinite(out.td_error_B[torch.arange(B) != 3]).all()
+    )
+    assert torch.isfinite(out.q_taken_B[1])

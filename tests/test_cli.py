@@ -137,3 +137,28 @@ def test_strategy_risk_and_execution_flags_compose_in_any_order() -> None:
         assert config.market.risk.stop_loss == 0.03
         assert config.market.execution.fee_rate == 0.002
         assert config.market.strategies.enabled == ("spot", "staking")
+
+
+def test_a_second_ctrl_c_while_the_first_is_handled_still_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from rich.console import Console
+
+    from nexlify import cli
+
+    def interrupted(args: argparse.Namespace, console: Console) -> int:
+        raise KeyboardInterrupt
+
+    def ctrl_c_again(self: Console, *args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # lands while "interrupted" is being printed
+
+    class Parser:
+        def parse_args(self, argv: object) -> argparse.Namespace:
+            return argparse.Namespace(version=False, command="train", handler=interrupted)
+
+    monkeypatch.setattr(cli, "build_parser", Parser)
+    monkeypatch.setattr(Console, "print", ctrl_c_again)
+    assert cli.main([]) == 130
+    assert "interrupted" in capsys.readouterr().err

@@ -73,7 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``nexlify`` command; returns the exit code."""
+    """Entry point of the ``nexlify`` command; returns the exit code (130 after Ctrl-C).
+
+    A second Ctrl-C while the first is being handled (the run saving its state, the message
+    being printed) still ends with 130 and a message, not a traceback and death by SIGINT.
+    """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     console = Console(stderr=True)

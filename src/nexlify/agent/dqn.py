@@ -33,8 +33,7 @@ from nexlify.agent.losses import (
     DQNLoss,
     c51_taken_loss,
     dqn_loss,
-    greedy_projected_target,
-    project_distribution,
+    projected_target_from_logits,
     quantile_huber_taken_loss,
     td_target,
 )
@@ -277,12 +276,10 @@ class DQNAgent:
         step = (batch.rewards_B, batch.discounts_B, batch.terminated_B, target.support_Z)
         if c.double_dqn:
             a_B = self.online(batch.next_obs_BD).float().argmax(dim=1)
-            next_logits_BZ = target.forward_taken_raw(batch.next_obs_BD, a_B).float()
-            return project_distribution(
-                next_logits_BZ.softmax(dim=1), *step, v_min=c.v_min, v_max=c.v_max
-            )
-        next_probs_BAZ = target.forward_raw(batch.next_obs_BD).float().softmax(dim=2)
-        return greedy_projected_target(next_probs_BAZ, *step, v_min=c.v_min, v_max=c.v_max)
+            next_logits = target.forward_taken_raw(batch.next_obs_BD, a_B).float()
+        else:
+            next_logits = target.forward_raw(batch.next_obs_BD).float()
+        return projected_target_from_logits(next_logits, *step, v_min=c.v_min, v_max=c.v_max)
 
     def _next_quantiles(self, next_obs_BD: torch.Tensor) -> torch.Tensor:
         """Target network's QR quantiles [B, Z] of a* in s' (a* as in :meth:`_c51_target`)."""

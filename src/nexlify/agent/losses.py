@@ -18,6 +18,7 @@ loops over the batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -164,6 +165,40 @@ def greedy_projected_target(
     )
 
 
+def projected_target_from_logits(
+    next_logits: torch.Tensor,
+    rewards_B: torch.Tensor,
+    discounts_B: torch.Tensor,
+    terminated_B: torch.Tensor,
+    support_Z: torch.Tensor,
+    *,
+    v_min: float,
+    v_max: float,
+) -> torch.Tensor:
+    """The C51 target from logits: softmax along the atoms, then :func:`project_distribution`
+    of ``next_logits`` [B, Z] (a* already chosen, as with double DQN) or
+    :func:`greedy_projected_target` of ``next_logits`` [B, A, Z]. For the latter, CPU float32
+    tensors go through ``cpu_kernels.softmax_greedy_project``, which never stores the B * A * Z
+    probabilities (about a third faster at B = 128, A = 7, Z = 51; for [B, Z] torch's softmax
+    is already the faster way)."""
+    arrays = None
+    if next_logits.dim() == 3:
+        arrays = _cpu_float32(next_logits, rewards_B, discounts_B, terminated_B, support_Z)
+    if arrays is not None:
+        B, _, Z = next_logits.shape
+        target_BZ = torch.empty(B, Z, dtype=torch.float32)
+        logits, rewards, discounts, terminated, support = arrays
+        delta_z = (v_max - v_min) / (Z - 1)
+        cpu_kernels.softmax_greedy_project(
+            logits, rewards, discounts, terminated, support, v_min, delta_z, target_BZ.numpy()
+        )
+        return target_BZ
+    step = (rewards_B, discounts_B, terminated_B, support_Z)
+    if next_logits.dim() == 2:
+        return project_distribution(next_logits.softmax(dim=1), *step, v_min=v_min, v_max=v_max)
+    return greedy_projected_target(next_logits.softmax(dim=2), *step, v_min=v_min, v_max=v_max)
+
+
 def _cpu_float32(*tensors: torch.Tensor) -> list[np.ndarray] | None:
     """Contiguous numpy views when every tensor is a float32 CPU tensor (cpu_kernels' input)."""
     if all(x.device.type == "cpu" and x.dtype == torch.float32 for x in tensors):
@@ -190,12 +225,69 @@ def c51_taken_loss(
     support_Z: torch.Tensor,
     weights_B: torch.Tensor | None = None,
 ) -> DQNLoss:
-    """:func:`c51_loss` given the logits of the taken actions only (``forward_taken_raw``)."""
+    """:func:`c51_loss` given the logits of the taken actions only (``forward_taken_raw``).
+
+    CPU float32 tensors outside autocast go through one compiled pass each way
+    (:class:`_C51CrossEntropy`); other devices and dtypes run the tensor expression below.
+    """
+    if all(
+        x is None or (x.device.type == "cpu" and x.dtype == torch.float32)
+        for x in (logits_BZ, target_probs_BZ, support_Z, weights_B)
+    ) and not torch.is_autocast_enabled("cpu"):
+        loss, per_sample_B, q_taken_B = _C51CrossEntropy.apply(
+            logits_BZ, target_probs_BZ, support_Z, weights_B
+        )
+        return DQNLoss(loss=loss, q_taken_B=q_taken_B, td_error_B=per_sample_B)
     log_probs_BZ = F.log_softmax(logits_BZ, dim=1)
     per_sample_B = -(target_probs_BZ * log_probs_BZ).sum(dim=1)
     loss = per_sample_B.mean() if weights_B is None else (weights_B * per_sample_B).mean()
     q_taken_B = log_probs_BZ.detach().exp() @ support_Z
     return DQNLoss(loss=loss, q_taken_B=q_taken_B, td_error_B=per_sample_B.detach())
+
+
+_NO_WEIGHTS = np.empty(0, dtype=np.float32)
+
+
+class _C51CrossEntropy(torch.autograd.Function):
+    """The C51 cross-entropy (loss, per-sample terms, expected Q) on the CPU in compiled loops.
+
+    Forward: the softmax, the cross-entropy to the target and the expected Q of each row in one
+    pass (``cpu_kernels.c51_cross_entropy``); backward: ``w_b / B * (softmax - target)`` (times
+    the target's mass, 1 after projection). The tensor version is a dozen small operations each
+    way; this is about 50 us faster per learner step at B = 128, Z = 51 (measured: 87 against
+    137 us for forward and backward). Differentiable in the logits only.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        logits_BZ: torch.Tensor,
+        target_BZ: torch.Tensor,
+        support_Z: torch.Tensor,
+        weights_B: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, target, support = (
+            x.detach().contiguous().numpy() for x in (logits_BZ, target_BZ, support_Z)
+        )
+        weights = _NO_WEIGHTS if weights_B is None else weights_B.detach().contiguous().numpy()
+        B, Z = logits.shape
+        probs = np.empty((B, Z), dtype=np.float32)
+        per_sample_B, q_B = torch.empty(B), torch.empty(B)
+        loss = cpu_kernels.c51_cross_entropy(
+            logits, target, support, weights, probs, per_sample_B.numpy(), q_B.numpy()
+        )
+        ctx.arrays = (probs, target, weights)
+        ctx.mark_non_differentiable(per_sample_B, q_B)
+        return torch.tensor(loss, dtype=torch.float32), per_sample_B, q_B
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        probs, target, weights = ctx.arrays
+        grad_BZ = torch.empty(probs.shape, dtype=torch.float32)
+        cpu_kernels.c51_cross_entropy_backward(
+            float(grad_loss), probs, target, weights, grad_BZ.numpy()
+        )
+        return grad_BZ, None, None, None
 
 
 def quantile_midpoints(n_quantiles: int, device: torch.device | str = "cpu") -> torch.Tensor:

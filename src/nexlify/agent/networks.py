@@ -164,51 +164,16 @@ class QNetwork(nn.Module):
             layer.reset_noise(generator)
 
 
-def _onednn_linear() -> Any:
-    if not torch.backends.mkldnn.is_available():
-        return None
-    return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-
-
-_ONEDNN_LINEAR = _onednn_linear()
-"""oneDNN's linear (with an optional fused ReLU), or None where this torch build lacks it."""
-_ONEDNN_MIN_MACS = (1 << 21) + 1
-"""Smallest rows * in * out for which a no-grad linear layer goes to oneDNN. On the 2-core
-AMD EPYC the benchmarks run on, MKL's sgemm (what F.linear calls) has run at about half of
-oneDNN's speed on the C51 head (128 x 128 -> 357: 130 us against 70 us; on a later day of the
-same VM both took 150 us), but oneDNN costs ~12 us more per call, so at 128 x 128 -> 128 (2**21
-multiply-adds) it is slower on every day measured (46 us against 34 us; 64-70 us against
-47-58 us): that layer stays on F.linear."""
-
-
 def _run_layers(x: torch.Tensor, modules: tuple[nn.Module, ...]) -> torch.Tensor:
-    """Apply ``modules`` in order. Without autograd (targets, acting, validation) on CPU
-    float32, a linear layer of at least _ONEDNN_MIN_MACS runs through oneDNN, with the ReLU
-    that follows it fused; same products, summed by another library (equal to float rounding).
-    """
-    fast = (
-        _ONEDNN_LINEAR is not None
-        and not torch.is_grad_enabled()
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
-    )
-    i = 0
-    while i < len(modules):
-        layer = modules[i]
-        if (
-            fast
-            and type(layer) is nn.Linear
-            and layer.bias is not None
-            and x.shape[0] * layer.in_features * layer.out_features >= _ONEDNN_MIN_MACS
-        ):
-            relu = i + 1 < len(modules) and type(modules[i + 1]) is nn.ReLU
-            attr = "relu" if relu else "none"
-            x = _ONEDNN_LINEAR(x.contiguous(), layer.weight, layer.bias, attr, [], "")
-            i += 2 if relu else 1
-        else:
-            x = layer(x)
-            i += 1
+    """Apply ``modules`` in order (a plain loop: ``nn.Sequential``'s call costs more per layer).
+
+    No-grad layers once went to oneDNN's linear with the ReLU fused when they were large (the C51
+    head). Inside a learner step on the 2-core EPYC the benchmarks run on, that was 6% slower for
+    the whole C51 step than MKL's sgemm through ``F.linear`` (2389 against 2238 us, 128-128
+    network), and no faster at 256-256 (4310 against 4245 us), although the layer alone timed
+    faster on some days: it was removed."""
+    for layer in modules:
+        x = layer(x)
     return x
 
 
