@@ -17,6 +17,7 @@ loops over the batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,14 +114,10 @@ def project_distribution(
     if v_min is None or v_max is None:
         v_min, v_max = float(support_Z[0]), float(support_Z[-1])
     delta_z = (v_max - v_min) / (Z - 1)
-    arrays = _cpu_float32(next_probs_BZ, rewards_B, discounts_B, terminated_B, support_Z)
-    if arrays is not None:
-        target_BZ = torch.empty(next_probs_BZ.shape, dtype=torch.float32)
-        probs, rewards, discounts, terminated, support = arrays
-        cpu_kernels.project(
-            probs, rewards, discounts, terminated, support, v_min, delta_z, target_BZ.numpy()
-        )
-        return target_BZ
+    step = (rewards_B, discounts_B, terminated_B, support_Z)
+    compiled = _compiled_target(cpu_kernels.project, next_probs_BZ, *step, v_min, v_max)
+    if compiled is not None:
+        return compiled
     shift_B1 = (discounts_B * (1.0 - terminated_B)).unsqueeze(1)
     # b = (r + shift * z - v_min) / dz, clipped to the support: the clip of Tz in atom units.
     b_BZ = torch.addcmul((rewards_B - v_min).unsqueeze(1), shift_B1, support_Z)
@@ -149,15 +146,10 @@ def greedy_projected_target(
     a* = argmax_a sum_z p(s', a, z) z, from the target network's probabilities for every action.
     """
     B, _, Z = next_probs_BAZ.shape
-    arrays = _cpu_float32(next_probs_BAZ, rewards_B, discounts_B, terminated_B, support_Z)
-    if arrays is not None:
-        target_BZ = torch.empty(B, Z, dtype=torch.float32)
-        probs, rewards, discounts, terminated, support = arrays
-        delta_z = (v_max - v_min) / (Z - 1)
-        cpu_kernels.greedy_project(
-            probs, rewards, discounts, terminated, support, v_min, delta_z, target_BZ.numpy()
-        )
-        return target_BZ
+    step = (rewards_B, discounts_B, terminated_B, support_Z)
+    compiled = _compiled_target(cpu_kernels.greedy_project, next_probs_BAZ, *step, v_min, v_max)
+    if compiled is not None:
+        return compiled
     a_B = (next_probs_BAZ @ support_Z).argmax(dim=1)
     next_probs_BZ = next_probs_BAZ.gather(1, a_B.view(B, 1, 1).expand(B, 1, Z)).squeeze(1)
     return project_distribution(
@@ -181,22 +173,36 @@ def projected_target_from_logits(
     tensors go through ``cpu_kernels.softmax_greedy_project``, which never stores the B * A * Z
     probabilities (about a third faster at B = 128, A = 7, Z = 51; for [B, Z] torch's softmax
     is already the faster way)."""
-    arrays = None
-    if next_logits.dim() == 3:
-        arrays = _cpu_float32(next_logits, rewards_B, discounts_B, terminated_B, support_Z)
-    if arrays is not None:
-        B, _, Z = next_logits.shape
-        target_BZ = torch.empty(B, Z, dtype=torch.float32)
-        logits, rewards, discounts, terminated, support = arrays
-        delta_z = (v_max - v_min) / (Z - 1)
-        cpu_kernels.softmax_greedy_project(
-            logits, rewards, discounts, terminated, support, v_min, delta_z, target_BZ.numpy()
-        )
-        return target_BZ
     step = (rewards_B, discounts_B, terminated_B, support_Z)
+    if next_logits.dim() == 3:
+        kernel = cpu_kernels.softmax_greedy_project
+        compiled = _compiled_target(kernel, next_logits, *step, v_min, v_max)
+        if compiled is not None:
+            return compiled
     if next_logits.dim() == 2:
         return project_distribution(next_logits.softmax(dim=1), *step, v_min=v_min, v_max=v_max)
     return greedy_projected_target(next_logits.softmax(dim=2), *step, v_min=v_min, v_max=v_max)
+
+
+def _compiled_target(
+    kernel: Callable[..., None],
+    x: torch.Tensor,
+    rewards_B: torch.Tensor,
+    discounts_B: torch.Tensor,
+    terminated_B: torch.Tensor,
+    support_Z: torch.Tensor,
+    v_min: float,
+    v_max: float,
+) -> torch.Tensor | None:
+    """A C51 target [B, Z] from ``kernel`` (a ``cpu_kernels`` projection taking the arrays,
+    v_min, the atom spacing and the output) when every tensor is CPU float32; else None."""
+    arrays = _cpu_float32(x, rewards_B, discounts_B, terminated_B, support_Z)
+    if arrays is None:
+        return None
+    Z = x.shape[-1]
+    target_BZ = torch.empty(x.shape[0], Z, dtype=torch.float32)
+    kernel(*arrays, v_min, (v_max - v_min) / (Z - 1), target_BZ.numpy())
+    return target_BZ
 
 
 def _cpu_float32(*tensors: torch.Tensor) -> list[np.ndarray] | None:

@@ -47,11 +47,13 @@ def default_workers(n_units: int, cores: int) -> int:
     """Units at once when ``workers`` is 0: one per core (never more than the units).
 
     More processes than cores would finish equal units sooner on idle cores (3 on 2 cores:
-    :func:`phase_time` 1.5 instead of 2), but on the 2-core machine
-    (``benchmarks/results/scaling.json``: 3 seeds, 48 episodes) 3 workers took 25.6 s and 50
-    CPU-seconds against 26.0 s and 40 with 2: cores shared by more units than they have run
-    each unit slower (cache, memory bandwidth, the OS switching between them), which ate the
-    gain. ``--workers 3`` still asks for it.
+    :func:`phase_time` 1.5 instead of 2), but cores shared by more units than they have run each
+    unit slower (cache, memory bandwidth, the OS switching between them). On the 2-core machine
+    (``benchmarks/bench_scaling.py``: 3 seeds, 48 episodes) 3 workers took 25.6 s and 50
+    CPU-seconds against 26.0 s and 40 with 2 in one run; in a later one 42.2 s and 80 against
+    47.7 s and 68, the 2-worker samples spreading from 39.9 to 55.4 s. The wall-time gain is
+    within the machine's noise and the CPU cost is not, so the default stays at the core count;
+    ``--workers 3`` still asks for it.
     """
     return max(1, min(n_units, cores))
 
