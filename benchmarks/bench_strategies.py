@@ -1,6 +1,7 @@
 """Strategies: env speed with every strategy on vs spot only, and the real-candle arbitrage scan.
 
     .venv/bin/python benchmarks/bench_strategies.py [--rounds 5] [--seconds 1] [--out FILE.json]
+        [--per-strategy]
 
 1. Env-steps per second of ``VecMarketEnv`` at N = 1, 256 and 4096 with spot only (the default
    ``MarketConfig``) and with ``spot staking lending liquidity arbitrage`` (simulated lending
@@ -9,6 +10,8 @@
    venue. Random actions drawn up front; configurations timed in interleaved rounds (medians);
    the slowdown is given as the ratio of medians and as the median (and IQR) of the per-round
    ratios, spot and all being timed back to back in each round.
+   With ``--per-strategy``, each strategy alone on top of spot is timed as well (synthetic market,
+   N = 256 and 4096), to show which one the all-strategies cost comes from.
 2. The arbitrage scan over Binance and KuCoin 1h candles (2023-11 .. 2024-12 overlap) for
    BTC, ETH and SOL: bars where the best open-price spread beat both taker fees plus slippage,
    and what trading a fixed notional into each would have earned, at several cost levels.
@@ -40,9 +43,9 @@ PAIRS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 ALL = ["spot", "staking", "lending", "liquidity", "arbitrage"]
 
 
-def all_strategies(venue_dir: Path | None) -> MarketConfig:
+def all_strategies(venue_dir: Path | None, enabled: list[str] = ALL) -> MarketConfig:
     values = to_dict(MarketConfig())
-    values["strategies"]["enabled"] = ALL
+    values["strategies"]["enabled"] = enabled
     values["strategies"]["lending"]["utilization_source"] = "simulated"
     if venue_dir is not None:
         values["strategies"]["arbitrage"]["venues"] = [f"kucoin={venue_dir}"]
@@ -116,6 +119,32 @@ def speed(
     }
 
 
+def per_strategy(data: MarketData, rounds: int, seconds: float) -> dict[str, Any]:
+    """Each strategy alone on top of spot, and all of them, against spot only (paired per round),
+    at N = 256 (one thread) and N = 4096 (numba's threads): where the all-strategies cost goes."""
+    out: dict[str, Any] = {}
+    for n in (256, 4096):
+        timers = {"spot": EnvTimer(data, MarketConfig(), n)}
+        for name in ALL[1:]:
+            timers[f"+{name}"] = EnvTimer(data, all_strategies(None, ["spot", name]), n)
+        timers["all"] = EnvTimer(data, all_strategies(None), n)
+        samples: dict[str, list[float]] = {k: [] for k in timers}
+        for _ in range(rounds):
+            for key, timer in timers.items():
+                samples[key].append(timer.round(seconds))
+        out[f"N={n}"] = {
+            key: {
+                "median_env_steps_per_s": round(statistics.median(values)),
+                "slowdown_vs_spot_paired_median": round(
+                    statistics.median(s / v for s, v in zip(samples["spot"], values, strict=True)),
+                    3,
+                ),
+            }
+            for key, values in samples.items()
+        }
+    return out
+
+
 COSTS = (
     ("taker 0.1% + 5 bp slippage (env default)", 0.001, 5.0),
     ("taker 0.1%, no slippage", 0.001, 0.0),
@@ -147,6 +176,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--notional", type=float, default=10_000.0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "strategies.json"))
+    parser.add_argument(
+        "--per-strategy",
+        action="store_true",
+        help="also time each strategy alone on top of spot (synthetic market)",
+    )
     args = parser.parse_args()
     markets: dict[str, tuple[MarketData, Path | None]] = {
         "synthetic": (synthetic_market(PAIRS, "1h", seed=0, days=730), None),
@@ -171,6 +205,10 @@ def main() -> int:
     }
     load_before = os.getloadavg()
     report["speed"] = speed(markets, args.rounds, args.seconds)
+    if args.per_strategy:
+        report["per_strategy_synthetic"] = per_strategy(
+            markets["synthetic"][0], args.rounds, args.seconds
+        )
     report["machine"]["load_avg_1_5_15_min"] = {  # the benchmark's own threads count too
         "before": [round(x, 2) for x in load_before],
         "after": [round(x, 2) for x in os.getloadavg()],
@@ -181,6 +219,10 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["speed"], indent=2))
+    for n, table in report.get("per_strategy_synthetic", {}).items():
+        for key, row in table.items():
+            print(f"{n} {key:12s} {row['median_env_steps_per_s'] / 1e6:6.2f}M env-steps/s, "
+                  f"x{row['slowdown_vs_spot_paired_median']:.2f} vs spot")  # fmt: skip
     if real:
         for pair, entry in report["arbitrage_scan_binance_kucoin_1h"]["pairs"].items():
             for label, scan in entry["costs"].items():
