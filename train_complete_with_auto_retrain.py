@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 try:
-    from nexlify.cli import main
+    from nexlify.cli import run
 except ModuleNotFoundError:  # running from a source checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
-    from nexlify.cli import main
+    from nexlify.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    run(["train", *sys.argv[1:]])

@@ -162,3 +162,26 @@ def test_a_second_ctrl_c_while_the_first_is_handled_still_exits_130(
     monkeypatch.setattr(Console, "print", ctrl_c_again)
     assert cli.main([]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_a_ctrl_c_landing_while_an_interrupted_run_exits_keeps_exit_130() -> None:
+    """The run stopped on Ctrl-C (exit 130); another SIGINT lands while the interpreter shuts
+    down (here: inside a slow ``sys.exit``). It must not turn the exit into death by SIGINT."""
+    script = """
+import os, signal, sys, threading, time
+from nexlify import cli
+
+def interrupted_run(argv=None):
+    threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+    return 130
+
+def slow_exit(code):  # the interpreter's shutdown: threads joined, files flushed
+    time.sleep(1.0)
+    raise SystemExit(code)
+
+cli.main = interrupted_run
+sys.exit = slow_exit
+cli.run()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == 130, done.stderr.decode(errors="replace")[-2000:]

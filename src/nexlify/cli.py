@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -26,7 +27,7 @@ from nexlify.commands.ablate import add_ablate_options, start_ablate
 from nexlify.commands.baselines import start_baselines
 from nexlify.commands.options import add_data_options, add_train_options
 from nexlify.commands.train import start_train
-from nexlify.errors import NexlifyError
+from nexlify.errors import InterruptedRunError, NexlifyError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,5 +109,23 @@ def _main(argv: Sequence[str] | None) -> int:
         return 130
 
 
+def run(argv: Sequence[str] | None = None) -> None:
+    """Process entry point (the ``nexlify`` command, ``python -m nexlify.cli`` and the original
+    script): exit with :func:`main`'s code.
+
+    After an interrupted run (exit 130, its state saved) further SIGINTs are ignored. A terminal's
+    Ctrl-C goes to every process of the group, and one can still be pending, or land, while the
+    interpreter shuts down (joining threads, flushing files); raised there, it would turn the
+    clean exit into death by SIGINT (status -2), which the crash-safety test saw in CI.
+    """
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:  # landed after main's own handler, before it returned
+        code = InterruptedRunError.exit_code
+    if code == InterruptedRunError.exit_code:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
