@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return InterruptedRunError.exit_code
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -106,7 +106,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
-        return 130
+        return InterruptedRunError.exit_code
 
 
 def run(argv: Sequence[str] | None = None) -> None:

@@ -205,9 +205,14 @@ def _compiled_target(
     return target_BZ
 
 
+def _on_cpu_float32(*tensors: torch.Tensor | None) -> bool:
+    """Every tensor given (None: absent, skipped) is a float32 CPU tensor: cpu_kernels' input."""
+    return all(x is None or (x.device.type == "cpu" and x.dtype == torch.float32) for x in tensors)
+
+
 def _cpu_float32(*tensors: torch.Tensor) -> list[np.ndarray] | None:
     """Contiguous numpy views when every tensor is a float32 CPU tensor (cpu_kernels' input)."""
-    if all(x.device.type == "cpu" and x.dtype == torch.float32 for x in tensors):
+    if _on_cpu_float32(*tensors):
         return [x.detach().contiguous().numpy() for x in tensors]
     return None
 
@@ -236,9 +241,8 @@ def c51_taken_loss(
     CPU float32 tensors outside autocast go through one compiled pass each way
     (:class:`_C51CrossEntropy`); other devices and dtypes run the tensor expression below.
     """
-    if all(
-        x is None or (x.device.type == "cpu" and x.dtype == torch.float32)
-        for x in (logits_BZ, target_probs_BZ, support_Z, weights_B)
+    if _on_cpu_float32(
+        logits_BZ, target_probs_BZ, support_Z, weights_B
     ) and not torch.is_autocast_enabled("cpu"):
         loss, per_sample_B, q_taken_B = _C51CrossEntropy.apply(
             logits_BZ, target_probs_BZ, support_Z, weights_B
