@@ -3,15 +3,17 @@
     .venv/bin/python benchmarks/bench_scaling.py --episodes 48  # ~12 min on 2 cores
     .venv/bin/python benchmarks/bench_scaling.py --repeats 3 --episodes 16
 
-Each measurement runs in a fresh subprocess: it builds the synthetic market, then times
-``run_initial_phase`` (worker start-up included) for N initial runs of a fixed budget (early
-stopping off, so every run does the same work). Configurations:
+Each measurement runs in a fresh subprocess: it starts the workers' fork server (as ``nexlify
+train`` does once it has its config), builds the synthetic market, then times
+``run_initial_phase`` (what is left of the worker start-up included) for N initial runs of a
+fixed budget (early stopping off, so every run does the same work). Configurations:
 
-- seeds 1, 2, 3: sequential (``inprocess``), processes capped at the core count (``workers``
-  2: 3 seeds on 2 cores take two rounds), and all 3 seeds at once (``workers`` 3), one torch
-  thread per run;
+- seeds 1, 2, 3: sequential (``inprocess``), one process per core (``workers`` 2: 3 seeds on
+  2 cores take two rounds), the default (``workers`` 0: 3 seeds at once taking turns on the 2
+  cores, ``nexlify.system.core_share``) and 3 at once left to the OS scheduler (``workers`` 3,
+  ``share_cores`` off), one torch thread per run;
 - pairs 1, 2, 3 and data length 180, 365, 730 days: the multi-start phase with 3 seeds on the
-  process backend, all at once;
+  process backend with the default workers;
 - reference: 3 independent processes (one seed each, no backend) started together, which
   shows what running three CPU-bound trainings on two cores costs on this machine by itself.
 
@@ -43,7 +45,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     import tempfile
 
     from nexlify.data.sources import synthetic_market
-    from nexlify.pipeline.auto_retrain import _workers, run_initial_phase
+    from nexlify.pipeline.auto_retrain import pipeline_workers, run_initial_phase
+    from nexlify.pipeline.backends import prestart_workers
     from nexlify.pipeline.data_choice import split_market
     from nexlify.pipeline.runs import UnitTask
     from nexlify.train.config import run_config_from_dict
@@ -53,12 +56,15 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "train": {"device": "cpu", "torch_threads": 1, "early_stopping_patience": 0,
                   "eval_every": spec["episodes"]},
         "pipeline": {"initial_runs": spec["seeds"], "initial_episodes": spec["episodes"],
-                     "backend": spec["backend"], "workers": spec["workers"]},
+                     "backend": spec["backend"], "workers": spec["workers"],
+                     "share_cores": spec.get("share_cores", True)},
     })  # fmt: skip
+    if spec["backend"] == "process":  # as `nexlify train` does once it has its config
+        prestart_workers()
     market = synthetic_market(config.data.pairs, "1h", seed=0, days=config.data.synthetic_days)
     train, val, _ = split_market(market, config.data)
     pcfg = config.pipeline
-    workers = _workers(pcfg)
+    workers = pipeline_workers(pcfg)
     with tempfile.TemporaryDirectory() as tmp:
         tasks = [
             UnitTask(label=f"run_{k + 1}", seed=pcfg.seed_of_run(k), episodes=pcfg.initial_episodes,
@@ -111,8 +117,12 @@ def configurations(episodes: int) -> list[dict[str, Any]]:
     for n in (2, 3):
         seeds.append({**base, "group": "seeds", "seeds": n, "backend": "inprocess", "workers": 1})
         seeds.append({**base, "group": "seeds", "seeds": n, "backend": "process", "workers": 2})
-    seeds.append({**base, "group": "seeds", "seeds": 3, "backend": "process", "workers": 3})
-    default = {"seeds": 3, "backend": "process", "workers": 3}
+    # The default (workers 0): 3 at once taking turns on the 2 cores; and 3 at once left to
+    # the OS scheduler (share_cores off), what the default was measured against.
+    seeds.append({**base, "group": "seeds", "seeds": 3, "backend": "process", "workers": 0})
+    seeds.append({**base, "group": "seeds", "seeds": 3, "backend": "process", "workers": 3,
+                  "share_cores": False})  # fmt: skip
+    default = {"seeds": 3, "backend": "process", "workers": 0}
     pairs = [{**base, **default, "group": "pairs", "pairs": p} for p in (1, 2, 3)]
     days = [{**base, **default, "group": "days", "days": d} for d in (180, 730)]  # 365: above
     # The machine's own limit: 3 independent processes, one seed each, started together (no
@@ -123,8 +133,9 @@ def configurations(episodes: int) -> list[dict[str, Any]]:
 
 
 def key(spec: dict[str, Any]) -> str:
-    return (f"{spec['seeds']}seeds-{spec['backend']}-w{spec['workers']}-{spec['pairs']}pairs-"
-            f"{spec['days']}d")  # fmt: skip
+    share = "" if spec.get("share_cores", True) else "-noshare"
+    return (f"{spec['seeds']}seeds-{spec['backend']}-w{spec['workers']}{share}-{spec['pairs']}"
+            f"pairs-{spec['days']}d")  # fmt: skip
 
 
 def _one_command(spec: dict[str, Any]) -> list[str]:
@@ -176,6 +187,58 @@ def run_child(spec: dict[str, Any], attempts: int = 3) -> dict[str, Any]:
     raise RuntimeError(f"{key(spec)} failed {attempts} times")
 
 
+COMMAND = ["train", "--automated", "--source", "synthetic", "--pairs", "BTC/USDT",
+           "--max-iterations", "0", "--early-stopping-patience", "0"]  # fmt: skip
+
+
+def run_command(runs: int, episodes: int, out_dir: Path) -> dict[str, Any]:
+    """``nexlify train`` with ``runs`` initial runs and no retraining, as a user runs it: wall
+    time of the whole command (imports, checks, data, the phase, ensemble, report) and the
+    phase-1 time from its summary."""
+    import shutil
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "nexlify.cli", *COMMAND, "--initial-runs", str(runs),
+           "--initial-episodes", str(episodes), "--eval-every", str(episodes),
+           "--output-dir", str(out_dir)]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"nexlify train failed ({done.returncode}): {done.stderr[-2000:]}")
+    summary = json.loads((out_dir / "complete_training_summary.json").read_text())
+    return {"runs": runs, "command_seconds": round(wall, 2),
+            "phase1_seconds": round(summary["timings"]["phase1_seconds"], 2),
+            "unit_seconds": [round(r["seconds"], 2) for r in summary["initial_runs"]]}  # fmt: skip
+
+
+def bench_command(pairs: int, episodes: int) -> dict[str, Any]:
+    """``pairs`` alternating (1 run, 3 runs) pairs of the whole command; paired ratios."""
+    import tempfile
+
+    samples: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(pairs):
+            for runs in (1, 3) if k % 2 == 0 else (3, 1):
+                sample = run_command(runs, episodes, Path(tmp) / f"runs_{runs}")
+                samples.append({**sample, "pair": k})
+                print(f"[command {k}] {runs} run(s): command {sample['command_seconds']:.1f}s, "
+                      f"phase 1 {sample['phase1_seconds']:.1f}s", flush=True)  # fmt: skip
+    by = {(s["pair"], s["runs"]): s for s in samples}
+    ratio = {what: [by[(k, 3)][what] / by[(k, 1)][what] for k in range(pairs)]
+             for what in ("command_seconds", "phase1_seconds")}  # fmt: skip
+    return {
+        "what": "nexlify train, synthetic BTC/USDT, no retraining: 3 initial runs (the default "
+        "workers) against 1, in alternating pairs; the worker fork server starts while the "
+        "command checks and loads data",
+        "episodes_per_run": episodes,
+        "three_vs_one_command_median": round(statistics.median(ratio["command_seconds"]), 3),
+        "three_vs_one_phase1_median": round(statistics.median(ratio["phase1_seconds"]), 3),
+        "ratios": {k: [round(x, 3) for x in v] for k, v in ratio.items()},
+        "samples": samples,
+    }
+
+
 def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
     by_key: dict[str, list[dict[str, Any]]] = {}
     for s in samples:
@@ -188,6 +251,7 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
         table.append({
             "config": k, "group": spec["group"], "seeds": spec["seeds"], "pairs": spec["pairs"],
             "days": spec["days"], "backend": spec["backend"], "workers": spec["workers"],
+            "share_cores": spec.get("share_cores", True),
             "units_at_once": spec["units_at_once"], "median_wall_seconds": median[k],
             "wall_seconds": [s["wall_seconds"] for s in v],
             "median_cpu_seconds": statistics.median(s["cpu_seconds"] for s in v),
@@ -209,6 +273,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="samples per configuration (2)")
     parser.add_argument("--episodes", type=int, default=16, help="episodes per run (16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
+    parser.add_argument(
+        "--command-pairs",
+        type=int,
+        default=3,
+        help="(1 run, 3 runs) pairs of the whole `nexlify train` command (3)",
+    )
+    parser.add_argument(
+        "--command-only",
+        action="store_true",
+        help="only the command pairs, added to an existing JSON",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling.json"))
     args = parser.parse_args()
@@ -216,6 +291,13 @@ def main() -> None:
         print(json.dumps(measure(json.loads(args.one))), flush=True)
         return
 
+    out = Path(args.out)
+    if args.command_only:
+        result = json.loads(out.read_text())
+        result["command"] = bench_command(args.command_pairs, args.episodes)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in result["command"].items() if k != "samples"}))
+        return
     rng = random.Random(args.seed)
     specs = configurations(args.episodes)
     samples = []
@@ -253,9 +335,9 @@ def main() -> None:
         "excluded); cpu_seconds of the process backend include its fork server (imports).",
         **summarise(samples),
         "samples": samples,
+        "command": bench_command(args.command_pairs, args.episodes) if args.command_pairs else None,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     for row in result["table"]:

@@ -201,11 +201,25 @@ def test_phase_time_by_hand() -> None:
     assert phase_time(1, 1, 2) == 1.0
 
 
-def test_default_workers_is_one_per_core() -> None:
+def test_default_workers_finishes_equal_units_soonest() -> None:
     assert default_workers(1, 2) == 1
-    assert default_workers(3, 2) == 2  # measured: a third process on 2 cores did not pay
+    assert default_workers(2, 2) == 2
+    assert default_workers(3, 2) == 3  # 1.5 unit-times taking turns, against 2 (two, then one)
+    assert default_workers(4, 2) == 2  # 2 either way: fewer processes
+    assert default_workers(5, 2) == 3  # 2.5 against 3 (2 + 2 + 1) and 3 (4, then 1)
     assert default_workers(3, 8) == 3
-    assert default_workers(50, 4) == 4
+    assert default_workers(50, 4) == 4  # 5 would predict 12.5 against 13: under 10%, not worth it
+    assert default_workers(6, 4) == 6  # 1.5 against 2
+    assert default_workers(3, 1) == 1  # one core: nothing to gain
+    # Without turns, one per core (the OS scheduler alone made oversubscribed units slower).
+    assert default_workers(3, 2, share_cores=False) == 2
+    assert default_workers(5, 2, share_cores=False) == 2
+    for n in range(1, 12):
+        for cores in (1, 2, 3, 4, 8):
+            w = default_workers(n, cores)
+            assert min(n, cores) <= w <= max(min(n, 2 * cores), 1)
+            fewest = phase_time(n, min(n, cores), cores)
+            assert w == min(n, cores) or phase_time(n, w, cores) <= 0.9 * fewest
 
 
 def test_units_at_once_per_backend() -> None:
@@ -216,6 +230,9 @@ def test_units_at_once_per_backend() -> None:
     assert units_at_once("ray", 0, 7) == 7
     assert units_at_once("ray", 2, 7) == 2
     assert units_at_once("process", 0, 1) == 1
+    cores = os.cpu_count() or 1
+    assert units_at_once("process", 0, 2 * cores + 1) == default_workers(2 * cores + 1, cores)
+    assert units_at_once("process", 0, cores + 1, share_cores=False) == cores
 
 
 # ---- placement ----------------------------------------------------------------------------------
@@ -255,8 +272,10 @@ def test_backend_settings_validate_and_round_trip(tmp_path: Path) -> None:
         PipelineConfig(ray_address="nowhere")
     for address in ("local", "auto", "ray://head:10001", "10.0.0.1:6379", None):
         assert PipelineConfig(backend="ray", ray_address=address).ray_address == address
+    with pytest.raises(ConfigError, match=r"pipeline\.share_cores: 'yes' is invalid"):
+        PipelineConfig(share_cores="yes")  # type: ignore[arg-type]
     config = run_config_from_dict({"pipeline": {"backend": "ray", "ray_address": "auto",
-                                                "workers": 3}})  # fmt: skip
+                                                "workers": 3, "share_cores": False}})  # fmt: skip
     path = tmp_path / "config.yaml"
     path.write_text(config.to_yaml())
     assert load_run_config(path) == config
@@ -271,6 +290,8 @@ def test_backend_flags() -> None:
                                                      "workers": 3}  # fmt: skip
     with pytest.raises(SystemExit):
         parser.parse_args(["--backend", "threads"])
+    args = parser.parse_args(["--no-share-cores"])
+    assert overrides_from_args(args)["pipeline"] == {"share_cores": False}
 
 
 def test_ray_backend_without_ray_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

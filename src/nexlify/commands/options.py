@@ -249,6 +249,10 @@ BACKEND_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
      {"metavar": "ADDR", "help": "Ray cluster for --backend ray: local (a private cluster "
       "here), auto (the running `ray start` cluster), ray://HOST:PORT or HOST:PORT "
       "(default $RAY_ADDRESS, else local)"}),
+    (("--share-cores",), "pipeline", "share_cores",
+     {"action": argparse.BooleanOptionalAction, "help": "with more runs at once than cores, "
+      "local processes take turns on the cores in 0.5 s slices (default on); results are the "
+      "same either way"}),
 ]  # fmt: skip
 
 
@@ -294,7 +298,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         "--resume",
         metavar="RUN_DIR",
         help="continue an interrupted run in RUN_DIR with its saved config and data; finished "
-        "runs and iterations are kept (only --workers/--backend/--ray-address may change)",
+        "runs and iterations are kept (only --workers/--share-cores/--backend/--ray-address may "
+        "change)",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging on the console")
 

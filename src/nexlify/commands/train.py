@@ -22,8 +22,10 @@ from nexlify.pipeline.auto_retrain import (
     SUMMARY_FILE,
     attach_run_log,
     check_resumable,
+    pipeline_workers,
     run_pipeline,
 )
+from nexlify.pipeline.backends import prestart_workers
 from nexlify.pipeline.data_choice import load_training_market
 from nexlify.train.config import RunConfig, load_run_config, run_config_from_dict
 from nexlify.train.tensorboard import require_tensorboard
@@ -58,7 +60,12 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
     return run_config_from_dict(nested, config) if nested else config
 
 
-RESUMABLE_FLAGS = {("pipeline", "workers"), ("pipeline", "backend"), ("pipeline", "ray_address")}
+RESUMABLE_FLAGS = {
+    ("pipeline", "workers"),
+    ("pipeline", "share_cores"),
+    ("pipeline", "backend"),
+    ("pipeline", "ray_address"),
+}
 """Flags ``--resume`` accepts: they change how the run executes, not its results."""
 
 
@@ -152,10 +159,20 @@ class RichProgressSink:
         self.progress.update(self.tasks[label], completed=done, total=total)
 
 
+def uses_worker_processes(config: RunConfig) -> bool:
+    """Whether the pipeline will train units in local worker processes (then their fork
+    server is started first thing, :func:`~nexlify.pipeline.backends.prestart_workers`)."""
+    pcfg = config.pipeline
+    pooled = pipeline_workers(pcfg) > 1 or pcfg.validation == "walk-forward"
+    return pcfg.backend == "process" and pooled
+
+
 def start_train(args: argparse.Namespace, console: Console) -> int:
     """Handler of ``nexlify train``."""
     resume = getattr(args, "resume", None) is not None
     config, _ = resume_config(args) if resume else (resolve_run_config(args), None)
+    if uses_worker_processes(config):
+        prestart_workers()  # imports while the checks and the data loading below run
     run_and_report(config, console)  # pre-flight: a failed check stops here (exit 2 or 3)
     resolve_device(config.train.device)  # an unavailable device is refused before any work
     if config.train.tensorboard:

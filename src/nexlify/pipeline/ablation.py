@@ -157,7 +157,8 @@ def run_ablation(
         log.info("[%d/%d] %s: val score %.3f in %.0fs", done[0], len(tasks), outcome["label"],
                  outcome["val_score"], outcome["seconds"])  # fmt: skip
 
-    workers = units_at_once(base.pipeline.backend, config.workers, len(tasks))
+    workers = units_at_once(base.pipeline.backend, config.workers, len(tasks),
+                            base.pipeline.share_cores)  # fmt: skip
     outcomes = run_initial_phase(tasks, workers, on_done)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for task, outcome in zip(tasks, outcomes, strict=True):

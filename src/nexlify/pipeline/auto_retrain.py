@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import platform
 import shutil
 import time
@@ -138,11 +139,11 @@ def build_ensemble(
     }
 
 
-def _workers(config: PipelineConfig, n_units: int | None = None) -> int:
+def pipeline_workers(config: PipelineConfig, n_units: int | None = None) -> int:
     """Units trained at once: 1 in-process; for processes ``workers``, or with 0 one per core;
     for Ray ``workers``, or with 0 every unit at once (the cluster schedules them)."""
     units = config.initial_runs if n_units is None else n_units
-    return units_at_once(config.backend, config.workers, units)
+    return units_at_once(config.backend, config.workers, units, config.share_cores)
 
 
 def _unit_progress(sink: ProgressSink | None, label: str) -> Callable[[int, int], None] | None:
@@ -175,7 +176,8 @@ def run_initial_phase(
     address = ray_address if ray_address is not None else pcfg.ray_address
     placed, workers = plan_devices(tasks, workers, name)
     threads = max(task.threads for task in placed)
-    with make_backend(name, workers, ray_address=address, threads=threads) as runner:
+    with make_backend(name, workers, ray_address=address, threads=threads,
+                      share_cores=pcfg.share_cores) as runner:  # fmt: skip
         return runner.map_units(train_unit, placed, on_done, progress)
 
 
@@ -228,7 +230,7 @@ def _write_html_report(
     log.info("report: %s", path)
 
 
-EXECUTION_ONLY = {"pipeline": ("workers", "backend", "ray_address", "output_dir")}
+EXECUTION_ONLY = {"pipeline": ("workers", "share_cores", "backend", "ray_address", "output_dir")}
 """Settings that change how a run executes but not its results: a resume may change them."""
 
 
@@ -456,7 +458,7 @@ def _run_pipeline(
     atomic_write_json(summary_path, summary)
 
     # ---- phase 1: multi-start -----------------------------------------------------------
-    workers = _workers(pcfg, pcfg.initial_runs * n_folds)
+    workers = pipeline_workers(pcfg, pcfg.initial_runs * n_folds)
     threads = config.train.torch_threads
     log_path = str(out_dir / LOG_FILE)
 
@@ -510,10 +512,13 @@ def _run_pipeline(
         units(f"run_{k + 1}", "initial_runs", pcfg.seed_of_run(k), pcfg.initial_episodes)
         for k in range(pcfg.initial_runs)
     ]
-    log.info("phase 1: %d initial runs x %d episodes%s (%d worker process%s, %d thread%s each)",
+    cores = os.cpu_count() or 1
+    turns = pcfg.backend == "process" and pcfg.share_cores and workers > cores // threads
+    log.info("phase 1: %d initial runs x %d episodes%s (%d worker process%s, %d thread%s each%s)",
              len(candidates), pcfg.initial_episodes,
              f" x {n_folds} folds" if n_folds > 1 else "", workers, "es" if workers > 1 else "",
-             threads, "s" if threads > 1 else "")  # fmt: skip
+             threads, "s" if threads > 1 else "",
+             f", taking turns on {cores} cores" if turns else "")  # fmt: skip
     phase1_start = time.perf_counter()
     flat = train_all([task for group in candidates for task in group], parallel=True)
     outcomes = [

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue
 import signal
 from abc import ABC, abstractmethod
@@ -39,6 +40,7 @@ from typing import Any, Protocol, TypeVar
 
 from nexlify.errors import ConfigError, NexlifyError, TrainingError
 from nexlify.pipeline.placement import with_field
+from nexlify.system import core_share
 from nexlify.system.lifetime import die_with_parent
 from nexlify.train.config import BACKENDS
 
@@ -191,9 +193,14 @@ _IN_UNIT = False
 def _worker_unit(fn: Callable[[Any], Any], task: Any) -> Any:
     global _IN_UNIT
     _IN_UNIT = True
+    share = core_share.current()
+    if share is not None:
+        share.running(True)
     try:
         return run_isolated(fn, task)
     finally:
+        if share is not None:
+            share.running(False)
         _IN_UNIT = False
 
 
@@ -205,8 +212,8 @@ def _stop_worker(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 
 
-def _init_worker(updates: Any) -> None:
-    """Worker set-up: the progress queue, and signals left to the parent.
+def _init_worker(updates: Any, share: tuple[Any, Any, int, float] | None = None) -> None:
+    """Worker set-up: the progress queue, the pool's core share, and signals left to the parent.
 
     Ctrl-C reaches the whole process group; workers ignore it and the parent stops each worker
     exactly once (SIGTERM, raised here as KeyboardInterrupt so ``finally`` blocks run).
@@ -214,6 +221,7 @@ def _init_worker(updates: Any) -> None:
     global _WORKER_UPDATES
     die_with_parent()  # a SIGKILLed pipeline must not leave workers writing into its folder
     _WORKER_UPDATES = updates
+    core_share.install(share)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _stop_worker)
@@ -232,23 +240,63 @@ def worker_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
+def prestart_workers() -> bool:
+    """Start the workers' fork server now; True when one was started (or already runs).
+
+    Its imports (torch and what building an optimizer pulls in: about 4 s of CPU) then overlap
+    what the caller does before its first units (pre-flight checks, loading data) instead of
+    delaying them: the first worker forks from a server that is ready, or nearly. False, and
+    nothing started, where workers are spawned (no fork server on this platform).
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    from multiprocessing import forkserver
+
+    worker_context()  # the preload list
+    forkserver.ensure_running()  # returns once the server is launched; it imports on its own
+    return True
+
+
 class ProcessBackend(Backend):
-    """Units in ``workers`` spawned processes (a pool kept for the backend's lifetime)."""
+    """Units in ``workers`` worker processes (a pool kept for the backend's lifetime).
+
+    With more workers than ``cores // threads`` (``cores``: this machine's) and ``share_cores``
+    on, the running units take turns on the cores (:mod:`nexlify.system.core_share`).
+    """
 
     name = "process"
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(
+        self,
+        workers: int = 1,
+        *,
+        threads: int = 1,
+        cores: int | None = None,
+        share_cores: bool = True,
+    ) -> None:
         super().__init__(workers)
         self._pool: ProcessPoolExecutor | None = None
         self._updates: Any = None
+        cores = cores if cores is not None else (os.cpu_count() or 1)
+        self.running_at_once = max(1, cores // max(1, threads))
+        """Units that compute at any moment: all ``workers``, or fewer when they share."""
+        self.shares_cores = share_cores and workers > self.running_at_once
+        if not self.shares_cores:
+            self.running_at_once = workers
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             ctx = worker_context()
             self._updates = ctx.Queue()
-            self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self._updates,)
+            share = (
+                core_share.CoreShare.create(self.workers, self.running_at_once, ctx).handles()
+                if self.shares_cores
+                else None
             )
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=ctx, initializer=_init_worker,
+                initargs=(self._updates, share),
+            )  # fmt: skip
         return self._pool
 
     def map_units(
@@ -341,11 +389,17 @@ def stop_processes(processes: list[Any], grace: float) -> None:
 
 
 def make_backend(
-    name: str, workers: int, *, ray_address: str | None = None, threads: int = 1
+    name: str,
+    workers: int,
+    *,
+    ray_address: str | None = None,
+    threads: int = 1,
+    share_cores: bool = True,
 ) -> Backend:
     """The backend called ``name`` running ``workers`` units at once.
 
-    ``process`` with one worker runs in this process (same results, no start-up cost). For
+    ``process`` with one worker runs in this process (same results, no start-up cost); with
+    more workers than cores (``threads`` each) they take turns when ``share_cores``. For
     ``ray``, ``workers`` caps the units in flight and sizes a private local cluster; ``threads``
     is the CPUs each Ray task asks for. ``ray`` without Ray installed says how to install it.
     """
@@ -354,7 +408,7 @@ def make_backend(
     if name == "inprocess" or (name == "process" and workers <= 1):
         return InProcessBackend(1)
     if name == "process":
-        return ProcessBackend(workers)
+        return ProcessBackend(workers, threads=threads, share_cores=share_cores)
     from nexlify.pipeline.ray_backend import RayBackend
 
     return RayBackend(workers, address=ray_address, threads=threads)

@@ -1,9 +1,9 @@
 """How many units run at once, and on which device.
 
-Sizing: with ``workers`` 0 a phase runs one unit per core, each with one torch thread.
-:func:`phase_time` models equal units sharing the cores; ``benchmarks/bench_scaling.py``
-measures the real thing (see :func:`default_workers` for why the default is not above the
-core count).
+Sizing: with ``workers`` 0 a phase runs as many units at once as finish them soonest by
+:func:`phase_time` (one per core, or up to two per core taking turns on the cores; see
+:func:`default_workers`), each with one torch thread. ``benchmarks/bench_scaling.py``
+measures the real thing.
 
 Placement: with CUDA GPUs and ``device`` auto or cuda, unit k runs on ``cuda:(k mod n_gpus)``
 (round-robin; several units share a GPU when more run at once than there are GPUs, up to what
@@ -25,6 +25,11 @@ UNIT_GPU_BYTES = 2 << 30
 state, batches; the replay buffer lives in host memory)."""
 
 
+MIN_SHARING_GAIN = 0.1
+"""Least predicted saving of phase time for which the default runs more units than cores
+(each extra unit holds its replay buffer in memory, and turns cost a little start-up)."""
+
+
 def phase_time(n_units: int, workers: int, cores: int) -> float:
     """Wall time of ``n_units`` equal units run ``workers`` at a time on ``cores`` cores, in
     units of one unit's time alone (processes share the cores evenly)."""
@@ -33,37 +38,48 @@ def phase_time(n_units: int, workers: int, cores: int) -> float:
     return full + (max(1.0, last / cores) if last else 0.0)
 
 
-def units_at_once(backend: str, requested: int, n_units: int) -> int:
+def units_at_once(backend: str, requested: int, n_units: int, share_cores: bool = True) -> int:
     """Units one phase runs at once: 1 in-process; ``requested`` (0 = :func:`default_workers`)
     in local processes; ``requested`` (0 = all) with Ray, which schedules them on its cluster."""
     if backend == "inprocess" or n_units <= 1:
         return 1
     if backend == "ray":
         return max(1, min(requested or n_units, n_units))
-    return resolve_workers(requested, n_units)
+    return resolve_workers(requested, n_units, share_cores=share_cores)
 
 
-def default_workers(n_units: int, cores: int) -> int:
-    """Units at once when ``workers`` is 0: one per core (never more than the units).
+def default_workers(n_units: int, cores: int, share_cores: bool = True) -> int:
+    """Units at once when ``workers`` is 0: the count that finishes equal units soonest.
 
-    More processes than cores would finish equal units sooner on idle cores (3 on 2 cores:
-    :func:`phase_time` 1.5 instead of 2), but cores shared by more units than they have run each
-    unit slower (cache, memory bandwidth, the OS switching between them). On the 2-core machine
-    (``benchmarks/bench_scaling.py``: 3 seeds, 48 episodes) 3 workers took 25.6 s and 50
-    CPU-seconds against 26.0 s and 40 with 2 in one run; in a later one 42.2 s and 80 against
-    47.7 s and 68, the 2-worker samples spreading from 39.9 to 55.4 s. The wall-time gain is
-    within the machine's noise and the CPU cost is not, so the default stays at the core count;
-    ``--workers 3`` still asks for it.
+    One per core, unless more (up to two per core) finish sooner by :func:`phase_time` while
+    they take turns on the cores (``share_cores``, :mod:`nexlify.system.core_share`): 3 units
+    on 2 cores run all at once (1.5 unit-times instead of 2: two, then the third alone); 4 on
+    2 stay at 2 (2 either way); 5 on 2 run 3 at once (2.5 instead of 3). Ties go to fewer, and
+    so does a gain under :data:`MIN_SHARING_GAIN` (50 on 4 cores: 12.5 against 13 stays at 4).
+
+    Without turns the default stays at the core count: units the OS scheduler alone spread over
+    fewer cores ran each slower, and the wall-time gain was within the machine's noise while
+    the CPU cost was not (``benchmarks/bench_scaling.py``, 3 seeds, 48 episodes, 2 cores:
+    25.6 s and 50 CPU-seconds with 3 workers against 26.0 s and 40 with 2 in one run; 42.2 s and
+    80 against 47.7 s and 68 in another).
     """
-    return max(1, min(n_units, cores))
+    fewest = max(1, min(n_units, cores))
+    if not share_cores:
+        return fewest
+    counts = range(fewest, max(fewest, min(n_units, 2 * cores)) + 1)
+    best = min(counts, key=lambda w: (phase_time(n_units, w, cores), w))
+    gain = 1.0 - phase_time(n_units, best, cores) / phase_time(n_units, fewest, cores)
+    return best if gain >= MIN_SHARING_GAIN else fewest
 
 
-def resolve_workers(requested: int, n_units: int, cores: int | None = None) -> int:
+def resolve_workers(
+    requested: int, n_units: int, cores: int | None = None, share_cores: bool = True
+) -> int:
     """Units at once: ``requested`` (0 = :func:`default_workers`), never more than the units."""
     if n_units <= 0:
         return 1
     cores = cores if cores is not None else (os.cpu_count() or 1)
-    wanted = requested if requested > 0 else default_workers(n_units, cores)
+    wanted = requested if requested > 0 else default_workers(n_units, cores, share_cores)
     return max(1, min(wanted, n_units))
 
 

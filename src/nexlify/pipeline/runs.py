@@ -27,6 +27,7 @@ from nexlify.agent.dqn import DQNAgent, load_agent, read_checkpoint
 from nexlify.data.market_data import MarketData
 from nexlify.errors import CheckpointError
 from nexlify.io import atomic_write_json
+from nexlify.system import core_share
 from nexlify.system.batch_size import BatchPlanner
 from nexlify.system.devices import configure_device
 from nexlify.system.lifetime import die_with_parent
@@ -185,6 +186,8 @@ def train_unit(task: UnitTask, progress: ProgressCallback | None = None) -> dict
         if cfg.train.resume_points and task.fingerprint
         else None
     )
+    share = core_share.current()
+    waited_before = share.waited_seconds if share is not None else 0.0
     agent: DQNAgent | None = None
     if task.init_model is not None:
         agent, _ = load_agent(task.init_model, device=device)
@@ -203,6 +206,7 @@ def train_unit(task: UnitTask, progress: ProgressCallback | None = None) -> dict
         thermal=thermal,
         batch_planner=planner,
         tensorboard=board,
+        core_share=share,
     )
     if progress is None and task.progress_queue is not None:
         queue = task.progress_queue
@@ -240,6 +244,7 @@ def train_unit(task: UnitTask, progress: ProgressCallback | None = None) -> dict
         "oom_backoff": trainer.oom_backoff.to_dict(),
         **({"batch_plan": planner.last_plan.to_dict()} if planner and planner.last_plan else {}),
         **({"thermal": thermal.summary()} if thermal is not None else {}),
+        **({"core_share": share.summary(waited_before)} if share is not None else {}),
         "pid": os.getpid(),
     }
     atomic_write_json(model_dir / OUTCOME_FILE, {"fingerprint": task.fingerprint,

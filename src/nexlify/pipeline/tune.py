@@ -36,6 +36,7 @@ from nexlify.io import atomic_write_text
 from nexlify.pipeline.backends import Backend, make_backend
 from nexlify.pipeline.placement import plan_devices
 from nexlify.pipeline.runs import set_threads
+from nexlify.system import core_share
 from nexlify.train.config import RunConfig, run_config_from_dict
 from nexlify.train.trainer import Trainer, resolve_device
 
@@ -170,6 +171,7 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
                 seed=task.seed, device=str(resolve_device(config.train.device)),
                 logger=logging.getLogger("nexlify.tune"),
                 label=task.label if len(folds) == 1 else f"{task.label}_fold_{k + 1}",
+                core_share=core_share.current(),
             )  # fmt: skip
             results.append(trainer.train(task.episodes, on_validation=report))
     except optuna.TrialPruned:
@@ -206,10 +208,11 @@ def run_tuning(job: TuneJob, workers: int, out_dir: Path) -> dict[str, Any]:
         sampler=optuna.samplers.TPESampler(seed=job.seed + len(study.trials)),
     )  # fmt: skip
     workers = max(1, min(workers, job.trials))
-    threads = run_config_from_dict(job.base).train.torch_threads
+    base = run_config_from_dict(job.base)
     log = logging.getLogger("nexlify.tune")
     with make_backend(job.backend, workers, ray_address=job.ray_address,
-                      threads=threads) as backend:  # fmt: skip
+                      threads=base.train.torch_threads,
+                      share_cores=base.pipeline.share_cores) as backend:  # fmt: skip
         left = job.trials
         while left > 0:
             batch = min(workers, left)

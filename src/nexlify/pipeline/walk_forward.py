@@ -123,7 +123,7 @@ def run_walk_forward(
              ", ".join(market.pairs), market.source)  # fmt: skip
     tasks = [_fold_task(config, market, fold, spec, out_dir, log) for fold in folds]
     pcfg = config.pipeline
-    workers = units_at_once(pcfg.backend, pcfg.workers, len(tasks))
+    workers = units_at_once(pcfg.backend, pcfg.workers, len(tasks), pcfg.share_cores)
     outcomes = run_initial_phase(tasks, workers, lambda o: None, progress)
     test_cfg = replace(config.market, env=replace(config.market.env, episode_length=0))
     fold_rows = []

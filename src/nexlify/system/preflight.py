@@ -134,17 +134,19 @@ def _parallel_units(config: RunConfig) -> int:
     from nexlify.pipeline.placement import units_at_once
 
     p = config.pipeline
-    return units_at_once(p.backend, p.workers, p.initial_runs)
+    return units_at_once(p.backend, p.workers, p.initial_runs, p.share_cores)
 
 
 def check_cores(config: RunConfig) -> CheckResult:
     cores = os.cpu_count() or 1
-    workers = config.pipeline.workers
-    if workers > cores:
-        return CheckResult(
-            "cpu", WARN, f"--workers {workers} > {cores} cores: runs will compete for CPU"
-        )
-    return CheckResult("cpu", PASS, f"{cores} cores, {_parallel_units(config)} runs at once")
+    p = config.pipeline
+    units = _parallel_units(config)
+    if p.backend == "process" and units > cores and p.share_cores:
+        return CheckResult("cpu", PASS, f"{cores} cores, {units} runs at once taking turns")
+    if units > cores:
+        return CheckResult("cpu", WARN, f"{units} runs at once on {cores} cores: runs will "
+                           "compete for CPU")  # fmt: skip
+    return CheckResult("cpu", PASS, f"{cores} cores, {units} runs at once")
 
 
 def check_memory(config: RunConfig, available: int | None) -> CheckResult:

@@ -300,6 +300,10 @@ class PipelineConfig:
     workers: int = 0
     """Units (initial runs, folds, variants) trained at once (0 = one per CPU core; with Ray, all
     at once; 1 = in this process). Results do not depend on it."""
+    share_cores: bool = True
+    """With more units at once than cores (e.g. 3 seeds on 2 cores), local worker processes take
+    turns on the cores in 0.5 s slices instead of all running at once, which on the 2-core
+    machine was faster (``nexlify.system.core_share``). Results do not depend on it."""
     backend: str = "process"
     """Where units run: inprocess (one by one, for debugging), process (local worker
     processes) or ray (a Ray cluster, ``pip install 'nexlify[ray]'``). Results do not depend on
@@ -357,6 +361,8 @@ class PipelineConfig:
             self.workers,
             "an integer >= 0 (0 = automatic)",
         )
+        require(isinstance(self.share_cores, bool), s, "share_cores", self.share_cores,
+                "true or false")  # fmt: skip
         require(self.backend in BACKENDS, s, "backend", self.backend, f"one of {BACKENDS}")
         require(
             self.ray_address is None or _ray_address(self.ray_address),

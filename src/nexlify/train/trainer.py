@@ -28,6 +28,7 @@ from nexlify.errors import TrainingError
 from nexlify.market.env import VecMarketEnv
 from nexlify.market.evaluate import EvaluationResult, evaluate_policy
 from nexlify.system.batch_size import BatchPlanner, OOMBackoff
+from nexlify.system.core_share import CoreShare
 from nexlify.system.thermal import ThermalGuard
 from nexlify.train.callbacks import EarlyStopping
 from nexlify.train.config import TrainConfig
@@ -127,6 +128,7 @@ class Trainer:
         oom_backoff: OOMBackoff | None = None,
         batch_planner: BatchPlanner | None = None,
         tensorboard: TensorBoardLogger | None = None,
+        core_share: CoreShare | None = None,
     ) -> None:
         self.train_data = train_data
         self.val_data = val_data
@@ -141,6 +143,9 @@ class Trainer:
         self.practices = practices
         self.thermal = thermal
         """Checked once per vector step: pauses or slows training while too hot."""
+        self.core_share = core_share
+        """Checked once per vector step: waits while other units have the cores (more units
+        than cores in a worker pool, :mod:`nexlify.system.core_share`)."""
         self.oom_backoff = oom_backoff or OOMBackoff(
             practices.min_batch_size if practices else 16, device=device, log=self.log, label=label
         )
@@ -308,6 +313,8 @@ class Trainer:
         while done_episodes < episodes and not stopped_early:
             if self.thermal is not None:
                 self.thermal.check()
+            if self.core_share is not None:
+                self.core_share.wait_for_turn()
             progress_frac = transitions / planned
             epsilon = 0.0 if cfg.noisy else agent.epsilon_at(progress_frac, start=eps0)
             actions = agent.act(obs, epsilon, rng)
