@@ -229,8 +229,8 @@ def bench_command(pairs: int, episodes: int) -> dict[str, Any]:
              for what in ("command_seconds", "phase1_seconds")}  # fmt: skip
     return {
         "what": "nexlify train, synthetic BTC/USDT, no retraining: 3 initial runs (the default "
-        "workers) against 1, in alternating pairs; the worker fork server starts while the "
-        "command checks and loads data",
+        "workers) against 1, in alternating pairs; the command starts the worker fork server "
+        "first thing, so its imports run beside the command's own",
         "episodes_per_run": episodes,
         "three_vs_one_command_median": round(statistics.median(ratio["command_seconds"]), 3),
         "three_vs_one_phase1_median": round(statistics.median(ratio["phase1_seconds"]), 3),

@@ -231,3 +231,18 @@ def test_prestarted_workers_fork_from_the_same_server() -> None:
 
 def parent_pid(task: Any) -> int:
     return os.getppid()
+
+
+def test_the_command_guesses_from_its_arguments_whether_to_start_workers_first() -> None:
+    from nexlify.cli import may_train_in_workers
+
+    assert may_train_in_workers(["train"])
+    assert may_train_in_workers(["train", "--quick-test", "--workers", "2"])
+    assert may_train_in_workers(["train", "--resume", "out"])  # the saved config decides later
+    assert not may_train_in_workers([])
+    assert not may_train_in_workers(["backtest", "--model", "m.pt"])
+    assert not may_train_in_workers(["train", "--help"])
+    assert not may_train_in_workers(["train", "--backend", "inprocess"])
+    assert not may_train_in_workers(["train", "--backend=ray"])
+    assert not may_train_in_workers(["train", "--workers", "1"])
+    assert not may_train_in_workers(["train", "--initial-runs=1"])

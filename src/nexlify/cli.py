@@ -15,22 +15,25 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from nexlify.commands import audit as audit_command
-from nexlify.commands import backtest as backtest_command
-from nexlify.commands import data as data_command
-from nexlify.commands import paper as paper_command
-from nexlify.commands import preflight as preflight_command
-from nexlify.commands import report as report_command
-from nexlify.commands import tune as tune_command
-from nexlify.commands import walk_forward as walk_forward_command
-from nexlify.commands.ablate import add_ablate_options, start_ablate
-from nexlify.commands.baselines import start_baselines
-from nexlify.commands.options import add_data_options, add_train_options
-from nexlify.commands.train import start_train
 from nexlify.errors import InterruptedRunError, NexlifyError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The commands import torch and the rest (seconds): imported here, after run() had the
+    # chance to start the worker processes' imports beside them.
+    from nexlify.commands import audit as audit_command
+    from nexlify.commands import backtest as backtest_command
+    from nexlify.commands import data as data_command
+    from nexlify.commands import paper as paper_command
+    from nexlify.commands import preflight as preflight_command
+    from nexlify.commands import report as report_command
+    from nexlify.commands import tune as tune_command
+    from nexlify.commands import walk_forward as walk_forward_command
+    from nexlify.commands.ablate import add_ablate_options, start_ablate
+    from nexlify.commands.baselines import start_baselines
+    from nexlify.commands.options import add_data_options, add_train_options
+    from nexlify.commands.train import start_train
+
     parser = argparse.ArgumentParser(
         prog="nexlify",
         description="Reinforcement-learning trading agents for crypto spot markets.",
@@ -109,6 +112,33 @@ def _main(argv: Sequence[str] | None) -> int:
         return InterruptedRunError.exit_code
 
 
+def may_train_in_workers(argv: Sequence[str]) -> bool:
+    """A guess from the arguments alone: will this command train units in worker processes?
+
+    Yes for ``train`` unless a flag says otherwise (``--backend inprocess|ray``, ``--workers
+    1``, ``--initial-runs 1``, ``--help``). A config file can still say otherwise; then the
+    worker server started on the guess idles until the command ends (a few seconds of CPU on
+    another core, nothing else).
+    """
+    args = list(argv)
+    if not args or args[0] != "train" or {"-h", "--help"} & set(args):
+        return False
+
+    def value(flag: str) -> str | None:
+        for k, arg in enumerate(args):
+            if arg == flag and k + 1 < len(args):
+                return args[k + 1]
+            if arg.startswith(flag + "="):
+                return arg.split("=", 1)[1]
+        return None
+
+    return not (
+        value("--backend") in ("inprocess", "ray")
+        or value("--workers") == "1"
+        or value("--initial-runs") == "1"
+    )
+
+
 def run(argv: Sequence[str] | None = None) -> None:
     """Process entry point (the ``nexlify`` command, ``python -m nexlify.cli`` and the original
     script): exit with :func:`main`'s code.
@@ -117,9 +147,17 @@ def run(argv: Sequence[str] | None = None) -> None:
     Ctrl-C goes to every process of the group, and one can still be pending, or land, while the
     interpreter shuts down (joining threads, flushing files); raised there, it would turn the
     clean exit into death by SIGINT (status -2), which the crash-safety test saw in CI.
+
+    A ``train`` that will use worker processes (:func:`may_train_in_workers`) starts their fork
+    server first thing, so its imports run beside this process's own.
     """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if may_train_in_workers(args):
+        from nexlify.pipeline.backends import prestart_workers
+
+        prestart_workers()  # torch imports there while this process imports the same below
     try:
-        code = main(argv)
+        code = main(args)
     except KeyboardInterrupt:  # landed after main's own handler, before it returned
         code = InterruptedRunError.exit_code
     if code == InterruptedRunError.exit_code:
