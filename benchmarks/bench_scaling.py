@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_scaling.py --episodes 48  # ~12 min on 2 cores
     .venv/bin/python benchmarks/bench_scaling.py --repeats 3 --episodes 16
 
-Each measurement runs in a fresh subprocess: it starts the workers' fork server (as ``nexlify
-train`` does once it has its config), builds the synthetic market, then times
+Each measurement runs in a fresh subprocess: it starts the workers' fork server first thing (as
+``nexlify train`` does), imports Nexlify and builds the synthetic market, then times
 ``run_initial_phase`` (what is left of the worker start-up included) for N initial runs of a
 fixed budget (early stopping off, so every run does the same work). Configurations:
 
@@ -46,7 +46,6 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     from nexlify.data.sources import synthetic_market
     from nexlify.pipeline.auto_retrain import pipeline_workers, run_initial_phase
-    from nexlify.pipeline.backends import prestart_workers
     from nexlify.pipeline.data_choice import split_market
     from nexlify.pipeline.runs import UnitTask
     from nexlify.train.config import run_config_from_dict
@@ -59,8 +58,6 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                      "backend": spec["backend"], "workers": spec["workers"],
                      "share_cores": spec.get("share_cores", True)},
     })  # fmt: skip
-    if spec["backend"] == "process":  # as `nexlify train` does once it has its config
-        prestart_workers()
     market = synthetic_market(config.data.pairs, "1h", seed=0, days=config.data.synthetic_days)
     train, val, _ = split_market(market, config.data)
     pcfg = config.pipeline
@@ -288,7 +285,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling.json"))
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(json.loads(args.one))), flush=True)
+        spec = json.loads(args.one)
+        if spec["backend"] == "process":  # first thing, as `nexlify train` does (cli.run)
+            from nexlify.pipeline.backends import prestart_workers
+
+            prestart_workers()
+        print(json.dumps(measure(spec)), flush=True)
         return
 
     out = Path(args.out)
