@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +252,23 @@ def test_resume_refuses_flags_that_would_change_the_results(tmp_path: Path) -> N
     assert main(["train", "--resume", str(tmp_path / "none"), "--automated"]) == 2
 
 
+@contextlib.contextmanager
+def _terminal_sigint() -> Iterator[None]:
+    """Processes started inside get SIGINT as a terminal gives it: not ignored.
+
+    A shell starts a background job (``cmd &``) with SIGINT ignored, its children inherit that
+    across exec, and Python then installs no KeyboardInterrupt handler: Ctrl-C is meant not to
+    reach such a job, so the pipeline rightly ran on (exit 0) when this test ran that way. Exec
+    resets a handled signal to its default, so a handler here gives the child what a terminal
+    gives it.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _check_every_file(out: Path) -> None:
     """Every finished file in the run folder is whole: JSON parses, checkpoints load."""
     for path in out.rglob("*"):
@@ -289,7 +308,7 @@ def test_sigkill_at_random_points_then_resume_reaches_the_uninterrupted_result(
     for attempt in range(4):
         seen = _lines(out / "training.log")
         trigger = seen + rng.randint(3, max(4, log_lines // 3))
-        with (tmp_path / f"attempt{attempt}.stderr").open("wb") as stderr:
+        with (tmp_path / f"attempt{attempt}.stderr").open("wb") as stderr, _terminal_sigint():
             proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
                                     start_new_session=True)  # fmt: skip
         while proc.poll() is None and _lines(out / "training.log") < trigger:
