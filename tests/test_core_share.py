@@ -246,3 +246,17 @@ def test_the_command_guesses_from_its_arguments_whether_to_start_workers_first()
     assert not may_train_in_workers(["train", "--backend=ray"])
     assert not may_train_in_workers(["train", "--workers", "1"])
     assert not may_train_in_workers(["train", "--initial-runs=1"])
+
+
+def test_one_rule_decides_who_takes_turns() -> None:
+    from nexlify.pipeline.placement import cores_at_once, takes_turns
+
+    assert cores_at_once(1, 2) == 2 and cores_at_once(2, 4) == 2 and cores_at_once(4, 2) == 1
+    assert takes_turns("process", 3, 1, True, cores=2)
+    assert not takes_turns("process", 2, 1, True, cores=2)
+    assert takes_turns("process", 2, 2, True, cores=2)  # 2 units of 2 threads on 2 cores
+    assert not takes_turns("process", 3, 1, False, cores=2)
+    assert not takes_turns("ray", 3, 1, True, cores=2)
+    for workers, threads, cores in [(3, 1, 2), (2, 2, 2), (2, 1, 2), (5, 2, 8)]:
+        runner = backends.ProcessBackend(workers, threads=threads, cores=cores)
+        assert runner.shares_cores == takes_turns("process", workers, threads, True, cores)

@@ -129,8 +129,9 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--seed",), "pipeline", "base_seed",
      {"type": int, "metavar": "SEED", "help": "seed of the first run (default 42, then +1000)"}),
     (("--workers",), "pipeline", "workers",
-     {"type": int, "metavar": "N", "help": "initial runs trained at once (default 0 = one "
-      "per core; with --backend ray all at once; 1 = in-process)"}),
+     {"type": int, "metavar": "N", "help": "initial runs trained at once (default 0 = as many "
+      "as finish them soonest: one per core, or up to two per core taking turns; with "
+      "--backend ray all at once; 1 = in-process)"}),
     (("--output-dir",), "pipeline", "output_dir",
      {"metavar": "DIR", "help": "output folder (default complete_auto_training_output)"}),
     (("--num-envs",), "train", "num_envs",

@@ -45,7 +45,7 @@ from nexlify.io import atomic_write, atomic_write_json, atomic_write_text
 from nexlify.market.baselines import run_baselines
 from nexlify.pipeline.backends import make_backend
 from nexlify.pipeline.data_choice import SYNTHETIC_WARNING, split_market
-from nexlify.pipeline.placement import plan_devices, units_at_once
+from nexlify.pipeline.placement import plan_devices, takes_turns, units_at_once
 from nexlify.pipeline.report import write_report
 from nexlify.pipeline.runs import (
     UnitTask,
@@ -512,13 +512,12 @@ def _run_pipeline(
         units(f"run_{k + 1}", "initial_runs", pcfg.seed_of_run(k), pcfg.initial_episodes)
         for k in range(pcfg.initial_runs)
     ]
-    cores = os.cpu_count() or 1
-    turns = pcfg.backend == "process" and pcfg.share_cores and workers > cores // threads
+    turns = takes_turns(pcfg.backend, workers, threads, pcfg.share_cores)
     log.info("phase 1: %d initial runs x %d episodes%s (%d worker process%s, %d thread%s each%s)",
              len(candidates), pcfg.initial_episodes,
              f" x {n_folds} folds" if n_folds > 1 else "", workers, "es" if workers > 1 else "",
              threads, "s" if threads > 1 else "",
-             f", taking turns on {cores} cores" if turns else "")  # fmt: skip
+             f", taking turns on {os.cpu_count() or 1} cores" if turns else "")  # fmt: skip
     phase1_start = time.perf_counter()
     flat = train_all([task for group in candidates for task in group], parallel=True)
     outcomes = [

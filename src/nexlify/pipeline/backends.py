@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import queue
 import signal
 from abc import ABC, abstractmethod
@@ -39,7 +38,7 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from nexlify.errors import ConfigError, NexlifyError, TrainingError
-from nexlify.pipeline.placement import with_field
+from nexlify.pipeline.placement import cores_at_once, takes_turns, with_field
 from nexlify.system import core_share
 from nexlify.system.lifetime import die_with_parent
 from nexlify.train.config import BACKENDS
@@ -277,12 +276,9 @@ class ProcessBackend(Backend):
         super().__init__(workers)
         self._pool: ProcessPoolExecutor | None = None
         self._updates: Any = None
-        cores = cores if cores is not None else (os.cpu_count() or 1)
-        self.running_at_once = max(1, cores // max(1, threads))
+        self.shares_cores = takes_turns(self.name, workers, threads, share_cores, cores)
+        self.running_at_once = cores_at_once(threads, cores) if self.shares_cores else workers
         """Units that compute at any moment: all ``workers``, or fewer when they share."""
-        self.shares_cores = share_cores and workers > self.running_at_once
-        if not self.shares_cores:
-            self.running_at_once = workers
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:

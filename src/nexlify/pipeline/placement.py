@@ -83,6 +83,21 @@ def resolve_workers(
     return max(1, min(wanted, n_units))
 
 
+def cores_at_once(threads: int, cores: int | None = None) -> int:
+    """Units of ``threads`` torch threads each that ``cores`` (default: this machine's) run at
+    once without sharing (at least 1)."""
+    cores = cores if cores is not None else (os.cpu_count() or 1)
+    return max(1, cores // max(1, threads))
+
+
+def takes_turns(
+    backend: str, workers: int, threads: int, share_cores: bool, cores: int | None = None
+) -> bool:
+    """Whether ``workers`` units at once, ``threads`` each, take turns on the cores
+    (:mod:`nexlify.system.core_share`): local processes, sharing on, more than the cores run."""
+    return backend == "process" and share_cores and workers > cores_at_once(threads, cores)
+
+
 def cuda_device_count() -> int:
     """CUDA (or ROCm) GPUs visible here; 0 without torch CUDA support."""
     import torch

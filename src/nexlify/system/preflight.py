@@ -138,10 +138,12 @@ def _parallel_units(config: RunConfig) -> int:
 
 
 def check_cores(config: RunConfig) -> CheckResult:
+    from nexlify.pipeline.placement import takes_turns
+
     cores = os.cpu_count() or 1
     p = config.pipeline
     units = _parallel_units(config)
-    if p.backend == "process" and units > cores and p.share_cores:
+    if takes_turns(p.backend, units, config.train.torch_threads, p.share_cores, cores):
         return CheckResult("cpu", PASS, f"{cores} cores, {units} runs at once taking turns")
     if units > cores:
         return CheckResult("cpu", WARN, f"{units} runs at once on {cores} cores: runs will "

@@ -298,8 +298,9 @@ class PipelineConfig:
     retrain_eps_start: float = 0.2
     """Exploration epsilon at the start of a retraining iteration (decays to agent.eps_end)."""
     workers: int = 0
-    """Units (initial runs, folds, variants) trained at once (0 = one per CPU core; with Ray, all
-    at once; 1 = in this process). Results do not depend on it."""
+    """Units (initial runs, folds, variants) trained at once (0 = as many as finish them soonest:
+    one per CPU core, or up to two per core taking turns, see share_cores; with Ray, all at once;
+    1 = in this process). Results do not depend on it."""
     share_cores: bool = True
     """With more units at once than cores (e.g. 3 seeds on 2 cores), local worker processes take
     turns on the cores in 0.5 s slices instead of all running at once, which on the 2-core
