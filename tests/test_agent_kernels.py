@@ -13,6 +13,7 @@ import torch
 from nexlify.agent import cpu_kernels
 from nexlify.agent.config import AgentConfig
 from nexlify.agent.losses import (
+    c51_head_loss,
     c51_taken_loss,
     greedy_projected_target,
     project_distribution,
@@ -223,3 +224,95 @@ def test_the_c51_loss_keeps_a_nan_logit_visible_and_large_logits_finite() -> Non
         and torch.isfinite(out.td_error_B[torch.arange(B) != 3]).all()
     )
     assert torch.isfinite(out.q_taken_B[1])
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["uniform", "importance-weighted"])
+@pytest.mark.parametrize(
+    "changes",
+    [{"dueling": False}, {"dueling": True}, {"dueling": True, "noisy": True}],
+    ids=["c51", "c51-dueling", "c51-dueling-noisy"],
+)
+def test_the_fused_c51_head_equals_the_layer_then_the_loss_bit_for_bit(
+    changes: dict[str, object], weighted: bool
+) -> None:
+    """c51_head_loss runs the taken-action layer and the cross-entropy as one function; the
+    loss, per-sample terms, expected Q and every parameter's gradient are exactly those of
+    forward_taken_raw followed by c51_taken_loss."""
+    config = dataclasses.replace(AgentConfig(hidden_sizes=(64, 48), distributional="c51"),
+                                 **changes)  # type: ignore[arg-type]  # fmt: skip
+    net = build_q_network(40, A, config, seed=0)
+    g = torch.Generator().manual_seed(12)
+    obs = torch.randn(B, 40, generator=g)
+    actions = torch.randint(0, A, (B,), generator=g)
+    target = torch.rand(B, Z, generator=g).softmax(dim=1)
+    weights = torch.rand(B, generator=g) if weighted else None
+
+    apart = c51_taken_loss(net.forward_taken_raw(obs, actions), target, net.support_Z, weights)
+    apart.loss.backward()
+    apart_grads = [p.grad.clone() for p in net.parameters()]  # type: ignore[union-attr]
+    net.zero_grad(set_to_none=True)
+    head = net.taken_head(obs)
+    assert head is not None and (head.value_BZ is not None) == config.dueling
+    fused = c51_head_loss(head, actions, target, net.support_Z, weights)
+    fused.loss.backward()
+
+    assert torch.equal(fused.loss, apart.loss)
+    assert torch.equal(fused.td_error_B, apart.td_error_B)
+    assert torch.equal(fused.q_taken_B, apart.q_taken_B)
+    for param, want in zip(net.parameters(), apart_grads, strict=True):
+        assert param.grad is not None and torch.equal(param.grad, want)
+    assert not fused.td_error_B.requires_grad and not fused.q_taken_B.requires_grad
+
+
+def test_the_fused_c51_head_refuses_a_weight_changed_before_backward() -> None:
+    net = build_q_network(40, A, AgentConfig(hidden_sizes=(32,), distributional="c51"), seed=0)
+    obs, actions = torch.randn(8, 40), torch.zeros(8, dtype=torch.int64)
+    head = net.taken_head(obs)
+    assert head is not None
+    out = c51_head_loss(head, actions, torch.full((8, Z), 1.0 / Z), net.support_Z)
+    with torch.no_grad():
+        head.weight_AZH.add_(1.0)  # an optimizer step between forward and backward
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.loss.backward()
+
+
+def test_the_taken_head_is_only_offered_where_the_compiled_kernels_run() -> None:
+    c51 = build_q_network(40, A, AgentConfig(hidden_sizes=(32,), distributional="c51"), seed=0)
+    scalar = build_q_network(40, A, AgentConfig(hidden_sizes=(32,)), seed=0)
+    obs = torch.randn(4, 40)
+    assert c51.taken_head(obs) is not None
+    assert scalar.taken_head(obs) is None  # one output per action: the dense layer
+    assert c51.double().taken_head(obs.double()) is None  # the kernels are float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert c51.float().taken_head(obs) is None
+
+
+def test_the_compiled_c51_greedy_action_is_the_argmax_of_the_expected_q() -> None:
+    g = torch.Generator().manual_seed(13)
+    logits = torch.randn(300, A, Z, generator=g) * 3.0
+    logits[0] = 0.0  # all actions equal: the first
+    logits[1, 3] = logits[1, 5] = logits[1, 3] + 2.0  # tied best pair: the first of them
+    logits[2, 4, 9] = float("nan")  # a NaN expected value wins, as torch's argmax has it
+    logits[3, 2] += 200.0  # far from the row's first logit: the re-shifted softmax
+    support = torch.linspace(-10.0, 10.0, Z)
+    want = (logits.double().softmax(dim=2) @ support.double()).argmax(dim=1)
+    got = torch.empty(300, dtype=torch.int64)
+    cpu_kernels.c51_greedy(logits.numpy(), support.numpy(), got.numpy())
+    assert torch.equal(got, want)
+    assert got[0] == 0 and got[2] == 4
+
+
+@pytest.mark.parametrize("changes", [{}, {"dueling": True, "noisy": True}], ids=["c51", "rainbow"])
+def test_the_agent_acts_greedily_on_the_expected_q_with_the_compiled_kernel(
+    changes: dict[str, object],
+) -> None:
+    from nexlify.agent.dqn import DQNAgent
+
+    config = dataclasses.replace(AgentConfig(hidden_sizes=(32,), distributional="c51"),
+                                 **changes)  # type: ignore[arg-type]  # fmt: skip
+    agent = DQNAgent(40, A, config, seed=3)
+    obs = np.random.default_rng(0).standard_normal((256, 40)).astype(np.float32)
+    np.testing.assert_array_equal(agent.greedy(obs), agent.q_values(obs).argmax(axis=1))
+    # Acting with epsilon 0: the same argmax, of the noisy network where it has noisy layers.
+    exploring = agent.q_values_tensor(obs, noise=bool(config.noisy)).argmax(dim=1).numpy()
+    np.testing.assert_array_equal(agent.act(obs, 0.0, np.random.default_rng(1)), exploring)

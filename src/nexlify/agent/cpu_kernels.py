@@ -19,8 +19,14 @@ import numpy as np
 # diverging network still shows NaN in its loss.
 _FASTMATH = {"reassoc", "contract"}
 
+# A kernel called from another kernel is compiled with the flags of whichever caller compiled
+# it first, and that variant is cached and reused (numba issue #7168): results then depend on
+# what ran first on the machine. So every helper called from kernels with other flags is
+# inline="always" (inlined into each caller and compiled with its flags), and a kernel that
+# calls another non-inlined kernel has the same flags as it (tests/test_kernel_compile_order.py).
 
-@numba.njit(cache=True)
+
+@numba.njit(cache=True, inline="always")
 def _group_by_action(actions_B: np.ndarray, A: int) -> tuple[np.ndarray, np.ndarray]:
     """Sample indices ordered by action (batch order within an action) and each action's
     start in that order (``starts[A]`` = B): a counting sort, checking every action."""
@@ -134,7 +140,7 @@ def taken_linear_backward(
             i += 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _project_row(
     probs_Z: np.ndarray, reward: np.float32, shift: np.float32, support_Z: np.ndarray,
     lowest: np.float32, inv_dz: np.float32, out_Z: np.ndarray,
@@ -338,3 +344,61 @@ def c51_cross_entropy_backward(
             mass += target[z]
         for z in range(Z):
             grad_BZ[b, z] = scale * (probs[z] * mass - target[z])
+
+
+# ------------------------------------------------------------- the fused C51 online head
+# The learner's online side of a C51 step is the taken-action layer, then the cross-entropy.
+# As two autograd functions they cost two graph nodes, two sets of array views and the
+# [B, Z] logits' gradient as a torch tensor in between; these run both in one call each way.
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def c51_head_forward(
+    h_BH: np.ndarray, weight_AZH: np.ndarray, bias_AZ: np.ndarray, actions_B: np.ndarray,
+    value_BZ: np.ndarray, target_BZ: np.ndarray, support_Z: np.ndarray, weights_B: np.ndarray,
+    logits_BZ: np.ndarray, probs_BZ: np.ndarray, per_sample_B: np.ndarray, q_B: np.ndarray,
+) -> float:  # fmt: skip
+    """:func:`taken_linear_forward` into ``logits_BZ``, plus ``value_BZ`` where it is not
+    empty (the dueling stream, added as torch's ``+`` would), then :func:`c51_cross_entropy`."""
+    taken_linear_forward(h_BH, weight_AZH, bias_AZ, actions_B, logits_BZ)
+    if value_BZ.shape[0] > 0:
+        B, Z = logits_BZ.shape
+        for b in range(B):
+            for z in range(Z):
+                logits_BZ[b, z] = logits_BZ[b, z] + value_BZ[b, z]
+    return c51_cross_entropy(
+        logits_BZ, target_BZ, support_Z, weights_B, probs_BZ, per_sample_B, q_B
+    )
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def c51_head_backward(
+    grad_loss: float, probs_BZ: np.ndarray, target_BZ: np.ndarray, weights_B: np.ndarray,
+    h_BH: np.ndarray, weight_AZH: np.ndarray, actions_B: np.ndarray, grad_BZ: np.ndarray,
+    grad_h_BH: np.ndarray, grad_w_AZH: np.ndarray, grad_b_AZ: np.ndarray,
+) -> None:  # fmt: skip
+    """Gradients of :func:`c51_head_forward`: the logits' into ``grad_BZ`` (also the dueling
+    stream's), then the taken-action layer's; grad_w/grad_b need not start at zero."""
+    c51_cross_entropy_backward(grad_loss, probs_BZ, target_BZ, weights_B, grad_BZ)
+    grad_w_AZH[:] = 0.0
+    grad_b_AZ[:] = 0.0
+    taken_linear_backward(grad_BZ, h_BH, weight_AZH, actions_B, grad_h_BH, grad_w_AZH, grad_b_AZ)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def c51_greedy(logits_NAZ: np.ndarray, support_Z: np.ndarray, actions_N: np.ndarray) -> None:
+    """argmax_a sum_z softmax(logits)[a, z] z per row into ``actions_N``, as torch's argmax
+    of the expected Q: the first maximum, or the first NaN where there is one."""
+    N, A, Z = logits_NAZ.shape
+    e_AZ = np.empty((A, Z), dtype=np.float32)
+    sums_A = np.empty(A, dtype=np.float32)
+    q_A = np.empty(A, dtype=np.float32)
+    for n in range(N):
+        _softmax_sample(logits_NAZ[n], support_Z, e_AZ, sums_A, q_A)
+        best_a, best_q = 0, q_A[0]
+        for a in range(1, A):
+            if best_q != best_q:
+                break
+            if q_A[a] > best_q or q_A[a] != q_A[a]:
+                best_a, best_q = a, q_A[a]
+        actions_N[n] = best_a

@@ -31,6 +31,7 @@ import nexlify
 from nexlify.agent.config import PLAIN_DQN, AgentConfig
 from nexlify.agent.losses import (
     DQNLoss,
+    c51_head_loss,
     c51_taken_loss,
     dqn_loss,
     projected_target_from_logits,
@@ -129,13 +130,10 @@ class DQNAgent:
         return self._argmax(obs_ND, noise=False)
 
     def _argmax(self, obs_ND: np.ndarray, noise: bool) -> np.ndarray:
-        return (
-            self.q_values_tensor(obs_ND, noise)
-            .argmax(dim=1)
-            .cpu()
-            .numpy()
-            .astype(np.int64, copy=False)
-        )
+        net = self._policy_net(noise)
+        with torch.inference_mode():
+            actions_N = net.greedy(self._obs_tensor(obs_ND))
+        return actions_N.cpu().numpy().astype(np.int64, copy=False)
 
     def q_values(self, obs_ND: np.ndarray) -> np.ndarray:
         """Expected Q-values of the online network as float32 [N, A] (noise-free)."""
@@ -143,13 +141,18 @@ class DQNAgent:
 
     def q_values_tensor(self, obs_ND: np.ndarray, noise: bool = False) -> torch.Tensor:
         """Expected Q-values [N, A] on the agent's device, in eval mode, with or without noise."""
+        net = self._policy_net(noise)
+        with torch.inference_mode():
+            return net(self._obs_tensor(obs_ND)).float()
+
+    def _policy_net(self, noise: bool) -> QNetwork:
+        """The online network in eval mode, its noise on or off, for acting and evaluation."""
         net = self.online
         if self._modal:
             net.eval()
         if self._noisy:
             net.set_noise(noise)
-        with torch.inference_mode():
-            return net(self._obs_tensor(obs_ND)).float()
+        return net
 
     def reset_noise(self) -> None:
         """Fresh noise in the noisy layers of both networks (no-op without noisy layers)."""
@@ -251,7 +254,11 @@ class DQNAgent:
                     next_q_online_BA,
                 )
             return dqn_loss(q_BA, batch.actions_B, target_B, c.huber_delta, batch.weights_B)
-        online_BZ = online.forward_taken_raw(batch.obs_BD, batch.actions_B).float()
+        # C51 on the CPU: the taken actions' logits and the loss in one function (c51_head_loss).
+        head = online.taken_head(batch.obs_BD) if c.distributional == "c51" else None
+        online_BZ = None
+        if head is None:
+            online_BZ = online.forward_taken_raw(batch.obs_BD, batch.actions_B).float()
         with torch.no_grad():
             if c.distributional == "c51":
                 target_probs_BZ = self._c51_target(batch)
@@ -259,6 +266,11 @@ class DQNAgent:
                 shift_B1 = (batch.discounts_B * (1.0 - batch.terminated_B)).unsqueeze(1)
                 next_BZ = self._next_quantiles(batch.next_obs_BD)
                 target_quantiles_BZ = torch.addcmul(batch.rewards_B.unsqueeze(1), shift_B1, next_BZ)
+        if head is not None:
+            return c51_head_loss(
+                head, batch.actions_B, target_probs_BZ, online.support_Z, batch.weights_B
+            )
+        assert online_BZ is not None
         if c.distributional == "c51":
             return c51_taken_loss(online_BZ, target_probs_BZ, online.support_Z, batch.weights_B)
         return quantile_huber_taken_loss(

@@ -14,7 +14,7 @@ backward. At A=7, Z=51 that layer is most of a C51 gradient step's arithmetic.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,6 +26,17 @@ from nexlify.agent.config import AgentConfig
 from nexlify.agent.noisy import NoisyLinear
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+class TakenHead(NamedTuple):
+    """The parts of a distributional head's output for the taken actions (see
+    :meth:`QNetwork.taken_head`): torso output, the output layer as A blocks of Z rows, and
+    the dueling stream's V - mean_a A (None without dueling)."""
+
+    h_BH: torch.Tensor
+    weight_AZH: torch.Tensor
+    bias_AZ: torch.Tensor
+    value_BZ: torch.Tensor | None
 
 
 class QNetwork(nn.Module):
@@ -112,11 +123,27 @@ class QNetwork(nn.Module):
         """Head output of one action per row: q_B, or logits_BZ / quantiles_BZ.
 
         ``forward_raw(obs_BD)`` gathered at ``actions_B``; for distributional heads on the CPU
-        only the taken actions' output rows are computed (see :func:`taken_action_linear`).
-        Dueling subtracts the mean advantage through the mean of the advantage weights, which
-        is the same linear map.
+        only the taken actions' output rows are computed (see :func:`taken_action_linear` and
+        :meth:`taken_head`).
         """
-        B = obs_BD.shape[0]
+        head = self.taken_head(obs_BD)
+        if head is not None:
+            out_BZ = taken_action_linear(head.h_BH, head.weight_AZH, head.bias_AZ, actions_B)
+            return out_BZ if head.value_BZ is None else out_BZ + head.value_BZ
+        raw = self.forward_raw(obs_BD)
+        if self.n_atoms == 1:
+            return raw.gather(1, actions_B.unsqueeze(1)).squeeze(1)
+        B, Z = obs_BD.shape[0], self.n_atoms
+        return raw.gather(1, actions_B.view(B, 1, 1).expand(B, 1, Z)).squeeze(1)
+
+    def taken_head(self, obs_BD: torch.Tensor) -> TakenHead | None:
+        """What the taken-action output is made from, for distributional heads on the CPU in
+        float32 outside autocast (else None): ``forward_taken_raw(obs, a)`` equals
+        ``taken_action_linear(h_BH, weight_AZH, bias_AZ, a)`` plus ``value_BZ`` when dueling.
+
+        Dueling subtracts the mean advantage through the mean of the advantage weights, which
+        is the same linear map, so V - mean_a A is one linear layer (``value_BZ``).
+        """
         Z = self.n_atoms
         if (
             Z == 1
@@ -124,22 +151,19 @@ class QNetwork(nn.Module):
             or obs_BD.dtype != torch.float32
             or torch.is_autocast_enabled("cpu")
         ):
-            raw = self.forward_raw(obs_BD)
-            if Z == 1:
-                return raw.gather(1, actions_B.unsqueeze(1)).squeeze(1)
-            return raw.gather(1, actions_B.view(B, 1, 1).expand(B, 1, Z)).squeeze(1)
+            return None
         h_BH = _run_layers(obs_BD, self._torso)
         A = self.n_actions
         head = self.advantage_head if self.advantage_head is not None else self.layers[-1]
         weight, bias = _weight_and_bias(head)
-        out_BZ = taken_action_linear(h_BH, weight.view(A, Z, -1), bias.view(A, Z), actions_B)
+        weight_AZH, bias_AZ = weight.view(A, Z, -1), bias.view(A, Z)
+        value_BZ = None
         if self.value_head is not None:
             value_w, value_b = _weight_and_bias(self.value_head)
-            mean_w = weight.view(A, Z, -1).mean(dim=0)
-            mean_b = bias.view(A, Z).mean(dim=0)
             # V + A(a) - mean_a A: one linear map for V - mean_a A.
-            out_BZ = out_BZ + F.linear(h_BH, value_w - mean_w, value_b - mean_b)
-        return out_BZ
+            mean_w, mean_b = weight_AZH.mean(dim=0), bias_AZ.mean(dim=0)
+            value_BZ = F.linear(h_BH, value_w - mean_w, value_b - mean_b)
+        return TakenHead(h_BH, weight_AZH, bias_AZ, value_BZ)
 
     def q_from_raw(self, raw: torch.Tensor) -> torch.Tensor:
         """Expected Q-values [B, A] of a raw head output."""
@@ -148,6 +172,21 @@ class QNetwork(nn.Module):
         if self.distributional == "qr":
             return raw.mean(dim=2)
         return raw
+
+    def greedy(self, obs_BD: torch.Tensor) -> torch.Tensor:
+        """argmax_a of :meth:`forward` (first on ties), int64 [B]. For C51 on the CPU in float32
+        the softmax, expected values and argmax run as one compiled loop over the logits
+        (``cpu_kernels.c51_greedy``, the expected values as the C51 target computes them,
+        equal to :meth:`forward`'s to float rounding)."""
+        if self.distributional != "c51" or obs_BD.device.type != "cpu":
+            return self.forward(obs_BD).argmax(dim=1)
+        logits_BAZ = self.forward_raw(obs_BD)
+        if logits_BAZ.dtype != torch.float32:
+            return self.q_from_raw(logits_BAZ).argmax(dim=1)
+        actions_B = torch.empty(obs_BD.shape[0], dtype=torch.int64)
+        support_Z = _cpu_array(self.support_Z)
+        cpu_kernels.c51_greedy(_cpu_array(logits_BAZ), support_Z, actions_B.numpy())
+        return actions_B
 
     def forward(self, obs_BD: torch.Tensor) -> torch.Tensor:
         """Expected Q-values q_BA for a batch of observations obs_BD."""
