@@ -404,6 +404,60 @@ def test_state_dict_round_trip_with_strategies() -> None:
         env.load_state_dict(spot.state_dict())
 
 
+def arbitrage_book_value(env: VecMarketEnv, n: int) -> float:
+    """Env ``n``'s arbitrage book at its current close, summed from the whole inventory (in
+    transit included) in the order the kernel used before it kept ``held``."""
+    t, value = env.current_bar(n), 0.0
+    for p in range(env._inv.shape[1]):
+        for v in range(env._inv.shape[2]):
+            inv = env._inv[n, p, v]
+            price = env._arb_bar[t, p, SK.AB_CLOSE + v]
+            value += (inv[SK.INV_BASE] + inv[SK.INV_BASE_TRANSIT]) * price
+            value += inv[SK.INV_QUOTE] + inv[SK.INV_QUOTE_TRANSIT]
+    return value
+
+
+@pytest.mark.parametrize("mode", ["rule", "agent"])
+def test_held_arbitrage_inventory_matches_the_inventory_after_random_steps(mode: str) -> None:
+    """The holdings the arbitrage mark reads (``held``, kept at events) equal the inventory's
+    sums exactly after every step of a random run with many trades and transfers, and so does
+    the book's value; ``load_state_dict`` rebuilds them (they are not saved)."""
+    from nexlify.data.sources import synthetic_market
+
+    data = synthetic_market(("ETH/USDT", "SOL/USDT"), "1h", seed=2, days=60)
+    config = with_strategies(
+        replace(MarketConfig(), env=replace(MarketConfig().env, episode_length=150)),
+        enabled=ALL,
+        lending={"utilization_source": "simulated"},
+        arbitrage={"mode": mode, "spread_std": 0.002, "transfer_hours": 3.0,
+                   "rebalance_threshold": 0.9},
+    )  # fmt: skip
+    env = VecMarketEnv(data, config, num_envs=6, seed=3)
+    rng = np.random.default_rng(4)
+    env.reset()
+    for _ in range(400):
+        env.step(rng.integers(0, env.n_actions, 6))
+        inv = env._inv
+        np.testing.assert_array_equal(
+            env._held[..., SK.HELD_BASE], inv[..., SK.INV_BASE] + inv[..., SK.INV_BASE_TRANSIT]
+        )
+        np.testing.assert_array_equal(
+            env._held[..., SK.HELD_QUOTE], inv[..., SK.INV_QUOTE] + inv[..., SK.INV_QUOTE_TRANSIT]
+        )
+        for n in range(6):
+            if env._ss[n, SK.AR_FUNDED] != 0.0:
+                assert env._ss[n, SK.VALUE + SK.S_ARBITRAGE] == arbitrage_book_value(env, n)
+    assert env._ss[:, SK.AR_TRADES].sum() > 0
+    if mode == "rule":
+        assert (env._eta >= 0).any() or env._ss[:, SK.AR_TRANSFERS].sum() > 0
+    state = env.state_dict()
+    assert "held" not in state
+    expected = env._held.copy()
+    env._held[...] = 0.0
+    env.load_state_dict(state)
+    np.testing.assert_array_equal(env._held, expected)
+
+
 def test_staking_with_epochs_shorter_than_a_bar_compounds_every_epoch() -> None:
     # ETH-like: 6.4-minute epochs, 3.2% a year: one 1h bar grows the stake by 1.032^(1/8760).
     config = staking_config(apy=0.032, epoch_hours=32 * 12 / 3600)

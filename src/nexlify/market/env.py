@@ -195,6 +195,7 @@ class VecMarketEnv(VectorEnv):
         if rt is None:
             self._ss = np.zeros((0, SC.N_SS))
             self._inv = np.zeros((0, P, 1, SC.N_INV))
+            self._held = np.zeros((0, P, 1, SC.N_HELD))
             self._eta = np.zeros((0, P))
             return
         self._params[K.P_SPOT_ACTIONS] = rt.n_spot_actions
@@ -205,6 +206,7 @@ class VecMarketEnv(VectorEnv):
         self._slashing = rt.slashing
         self._ss = np.zeros((N, SC.N_SS))
         self._inv = np.zeros((N, P, rt.prem.shape[2], SC.N_INV))
+        self._held = np.zeros((N, P, rt.prem.shape[2], SC.N_HELD))  # from _inv, see columns
         self._eta = np.full((N, P), -1.0)
         self._rand = np.ones(N)  # uniform draws for slashing (1.0 = no event)
 
@@ -217,8 +219,8 @@ class VecMarketEnv(VectorEnv):
         both(~self._needs_reset, acts, self._day, d.features, d.prices, self._cursor, self._acct,
              self._pos, self._kelly, self._trade_log, self._trade_count, self._equity_curve,
              self._params, self.window, obs, self._rewards64, self._terminated, self._truncated,
-             self._sp, self._ss, self._inv, self._eta, self._ser, self._prem, self._arb_bar,
-             self._rand, self._spot_obs_size)  # fmt: skip
+             self._sp, self._ss, self._inv, self._held, self._eta, self._ser, self._prem,
+             self._arb_bar, self._rand, self._spot_obs_size)  # fmt: skip
 
     # ----------------------------------------------------------------------------------------
     def _sample_starts(self, count: int) -> np.ndarray:
@@ -251,7 +253,7 @@ class VecMarketEnv(VectorEnv):
         )
         if self.strategies is not None:
             SK.reset_strategies(mask, self._cursor, d.prices, self._acct, self._sp, self._ss,
-                                self._inv, self._eta, self._ser, self._arb_bar, out,
+                                self._inv, self._held, self._eta, self._ser, self._arb_bar, out,
                                 self._spot_obs_size)  # fmt: skip
         self._needs_reset[mask] = False
 
@@ -523,9 +525,18 @@ class VecMarketEnv(VectorEnv):
                 )
             current[...] = value
         self._rng.bit_generator.state = state["rng"]
-        if self.strategies is not None and "strategy_rng" in state:
-            self._strategy_rng.bit_generator.state = state["strategy_rng"]
+        if self.strategies is not None:
+            self._refresh_held()
+            if "strategy_rng" in state:
+                self._strategy_rng.bit_generator.state = state["strategy_rng"]
         self._obs[self._obs_i][...] = state["obs"]
+
+    def _refresh_held(self) -> None:
+        """The arbitrage holdings the kernels keep beside the inventory (not saved: derived),
+        summed as ``kernel_arbitrage.arb_refresh_held`` sums them."""
+        inv, held = self._inv, self._held
+        held[..., SC.HELD_BASE] = inv[..., SC.INV_BASE] + inv[..., SC.INV_BASE_TRANSIT]
+        held[..., SC.HELD_QUOTE] = inv[..., SC.INV_QUOTE] + inv[..., SC.INV_QUOTE_TRANSIT]
 
     def replace_data(self, data: MarketData) -> np.ndarray:
         """Swap in ``data`` that extends the current data (new bars at the end), keeping state.

@@ -1,7 +1,7 @@
 """Software prefetch of the per-bar rows the next envs will read (compiled, for the step kernels).
 
 Each env reads the market tables (features, prices, the day index and, with strategies, the
-per-bar series, venue premiums and arbitrage table) at its *own* bar, so one step reads rows
+per-bar series and arbitrage table) at its *own* bar, so one step reads rows
 scattered over tables of several MB: the per-env state arrays stream in env order and the
 hardware prefetchers follow them, but these rows are a cache miss each, paid one after another
 because an env's step is too long for the CPU to look ahead into the next env's loads. The step

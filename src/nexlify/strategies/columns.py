@@ -4,6 +4,8 @@
 - ``ss[N, N_SS]``: per-env strategy state (the books);
 - ``inv[N, P, V, N_INV]``: arbitrage inventory per pair and venue; ``eta[N, P]`` the bar a
   pending transfer arrives (-1 when none);
+- ``held[N, P, V, N_HELD]``: what ``inv`` holds per pair and venue, in transit included (base,
+  quote), kept by the kernels whenever ``inv`` changes: all the arbitrage mark reads each bar;
 - ``ser[T, N_SER]``: per-bar series (lending rate, utilisation, pool volume and depth);
 - ``prem[T, P, V, 2]``: venue premiums over the primary venue (NaN = the venue has no bar);
 - ``arb_bar[T, P, N_AB + V]``: what every env's arbitrage book reads at a bar, computed once per
@@ -55,6 +57,10 @@ N_STRATEGIES = 4
 # --- arbitrage inventory inv[N, P, V, N_INV] --------------------------------------------------
 INV_BASE, INV_QUOTE, INV_BASE_TRANSIT, INV_QUOTE_TRANSIT = 0, 1, 2, 3
 N_INV = 4
+
+# --- arbitrage holdings held[N, P, V, N_HELD] (sums of inv's columns) -------------------------
+HELD_BASE, HELD_QUOTE = 0, 1  # INV_BASE + INV_BASE_TRANSIT, INV_QUOTE + INV_QUOTE_TRANSIT
+N_HELD = 2
 
 # --- per-bar series ser[T, N_SER]; venue premiums prem[T, P, V, 2] ----------------------------
 SER_SUPPLY_RATE, SER_UTIL, SER_POOL_VOLUME, SER_POOL_L = 0, 1, 2, 3

@@ -32,7 +32,9 @@ dispatches. Speed: a step without an event (no action, trade, transfer or episod
 inlined code only; everything is compiled without reference counting (``kernel_book``), the
 table rows of the env a few places ahead are prefetched (``nexlify.market.prefetch``), and
 bar-level inputs that are the same for every env (the arbitrage edge, spread and venue prices)
-are read from ``arb_bar``, computed once per market. The column constants live in ``columns``
+are read from ``arb_bar``, computed once per market; the arbitrage mark reads the book's
+holdings from ``held``, kept up to date at events, rather than the whole inventory. The column
+constants live in ``columns``
 (``kernel.ST_QTY`` etc. still resolve, for older callers).
 """
 
@@ -125,7 +127,7 @@ def __getattr__(name: str) -> object:
 @njit(cache=True, inline="always")
 def strategies_mark(
     n: int, t1: int, prices: np.ndarray, arb_bar: np.ndarray, sp: np.ndarray, ss: np.ndarray,
-    inv: np.ndarray,
+    held: np.ndarray,
 ) -> float:  # fmt: skip
     """Step 3: value of every book at bar ``t1``'s close (stored per strategy); their sum."""
     total = 0.0
@@ -137,7 +139,7 @@ def strategies_mark(
     if sp[SP_LP_ON] != 0.0:
         total += liquidity_mark(n, prices[t1, int(sp[SP_LP_PAIR]), CLOSE], ss)
     if sp[SP_AR_ON] != 0.0:
-        total += arbitrage_mark(n, t1, arb_bar, sp, ss, inv)
+        total += arbitrage_mark(n, t1, arb_bar, sp, ss, held)
     return total
 
 
@@ -152,6 +154,7 @@ def strategies_liquidate(
     sp: np.ndarray,
     ss: np.ndarray,
     inv: np.ndarray,
+    held: np.ndarray,
     eta: np.ndarray,
     acct: np.ndarray,
 ) -> None:
@@ -166,16 +169,19 @@ def strategies_liquidate(
         price = prices[t1, int(sp[SP_LP_PAIR]), CLOSE]
         liquidity_liquidate(n, price, fee, slip, sp, ss, acct)
     if sp[SP_AR_ON] != 0.0:
-        arb_close(n, t1, CLOSE, prices, prem, slip, sp, ss, inv, eta, acct)
+        arb_close(n, t1, CLOSE, prices, prem, slip, sp, ss, inv, held, eta, acct)
     for s in range(N_STRATEGIES):
         ss[n, VALUE + s] = 0.0
 
 
 @njit(cache=True, **NO_REFCOUNT)
-def strategies_reset(n: int, ss: np.ndarray, inv: np.ndarray, eta: np.ndarray) -> None:
+def strategies_reset(
+    n: int, ss: np.ndarray, inv: np.ndarray, held: np.ndarray, eta: np.ndarray
+) -> None:
     """Empty every book of env ``n`` (a new episode)."""
     ss[n, :] = 0.0
     inv[n, :, :, :] = 0.0
+    held[n, :, :, :] = 0.0
     eta[n, :] = -1.0
 
 
@@ -223,6 +229,7 @@ def _strategy_action(
     sp: np.ndarray,
     ss: np.ndarray,
     inv: np.ndarray,
+    held: np.ndarray,
     eta: np.ndarray,
     acct: np.ndarray,
 ) -> None:
@@ -240,7 +247,7 @@ def _strategy_action(
         liquidity_action(n, k, locked, price, fee, slip, sp, ss, acct)
     elif sp[SP_AR_ON] != 0.0 and sp[SP_AR_RULE] == 0.0 and action - sp[SP_AR_ACT] >= 0:
         k = int(action - sp[SP_AR_ACT])
-        arbitrage_action(n, k, t1, locked, prices, prem, slip, sp, ss, inv, eta, acct)
+        arbitrage_action(n, k, t1, locked, prices, prem, slip, sp, ss, inv, held, eta, acct)
 
 
 @njit(cache=True, inline="always")
@@ -256,6 +263,7 @@ def _strategy_step_one(
     sp: np.ndarray,
     ss: np.ndarray,
     inv: np.ndarray,
+    held: np.ndarray,
     eta: np.ndarray,
     ser: np.ndarray,
     prem: np.ndarray,
@@ -276,9 +284,11 @@ def _strategy_step_one(
         staking_release(n, prices[t1, int(sp[SP_ST_PAIR]), OPEN], fee, slip, ss, acct)
     action = actions[n]
     if action > sp[SP_N_SPOT]:
-        _strategy_action(n, action, t1, locked, prices, prem, fee, slip, sp, ss, inv, eta, acct)
+        _strategy_action(
+            n, action, t1, locked, prices, prem, fee, slip, sp, ss, inv, held, eta, acct
+        )
     if sp[SP_AR_ON] != 0.0:
-        arbitrage_at_open(n, t1, locked, prices, prem, arb_bar, slip, sp, ss, inv, eta, acct)
+        arbitrage_at_open(n, t1, locked, prices, prem, arb_bar, slip, sp, ss, inv, held, eta, acct)
     # 2. over the bar
     if sp[SP_ST_ON] != 0.0 and (ss[n, ST_QTY] > 0.0 or sp[SP_ST_SLASH_P] > 0.0):
         staking_accrue(n, sp, ss, rand)
@@ -289,9 +299,9 @@ def _strategy_step_one(
         low, high = prices[t1, p, LOW], prices[t1, p, HIGH]
         liquidity_accrue(n, t1, low, high, sp[SP_LP_FEE_TIER], ser, ss)
     # 3. at the close
-    value = strategies_mark(n, t1, prices, arb_bar, sp, ss, inv)
+    value = strategies_mark(n, t1, prices, arb_bar, sp, ss, held)
     if t1 >= cursor[n, T_END] and params[P_CLOSE_AT_END] != 0.0 and value != 0.0:
-        strategies_liquidate(n, t1, prices, prem, fee, slip, sp, ss, inv, eta, acct)
+        strategies_liquidate(n, t1, prices, prem, fee, slip, sp, ss, inv, held, eta, acct)
         value = 0.0
     acct[n, STRATEGY_VALUE] = value
     write_strategy_obs(n, t1, prices, arb_bar, ser, sp, ss, eta, acct, obs, offset)
@@ -300,13 +310,15 @@ def _strategy_step_one(
 @njit(cache=True, inline="always")
 def _prefetch_bar(
     n: int, cursor: np.ndarray, day: np.ndarray, features: np.ndarray, prices: np.ndarray,
-    window: int, ser: np.ndarray, prem: np.ndarray, arb_bar: np.ndarray,
+    window: int, ser: np.ndarray, arb_bar: np.ndarray,
 ) -> None:  # fmt: skip
-    """The spot and strategy tables' rows env ``n + PREFETCH_DISTANCE`` reads at its next bar."""
+    """The spot and strategy tables' rows env ``n + PREFETCH_DISTANCE`` reads at its next bar.
+    Not the venue premiums (``prem``): only events (funding, closing, a trade) read them, and a
+    prefetch of their row for every env cost memory traffic at large N (``arb_bar`` holds what
+    the step reads of them every bar)."""
     t1 = prefetch_next_bar(n, cursor, day, features, prices, window)
     if t1 >= 0:
         prefetch_rows(ser, t1, 1)
-        prefetch_rows(prem, t1, 1)
         prefetch_rows(arb_bar, t1, 1)
 
 
@@ -339,6 +351,7 @@ def step_all_serial(
     sp: np.ndarray,
     ss: np.ndarray,
     inv: np.ndarray,
+    held: np.ndarray,
     eta: np.ndarray,
     ser: np.ndarray,
     prem: np.ndarray,
@@ -347,9 +360,9 @@ def step_all_serial(
     offset: int,
 ) -> None:
     for n in range(actions.shape[0]):
-        _prefetch_bar(n, cursor, day, features, prices, window, ser, prem, arb_bar)
+        _prefetch_bar(n, cursor, day, features, prices, window, ser, arb_bar)
         _strategy_step_one(n, active, actions, day, prices, cursor, acct, params, sp, ss, inv,
-                           eta, ser, prem, arb_bar, rand, obs, offset)  # fmt: skip
+                           held, eta, ser, prem, arb_bar, rand, obs, offset)  # fmt: skip
         _step_one(n, active, actions, day, features, prices, cursor, acct, pos, kelly_hist,
                   trade_log, trade_count, equity_curve, params, window, obs, rewards, terminated,
                   truncated)  # fmt: skip
@@ -378,6 +391,7 @@ def step_all(
     sp: np.ndarray,
     ss: np.ndarray,
     inv: np.ndarray,
+    held: np.ndarray,
     eta: np.ndarray,
     ser: np.ndarray,
     prem: np.ndarray,
@@ -386,9 +400,9 @@ def step_all(
     offset: int,
 ) -> None:
     for n in prange(actions.shape[0]):
-        _prefetch_bar(n, cursor, day, features, prices, window, ser, prem, arb_bar)
+        _prefetch_bar(n, cursor, day, features, prices, window, ser, arb_bar)
         _strategy_step_one(n, active, actions, day, prices, cursor, acct, params, sp, ss, inv,
-                           eta, ser, prem, arb_bar, rand, obs, offset)  # fmt: skip
+                           held, eta, ser, prem, arb_bar, rand, obs, offset)  # fmt: skip
         _step_one(n, active, actions, day, features, prices, cursor, acct, pos, kelly_hist,
                   trade_log, trade_count, equity_curve, params, window, obs, rewards, terminated,
                   truncated)  # fmt: skip
@@ -407,6 +421,7 @@ def reset_strategies(
     sp: np.ndarray,
     ss: np.ndarray,
     inv: np.ndarray,
+    held: np.ndarray,
     eta: np.ndarray,
     ser: np.ndarray,
     arb_bar: np.ndarray,
@@ -417,7 +432,7 @@ def reset_strategies(
     observation at the env's first bar."""
     for n in range(mask.shape[0]):
         if mask[n]:
-            strategies_reset(n, ss, inv, eta)
+            strategies_reset(n, ss, inv, held, eta)
             acct[n, STRATEGY_VALUE] = 0.0
             write_strategy_obs(
                 n, cursor[n, T_NOW], prices, arb_bar, ser, sp, ss, eta, acct, obs, offset
