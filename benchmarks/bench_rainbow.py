@@ -12,9 +12,10 @@ Two measurements:
   once, in alternating order; the cost is the median over repeats of the variant's time over
   plain DQN's in the same repeat, measured in process CPU time (the runs are single-threaded;
   on a shared machine wall time also counts the waits for a core). The median of the wall-time
-  ratios is reported beside it. (Until this was changed the cost was a ratio of minimum wall
-  times taken at different moments, which load changes on a shared machine can move either
-  way by 20-30%.)
+  ratios is reported beside it, and a 95% bootstrap interval of the CPU median (one repeat's
+  ratio moves by 10-20% on a shared VM). (Until this was changed the cost was a ratio of
+  minimum wall times taken at different moments, which load changes on a shared machine can
+  move either way by 20-30%.)
 
 The budget of issue 4: PER + n-step + distributional at most 1.5x plain DQN's training time.
 
@@ -82,6 +83,18 @@ def _learner_step(cfg: AgentConfig, obs_dim: int, n_actions: int) -> Any:
 def bench_learner(seconds: float, obs_dim: int, n_actions: int) -> dict[str, Any]:
     steps = {name: _learner_step(cfg, obs_dim, n_actions) for name, cfg in VARIANTS.items()}
     rates: dict[str, list[float]] = {name: [] for name in steps}
+    _time_steps(steps, rates, seconds)
+    plain = np.array(rates["plain_dqn"])
+    return {
+        name: {
+            "steps_per_s_p90": float(np.percentile(r, 90)),
+            "cost_vs_plain_median": float(np.median(plain / np.array(r))),
+        }
+        for name, r in rates.items()
+    }
+
+
+def _time_steps(steps: dict[str, Any], rates: dict[str, list[float]], seconds: float) -> None:
     for step in steps.values():  # warm-up
         for _ in range(BURST):
             step()
@@ -92,14 +105,6 @@ def bench_learner(seconds: float, obs_dim: int, n_actions: int) -> dict[str, Any
             for _ in range(BURST):
                 step()
             rates[name].append(BURST / (time.perf_counter() - t0))
-    plain = np.array(rates["plain_dqn"])
-    return {
-        name: {
-            "steps_per_s_p90": float(np.percentile(r, 90)),
-            "cost_vs_plain_median": float(np.median(plain / np.array(r))),
-        }
-        for name, r in rates.items()
-    }
 
 
 def bench_training(episodes: int, repeats: int) -> dict[str, Any]:
@@ -131,12 +136,22 @@ def bench_training(episodes: int, repeats: int) -> dict[str, Any]:
             "seconds_all": wall[name],
             "cpu_seconds_all": cpu[name],
             "cost_vs_plain": float(np.median(np.array(cpu[name]) / np.array(cpu["plain_dqn"]))),
+            "cost_vs_plain_ci95": _median_ci(np.array(cpu[name]) / np.array(cpu["plain_dqn"])),
+            "cost_vs_plain_all": (np.array(cpu[name]) / np.array(cpu["plain_dqn"])).tolist(),
             "cost_vs_plain_wall": float(
                 np.median(np.array(wall[name]) / np.array(wall["plain_dqn"]))
             ),
         }
         for name in VARIANTS
     }
+
+
+def _median_ci(ratios: np.ndarray, draws: int = 10_000) -> list[float]:
+    """95% bootstrap interval of the median of the per-repeat ratios (percentile method,
+    fixed seed): how far the reported median could move on this machine's noise."""
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(ratios, size=(draws, ratios.size)), axis=1)
+    return [float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))]
 
 
 def main() -> None:
@@ -162,6 +177,7 @@ def main() -> None:
         "learner": learner,
         "training": {"episodes": args.episodes, "envs": N_ENVS, **training},
         "within_budget": training["per_nstep_c51"]["cost_vs_plain"] <= 1.5,
+        "within_budget_whole_ci95": training["per_nstep_c51"]["cost_vs_plain_ci95"][1] <= 1.5,
         "machine": {
             "cpus": torch.get_num_threads(),
             "platform": platform.platform(),
@@ -173,7 +189,9 @@ def main() -> None:
     for name in VARIANTS:
         print(f"{name:>14}: learner x{learner[name]['cost_vs_plain_median']:.2f}, "
               f"training {training[name]['seconds_min']:.1f}s "
-              f"(x{training[name]['cost_vs_plain']:.2f} CPU, "
+              f"(x{training[name]['cost_vs_plain']:.2f} CPU, 95% CI "
+              f"{training[name]['cost_vs_plain_ci95'][0]:.2f}-"
+              f"{training[name]['cost_vs_plain_ci95'][1]:.2f}, "
               f"x{training[name]['cost_vs_plain_wall']:.2f} wall)")  # fmt: skip
     print(f"wrote {RESULTS}")
 

@@ -27,7 +27,12 @@ from nexlify.errors import ConfigError, TrainingError
 from nexlify.market.env import VecMarketEnv
 from nexlify.system import batch_size as bs
 from nexlify.system.batch_size import BatchPlanner, OOMBackoff
-from nexlify.system.devices import HostTransfer, configure_device
+from nexlify.system.devices import (
+    HostTransfer,
+    configure_device,
+    denormals_are_flushed,
+    denormals_flushed,
+)
 from nexlify.system.thermal import (
     NvmlGpuSensor,
     Reading,
@@ -109,6 +114,41 @@ def test_rocm_takes_the_same_path_and_says_so(
     assert setup.backend == "rocm" and setup.capability.startswith("gfx942")  # type: ignore[union-attr]
     assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32
     assert setup.tf32_effective
+
+
+def test_subnormals_are_flushed_inside_the_block_and_the_mode_is_restored() -> None:
+    tiny = np.full(8, 1e-39, dtype=np.float32)  # subnormal in float32
+    assert not denormals_are_flushed()
+    assert (tiny * np.float32(1.0) == tiny).all()
+    with denormals_flushed() as supported:
+        if not supported:
+            pytest.skip("this CPU cannot flush subnormals (torch.set_flush_denormal)")
+        assert denormals_are_flushed()
+        assert (tiny * np.float32(1.0) == 0.0).all()
+        assert float(torch.from_numpy(tiny).mul(1.0).abs().max()) == 0.0
+        with denormals_flushed():
+            pass
+        assert denormals_are_flushed()  # an inner block leaves the outer one's mode alone
+    assert not denormals_are_flushed()
+    assert (tiny * np.float32(1.0) == tiny).all()
+
+
+def test_gradient_steps_run_with_subnormals_flushed_and_nothing_else_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    in_steps: list[bool] = []
+    real_loss = DQNAgent._loss
+
+    def loss(self: DQNAgent, batch: object) -> object:
+        in_steps.append(denormals_are_flushed())
+        return real_loss(self, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DQNAgent, "_loss", loss)
+    at_validation: list[bool] = []
+    _tiny_trainer().train(4, on_validation=lambda *_: at_validation.append(denormals_are_flushed()))
+    assert in_steps and all(in_steps) == torch.set_flush_denormal(False)
+    assert at_validation and not any(at_validation)  # acting and evaluation compute as before
+    assert not denormals_are_flushed()
 
 
 def test_host_transfer_shares_memory_on_cpu() -> None:

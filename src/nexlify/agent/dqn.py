@@ -43,6 +43,7 @@ from nexlify.agent.replay import ReplayBatch
 from nexlify.agent.schedules import LRSchedule
 from nexlify.errors import CheckpointError, ConfigError
 from nexlify.io import atomic_write
+from nexlify.system.devices import denormals_flushed
 
 UPDATE_STATS = ("loss", "q_mean", "td_abs_mean", "grad_norm")
 """Names of the entries of the stats vector :meth:`DQNAgent.update_no_sync` returns, in order."""
@@ -192,8 +193,14 @@ class DQNAgent:
 
         Returns a detached float32 tensor [4] on the learner's device holding
         :data:`UPDATE_STATS`: the loss, the mean Q(s, a) of the batch's actions, the mean |TD
-        error| and the gradient norm before clipping.
+        error| and the gradient norm before clipping. Runs with subnormal floats flushed to zero
+        (:func:`nexlify.system.devices.denormals_flushed`: Adam's moments of weights whose
+        gradient stays zero would otherwise sit in the subnormal range and slow every step).
         """
+        with denormals_flushed():
+            return self._update(batch)
+
+    def _update(self, batch: ReplayBatch) -> torch.Tensor:
         c = self.config
         online = self.online
         if self._modal:
