@@ -316,3 +316,22 @@ def test_the_agent_acts_greedily_on_the_expected_q_with_the_compiled_kernel(
     # Acting with epsilon 0: the same argmax, of the noisy network where it has noisy layers.
     exploring = agent.q_values_tensor(obs, noise=bool(config.noisy)).argmax(dim=1).numpy()
     np.testing.assert_array_equal(agent.act(obs, 0.0, np.random.default_rng(1)), exploring)
+
+
+def test_a_nan_expected_value_is_the_greedy_target_action_as_in_the_tensor_version() -> None:
+    """A diverged target network (a NaN logit of one action) gives that sample a NaN target in
+    both compiled C51 targets, as torch's argmax picks the NaN in the tensor version, so the
+    loss's guard sees it; the other samples are untouched."""
+    probs_BAZ, rewards_B, discounts_B, terminated_B, support_Z = _c51_inputs(5)
+    logits = probs_BAZ.log()
+    logits[6, 2, 10] = float("nan")
+    step = (rewards_B, discounts_B, terminated_B, support_Z)
+    fast = projected_target_from_logits(logits, *step, v_min=-10.0, v_max=10.0)
+    nan_probs = probs_BAZ.clone()
+    nan_probs[6, 2, 10] = float("nan")
+    from_probs = greedy_projected_target(nan_probs, *step, v_min=-10.0, v_max=10.0)
+    tensor = greedy_projected_target(nan_probs.double(), *(t.double() for t in step),
+                                     v_min=-10.0, v_max=10.0)  # fmt: skip
+    for target in (fast, from_probs, tensor):
+        assert torch.isnan(target[6]).any()  # NaN mass on the atoms the NaN action's lands on
+        assert torch.isfinite(target[torch.arange(B) != 6]).all()

@@ -171,23 +171,36 @@ def project(
         _project_row(next_probs_BZ[b], rewards_B[b], shift, support_Z, lowest, inv_dz, out_BZ[b])
 
 
+@numba.njit(cache=True, inline="always")
+def _argmax(q_A: np.ndarray) -> int:
+    """Index of the first maximum, or of the first NaN where there is one (torch's argmax)."""
+    best_a, best_q = 0, q_A[0]
+    for a in range(1, q_A.shape[0]):
+        if best_q != best_q:
+            break
+        if q_A[a] > best_q or q_A[a] != q_A[a]:
+            best_a, best_q = a, q_A[a]
+    return best_a
+
+
 @numba.njit(cache=True, fastmath=_FASTMATH)
 def greedy_project(
     next_probs_BAZ: np.ndarray, rewards_B: np.ndarray, discounts_B: np.ndarray,
     terminated_B: np.ndarray, support_Z: np.ndarray, v_min: float, delta_z: float,
     out_BZ: np.ndarray,
 ) -> None:  # fmt: skip
-    """losses.greedy_projected_target: a* = argmax_a sum_z p z (first on ties), projected."""
+    """losses.greedy_projected_target: a* = argmax_a sum_z p z (as :func:`_argmax` picks it),
+    projected."""
     B, A, Z = next_probs_BAZ.shape
     lowest, inv_dz = np.float32(v_min), np.float32(1.0 / delta_z)
+    q_A = np.empty(A, dtype=np.float32)
     for b in range(B):
-        best_a, best_q = 0, np.float32(-np.inf)
         for a in range(A):
             q = np.float32(0.0)
             for z in range(Z):
                 q += next_probs_BAZ[b, a, z] * support_Z[z]
-            if q > best_q:
-                best_a, best_q = a, q
+            q_A[a] = q
+        best_a = _argmax(q_A)
         shift = discounts_B[b] * (np.float32(1.0) - terminated_B[b])
         _project_row(
             next_probs_BAZ[b, best_a], rewards_B[b], shift, support_Z, lowest, inv_dz, out_BZ[b]
@@ -274,7 +287,8 @@ def softmax_greedy_project(
 ) -> None:  # fmt: skip
     """losses.greedy_projected_target of softmax(next_logits_BAZ) along Z, without storing it.
 
-    a* = argmax_a sum_z p(a, z) z (first on ties), as in greedy_project.
+    a* = argmax_a sum_z p(a, z) z (first on ties; a NaN expected value wins, as in torch's
+    argmax, so a diverged network's target is NaN for the loss's guard to see).
     """
     B, A, Z = next_logits_BAZ.shape
     lowest, inv_dz = np.float32(v_min), np.float32(1.0 / delta_z)
@@ -283,10 +297,7 @@ def softmax_greedy_project(
     q_A = np.empty(A, dtype=np.float32)
     for b in range(B):
         _softmax_sample(next_logits_BAZ[b], support_Z, e_AZ, sums_A, q_A)
-        best_a, best_q = 0, q_A[0]
-        for a in range(1, A):
-            if q_A[a] > best_q:
-                best_a, best_q = a, q_A[a]
+        best_a = _argmax(q_A)
         inv = np.float32(1.0) / sums_A[best_a]
         for z in range(Z):
             e_AZ[best_a, z] *= inv
@@ -395,10 +406,4 @@ def c51_greedy(logits_NAZ: np.ndarray, support_Z: np.ndarray, actions_N: np.ndar
     q_A = np.empty(A, dtype=np.float32)
     for n in range(N):
         _softmax_sample(logits_NAZ[n], support_Z, e_AZ, sums_A, q_A)
-        best_a, best_q = 0, q_A[0]
-        for a in range(1, A):
-            if best_q != best_q:
-                break
-            if q_A[a] > best_q or q_A[a] != q_A[a]:
-                best_a, best_q = a, q_A[a]
-        actions_N[n] = best_a
+        actions_N[n] = _argmax(q_A)
