@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -155,6 +156,9 @@ def test_a_second_ctrl_c_while_the_first_is_handled_still_exits_130(
         raise KeyboardInterrupt  # lands while "interrupted" is being printed
 
     class Parser:
+        def __init__(self, commands: object = None) -> None:
+            pass
+
         def parse_args(self, argv: object) -> argparse.Namespace:
             return argparse.Namespace(version=False, command="train", handler=interrupted)
 
@@ -185,3 +189,66 @@ cli.run()
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert done.returncode == 130, done.stderr.decode(errors="replace")[-2000:]
+
+
+def test_nexlify_help_lists_every_command_without_importing_torch() -> None:
+    """``nexlify --help`` (and ``--version``) build only the list of commands: no command
+    module, so neither torch nor pandas, is imported."""
+    from nexlify.commands import COMMAND_HELP
+
+    script = (
+        "import sys, contextlib, io\n"
+        "from nexlify import cli\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    try:\n"
+        "        cli.main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "    cli.main(['--version'])\n"
+        "print(out.getvalue())\n"
+        "print('torch' in sys.modules, 'pandas' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    assert lines[-1] == "False False"
+    for name, help_line in COMMAND_HELP.items():
+        assert any(line.split()[:1] == [name] for line in lines), name
+        assert help_line.split()[0] in done.stdout
+    import nexlify
+
+    assert nexlify.__version__ in lines
+
+
+def test_each_command_parses_the_same_built_alone_or_with_every_command() -> None:
+    """main builds only the command being run; its options, defaults and help are those of the
+    full parser."""
+    from nexlify.cli import build_parser, command_of
+    from nexlify.commands import COMMAND_HELP
+
+    def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        found: argparse.ArgumentParser = action.choices[name]
+        return found
+
+    full = build_parser()
+    for name in COMMAND_HELP:
+        alone = build_parser([name])
+        assert subparser(alone, name).format_help() == subparser(full, name).format_help()
+        assert command_of(["--version", name, "--help"]) == name
+    assert command_of(["--version"]) is None and command_of(["nonsense"]) is None
+    argv = ["train", "--source", "synthetic", "--initial-runs", "2"]
+    assert vars(build_parser(["train"]).parse_args(argv)) == vars(full.parse_args(argv))
+    with pytest.raises(ValueError, match="unknown commands"):
+        build_parser(["trian"])
+
+
+def test_a_mistyped_command_is_refused_with_the_list_of_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["trian"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'trian'" in err and "walk-forward" in err

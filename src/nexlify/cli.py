@@ -8,72 +8,105 @@ nexlify ablate [options]     full config vs each Rainbow/training component remo
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from rich.console import Console
 
+from nexlify.commands import COMMAND_HELP
 from nexlify.errors import InterruptedRunError, NexlifyError
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # The commands import torch and the rest (seconds): imported here, after run() had the
-    # chance to start the worker processes' imports beside them.
-    from nexlify.commands import audit as audit_command
-    from nexlify.commands import backtest as backtest_command
-    from nexlify.commands import data as data_command
-    from nexlify.commands import paper as paper_command
-    from nexlify.commands import preflight as preflight_command
-    from nexlify.commands import report as report_command
-    from nexlify.commands import tune as tune_command
-    from nexlify.commands import walk_forward as walk_forward_command
-    from nexlify.commands.ablate import add_ablate_options, start_ablate
-    from nexlify.commands.baselines import start_baselines
-    from nexlify.commands.options import add_data_options, add_train_options
-    from nexlify.commands.train import start_train
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The ``nexlify`` parser with the options of ``commands`` (default: every command).
 
+    Commands left out are still listed, with their help line (``nexlify --help``), but their
+    modules are not imported: they bring torch and pandas (seconds), so :func:`main` builds
+    only the command being run, after :func:`run` had the chance to start the worker
+    processes' imports beside it.
+    """
     parser = argparse.ArgumentParser(
         prog="nexlify",
         description="Reinforcement-learning trading agents for crypto spot markets.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = set(COMMAND_HELP) if commands is None else set(commands)
+    unknown = wanted - set(COMMAND_HELP)
+    if unknown:
+        raise ValueError(f"unknown commands {sorted(unknown)}; known: {list(COMMAND_HELP)}")
+    for name, help_line in COMMAND_HELP.items():
+        if name in wanted:
+            _REGISTER[name](sub)
+        else:
+            sub.add_parser(name, help=help_line, add_help=False)
+    return parser
+
+
+def _register_train(sub: argparse._SubParsersAction) -> None:
+    from nexlify.commands.options import add_train_options
+    from nexlify.commands.train import start_train
 
     train = sub.add_parser(
         "train",
-        help="multi-start training, selection on validation data, auto-retraining",
+        help=COMMAND_HELP["train"],
         description="Train several agents from different seeds, pick the best on held-out "
         "validation data, then retrain from it until the score plateaus.",
     )
     add_train_options(train)
     train.set_defaults(handler=start_train)
 
-    baselines = sub.add_parser(
-        "baselines",
-        help="run the baseline policies through the simulator and print their metrics",
-    )
+
+def _register_baselines(sub: argparse._SubParsersAction) -> None:
+    from nexlify.commands.baselines import start_baselines
+    from nexlify.commands.options import add_data_options
+
+    baselines = sub.add_parser("baselines", help=COMMAND_HELP["baselines"])
     add_data_options(baselines)
     baselines.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     baselines.set_defaults(handler=start_baselines)
 
-    ablate = sub.add_parser(
-        "ablate",
-        help="train the full config and each component removed in turn; IQM + bootstrap table",
-    )
+
+def _register_ablate(sub: argparse._SubParsersAction) -> None:
+    from nexlify.commands.ablate import add_ablate_options, start_ablate
+    from nexlify.commands.options import add_data_options
+
+    ablate = sub.add_parser("ablate", help=COMMAND_HELP["ablate"])
     add_data_options(ablate)
     add_ablate_options(ablate)
     ablate.set_defaults(handler=start_ablate)
-    backtest_command.register(sub)
-    audit_command.register(sub)
-    report_command.register(sub)
-    walk_forward_command.register(sub)
-    tune_command.register(sub)
-    data_command.register(sub)
-    paper_command.register(sub)
-    preflight_command.register(sub)
-    return parser
+
+
+def _module_register(module: str) -> Callable[[argparse._SubParsersAction], None]:
+    def register(sub: argparse._SubParsersAction) -> None:
+        importlib.import_module(f"nexlify.commands.{module}").register(sub)
+
+    return register
+
+
+_REGISTER: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "train": _register_train,
+    "baselines": _register_baselines,
+    "ablate": _register_ablate,
+    "backtest": _module_register("backtest"),
+    "audit-lookahead": _module_register("audit"),
+    "report": _module_register("report"),
+    "walk-forward": _module_register("walk_forward"),
+    "tune": _module_register("tune"),
+    "data": _module_register("data"),
+    "paper": _module_register("paper"),
+    "preflight": _module_register("preflight"),
+}
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs: its first argument when that names one (the only option
+    before it, ``--version``, takes no value), else None."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return first if first in COMMAND_HELP else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = command_of(argv)
+    parser = build_parser([] if command is None else [command])
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     if args.version:

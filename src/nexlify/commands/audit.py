@@ -7,6 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from nexlify.commands import COMMAND_HELP
 from nexlify.config import MarketConfig
 from nexlify.data.candles import load_pairs
 from nexlify.data.sources import DEFAULT_PAIRS, SYNTHETIC_DAYS
@@ -21,7 +22,7 @@ LEAK_EXIT_CODE = 6
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "audit-lookahead",
-        help="prove that features and decisions before a cut do not change when data is cut",
+        help=COMMAND_HELP["audit-lookahead"],
         description="Recomputes the features (and, with --model, the model's observations and "
         "greedy decisions) on the data cut at several points and checks that nothing before "
         f"each cut changes. Exit code 0: clean; {LEAK_EXIT_CODE}: a leak was found.",

@@ -8,6 +8,7 @@ import logging
 from rich.console import Console
 from rich.table import Table
 
+from nexlify.commands import COMMAND_HELP
 from nexlify.evaluation.backtest import (
     METRIC_COLUMNS,
     backtest,
@@ -24,7 +25,7 @@ from nexlify.train.config import DataConfig
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "backtest",
-        help="run a saved model through the simulator beside the baselines",
+        help=COMMAND_HELP["backtest"],
         description="Greedy run of a saved model over a period, with the costs and risk rules "
         "it was trained with, beside buy-and-hold, an SMA crossover and a random policy.",
     )

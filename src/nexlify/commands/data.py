@@ -20,6 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from nexlify.commands import COMMAND_HELP
 from nexlify.config import TIMEFRAMES
 from nexlify.data.external import PROVIDERS, fetch_series, funding_daily, import_series, save_series
 from nexlify.data.importers import FORMATS as IMPORT_FORMATS
@@ -45,7 +46,7 @@ def _store(args: argparse.Namespace) -> CandleStore:
 
 def register(sub: Any) -> None:
     """Add ``data`` and its subcommands to the ``nexlify`` parser's subparsers."""
-    data = sub.add_parser("data", help="download, list, check and import market data")
+    data = sub.add_parser("data", help=COMMAND_HELP["data"])
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     store_help = "the local store (default $NEXLIFY_DATA_DIR or ~/.nexlify/data)"
 

@@ -12,6 +12,7 @@ import pandas as pd
 from rich.console import Console
 from rich.live import Live
 
+from nexlify.commands import COMMAND_HELP
 from nexlify.config import TIMEFRAMES
 from nexlify.data.candles import find_candle_file, read_candles
 from nexlify.data.market_data import build_market_data
@@ -31,7 +32,7 @@ ExchangeFactory = Callable[[str, dict[str, Any]], Any]
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "paper",
-        help="paper-trade a saved model on live or replayed candles (state in SQLite)",
+        help=COMMAND_HELP["paper"],
         description="Run a saved model on closed candles (polled from an exchange through ccxt, "
         "or replayed from files) through the same simulator as training and backtests; state "
         "lives in a SQLite file and a restart continues exactly. 'nexlify paper status --db "

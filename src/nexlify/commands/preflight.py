@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from nexlify.commands import COMMAND_HELP
 from nexlify.commands.options import add_train_options
 from nexlify.system.preflight import FAIL, PASS, CheckResult, raise_on_failure, run_preflight
 from nexlify.train.config import RunConfig
@@ -17,9 +18,7 @@ _STYLE = {PASS: "[green]pass[/]", "warn": "[yellow]warn[/]", FAIL: "[bold red]FA
 
 def register(sub: Any) -> None:
     """Add ``preflight`` to the ``nexlify`` parser's subparsers (takes train's options)."""
-    parser = sub.add_parser(
-        "preflight", help="check machine, memory, disk and data before training"
-    )
+    parser = sub.add_parser("preflight", help=COMMAND_HELP["preflight"])
     add_train_options(parser)
     parser.set_defaults(handler=start_preflight)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from nexlify.commands import COMMAND_HELP
 from nexlify.errors import DataError
 from nexlify.pipeline.auto_retrain import SUMMARY_FILE
 from nexlify.report.html import build_run_report
@@ -16,7 +17,7 @@ from nexlify.report.html import build_run_report
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "report",
-        help="rebuild the HTML report of a training run",
+        help=COMMAND_HELP["report"],
         description="Re-runs the final model and the baselines on the run's validation window "
         "and writes RUN_DIR/report.html (self-contained: opens offline).",
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from nexlify.commands import COMMAND_HELP
 from nexlify.commands.options import (
     add_backend_options,
     add_data_options,
@@ -25,7 +26,7 @@ from nexlify.pipeline.tune import TuneJob, run_tuning
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "tune",
-        help="Optuna search of agent (and, opt-in, risk) settings on the validation score",
+        help=COMMAND_HELP["tune"],
         description="Each trial trains one run and is scored on the held-out validation window; "
         "weak trials are pruned; the study is stored (SQLite by default) and resumes when run "
         "again with the same --study; the best settings are written as a --config file.",

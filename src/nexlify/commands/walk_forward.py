@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from nexlify.commands import COMMAND_HELP
 from nexlify.commands.options import add_backend_options, add_data_options
 from nexlify.commands.train import prepare_output_dir, resolve_run_config, setup_logging
 from nexlify.errors import ConfigError
@@ -21,7 +22,7 @@ from nexlify.train.config import replace_section
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "walk-forward",
-        help="train and test over rolling or anchored folds; out-of-sample metrics per fold",
+        help=COMMAND_HELP["walk-forward"],
         description="Each fold trains on its past (its last --fold-validation-days pick the "
         "checkpoint) and trades the following unseen --test-days once, beside the baselines.",
     )
