@@ -113,7 +113,7 @@ def test_forward_taken_raw_equals_the_gathered_full_head(changes: dict[str, obje
         torch.testing.assert_close(fast_grads[name], param.grad, rtol=1e-4, atol=1e-4)
 
 
-@numba.njit(cache=False)
+@numba.njit(cache=False, fastmath=cpu_kernels._FASTMATH)  # exp32 runs with its caller's flags
 def _exp_all(x: np.ndarray, out: np.ndarray) -> None:
     for i in range(x.shape[0]):
         out[i] = cpu_kernels.exp32(x[i])

@@ -212,10 +212,10 @@ def greedy_project(
 # libm's scalar expf (~3 ns each here, more than torch's whole softmax); exp32 below is
 # branch-free float32 arithmetic that LLVM vectorises (~0.3 ns each), accurate to ~1 ulp.
 
-_EXP_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
-
-@numba.njit(cache=True, inline="always", fastmath=_EXP_FASTMATH)
+# exp32 is inlined (numba IR) into its callers and compiled with their flags, whatever it
+# declares itself: every caller here has _FASTMATH, so it is declared with the same.
+@numba.njit(cache=True, inline="always", fastmath=_FASTMATH)
 def exp32(x: np.float32) -> np.float32:
     """exp(x) for float32 x <= 0 (what softmax exponentiates after subtracting the maximum).
 
