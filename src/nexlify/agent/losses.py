@@ -381,7 +381,8 @@ class _C51Head(torch.autograd.Function):
     (``cpu_kernels.c51_head_forward`` / ``c51_head_backward``): what
     :class:`~nexlify.agent.networks._TakenActionLinear` then :class:`_C51CrossEntropy` compute,
     in the same float32 operations, without the second graph node and the [B, Z] tensors
-    between them (about 50 us of a learner step at B = 128; see ``c51_head_loss``).
+    between them (measured at B = 128, H = 128: the online side's forward and backward 868 ->
+    857 us, its forward alone 321 -> 295 us; see ``c51_head_loss``).
     Differentiable in the torso output, the layer's weight and bias and the dueling stream.
     """
 
