@@ -83,18 +83,6 @@ def _learner_step(cfg: AgentConfig, obs_dim: int, n_actions: int) -> Any:
 def bench_learner(seconds: float, obs_dim: int, n_actions: int) -> dict[str, Any]:
     steps = {name: _learner_step(cfg, obs_dim, n_actions) for name, cfg in VARIANTS.items()}
     rates: dict[str, list[float]] = {name: [] for name in steps}
-    _time_steps(steps, rates, seconds)
-    plain = np.array(rates["plain_dqn"])
-    return {
-        name: {
-            "steps_per_s_p90": float(np.percentile(r, 90)),
-            "cost_vs_plain_median": float(np.median(plain / np.array(r))),
-        }
-        for name, r in rates.items()
-    }
-
-
-def _time_steps(steps: dict[str, Any], rates: dict[str, list[float]], seconds: float) -> None:
     for step in steps.values():  # warm-up
         for _ in range(BURST):
             step()
@@ -105,6 +93,14 @@ def _time_steps(steps: dict[str, Any], rates: dict[str, list[float]], seconds: f
             for _ in range(BURST):
                 step()
             rates[name].append(BURST / (time.perf_counter() - t0))
+    plain = np.array(rates["plain_dqn"])
+    return {
+        name: {
+            "steps_per_s_p90": float(np.percentile(r, 90)),
+            "cost_vs_plain_median": float(np.median(plain / np.array(r))),
+        }
+        for name, r in rates.items()
+    }
 
 
 def bench_training(episodes: int, repeats: int) -> dict[str, Any]:
@@ -130,20 +126,21 @@ def bench_training(episodes: int, repeats: int) -> dict[str, Any]:
             w, c = run(VARIANTS[name], episodes)
             wall[name].append(w)
             cpu[name].append(c)
-    return {
-        name: {
+    result: dict[str, Any] = {}
+    for name in VARIANTS:
+        ratios = np.array(cpu[name]) / np.array(cpu["plain_dqn"])
+        result[name] = {
             "seconds_min": min(wall[name]),
             "seconds_all": wall[name],
             "cpu_seconds_all": cpu[name],
-            "cost_vs_plain": float(np.median(np.array(cpu[name]) / np.array(cpu["plain_dqn"]))),
-            "cost_vs_plain_ci95": _median_ci(np.array(cpu[name]) / np.array(cpu["plain_dqn"])),
-            "cost_vs_plain_all": (np.array(cpu[name]) / np.array(cpu["plain_dqn"])).tolist(),
+            "cost_vs_plain": float(np.median(ratios)),
+            "cost_vs_plain_ci95": _median_ci(ratios),
+            "cost_vs_plain_all": ratios.tolist(),
             "cost_vs_plain_wall": float(
                 np.median(np.array(wall[name]) / np.array(wall["plain_dqn"]))
             ),
         }
-        for name in VARIANTS
-    }
+    return result
 
 
 def _median_ci(ratios: np.ndarray, draws: int = 10_000) -> list[float]:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from nexlify.agent import cpu_kernels
-from nexlify.agent.networks import TakenHead, taken_action_linear
+from nexlify.agent.networks import TakenHead
 
 
 @dataclass(frozen=True)
@@ -267,14 +267,11 @@ def c51_head_loss(
     (``QNetwork.taken_head``), the output layer and the loss run as one autograd function
     (:class:`_C51Head`): one compiled call forward (the taken actions' logits and the
     cross-entropy) and one backward (the logits' gradient and the layer's). The result is the
-    same as :func:`taken_action_linear` followed by :func:`c51_taken_loss`, bit for bit."""
+    same as ``head.logits`` followed by :func:`c51_taken_loss`, bit for bit."""
     if not _on_cpu_float32(
         head.h_BH, head.weight_AZH, head.bias_AZ, head.value_BZ, target_probs_BZ, weights_B
     ) or torch.is_autocast_enabled("cpu"):
-        logits_BZ = taken_action_linear(head.h_BH, head.weight_AZH, head.bias_AZ, actions_B)
-        if head.value_BZ is not None:
-            logits_BZ = logits_BZ + head.value_BZ
-        return c51_taken_loss(logits_BZ, target_probs_BZ, support_Z, weights_B)
+        return c51_taken_loss(head.logits(actions_B), target_probs_BZ, support_Z, weights_B)
     loss, per_sample_B, q_taken_B = _C51Head.apply(
         head.h_BH, head.weight_AZH, head.bias_AZ, head.value_BZ, actions_B, target_probs_BZ,
         support_Z, weights_B,

@@ -38,6 +38,11 @@ class TakenHead(NamedTuple):
     bias_AZ: torch.Tensor
     value_BZ: torch.Tensor | None
 
+    def logits(self, actions_B: torch.Tensor) -> torch.Tensor:
+        """The head's output for ``actions_B``, [B, Z]: what ``forward_taken_raw`` returns."""
+        out_BZ = taken_action_linear(self.h_BH, self.weight_AZH, self.bias_AZ, actions_B)
+        return out_BZ if self.value_BZ is None else out_BZ + self.value_BZ
+
 
 class QNetwork(nn.Module):
     """Observation [B, D] -> raw head output: [B, A] (scalar Q) or [B, A, Z] (distributional)."""
@@ -128,8 +133,7 @@ class QNetwork(nn.Module):
         """
         head = self.taken_head(obs_BD)
         if head is not None:
-            out_BZ = taken_action_linear(head.h_BH, head.weight_AZH, head.bias_AZ, actions_B)
-            return out_BZ if head.value_BZ is None else out_BZ + head.value_BZ
+            return head.logits(actions_B)
         raw = self.forward_raw(obs_BD)
         if self.n_atoms == 1:
             return raw.gather(1, actions_B.unsqueeze(1)).squeeze(1)
