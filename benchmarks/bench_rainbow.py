@@ -42,6 +42,7 @@ from nexlify.agent.dqn import DQNAgent
 from nexlify.agent.replay import ReplayBuffer
 from nexlify.config import MarketConfig
 from nexlify.data.sources import synthetic_market
+from nexlify.evaluation.stats import bootstrap_ci
 from nexlify.train.trainer import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rainbow.json"
@@ -134,21 +135,13 @@ def bench_training(episodes: int, repeats: int) -> dict[str, Any]:
             "seconds_all": wall[name],
             "cpu_seconds_all": cpu[name],
             "cost_vs_plain": float(np.median(ratios)),
-            "cost_vs_plain_ci95": _median_ci(ratios),
+            "cost_vs_plain_ci95": list(bootstrap_ci(ratios, np.median, n_resamples=10_000)),
             "cost_vs_plain_all": ratios.tolist(),
             "cost_vs_plain_wall": float(
                 np.median(np.array(wall[name]) / np.array(wall["plain_dqn"]))
             ),
         }
     return result
-
-
-def _median_ci(ratios: np.ndarray, draws: int = 10_000) -> list[float]:
-    """95% bootstrap interval of the median of the per-repeat ratios (percentile method,
-    fixed seed): how far the reported median could move on this machine's noise."""
-    rng = np.random.default_rng(0)
-    medians = np.median(rng.choice(ratios, size=(draws, ratios.size)), axis=1)
-    return [float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))]
 
 
 def main() -> None:
