@@ -140,6 +140,32 @@ def test_strategy_risk_and_execution_flags_compose_in_any_order() -> None:
         assert config.market.strategies.enabled == ("spot", "staking")
 
 
+def test_quick_test_keeps_one_pair_that_the_strategies_can_use() -> None:
+    """--quick-test trains on one pair: the first of --pairs (explicit --pairs used to bring
+    every pair back), or the first the enabled strategies can use; other flags still win."""
+    from nexlify.cli import build_parser
+    from nexlify.commands.train import resolve_run_config
+
+    def resolved(*argv: str) -> tuple[tuple[str, ...], int]:
+        config = resolve_run_config(build_parser(["train"]).parse_args(["train", *argv]))
+        return config.data.pairs, config.pipeline.initial_runs
+
+    assert resolved("--quick-test") == (("BTC/USDT",), 2)
+    assert resolved("--quick-test", "--pairs", "SOL/USDT", "ETH/USDT") == (("SOL/USDT",), 2)
+    assert resolved("--quick-test", "--initial-runs", "3") == (("BTC/USDT",), 3)
+    # BTC has no staking defaults: the first pair that has them.
+    assert resolved("--quick-test", "--strategies", "spot", "staking")[0] == ("ETH/USDT",)
+    staking_sol = ("--strategies", "spot", "staking", "--stake-asset", "SOL")
+    assert resolved("--quick-test", *staking_sol)[0] == ("SOL/USDT",)
+    lp = ("--strategies", "spot", "liquidity", "--lp-pair", "ETH/USDT")
+    assert resolved("--quick-test", *lp)[0] == ("ETH/USDT",)
+    # No pair fits: the first, and the strategy's own check names the problem when it runs.
+    assert resolved("--quick-test", "--pairs", "BTC/USDT", "--strategies", "spot", "staking")[
+        0
+    ] == ("BTC/USDT",)
+    assert resolved("--pairs", "SOL/USDT", "ETH/USDT") == (("SOL/USDT", "ETH/USDT"), 3)
+
+
 def test_a_second_ctrl_c_while_the_first_is_handled_still_exits_130(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

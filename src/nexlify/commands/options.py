@@ -292,7 +292,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick-test",
         action="store_true",
-        help="1 pair, 2 initial runs, 3 max iterations, few episodes (about two minutes)",
+        help="1 pair (the first the strategies can use), 2 initial runs, 3 max iterations, few "
+        "episodes (about two minutes)",
     )
     parser.add_argument("--automated", action="store_true", help="no prompts; run with defaults")
     parser.add_argument(

@@ -27,6 +27,7 @@ from nexlify.pipeline.auto_retrain import (
 )
 from nexlify.pipeline.backends import prestart_workers
 from nexlify.pipeline.data_choice import load_training_market
+from nexlify.strategies.config import STAKING_DEFAULTS, StrategiesConfig
 from nexlify.train.config import RunConfig, load_run_config, run_config_from_dict
 from nexlify.train.tensorboard import require_tensorboard
 from nexlify.train.trainer import resolve_device
@@ -38,7 +39,8 @@ QUICK_TEST: dict[str, dict[str, Any]] = {
     "agent": {"learning_starts": 1000},
     "data": {"synthetic_days": 400},
 }  # fmt: skip
-"""What ``--quick-test`` changes (explicit flags still win); it also keeps only the first pair."""
+"""What ``--quick-test`` changes (explicit flags still win); it also keeps one pair
+(:func:`quick_test_pair`)."""
 
 MARKET_SECTIONS = ("risk", "execution", "env")
 
@@ -46,10 +48,9 @@ MARKET_SECTIONS = ("risk", "execution", "env")
 def resolve_run_config(args: argparse.Namespace) -> RunConfig:
     """Config file, then --quick-test, then explicit flags; validated, errors name the field."""
     config = load_run_config(args.config) if getattr(args, "config", None) else RunConfig()
-    if getattr(args, "quick_test", False):
+    quick = getattr(args, "quick_test", False)
+    if quick:
         config = run_config_from_dict(QUICK_TEST, config)
-        pairs = getattr(args, "data__pairs", None) or list(config.data.pairs)
-        config = run_config_from_dict({"data": {"pairs": pairs[:1]}}, config)
     flags = overrides_from_args(args)
     nested: dict[str, Any] = {}
     for section, values in flags.items():
@@ -57,7 +58,33 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
             nested.setdefault("market", {})[section] = values
         else:  # merged, so the order of the sections does not matter
             nested.setdefault(section, {}).update(values)
-    return run_config_from_dict(nested, config) if nested else config
+    if nested:
+        config = run_config_from_dict(nested, config)
+    if quick:  # after the flags, so that --pairs and --strategies are known
+        pair = quick_test_pair(config.data.pairs, config.market.strategies)
+        config = run_config_from_dict({"data": {"pairs": [pair]}}, config)
+    return config
+
+
+def quick_test_pair(pairs: tuple[str, ...], strategies: StrategiesConfig) -> str:
+    """The one pair ``--quick-test`` keeps: the first the enabled strategies can use (staking
+    needs a base with staking defaults or the configured asset, lending a configured base, an
+    explicit liquidity pair itself), else the first; the strategies' own checks then explain."""
+
+    def usable(pair: str) -> bool:
+        base, quote = (part.upper() for part in pair.split("/", 1))
+        if strategies.uses("staking"):
+            asset = strategies.staking.asset.upper()
+            if base != asset and not (asset == "AUTO" and base in STAKING_DEFAULTS):
+                return False
+        lent = strategies.lending.asset.upper()
+        if strategies.uses("lending") and lent not in ("QUOTE", base, quote):
+            return False
+        if strategies.uses("liquidity"):
+            return strategies.liquidity.pair in ("auto", pair)
+        return True
+
+    return next((pair for pair in pairs if usable(pair)), pairs[0])
 
 
 RESUMABLE_FLAGS = {
