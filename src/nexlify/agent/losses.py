@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from nexlify.agent import cpu_kernels
-from nexlify.agent.networks import TakenHead
+from nexlify.agent.networks import TakenHead, cpu_array
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ def _on_cpu_float32(*tensors: torch.Tensor | None) -> bool:
 def _cpu_float32(*tensors: torch.Tensor) -> list[np.ndarray] | None:
     """Contiguous numpy views when every tensor is a float32 CPU tensor (cpu_kernels' input)."""
     if _on_cpu_float32(*tensors):
-        return [x.detach().contiguous().numpy() for x in tensors]
+        return [cpu_array(x) for x in tensors]
     return None
 
 
@@ -301,10 +301,8 @@ class _C51CrossEntropy(torch.autograd.Function):
         support_Z: torch.Tensor,
         weights_B: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits, target, support = (
-            x.detach().contiguous().numpy() for x in (logits_BZ, target_BZ, support_Z)
-        )
-        weights = _NO_WEIGHTS if weights_B is None else weights_B.detach().contiguous().numpy()
+        logits, target, support = (cpu_array(x) for x in (logits_BZ, target_BZ, support_Z))
+        weights = _NO_WEIGHTS if weights_B is None else cpu_array(weights_B)
         B, Z = logits.shape
         probs = np.empty((B, Z), dtype=np.float32)
         per_sample_B, q_B = torch.empty(B), torch.empty(B)
@@ -396,11 +394,10 @@ class _C51Head(torch.autograd.Function):
         weights_B: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h, w, b, a, target, support = (
-            x.detach().contiguous().numpy()
-            for x in (h_BH, weight_AZH, bias_AZ, actions_B, target_BZ, support_Z)
+            cpu_array(x) for x in (h_BH, weight_AZH, bias_AZ, actions_B, target_BZ, support_Z)
         )
-        value = _NO_VALUE if value_BZ is None else value_BZ.detach().contiguous().numpy()
-        weights = _NO_WEIGHTS if weights_B is None else weights_B.detach().contiguous().numpy()
+        value = _NO_VALUE if value_BZ is None else cpu_array(value_BZ)
+        weights = _NO_WEIGHTS if weights_B is None else cpu_array(weights_B)
         B, Z = h.shape[0], w.shape[1]
         logits = np.empty((B, Z), dtype=np.float32)
         probs = np.empty((B, Z), dtype=np.float32)
@@ -419,7 +416,7 @@ class _C51Head(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
         probs, target, weights = ctx.arrays
-        h, w, a = (x.detach().contiguous().numpy() for x in ctx.saved_tensors)
+        h, w, a = (cpu_array(x) for x in ctx.saved_tensors)
         grad_BZ = torch.empty(probs.shape, dtype=torch.float32)
         grad_h_BH = torch.empty(h.shape, dtype=torch.float32)
         grad_w_AZH = torch.empty(w.shape, dtype=torch.float32)

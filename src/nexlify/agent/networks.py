@@ -188,8 +188,8 @@ class QNetwork(nn.Module):
         if logits_BAZ.dtype != torch.float32:
             return self.q_from_raw(logits_BAZ).argmax(dim=1)
         actions_B = torch.empty(obs_BD.shape[0], dtype=torch.int64)
-        support_Z = _cpu_array(self.support_Z)
-        cpu_kernels.c51_greedy(_cpu_array(logits_BAZ), support_Z, actions_B.numpy())
+        support_Z = cpu_array(self.support_Z)
+        cpu_kernels.c51_greedy(cpu_array(logits_BAZ), support_Z, actions_B.numpy())
         return actions_B
 
     def forward(self, obs_BD: torch.Tensor) -> torch.Tensor:
@@ -227,7 +227,9 @@ def _weight_and_bias(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return layer.weight, layer.bias
 
 
-def _cpu_array(x: torch.Tensor) -> np.ndarray:
+def cpu_array(x: torch.Tensor) -> np.ndarray:
+    """A numpy view of a CPU tensor for the compiled kernels (detached; copied only when it is
+    not contiguous)."""
     return x.detach().contiguous().numpy()
 
 
@@ -248,9 +250,9 @@ class _TakenActionLinear(torch.autograd.Function):
         bias_AZ: torch.Tensor,
         actions_B: torch.Tensor,
     ) -> torch.Tensor:
-        h, w, a = _cpu_array(h_BH), _cpu_array(weight_AZH), _cpu_array(actions_B)
+        h, w, a = cpu_array(h_BH), cpu_array(weight_AZH), cpu_array(actions_B)
         out_BZ = torch.empty(h.shape[0], w.shape[1], dtype=torch.float32)
-        cpu_kernels.taken_linear_forward(h, w, _cpu_array(bias_AZ), a, out_BZ.numpy())
+        cpu_kernels.taken_linear_forward(h, w, cpu_array(bias_AZ), a, out_BZ.numpy())
         ctx.save_for_backward(h_BH, weight_AZH, actions_B)
         return out_BZ
 
@@ -261,8 +263,8 @@ class _TakenActionLinear(torch.autograd.Function):
         grad_w_AZH = torch.zeros(weight_AZH.shape, dtype=torch.float32)
         grad_b_AZ = torch.zeros(weight_AZH.shape[:2], dtype=torch.float32)
         cpu_kernels.taken_linear_backward(
-            _cpu_array(grad_BZ), _cpu_array(h_BH), _cpu_array(weight_AZH),
-            _cpu_array(actions_B), grad_h_BH.numpy(), grad_w_AZH.numpy(), grad_b_AZ.numpy(),
+            cpu_array(grad_BZ), cpu_array(h_BH), cpu_array(weight_AZH),
+            cpu_array(actions_B), grad_h_BH.numpy(), grad_w_AZH.numpy(), grad_b_AZ.numpy(),
         )  # fmt: skip
         return grad_h_BH, grad_w_AZH, grad_b_AZ, None
 
