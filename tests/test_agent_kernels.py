@@ -78,6 +78,9 @@ def test_the_taken_action_linear_layer_matches_the_dense_layer_with_gradients(
     torch.testing.assert_close(fast, dense, rtol=1e-5, atol=1e-5)
     for got, want in zip(fast_grads, (h.grad, w.grad, b.grad), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # the kernel alone, without the autograd function: the same output
+        quiet = taken_action_linear(h, w.view(A, Z, 32), b.view(A, Z), actions)
+    assert torch.equal(quiet, fast) and not quiet.requires_grad
 
 
 @pytest.mark.parametrize(
@@ -254,7 +257,7 @@ def test_the_fused_c51_head_equals_the_layer_then_the_loss_bit_for_bit(
     head = net.taken_head(obs)
     assert head is not None and (head.value_BZ is not None) == config.dueling
     fused = c51_head_loss(head, actions, target, net.support_Z, weights)
-    fused.loss.backward()
+    fused.backward()
 
     assert torch.equal(fused.loss, apart.loss)
     assert torch.equal(fused.td_error_B, apart.td_error_B)
@@ -273,7 +276,33 @@ def test_the_fused_c51_head_refuses_a_weight_changed_before_backward() -> None:
     with torch.no_grad():
         head.weight_AZH.add_(1.0)  # an optimizer step between forward and backward
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-        out.loss.backward()
+        out.backward()
+
+
+def test_the_fused_c51_head_computes_no_gradients_where_none_are_wanted() -> None:
+    """Under no_grad the head gives the same loss without gradients, and asking for them fails
+    as a loss without a graph does; with gradients, backward accumulates like loss.backward."""
+    net = build_q_network(40, A, AgentConfig(hidden_sizes=(32,), distributional="c51"), seed=0)
+    obs, actions = torch.randn(8, 40), torch.arange(8) % A
+    target = torch.full((8, Z), 1.0 / Z)
+    with torch.no_grad():
+        head = net.taken_head(obs)
+        assert head is not None
+        quiet = c51_head_loss(head, actions, target, net.support_Z)
+    assert quiet.computed_grads is None
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        quiet.backward()
+    head = net.taken_head(obs)
+    assert head is not None
+    out = c51_head_loss(head, actions, target, net.support_Z)
+    assert torch.equal(out.loss, quiet.loss) and out.computed_grads is not None
+    out.backward()
+    once = [p.grad.clone() for p in net.parameters()]  # type: ignore[union-attr]
+    head = net.taken_head(obs)
+    assert head is not None
+    c51_head_loss(head, actions, target, net.support_Z).backward()
+    for param, first in zip(net.parameters(), once, strict=True):
+        assert torch.equal(param.grad, first + first)  # type: ignore[arg-type]
 
 
 def test_the_taken_head_is_only_offered_where_the_compiled_kernels_run() -> None:

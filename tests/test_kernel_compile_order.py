@@ -95,6 +95,16 @@ def head():
     return out(lg, p, ps, q, [loss], gz, gh, gw, gb)
 
 
+def head_loss_and_grads():
+    lg, p = np.empty((B, Z), f32), np.empty((B, Z), f32)
+    ps, q = np.empty(B, f32), np.empty(B, f32)
+    gz, gh = np.empty((B, Z), f32), np.empty((B, H), f32)
+    gw, gb = np.empty((A, Z, H), f32), np.empty((A, Z), f32)
+    loss = ck.c51_head_loss_and_grads(h, W, bias, acts, nothing, tg, sup, w, lg, p, ps, q, gz,
+                                      gh, gw, gb)
+    return out(lg, p, ps, q, [loss], gz, gh, gw, gb)
+
+
 def greedy():
     o = np.empty(B, np.int64)
     ck.c51_greedy(logits, sup, o)
@@ -113,7 +123,7 @@ def sum_tree():
 
 
 kernels = [project, greedy_project, softmax_greedy_project, taken_linear, cross_entropy, head,
-           greedy, sum_tree]
+           head_loss_and_grads, greedy, sum_tree]
 order = kernels if sys.argv[1] == "forward" else kernels[::-1]
 print(json.dumps({k.__name__: k() for k in order}))
 """

@@ -359,8 +359,9 @@ def c51_cross_entropy_backward(
 
 # ------------------------------------------------------------- the fused C51 online head
 # The learner's online side of a C51 step is the taken-action layer, then the cross-entropy.
-# As two autograd functions they cost two graph nodes, two sets of array views and the
-# [B, Z] logits' gradient as a torch tensor in between; these run both in one call each way.
+# These run both in one call each way (as two autograd functions they cost two graph nodes,
+# two sets of array views and the [B, Z] logits' gradient as a torch tensor in between), and
+# c51_head_loss_and_grads runs both ways in one call (losses.c51_head_loss).
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
@@ -394,6 +395,26 @@ def c51_head_backward(
     grad_w_AZH[:] = 0.0
     grad_b_AZ[:] = 0.0
     taken_linear_backward(grad_BZ, h_BH, weight_AZH, actions_B, grad_h_BH, grad_w_AZH, grad_b_AZ)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def c51_head_loss_and_grads(
+    h_BH: np.ndarray, weight_AZH: np.ndarray, bias_AZ: np.ndarray, actions_B: np.ndarray,
+    value_BZ: np.ndarray, target_BZ: np.ndarray, support_Z: np.ndarray, weights_B: np.ndarray,
+    logits_BZ: np.ndarray, probs_BZ: np.ndarray, per_sample_B: np.ndarray, q_B: np.ndarray,
+    grad_BZ: np.ndarray, grad_h_BH: np.ndarray, grad_w_AZH: np.ndarray, grad_b_AZ: np.ndarray,
+) -> float:  # fmt: skip
+    """:func:`c51_head_forward`, then :func:`c51_head_backward` of the loss itself (gradient 1)
+    in the same call: what the learner needs of the head in one step."""
+    loss = c51_head_forward(
+        h_BH, weight_AZH, bias_AZ, actions_B, value_BZ, target_BZ, support_Z, weights_B,
+        logits_BZ, probs_BZ, per_sample_B, q_B,
+    )  # fmt: skip
+    c51_head_backward(
+        1.0, probs_BZ, target_BZ, weights_B, h_BH, weight_AZH, actions_B, grad_BZ, grad_h_BH,
+        grad_w_AZH, grad_b_AZ,
+    )  # fmt: skip
+    return loss
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)

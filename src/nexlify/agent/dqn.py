@@ -217,13 +217,15 @@ class DQNAgent:
 
         self.optimizer.zero_grad(set_to_none=True)
         if self._scaler is not None:
+            # fp16 runs on CUDA only, where no loss comes with computed gradients.
+            assert out.computed_grads is None
             self._scaler.scale(out.loss).backward()
             self._scaler.unscale_(self.optimizer)
             grad_norm = _clip_grad_norm_(self._online_params, c.max_grad_norm)
             self._scaler.step(self.optimizer)
             self._scaler.update()
         else:
-            out.loss.backward()
+            out.backward()
             grad_norm = _clip_grad_norm_(self._online_params, c.max_grad_norm)
             self.optimizer.step()
         self.lr_schedule.after_gradient_step()

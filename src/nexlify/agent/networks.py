@@ -278,7 +278,18 @@ def taken_action_linear(
     to the dense layer's output up to float rounding (each entry is the same dot product,
     summed in another order), at 1/A of its cost.
     """
-    out_BZ: torch.Tensor = _TakenActionLinear.apply(h_BH, weight_AZH, bias_AZ, actions_B)
+    if torch.is_grad_enabled() and (
+        h_BH.requires_grad or weight_AZH.requires_grad or bias_AZ.requires_grad
+    ):
+        out_BZ: torch.Tensor = _TakenActionLinear.apply(h_BH, weight_AZH, bias_AZ, actions_B)
+        return out_BZ
+    # No gradient wanted (the double DQN target's a*): the forward kernel without the
+    # autograd.Function around it, whose own cost is larger than the kernel's at this size.
+    out_BZ = torch.empty(h_BH.shape[0], weight_AZH.shape[1], dtype=torch.float32)
+    cpu_kernels.taken_linear_forward(
+        cpu_array(h_BH), cpu_array(weight_AZH), cpu_array(bias_AZ), cpu_array(actions_B),
+        out_BZ.numpy(),
+    )  # fmt: skip
     return out_BZ
 
 
