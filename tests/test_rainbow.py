@@ -350,6 +350,46 @@ def test_dropout_and_norm_train_and_act(norm: str) -> None:
     np.testing.assert_array_equal(agent.q_values(obs), agent.q_values(obs))  # eval: no dropout
 
 
+@pytest.mark.parametrize("distributional", ["none", "c51"])
+def test_dropout_masks_follow_the_agent_seed_not_the_global_generator(
+    distributional: str,
+) -> None:
+    """Dropout draws from the agent's generator: the same seed gives the same weights after
+    the same updates whatever torch's global generator holds, and leaves that generator alone;
+    another seed's masks differ. (nn.Dropout drew from the global generator, which nothing
+    seeds: two runs of one seed trained differently.)"""
+    config = AgentConfig(hidden_sizes=(16,), dropout=0.5, distributional=distributional)
+
+    start = DQNAgent(3, 2, config, seed=0).online.state_dict()
+
+    def trained(seed: int, global_seed: int) -> list[torch.Tensor]:
+        torch.manual_seed(global_seed)
+        before = torch.random.get_rng_state()
+        agent = DQNAgent(3, 2, config, seed=seed)
+        agent.load_weights(start)  # the same weights: only the masks' source differs
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            agent.update(_random_batch(rng, 3, 2, 8))
+        assert torch.equal(torch.random.get_rng_state(), before)
+        return [p.detach().clone() for p in agent.online.parameters()]
+
+    first, second, other = trained(0, 1), trained(0, 2), trained(1, 1)
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+def test_a_network_with_dropout_needs_a_generator_to_learn() -> None:
+    net = QNetwork(3, 2, (8,), "relu", dropout=0.5)
+    obs = torch.ones(4, 3)
+    with pytest.raises(RuntimeError, match="set_dropout_generator"):
+        net(obs)
+    net.eval()
+    assert torch.equal(net(obs), net(obs))
+    net.train()
+    net.set_dropout_generator(torch.Generator().manual_seed(0))
+    net(obs)
+
+
 def test_format_1_plain_dqn_checkpoints_still_load(tmp_path: Path) -> None:
     plain = AgentConfig(hidden_sizes=(8,), **PLAIN_DQN)  # type: ignore[arg-type]
     agent = DQNAgent(4, 3, plain, seed=0)

@@ -7,7 +7,7 @@ from subclasses. Torch thread counts are the trainer's business and are not set 
 Noise, dropout and normalisation: learning runs the online network in train mode with fresh
 noisy-layer noise per gradient step; acting (:meth:`DQNAgent.act`) uses the current noise with
 dropout off; :meth:`DQNAgent.greedy` and :meth:`DQNAgent.q_values` use the mean weights, so
-validation is deterministic. Noise comes from the agent's own ``torch.Generator``.
+validation is deterministic. Noise and dropout masks come from the agent's own ``torch.Generator``.
 
 Stats and GPU syncs: :meth:`DQNAgent.update_no_sync` returns the step's stats as one detached
 tensor on the learner's device and never waits for the device; :meth:`DQNAgent.update` converts
@@ -94,8 +94,10 @@ class DQNAgent:
         self.target.requires_grad_(False)
         self.target.eval()
         self.noise_generator = torch.Generator(device=self.device)
-        """Source of noisy-layer noise (seeded from ``seed``; independent of the global RNG)."""
+        """Source of noisy-layer noise and dropout masks (seeded from ``seed``; independent of
+        the global RNG; saved in checkpoints)."""
         self.noise_generator.manual_seed(_derived_seed(seed, 11))
+        self.online.set_dropout_generator(self.noise_generator)
         self._noisy = bool(self.online.noisy_layers)
         self._modal = config.dropout > 0 or config.norm == "batch"
         self.reset_noise()

@@ -44,6 +44,35 @@ class TakenHead(NamedTuple):
         return out_BZ if self.value_BZ is None else out_BZ + self.value_BZ
 
 
+class SeededDropout(nn.Module):
+    """Dropout whose masks come from a ``torch.Generator`` set on it (:attr:`generator`), not
+    from torch's global generator, which nothing seeds: with ``nn.Dropout`` two runs of the same
+    seed trained differently. In eval mode, or at p = 0, the input passes through unchanged;
+    in train mode each unit is kept with probability 1 - p and scaled by 1 / (1 - p), as
+    ``nn.Dropout`` does. The agent sets its own generator (saved in its checkpoints)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout p={p} must be in [0, 1)")
+        self.p = p
+        self.generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.generator is None:
+            raise RuntimeError(
+                "dropout in train mode draws its masks from a generator: call "
+                "QNetwork.set_dropout_generator first (DQNAgent does), or use eval mode"
+            )
+        keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
+        return x * keep * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class QNetwork(nn.Module):
     """Observation [B, D] -> raw head output: [B, A] (scalar Q) or [B, A, Z] (distributional)."""
 
@@ -87,7 +116,7 @@ class QNetwork(nn.Module):
                 layers.append(nn.BatchNorm1d(hidden))
             layers.append(_ACTIVATIONS[activation]())
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(SeededDropout(dropout))
             width = hidden
 
         def head(out: int) -> nn.Module:
@@ -195,6 +224,12 @@ class QNetwork(nn.Module):
     def forward(self, obs_BD: torch.Tensor) -> torch.Tensor:
         """Expected Q-values q_BA for a batch of observations obs_BD."""
         return self.q_from_raw(self.forward_raw(obs_BD))
+
+    def set_dropout_generator(self, generator: torch.Generator) -> None:
+        """Draw every dropout mask of this network from ``generator`` (see SeededDropout)."""
+        for module in self.modules():
+            if isinstance(module, SeededDropout):
+                module.generator = generator
 
     def set_noise(self, on: bool) -> None:
         """Noisy weights on (learning, exploring) or off (mean weights, greedy evaluation)."""
