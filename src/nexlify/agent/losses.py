@@ -336,7 +336,9 @@ def c51_head_loss(
     B, Z = h.shape[0], w.shape[1]
     per_sample_B, q_B = torch.empty(B), torch.empty(B)
     logits_probs = np.empty((2, B, Z), dtype=np.float32)
-    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+    # Those of ``tensors`` that want a gradient, with their positions (none under no_grad).
+    wanted = [(k, t) for k, t in enumerate(tensors) if t is not None and t.requires_grad]
+    if not (torch.is_grad_enabled() and wanted):
         loss = cpu_kernels.c51_head_forward(
             h, w, b, a, value, target, support, weights, logits_probs[0], logits_probs[1],
             per_sample_B.numpy(), q_B.numpy(),
@@ -350,9 +352,7 @@ def c51_head_loss(
         per_sample_B.numpy(), q_B.numpy(), grad_logits, grad_h, grad_w, grad_b,
     )  # fmt: skip
     # The logits' gradient is the dueling stream's (value_BZ is added to them).
-    pairs = [(t, g) for t, g in zip(tensors, grads, strict=True) if t is not None]
-    wanted = [(t, g) for t, g in pairs if t.requires_grad]
-    computed = ComputedGrads(tuple(t for t, _ in wanted), tuple(g for _, g in wanted))
+    computed = ComputedGrads(tuple(t for _, t in wanted), tuple(grads[k] for k, _ in wanted))
     return DQNLoss(torch.scalar_tensor(loss, dtype=torch.float32), q_B, per_sample_B, computed)
 
 

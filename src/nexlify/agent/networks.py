@@ -285,9 +285,7 @@ class _TakenActionLinear(torch.autograd.Function):
         bias_AZ: torch.Tensor,
         actions_B: torch.Tensor,
     ) -> torch.Tensor:
-        h, w, a = cpu_array(h_BH), cpu_array(weight_AZH), cpu_array(actions_B)
-        out_BZ = torch.empty(h.shape[0], w.shape[1], dtype=torch.float32)
-        cpu_kernels.taken_linear_forward(h, w, cpu_array(bias_AZ), a, out_BZ.numpy())
+        out_BZ = _taken_linear_output(h_BH, weight_AZH, bias_AZ, actions_B)
         ctx.save_for_backward(h_BH, weight_AZH, actions_B)
         return out_BZ
 
@@ -320,6 +318,13 @@ def taken_action_linear(
         return out_BZ
     # No gradient wanted (the double DQN target's a*): the forward kernel without the
     # autograd.Function around it, whose own cost is larger than the kernel's at this size.
+    return _taken_linear_output(h_BH, weight_AZH, bias_AZ, actions_B)
+
+
+def _taken_linear_output(
+    h_BH: torch.Tensor, weight_AZH: torch.Tensor, bias_AZ: torch.Tensor, actions_B: torch.Tensor
+) -> torch.Tensor:
+    """:func:`taken_action_linear`'s output from the compiled kernel (no graph)."""
     out_BZ = torch.empty(h_BH.shape[0], weight_AZH.shape[1], dtype=torch.float32)
     cpu_kernels.taken_linear_forward(
         cpu_array(h_BH), cpu_array(weight_AZH), cpu_array(bias_AZ), cpu_array(actions_B),
