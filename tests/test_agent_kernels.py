@@ -14,6 +14,7 @@ from nexlify.agent import cpu_kernels
 from nexlify.agent.config import AgentConfig
 from nexlify.agent.losses import (
     c51_head_loss,
+    c51_target_and_head_loss,
     c51_taken_loss,
     greedy_projected_target,
     project_distribution,
@@ -303,6 +304,91 @@ def test_the_fused_c51_head_computes_no_gradients_where_none_are_wanted() -> Non
     c51_head_loss(head, actions, target, net.support_Z).backward()
     for param, first in zip(net.parameters(), once, strict=True):
         assert torch.equal(param.grad, first + first)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "changes", [{}, {"dueling": True}], ids=["c51", "c51-dueling"]
+)
+def test_the_target_made_with_the_head_equals_the_target_then_the_head_bit_for_bit(
+    changes: dict[str, object],
+) -> None:
+    """c51_target_and_head_loss (the target from the target network's logits and the head in
+    one pass over the same buffers) gives exactly projected_target_from_logits followed by
+    c51_head_loss: loss, per-sample terms, expected Q and every gradient; and outside the
+    compiled path (float64 here) the same two functions in turn."""
+    config = dataclasses.replace(AgentConfig(hidden_sizes=(64, 48), distributional="c51"),
+                                 **changes)  # type: ignore[arg-type]  # fmt: skip
+    net = build_q_network(40, A, config, seed=0)
+    _, rewards_B, discounts_B, terminated_B, support_Z = _c51_inputs(3)
+    g = torch.Generator().manual_seed(14)
+    obs = torch.randn(B, 40, generator=g)
+    actions = torch.randint(0, A, (B,), generator=g)
+    weights = torch.rand(B, generator=g)
+    next_logits = _logits(4, (B, A, Z))
+    step = (rewards_B, discounts_B, terminated_B)
+
+    target = projected_target_from_logits(next_logits, *step, support_Z, v_min=-10.0,
+                                          v_max=10.0)  # fmt: skip
+    head = net.taken_head(obs)
+    assert head is not None
+    apart = c51_head_loss(head, actions, target, support_Z, weights)
+    apart.backward()
+    apart_grads = [p.grad.clone() for p in net.parameters()]  # type: ignore[union-attr]
+    net.zero_grad(set_to_none=True)
+    head = net.taken_head(obs)
+    assert head is not None
+    together = c51_target_and_head_loss(head, actions, next_logits, *step, support_Z, weights,
+                                        v_min=-10.0, v_max=10.0)  # fmt: skip
+    together.backward()
+    assert torch.equal(together.loss, apart.loss)
+    assert torch.equal(together.td_error_B, apart.td_error_B)
+    assert torch.equal(together.q_taken_B, apart.q_taken_B)
+    for param, want in zip(net.parameters(), apart_grads, strict=True):
+        assert param.grad is not None and torch.equal(param.grad, want)
+
+    net64 = net.double()
+    as64 = [t.double() for t in (obs, next_logits, *step, support_Z, weights)]
+    head = net64.taken_head(as64[0])
+    assert head is None  # the kernels are float32: the tensor path
+    want = c51_taken_loss(
+        net64.forward_taken_raw(as64[0], actions),
+        projected_target_from_logits(as64[1], *as64[2:5], as64[5], v_min=-10.0, v_max=10.0),
+        as64[5], as64[6],
+    )  # fmt: skip
+    torch.testing.assert_close(want.loss.float(), together.loss, rtol=1e-4, atol=0)
+
+
+def test_the_fused_c51_head_passes_its_gradients_through_hooks_and_into_existing_grads() -> None:
+    """Where the head stores its weight and bias gradients directly as ``.grad`` (a fresh
+    leaf), autograd would have kept the same tensor; a leaf with a hook or a gradient already
+    there goes through autograd as before: the hook sees the gradient, the old one is added."""
+    config = AgentConfig(hidden_sizes=(32,), distributional="c51", dueling=False)
+    net = build_q_network(40, A, config, seed=0)
+    obs, actions = torch.randn(8, 40), torch.arange(8) % A
+    target = torch.full((8, Z), 1.0 / Z)
+    weight = net.layers[-1].weight
+    head = net.taken_head(obs)
+    assert head is not None and head.weight is weight
+    out = c51_head_loss(head, actions, target, net.support_Z)
+    out.backward()
+    assert out.computed_grads is not None
+    tensors = out.computed_grads.tensors
+    stored = out.computed_grads.grads[next(k for k, t in enumerate(tensors) if t is weight)]
+    assert weight.grad is stored  # kept as autograd keeps a fresh gradient
+    first = weight.grad.clone()
+
+    seen: list[torch.Tensor] = []
+    weight.register_hook(lambda grad: seen.append(grad.clone()))  # type: ignore[arg-type]
+    net.zero_grad(set_to_none=True)
+    head = net.taken_head(obs)
+    assert head is not None
+    c51_head_loss(head, actions, target, net.support_Z).backward()
+    assert len(seen) == 1 and torch.equal(seen[0], first)
+    assert torch.equal(weight.grad, first)  # type: ignore[arg-type]
+    head = net.taken_head(obs)
+    assert head is not None
+    c51_head_loss(head, actions, target, net.support_Z).backward()
+    assert len(seen) == 2 and torch.equal(weight.grad, first + first)  # type: ignore[arg-type]
 
 
 def test_the_taken_head_is_only_offered_where_the_compiled_kernels_run() -> None:

@@ -32,6 +32,7 @@ from nexlify.agent.config import PLAIN_DQN, AgentConfig
 from nexlify.agent.losses import (
     DQNLoss,
     c51_head_loss,
+    c51_target_and_head_loss,
     c51_taken_loss,
     dqn_loss,
     projected_target_from_logits,
@@ -265,8 +266,17 @@ class DQNAgent:
                     next_q_online_BA,
                 )
             return dqn_loss(q_BA, batch.actions_B, target_B, c.huber_delta, batch.weights_B)
-        # C51 on the CPU: the taken actions' logits and the loss in one function (c51_head_loss).
+        # C51 on the CPU: the taken actions' logits and the loss in one function (c51_head_loss),
+        # which also makes the target from the target network's logits without double DQN.
         head = online.taken_head(batch.obs_BD) if c.distributional == "c51" else None
+        if head is not None and not c.double_dqn:
+            with torch.no_grad():
+                next_logits_BAZ = self.target.forward_raw(batch.next_obs_BD)
+            return c51_target_and_head_loss(
+                head, batch.actions_B, next_logits_BAZ, batch.rewards_B, batch.discounts_B,
+                batch.terminated_B, online.support_Z, batch.weights_B, v_min=c.v_min,
+                v_max=c.v_max,
+            )  # fmt: skip
         online_BZ = None
         if head is None:
             online_BZ = online.forward_taken_raw(batch.obs_BD, batch.actions_B).float()
