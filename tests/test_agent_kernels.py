@@ -14,8 +14,8 @@ from nexlify.agent import cpu_kernels
 from nexlify.agent.config import AgentConfig
 from nexlify.agent.losses import (
     c51_head_loss,
-    c51_target_and_head_loss,
     c51_taken_loss,
+    c51_target_and_head_loss,
     greedy_projected_target,
     project_distribution,
     projected_target_from_logits,
@@ -306,9 +306,7 @@ def test_the_fused_c51_head_computes_no_gradients_where_none_are_wanted() -> Non
         assert torch.equal(param.grad, first + first)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    "changes", [{}, {"dueling": True}], ids=["c51", "c51-dueling"]
-)
+@pytest.mark.parametrize("changes", [{}, {"dueling": True}], ids=["c51", "c51-dueling"])
 def test_the_target_made_with_the_head_equals_the_target_then_the_head_bit_for_bit(
     changes: dict[str, object],
 ) -> None:

@@ -32,8 +32,8 @@ from nexlify.agent.config import PLAIN_DQN, AgentConfig
 from nexlify.agent.losses import (
     DQNLoss,
     c51_head_loss,
-    c51_target_and_head_loss,
     c51_taken_loss,
+    c51_target_and_head_loss,
     dqn_loss,
     projected_target_from_logits,
     quantile_huber_taken_loss,

@@ -395,10 +395,10 @@ def _c51_head_loss(
     ):
         if target_probs_BZ is None:
             assert next_step is not None
-            *step, v_min, v_max = next_step
+            logits, rewards_B, discounts_B, terminated_B, v_min, v_max = next_step
             target_probs_BZ = projected_target_from_logits(
-                *step, support_Z, v_min=v_min, v_max=v_max
-            )  # fmt: skip
+                logits, rewards_B, discounts_B, terminated_B, support_Z, v_min=v_min, v_max=v_max
+            )
         return c51_taken_loss(head.logits(actions_B), target_probs_BZ, support_Z, weights_B)
     A, H = head.n_actions, head.h_BH.shape[1]
     h, a, support = cpu_array(head.h_BH), cpu_array(actions_B), cpu_array(support_Z)
@@ -411,11 +411,11 @@ def _c51_head_loss(
     scratch = np.empty((4, B, Z), dtype=np.float32)
     if target_probs_BZ is None:
         assert next_step is not None
-        next_logits, rewards, discounts, terminated, v_min, v_max = next_step
+        logits, rewards_B, discounts_B, terminated_B, v_min, v_max = next_step
         target = scratch[3]
         cpu_kernels.softmax_greedy_project(
-            *(cpu_array(x) for x in (next_logits, rewards, discounts, terminated)), support,
-            v_min, (v_max - v_min) / (Z - 1), target,
+            cpu_array(logits), cpu_array(rewards_B), cpu_array(discounts_B),
+            cpu_array(terminated_B), support, v_min, (v_max - v_min) / (Z - 1), target,
         )  # fmt: skip
     else:
         target = cpu_array(target_probs_BZ)

@@ -41,12 +41,12 @@ class TakenHead(NamedTuple):
     n_actions: int
 
     @property
-    def weight_AZH(self) -> torch.Tensor:
+    def weight_AZH(self) -> torch.Tensor:  # noqa: N802 (shape suffix, as the fields)
         """The weight as A blocks of Z rows (a view)."""
         return self.weight.view(self.n_actions, -1, self.weight.shape[1])
 
     @property
-    def bias_AZ(self) -> torch.Tensor:
+    def bias_AZ(self) -> torch.Tensor:  # noqa: N802 (shape suffix, as the fields)
         """The bias as A blocks of Z (a view)."""
         return self.bias.view(self.n_actions, -1)
 
