@@ -13,6 +13,7 @@ import torch
 from nexlify.agent import cpu_kernels
 from nexlify.agent.config import AgentConfig
 from nexlify.agent.losses import (
+    DQNLoss,
     c51_head_loss,
     c51_taken_loss,
     c51_target_and_head_loss,
@@ -259,13 +260,19 @@ def test_the_fused_c51_head_equals_the_layer_then_the_loss_bit_for_bit(
     assert head is not None and (head.value_BZ is not None) == config.dueling
     fused = c51_head_loss(head, actions, target, net.support_Z, weights)
     fused.backward()
-
-    assert torch.equal(fused.loss, apart.loss)
-    assert torch.equal(fused.td_error_B, apart.td_error_B)
-    assert torch.equal(fused.q_taken_B, apart.q_taken_B)
-    for param, want in zip(net.parameters(), apart_grads, strict=True):
-        assert param.grad is not None and torch.equal(param.grad, want)
+    _assert_same_loss_and_grads(fused, apart, net, apart_grads)
     assert not fused.td_error_B.requires_grad and not fused.q_taken_B.requires_grad
+
+
+def _assert_same_loss_and_grads(
+    out: DQNLoss, want: DQNLoss, net: torch.nn.Module, want_grads: list[torch.Tensor]
+) -> None:
+    """Loss, per-sample terms, expected Q and every parameter's gradient, bit for bit."""
+    assert torch.equal(out.loss, want.loss)
+    assert torch.equal(out.td_error_B, want.td_error_B)
+    assert torch.equal(out.q_taken_B, want.q_taken_B)
+    for param, grad in zip(net.parameters(), want_grads, strict=True):
+        assert param.grad is not None and torch.equal(param.grad, grad)
 
 
 def test_the_fused_c51_head_refuses_a_weight_changed_before_backward() -> None:
@@ -338,11 +345,7 @@ def test_the_target_made_with_the_head_equals_the_target_then_the_head_bit_for_b
     together = c51_target_and_head_loss(head, actions, next_logits, *step, support_Z, weights,
                                         v_min=-10.0, v_max=10.0)  # fmt: skip
     together.backward()
-    assert torch.equal(together.loss, apart.loss)
-    assert torch.equal(together.td_error_B, apart.td_error_B)
-    assert torch.equal(together.q_taken_B, apart.q_taken_B)
-    for param, want in zip(net.parameters(), apart_grads, strict=True):
-        assert param.grad is not None and torch.equal(param.grad, want)
+    _assert_same_loss_and_grads(together, apart, net, apart_grads)
 
     net64 = net.double()
     as64 = [t.double() for t in (obs, next_logits, *step, support_Z, weights)]
@@ -368,12 +371,16 @@ def test_the_fused_c51_head_passes_its_gradients_through_hooks_and_into_existing
     head = net.taken_head(obs)
     assert head is not None and head.weight is weight
     out = c51_head_loss(head, actions, target, net.support_Z)
+    computed = out.computed_grads
+    assert computed is not None and computed.grads is not None
+    given = computed.grads[next(k for k, t in enumerate(computed.tensors) if t is weight)]
     out.backward()
-    assert out.computed_grads is not None
-    tensors = out.computed_grads.tensors
-    stored = out.computed_grads.grads[next(k for k, t in enumerate(tensors) if t is weight)]
-    assert weight.grad is stored  # kept as autograd keeps a fresh gradient
+    assert weight.grad is given  # kept as autograd keeps a fresh gradient nothing else holds
+    assert computed.grads is None  # let go of: nothing else aliases the .grad now
     first = weight.grad.clone()
+    with pytest.raises(RuntimeError, match="second time"):
+        out.backward()  # used up, as a graph without retain_graph is
+    assert torch.equal(weight.grad, first)
 
     seen: list[torch.Tensor] = []
     weight.register_hook(lambda grad: seen.append(grad.clone()))  # type: ignore[arg-type]

@@ -66,16 +66,24 @@ class ComputedGrads:
 
     As autograd does for the tensors it saves, :meth:`backward` refuses to run when one of the
     tensors was changed in place after the loss (say, an optimizer step in between): the
-    gradients would be those of the old values.
+    gradients would be those of the old values. And as a graph without ``retain_graph`` is, it
+    is used up by :meth:`backward`: it lets go of its gradients (which may now be the leaves'
+    ``.grad`` themselves) and a second call raises.
     """
 
     def __init__(self, tensors: tuple[torch.Tensor, ...], grads: tuple[torch.Tensor, ...]):
         self.tensors = tensors
-        self.grads = grads
+        self.grads: tuple[torch.Tensor, ...] | None = grads
         self._versions = tuple(t._version for t in tensors)
 
     def backward(self) -> None:
-        """``torch.autograd.backward(tensors, grads)``, after checking nothing changed since."""
+        """``torch.autograd.backward(tensors, grads)``, after checking nothing changed since;
+        once only."""
+        if self.grads is None:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time: the C51 head's gradients "
+                "were already passed on (one backward per loss)"
+            )
         for t, version in zip(self.tensors, self._versions, strict=True):
             if t._version != version:
                 raise RuntimeError(
@@ -84,18 +92,18 @@ class ComputedGrads:
                     f"; expected version {version} (the C51 head's gradients were computed "
                     "with its loss)"
                 )
-        rest = [(t, g) for t, g in zip(self.tensors, self.grads, strict=True)
-                if not _store_as_grad(t, g)]  # fmt: skip
+        pairs, self.grads = zip(self.tensors, self.grads, strict=True), None
+        rest = [(t, g) for t, g in pairs if not _store_as_grad(t, g)]
         if rest:
             torch.autograd.backward([t for t, _ in rest], [g for _, g in rest])
 
 
 def _store_as_grad(leaf: torch.Tensor, grad: torch.Tensor) -> bool:
-    """``leaf.grad = grad`` where that is what autograd's accumulation would do (a leaf that
-    wants a gradient, has none yet, no hooks, and ``grad`` laid out as the leaf is): autograd
-    then keeps the incoming gradient itself as ``.grad``. Saves the engine's pass for the
-    output layer's weight and bias (about 15 us of a C51 learner step). False (nothing
-    done) otherwise."""
+    """``leaf.grad = grad`` where that is what autograd's accumulation does with a gradient
+    nothing else holds (:class:`ComputedGrads` lets go of its own): a leaf that wants a
+    gradient, has none yet and no hooks, and ``grad`` laid out as the leaf is; autograd then
+    keeps the incoming tensor as ``.grad``. Saves the engine's pass for the output layer's
+    weight and bias (about 15 us of a C51 learner step). False (nothing done) otherwise."""
     if not (
         leaf.is_leaf
         and leaf.requires_grad
