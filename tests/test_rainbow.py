@@ -311,6 +311,30 @@ def test_noisy_nets_explore_through_noise_and_greedy_is_noise_free() -> None:
     assert torch.equal(before, torch.random.get_rng_state())
 
 
+def test_noise_is_redrawn_for_every_noisy_layer_of_both_networks_from_the_seed() -> None:
+    """One draw serves all four noisy heads (online and target, advantage and value): each
+    gets fresh factorised noise of its own size, in its own buffer, the same for the same
+    seed, and the target's noise is not the online network's."""
+    config = AgentConfig(hidden_sizes=(16,), noisy=True, dueling=True)
+    agents = [DQNAgent(4, 3, config, seed=5) for _ in range(2)]
+    layers = agents[0].online.noisy_layers + agents[0].target.noisy_layers
+    assert len(layers) == 4
+    buffers = [(layer.eps_in, layer.eps_out) for layer in layers]
+    before = [(i.clone(), o.clone()) for i, o in buffers]
+    for agent in agents:
+        agent.reset_noise()
+    twin = agents[1].online.noisy_layers + agents[1].target.noisy_layers
+    for layer, (eps_in, eps_out), (old_in, old_out), other in zip(
+        layers, buffers, before, twin, strict=True
+    ):
+        assert layer.eps_in is eps_in and layer.eps_out is eps_out  # redrawn in place
+        assert eps_in.shape == (layer.in_features,) and eps_out.shape == (layer.out_features,)
+        assert not torch.equal(eps_in, old_in) and not torch.equal(eps_out, old_out)
+        assert torch.equal(eps_in, other.eps_in) and torch.equal(eps_out, other.eps_out)
+    online_adv, target_adv = layers[0], layers[2]
+    assert not torch.equal(online_adv.eps_out, target_adv.eps_out)
+
+
 def test_bf16_autocast_stays_within_tolerance_of_fp32() -> None:
     rng = np.random.default_rng(0)
     batch = _random_batch(rng, 6, 3, 64)

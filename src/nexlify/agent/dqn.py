@@ -40,6 +40,7 @@ from nexlify.agent.losses import (
     td_target,
 )
 from nexlify.agent.networks import QNetwork, build_q_network
+from nexlify.agent.noisy import reset_noise_of
 from nexlify.agent.replay import ReplayBatch
 from nexlify.agent.schedules import LRSchedule
 from nexlify.errors import CheckpointError, ConfigError
@@ -160,9 +161,9 @@ class DQNAgent:
 
     def reset_noise(self) -> None:
         """Fresh noise in the noisy layers of both networks (no-op without noisy layers)."""
-        if self._noisy:
-            self.online.reset_noise(self.noise_generator)
-            self.target.reset_noise(self.noise_generator)
+        if self._noisy:  # one draw for both networks
+            reset_noise_of(self.online.noisy_layers + self.target.noisy_layers,
+                           self.noise_generator)  # fmt: skip
 
     def epsilon_at(self, progress: float, start: float | None = None) -> float:
         """Exploration epsilon at ``progress`` = transitions so far / total transitions of the run.
@@ -308,7 +309,8 @@ class DQNAgent:
         c, target = self.config, self.target
         step = (batch.rewards_B, batch.discounts_B, batch.terminated_B, target.support_Z)
         if c.double_dqn:
-            a_B = self.online(batch.next_obs_BD).float().argmax(dim=1)
+            # The compiled softmax-expectation-argmax on the CPU (QNetwork.greedy).
+            a_B = self.online.greedy(batch.next_obs_BD)
             next_logits = target.forward_taken_raw(batch.next_obs_BD, a_B).float()
         else:
             next_logits = target.forward_raw(batch.next_obs_BD).float()

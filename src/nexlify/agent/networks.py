@@ -23,7 +23,7 @@ from torch import nn
 
 from nexlify.agent import cpu_kernels
 from nexlify.agent.config import AgentConfig
-from nexlify.agent.noisy import NoisyLinear
+from nexlify.agent.noisy import NoisyLinear, reset_noise_of
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -248,9 +248,8 @@ class QNetwork(nn.Module):
             layer.noise_on = on
 
     def reset_noise(self, generator: torch.Generator) -> None:
-        """Fresh noise in every noisy layer (no-op without noisy layers)."""
-        for layer in self.noisy_layers:
-            layer.reset_noise(generator)
+        """Fresh noise in every noisy layer, one draw for all (no-op without noisy layers)."""
+        reset_noise_of(self.noisy_layers, generator)
 
 
 def _run_layers(x: torch.Tensor, modules: tuple[nn.Module, ...]) -> torch.Tensor:

@@ -8,6 +8,7 @@ exploring) and the mean weights (greedy evaluation), independently of train/eval
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +21,30 @@ def _scaled_noise(size: int, generator: torch.Generator, device: torch.device) -
     return x.sign() * x.abs().sqrt()
 
 
+def reset_noise_of(layers: Sequence[NoisyLinear], generator: torch.Generator) -> None:
+    """Fresh factorised noise for every layer of ``layers`` (in order: each layer's input
+    noise, then its output noise) from one draw of ``generator``, scaled once.
+
+    The same numbers per layer whatever else is drawn with them only in distribution: one
+    draw for the whole list consumes the generator differently from a draw per layer. At the
+    learner's size the per-layer version was ~40 small operations per step for the four noisy
+    heads of the online and target networks (about 150 us of a 2.7 ms full-Rainbow step).
+    """
+    if not layers:
+        return
+    sizes = [n for layer in layers for n in (layer.in_features, layer.out_features)]
+    parts = _scaled_noise(sum(sizes), generator, layers[0].weight_mu.device).split(sizes)
+    # Copied into the layers' own buffers: setting a module attribute costs more than the copy.
+    for k, layer in enumerate(layers):
+        layer.eps_in.copy_(parts[2 * k])
+        layer.eps_out.copy_(parts[2 * k + 1])
+
+
 class NoisyLinear(nn.Module):
     """y = (mu_W + sigma_W * eps_W) x + mu_b + sigma_b * eps_b, eps_W = f(eps_out) f(eps_in)^T."""
+
+    eps_in: torch.Tensor
+    eps_out: torch.Tensor
 
     def __init__(self, in_features: int, out_features: int, sigma0: float) -> None:
         super().__init__()
@@ -41,9 +64,7 @@ class NoisyLinear(nn.Module):
 
     def reset_noise(self, generator: torch.Generator) -> None:
         """Draw fresh factorised noise from ``generator`` (on the layer's device)."""
-        device = self.weight_mu.device
-        self.eps_in = _scaled_noise(self.in_features, generator, device)
-        self.eps_out = _scaled_noise(self.out_features, generator, device)
+        reset_noise_of([self], generator)
 
     def weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The weight [out, in] and bias [out] the layer applies now (noisy or the means)."""
