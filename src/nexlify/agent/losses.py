@@ -58,7 +58,7 @@ class ComputedGrads:
     """Gradients of a loss with respect to some tensors of its graph, computed with the loss.
 
     :meth:`backward` hands them to ``torch.autograd.backward``, which carries them through the
-    graphs of those tensors (the torso, views of the output layer's weights) into the leaves.
+    graphs of those tensors (the torso; a noisy or dueling output layer) into the leaves.
     The compiled C51 head uses this instead of a ``torch.autograd.Function``: at its size the
     Function's own cost (applying it, saving tensors, calling back into Python from the
     backward pass) was larger than the compiled arithmetic it wraps (about 70 us of a 1.5 ms
@@ -355,7 +355,11 @@ def c51_head_loss(
     1332-1370 us, its median cost over plain DQN's from 1.43-1.52x to 1.37-1.42x. Under
     ``torch.no_grad()`` (or with nothing requiring a gradient) no gradients are computed.
     """
-    return _c51_head_loss(head, actions_B, support_Z, weights_B, target_probs_BZ, None)
+    if not _head_compiles(head, weights_B, target_probs_BZ):
+        return c51_taken_loss(head.logits(actions_B), target_probs_BZ, support_Z, weights_B)
+    return _compiled_c51_head_loss(
+        head, actions_B, support_Z, weights_B, lambda _out, _support: cpu_array(target_probs_BZ)
+    )
 
 
 def c51_target_and_head_loss(
@@ -378,36 +382,41 @@ def c51_target_and_head_loss(
     head's kernel reads it there, without a tensor or conversions in between; elsewhere the
     two functions run in turn."""
     step = (next_logits_BAZ, rewards_B, discounts_B, terminated_B)
-    if next_logits_BAZ.dim() != 3 or not _on_cpu_float32(*step):
-        target_BZ = projected_target_from_logits(
-            *step, support_Z, v_min=v_min, v_max=v_max
-        )  # fmt: skip
+    if next_logits_BAZ.dim() != 3 or not _head_compiles(head, weights_B, *step):
+        target_BZ = projected_target_from_logits(*step, support_Z, v_min=v_min, v_max=v_max)
         return c51_head_loss(head, actions_B, target_BZ, support_Z, weights_B)
-    return _c51_head_loss(head, actions_B, support_Z, weights_B, None, (*step, v_min, v_max))
+
+    def target_into(out_BZ: np.ndarray, support: np.ndarray) -> np.ndarray:
+        Z = out_BZ.shape[1]
+        cpu_kernels.softmax_greedy_project(
+            cpu_array(next_logits_BAZ), cpu_array(rewards_B), cpu_array(discounts_B),
+            cpu_array(terminated_B), support, v_min, (v_max - v_min) / (Z - 1),
+            out_BZ,
+        )  # fmt: skip
+        return out_BZ
+
+    return _compiled_c51_head_loss(head, actions_B, support_Z, weights_B, target_into)
 
 
-def _c51_head_loss(
+def _head_compiles(
+    head: TakenHead, weights_B: torch.Tensor | None, *others: torch.Tensor | None
+) -> bool:
+    """Whether the compiled C51 head can run: every tensor CPU float32, outside autocast."""
+    return _on_cpu_float32(
+        head.h_BH, head.weight, head.bias, head.value_BZ, weights_B, *others
+    ) and not torch.is_autocast_enabled("cpu")
+
+
+def _compiled_c51_head_loss(
     head: TakenHead,
     actions_B: torch.Tensor,
     support_Z: torch.Tensor,
     weights_B: torch.Tensor | None,
-    target_probs_BZ: torch.Tensor | None,
-    next_step: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float, float] | None,
+    target_into: Callable[[np.ndarray, np.ndarray], np.ndarray],
 ) -> DQNLoss:
-    """:func:`c51_head_loss` given the target distribution, or (``next_step``: the target
-    network's logits [B, A, Z], rewards, discounts, terminations, v_min, v_max) of
-    :func:`c51_target_and_head_loss`, which makes the target in the same compiled call."""
-    tensors = (head.h_BH, head.weight, head.bias, head.value_BZ)
-    if not _on_cpu_float32(*tensors, target_probs_BZ, weights_B) or torch.is_autocast_enabled(
-        "cpu"
-    ):
-        if target_probs_BZ is None:
-            assert next_step is not None
-            logits, rewards_B, discounts_B, terminated_B, v_min, v_max = next_step
-            target_probs_BZ = projected_target_from_logits(
-                logits, rewards_B, discounts_B, terminated_B, support_Z, v_min=v_min, v_max=v_max
-            )
-        return c51_taken_loss(head.logits(actions_B), target_probs_BZ, support_Z, weights_B)
+    """The compiled path of :func:`c51_head_loss`; ``target_into(buffer, support)`` returns the
+    target distribution [B, Z] as an array (made in ``buffer``, a free [B, Z] scratch array, or
+    not; ``support`` is the atoms as an array)."""
     A, H = head.n_actions, head.h_BH.shape[1]
     h, a, support = cpu_array(head.h_BH), cpu_array(actions_B), cpu_array(support_Z)
     w, b = cpu_array(head.weight).reshape(A, -1, H), cpu_array(head.bias).reshape(A, -1)
@@ -415,18 +424,10 @@ def _c51_head_loss(
     weights = _NO_WEIGHTS if weights_B is None else cpu_array(weights_B)
     B, Z = h.shape[0], w.shape[1]
     per_sample_B, q_B = torch.empty(B), torch.empty(B)
-    # logits, probabilities, the logits' gradient and (made here) the target distribution.
-    scratch = np.empty((4, B, Z), dtype=np.float32)
-    if target_probs_BZ is None:
-        assert next_step is not None
-        logits, rewards_B, discounts_B, terminated_B, v_min, v_max = next_step
-        target = scratch[3]
-        cpu_kernels.softmax_greedy_project(
-            cpu_array(logits), cpu_array(rewards_B), cpu_array(discounts_B),
-            cpu_array(terminated_B), support, v_min, (v_max - v_min) / (Z - 1), target,
-        )  # fmt: skip
-    else:
-        target = cpu_array(target_probs_BZ)
+    # logits, probabilities, and room for the target distribution.
+    scratch = np.empty((3, B, Z), dtype=np.float32)
+    target = target_into(scratch[2], support)
+    tensors = (head.h_BH, head.weight, head.bias, head.value_BZ)
     # Those of ``tensors`` that want a gradient, with their positions (none under no_grad).
     wanted = [(k, t) for k, t in enumerate(tensors) if t is not None and t.requires_grad]
     if not (torch.is_grad_enabled() and wanted):

@@ -23,7 +23,7 @@ from torch import nn
 
 from nexlify.agent import cpu_kernels
 from nexlify.agent.config import AgentConfig
-from nexlify.agent.noisy import NoisyLinear, reset_noise_of
+from nexlify.agent.noisy import NoisyLinear
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -246,10 +246,6 @@ class QNetwork(nn.Module):
         """Noisy weights on (learning, exploring) or off (mean weights, greedy evaluation)."""
         for layer in self.noisy_layers:
             layer.noise_on = on
-
-    def reset_noise(self, generator: torch.Generator) -> None:
-        """Fresh noise in every noisy layer, one draw for all (no-op without noisy layers)."""
-        reset_noise_of(self.noisy_layers, generator)
 
 
 def _run_layers(x: torch.Tensor, modules: tuple[nn.Module, ...]) -> torch.Tensor:

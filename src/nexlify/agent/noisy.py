@@ -25,10 +25,10 @@ def reset_noise_of(layers: Sequence[NoisyLinear], generator: torch.Generator) ->
     """Fresh factorised noise for every layer of ``layers`` (in order: each layer's input
     noise, then its output noise) from one draw of ``generator``, scaled once.
 
-    The same numbers per layer whatever else is drawn with them only in distribution: one
-    draw for the whole list consumes the generator differently from a draw per layer. At the
-    learner's size the per-layer version was ~40 small operations per step for the four noisy
-    heads of the online and target networks (about 150 us of a 2.7 ms full-Rainbow step).
+    Each layer's noise has the same distribution as from a draw of its own, but not the same
+    numbers: one draw for the whole list consumes the generator differently. At the learner's
+    size a draw per layer was ~40 small operations per step for the four noisy heads of the
+    online and target networks (about 150 us of a 2.7 ms full-Rainbow step).
     """
     if not layers:
         return
@@ -61,10 +61,6 @@ class NoisyLinear(nn.Module):
         self.register_buffer("eps_out", torch.zeros(out_features), persistent=False)
         self.noise_on = True
         """Use the noisy weights (True) or only the means (False, for greedy evaluation)."""
-
-    def reset_noise(self, generator: torch.Generator) -> None:
-        """Draw fresh factorised noise from ``generator`` (on the layer's device)."""
-        reset_noise_of([self], generator)
 
     def weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The weight [out, in] and bias [out] the layer applies now (noisy or the means)."""
