@@ -217,6 +217,47 @@ cli.run()
     assert done.returncode == 130, done.stderr.decode(errors="replace")[-2000:]
 
 
+def test_an_interrupted_run_ignores_sigint_from_the_moment_it_is_handled() -> None:
+    """The main process can take the terminal's Ctrl-C late, after the run already stopped
+    (its workers took theirs): a SIGINT still pending when ``main`` returns must not end the
+    clean exit 130 as death by SIGINT. By then SIGINT is already ignored, so it is dropped."""
+    script = """
+import argparse, os, signal
+from nexlify import cli
+from nexlify.errors import InterruptedRunError
+
+def interrupted(args, console):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    os.kill(os.getpid(), signal.SIGINT)  # the group's Ctrl-C, not yet taken
+    raise InterruptedRunError("interrupted; finished runs are saved")
+
+class Parser:
+    def __init__(self, commands=None):
+        pass
+
+    def parse_args(self, argv):
+        return argparse.Namespace(version=False, command="train", handler=interrupted)
+
+real_main = cli.main
+
+def main_then_take_the_signal(argv=None):
+    code = real_main(argv)
+    print("ignored" if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else "armed")
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # it lands now
+    for _ in range(10000):
+        pass
+    return code
+
+cli.build_parser = Parser
+cli.main = main_then_take_the_signal
+cli.run(["train", "--workers", "1"])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert done.stdout.strip() == "ignored"
+
+
 def test_nexlify_help_lists_every_command_without_importing_torch() -> None:
     """``nexlify --help`` (and ``--version``) build only the list of commands: no command
     module, so neither torch nor pandas, is imported."""

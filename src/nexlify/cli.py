@@ -118,8 +118,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
+        _stop_taking_sigint()
         print("interrupted", file=sys.stderr)
         return InterruptedRunError.exit_code
+
+
+_ignore_sigint_once_interrupted = False
+"""Set by :func:`run` (the process entry point): :func:`_stop_taking_sigint` then ignores SIGINT
+for the rest of the process. Left off for :func:`main` called in-process (tests, notebooks)."""
+
+
+def _stop_taking_sigint() -> None:
+    """The run is interrupted (its state saved): in the ``nexlify`` process, ignore SIGINT from
+    here on, as soon as the interruption is handled rather than once :func:`main` has returned.
+
+    A terminal's Ctrl-C goes to every process of the group, and the main process can take its
+    own late (after the run already stopped because its workers did): a SIGINT still pending
+    when ``main`` returned raised KeyboardInterrupt between ``main`` and :func:`run`'s handler,
+    ending a clean exit 130 as death by SIGINT (status -2; the crash-safety test saw it in CI).
+    With the handler set to ignore, a pending SIGINT is dropped.
+    """
+    if _ignore_sigint_once_interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -139,10 +159,13 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return int(args.handler(args, console))
     except NexlifyError as exc:
+        if exc.exit_code == InterruptedRunError.exit_code:
+            _stop_taking_sigint()
         logging.getLogger("nexlify").debug("error", exc_info=True)
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
+        _stop_taking_sigint()
         console.print("[yellow]interrupted[/]")
         return InterruptedRunError.exit_code
 
@@ -178,14 +201,17 @@ def run(argv: Sequence[str] | None = None) -> None:
     """Process entry point (the ``nexlify`` command, ``python -m nexlify.cli`` and the original
     script): exit with :func:`main`'s code.
 
-    After an interrupted run (exit 130, its state saved) further SIGINTs are ignored. A terminal's
-    Ctrl-C goes to every process of the group, and one can still be pending, or land, while the
-    interpreter shuts down (joining threads, flushing files); raised there, it would turn the
-    clean exit into death by SIGINT (status -2), which the crash-safety test saw in CI.
+    After an interrupted run (exit 130, its state saved) further SIGINTs are ignored, from the
+    moment the interruption is handled (:func:`_stop_taking_sigint`). A terminal's Ctrl-C goes
+    to every process of the group, and one can still be pending, or land, while the interpreter
+    shuts down (joining threads, flushing files); raised there, it would turn the clean exit
+    into death by SIGINT (status -2), which the crash-safety test saw in CI.
 
     A ``train`` that will use worker processes (:func:`may_train_in_workers`) starts their fork
     server first thing, so its imports run beside this process's own.
     """
+    global _ignore_sigint_once_interrupted
+    _ignore_sigint_once_interrupted = True
     args = list(sys.argv[1:] if argv is None else argv)
     if may_train_in_workers(args):
         from nexlify.pipeline.backends import prestart_workers
@@ -196,7 +222,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:  # landed after main's own handler, before it returned
         code = InterruptedRunError.exit_code
     if code == InterruptedRunError.exit_code:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _stop_taking_sigint()
     sys.exit(code)
 
 
