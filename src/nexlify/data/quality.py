@@ -15,8 +15,10 @@ duplicate       fail, repair, drop          several rows with one time; repair k
                                             drop removes every copy
 gap             repair, fail                bars missing on the grid; repair fills them flat at
                                             the previous close with volume 0 (flagged ``filled``
-                                            in MarketData) when no gap is longer than
-                                            ``max_fill_bars``; a longer gap fails
+                                            in MarketData) up to ``max_fill_bars``; a longer gap
+                                            (an exchange outage) splits the data into segments
+                                            and only the latest is kept (the note names the
+                                            kept and the dropped spans); fail refuses any gap
 zero_volume     warn, drop, fail            bars with zero volume (the exchange printed no trade),
                                             reported as runs (bars, runs, longest run, where);
                                             drop turns them into gaps
@@ -122,7 +124,7 @@ class QualityPolicy:
     actions: Mapping[str, str] = field(default_factory=dict)
     """Finding type -> policy; types not given use their default (see POLICIES)."""
     max_fill_bars: int = 24
-    """Longest gap (bars) the gap repair fills; a longer one fails."""
+    """Longest gap (bars) the gap repair fills; a longer one splits the data (latest kept)."""
     outlier_sigma: float = 12.0
     """Robust sigmas of the 1-bar log return above which a bar is an outlier."""
     outlier_min_return: float = 0.10
@@ -263,22 +265,57 @@ def _bar_problems(
     return keep
 
 
-def _gap_problems(ns: np.ndarray, report: SourceReport, policy: QualityPolicy, step: int) -> None:
+def _span(first_ns: int, last_ns: int, bars: int) -> str:
+    return f"{_fmt_ts(first_ns)} .. {_fmt_ts(last_ns)} ({_count(bars, 'bar')})"
+
+
+def _latest_segment(
+    ns: np.ndarray, starts: np.ndarray, lengths: np.ndarray, max_fill: int, step: int
+) -> tuple[int, str]:
+    """First row of the segment after the last gap longer than ``max_fill`` bars, and a note
+    naming the kept span and each dropped one (with the gap that ends it).
+
+    Filling a long outage flat would invent hours of prices, and features or episodes spanning
+    it would mix two markets, so the data is cut there and only the latest piece is used.
+    """
+    long_gaps = np.flatnonzero(lengths > max_fill)
+    bounds = [0]  # first row of each segment
+    for g in long_gaps:
+        bounds.append(int(np.searchsorted(ns, starts[g] + lengths[g] * step)))
+    bounds.append(ns.size)
+    first = bounds[-2]
+    kept = _span(int(ns[first]), int(ns[-1]), ns.size - first)
+    dropped = [
+        _span(int(ns[a]), int(ns[b - 1]), b - a) + f" before a {int(lengths[g])}-bar gap"
+        for a, b, g in zip(bounds[:-2], bounds[1:-1], long_gaps, strict=True)
+    ]
+    return first, (
+        f"; {_count(long_gaps.size, 'gap')} longer than {max_fill} bars split the data: "
+        f"kept the latest segment {kept}; dropped {'; '.join(dropped)} (quality gap=fail refuses "
+        "such data instead)"
+    )
+
+
+def _gap_problems(ns: np.ndarray, report: SourceReport, policy: QualityPolicy, step: int) -> int:
+    """Report the gaps; returns the first row to keep (0 unless a gap longer than
+    ``max_fill_bars`` splits the data under ``repair``: then the latest segment is kept)."""
     starts, lengths = gap_runs(ns, step)
     if not starts.size:
-        return
+        return 0
     action = policy.action("gap")
     longest = int(lengths.max())
     detail = f"{starts.size} gaps, longest {longest} bars"
+    first = 0
     if action == "repair" and longest > policy.max_fill_bars:
-        action = "fail"
-        detail += f" (repair fills at most {policy.max_fill_bars}; raise quality_max_fill_bars)"
+        first, split = _latest_segment(ns, starts, lengths, policy.max_fill_bars, step)
+        detail += split
     where = [
         _fmt_ts(int(start)) + (f" .. {_fmt_ts(int(start + (n - 1) * step))}" if n > 1 else "")
         for start, n in zip(starts[:SHOWN], lengths[:SHOWN], strict=True)
     ]
     total = int(lengths.sum())
     report.findings.append(Finding("gap", total, action, where, detail, int(starts.size)))
+    return first
 
 
 def check_table(
@@ -294,7 +331,8 @@ def check_table(
     keep = _bar_problems(ns, v, report, policy)
     ns, v = ns[keep], v[keep]
     if ns.size:
-        _gap_problems(ns, report, policy, step)
+        first = _gap_problems(ns, report, policy, step)
+        ns, v = ns[first:], v[first:]
     frame = _frame_from_ns(ns, v) if ns.size else None
     return report, frame
 
