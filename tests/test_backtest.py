@@ -38,7 +38,14 @@ def test_backtest_json_matches_a_direct_run(saved_model: Path, tmp_path: Path) -
                  "--start", "2023-06-01", "--end", "2023-08-31", "--json", str(out)])  # fmt: skip
     assert code == 0
     table = json.loads(out.read_text())
-    assert set(table["baselines"]) == {"buy_and_hold", "sma_crossover", "random"}
+    assert set(table["baselines"]) == {
+        "cash",
+        "buy_and_hold",
+        "trend",
+        "always_long",
+        "sma_crossover",
+        "random",
+    }
     for key in ("total_return_pct", "sharpe", "sortino", "max_drawdown_pct", "win_rate",
                 "profit_factor", "n_trades", "exposure", "fees_paid"):  # fmt: skip
         assert key in table["model"]

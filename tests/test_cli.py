@@ -123,7 +123,7 @@ def test_baselines_command_writes_json(tmp_path: Path, tiny_config: Path) -> Non
     out = tmp_path / "b.json"
     assert main(["baselines", "--config", str(tiny_config), "--json", str(out)]) == 0
     table = json.loads(out.read_text())["baselines"]
-    assert set(table) == {"buy_and_hold", "sma_crossover", "random"}
+    assert set(table) == {"cash", "buy_and_hold", "trend", "always_long", "sma_crossover", "random"}
 
 
 def test_strategy_risk_and_execution_flags_compose_in_any_order() -> None:

@@ -63,7 +63,7 @@ def test_probe_uptrend_rewards_going_long() -> None:
     cfg = MarketConfig(env=EnvConfig(episode_length=0, random_start=False))
     results = run_baselines(data, cfg, episode_length=0)
     flat = evaluate_policy(lambda o, e: np.zeros(e.num_envs, np.int64), data, cfg, episode_length=0)
-    long_ret = results["buy_and_hold"].metrics[0].total_return_pct
+    long_ret = results["always_long"].metrics[0].total_return_pct
     assert long_ret > 0.5
     assert flat.metrics[0].total_return_pct == 0.0
     assert long_ret > results["random"].metrics[0].total_return_pct

@@ -34,7 +34,14 @@ def test_folds_never_test_on_bars_they_trained_on(tmp_path: Path) -> None:
     for fold, row in zip(folds, summary["folds"], strict=True):
         assert fold.test_start - fold.train_stop == 24  # the one-day embargo
         assert row["train"][1] < row["test"][0]
-        assert set(row["baselines"]) == {"buy_and_hold", "sma_crossover", "random"}
+        assert set(row["baselines"]) == {
+            "cash",
+            "buy_and_hold",
+            "trend",
+            "always_long",
+            "sma_crossover",
+            "random",
+        }
     tests = [(f.test_start, f.test_stop) for f in folds]
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(tests))  # no overlap
     oos = summary["out_of_sample"]["model"]

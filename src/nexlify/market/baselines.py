@@ -1,6 +1,16 @@
-"""Baseline policies, run through the same env, costs and risk rules as the agent.
+"""Baselines every results table shows beside the model.
 
-- ``buy_and_hold``: be long every pair whenever the risk rules allow (re-enters after a stop).
+Without risk rules (:mod:`nexlify.market.rules_off`: whole account, equal sleeve per pair, same
+fees and slippage, computed from the prices):
+
+- ``cash``: never trades (equity flat, Sharpe 0): what "no edge" has to beat.
+- ``buy_and_hold``: the equal-weight basket bought once at the first fill, sold at the end.
+- ``trend``: daily time-series momentum: a pair's sleeve is long while its daily close is above
+  the mean of its last 50 daily closes, decided once a day after the UTC day's last bar.
+
+Through the same env, costs and risk rules as the agent:
+
+- ``always_long``: be long every pair whenever the risk rules allow (re-enters after a stop).
 - ``sma_crossover``: long a pair while its fast SMA of closes is above its slow SMA.
 - ``random``: uniform random actions from a seeded generator.
 
@@ -17,8 +27,17 @@ from nexlify.data.market_data import CLOSE, MarketData
 from nexlify.errors import ConfigError
 from nexlify.market.env import VecMarketEnv
 from nexlify.market.evaluate import EvaluationResult, Policy, evaluate_policy
+from nexlify.market.rules_off import (
+    buy_and_hold_target,
+    cash_target,
+    evaluate_target,
+    trend_target,
+)
 
-BASELINES = ("buy_and_hold", "sma_crossover", "random")
+BASELINES = ("cash", "buy_and_hold", "trend", "always_long", "sma_crossover", "random")
+RULES_OFF = ("cash", "buy_and_hold", "trend")
+"""Baselines computed without the risk rules (not through the env)."""
+TREND_LOOKBACK_DAYS = 50
 
 
 def _orders_towards(target_long: np.ndarray, held: np.ndarray) -> np.ndarray:
@@ -36,8 +55,8 @@ def _orders_towards(target_long: np.ndarray, held: np.ndarray) -> np.ndarray:
     return actions
 
 
-def buy_and_hold_policy() -> Policy:
-    """Long every pair whenever allowed."""
+def always_long_policy() -> Policy:
+    """Long every pair whenever the risk rules allow."""
 
     def policy(obs: np.ndarray, env: VecMarketEnv) -> np.ndarray:
         held = env.position_mask()
@@ -83,14 +102,41 @@ def random_policy(seed: int = 0) -> Policy:
 
 
 def baseline_policy(name: str, data: MarketData, seed: int = 0) -> Policy:
-    """A baseline by name (see ``BASELINES``)."""
-    if name == "buy_and_hold":
-        return buy_and_hold_policy()
+    """An env baseline by name (``always_long``, ``sma_crossover``, ``random``)."""
+    if name == "always_long":
+        return always_long_policy()
     if name == "sma_crossover":
         return sma_crossover_policy(data)
     if name == "random":
         return random_policy(seed)
     raise ConfigError(f"baseline: unknown name {name!r}; choose one of {', '.join(BASELINES)}")
+
+
+def rules_off_target(name: str, data: MarketData) -> np.ndarray:
+    """bool [T, P] target position of a rules-off baseline (see ``RULES_OFF``)."""
+    if name == "cash":
+        return cash_target(data)
+    if name == "buy_and_hold":
+        return buy_and_hold_target(data)
+    if name == "trend":
+        return trend_target(data, TREND_LOOKBACK_DAYS)
+    raise ConfigError(f"baseline: {name!r} is not one of {', '.join(RULES_OFF)}")
+
+
+def run_baseline(
+    name: str,
+    data: MarketData,
+    config: MarketConfig,
+    *,
+    episode_length: int | None = None,
+    seed: int = 0,
+) -> EvaluationResult:
+    """One baseline over the same windows as ``evaluate_policy`` would use."""
+    if name in RULES_OFF:
+        target = rules_off_target(name, data)
+        return evaluate_target(target, data, config, episode_length=episode_length)
+    policy = baseline_policy(name, data, seed)
+    return evaluate_policy(policy, data, config, episode_length=episode_length)
 
 
 def run_baselines(
@@ -103,8 +149,6 @@ def run_baselines(
 ) -> dict[str, EvaluationResult]:
     """Every baseline over the same windows as ``evaluate_policy`` would use."""
     return {
-        name: evaluate_policy(
-            baseline_policy(name, data, seed), data, config, episode_length=episode_length
-        )
+        name: run_baseline(name, data, config, episode_length=episode_length, seed=seed)
         for name in names
     }
