@@ -144,3 +144,59 @@ def test_generic_csv_needs_a_pair_and_names_bad_rows(tmp_path: Path) -> None:
     assert "candles.csv row 3 (2024-01-01 02:00 UTC): open -5.0 is not positive" in (
         result.failure_reason()
     )
+
+
+def mixed_units_file(path: Path) -> Path:
+    """A public hourly BTC/USD CSV's shape: no title line, newest first, ``volume`` in BTC on
+    the five newest rows and in USD on the three oldest, whose ``Volume USD`` holds the BTC."""
+    lines = ["unix,date,symbol,open,high,low,close,volume,Volume USD"]
+    t0 = 1_574_064_000  # 2019-11-18 08:00 UTC
+    for k in reversed(range(8)):
+        close = 8400.0 + 10 * k
+        base = 100.0 + k
+        volume, quote = (base * close, base) if k < 3 else (base, round(base * close, 2))
+        day = pd.Timestamp(t0 + k * H, unit="s").strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(f"{t0 + k * H},{day},BTC/USD,{close - 5},{close + 20},{close - 20},"
+                     f"{close},{volume},{quote}")  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_mixed_volume_units_fail_with_their_span_and_repair_to_base(tmp_path: Path) -> None:
+    path = mixed_units_file(tmp_path / "Bitstamp_BTCUSD_1h.csv")
+    sorted_ok = {"unsorted": "repair"}
+    result = import_candles(path, fmt="csv", pair="BTC/USD", policy=QualityPolicy(sorted_ok))
+    assert result.frame is None and result.report.failed
+    reason = result.failure_reason()
+    assert "volume_units: 3 (fail) at 2019-11-18 08:00 UTC .. 2019-11-18 10:00 UTC" in reason
+    assert "volume in quote units on 3 rows from 2019-11-18 08:00 UTC to 2019-11-18 10:00" in reason
+    repaired = QualityPolicy({**sorted_ok, "volume_units": "repair"})
+    result = import_candles(path, fmt="csv", pair="BTC/USD", policy=repaired)
+    assert result.frame is not None
+    assert result.frame["volume"].tolist() == [100.0 + k for k in range(8)]  # all in BTC
+
+
+def test_mixed_volume_units_through_the_cli(tmp_path: Path) -> None:
+    path = mixed_units_file(tmp_path / "prices.csv")
+    store = tmp_path / "store"
+    args = ["data", "import", str(path), "--exchange", "bitstamp", "--store-dir", str(store),
+            "--format", "csv", "--pair", "BTC/USD", "--quality", "unsorted=repair"]  # fmt: skip
+    assert main(args) == 3
+    assert main([*args, "volume_units=repair"]) == 0
+    frame = CandleStore(store).read("bitstamp", "BTC/USD", "1h")
+    assert frame is not None and frame["volume"].max() == 107.0
+
+
+def test_misdetected_format_names_the_formats_and_the_forcing_flag(tmp_path: Path) -> None:
+    path = mixed_units_file(tmp_path / "prices.csv")
+    assert detect_format(path) == "cryptodatadownload"  # the 'unix' column
+    with pytest.raises(DataError) as info:
+        import_candles(path)
+    message = str(info.value)
+    assert "no 'Volume BTC' column" in message  # what went wrong, then what to do
+    assert "detected as cryptodatadownload from a 'unix' column" in message
+    assert "formats considered: csv, cryptodatadownload, freqtrade-json" in message
+    assert "--format csv" in message
+    with pytest.raises(DataError, match="no 'Volume BTC'") as forced:
+        import_candles(path, fmt="cryptodatadownload")
+    assert "--format" not in str(forced.value)  # forced: no detection to blame

@@ -199,3 +199,40 @@ def test_seconds_and_milliseconds_in_one_file() -> None:
     one_unit, _ = check_table(raw.assign(timestamp=raw["timestamp"] * 0 + t0 * 1000
                                           + 3_600_000 * np.arange(6)), "t.csv", "1h")  # fmt: skip
     assert one_unit.findings == []
+
+
+def test_volume_in_quote_units_is_found_by_hand_numbers_and_repaired() -> None:
+    # close 100, bar range [99, 101]: a consistent row's quote / volume is a price in it
+    rows = [(100.0, 5.0, 500.0), (100.0, 500.0, 5.0), (100.0, 500.0, 510.0),
+            (100.0, 5.0, 500.0), (100.0, 5.0, 5000.0), (100.0, 5.0, 500.0)]  # fmt: skip
+    frame = table([(hour(h), c, c + 1, c - 1, c, v) for h, (c, v, _) in enumerate(rows)])
+    frame["Quote_Volume"] = [q for _, _, q in rows]
+    report, out = check_table(frame, "t.csv", "1h")
+    # row 1: columns swapped (500 USD, 5 BTC); row 2: both in USD; row 4 fits no reading
+    assert kinds(report) == {"volume_units": (2, "fail")} and out is not None
+    (finding,) = report.findings
+    assert finding.where == ["2024-01-01 01:00 UTC .. 2024-01-01 02:00 UTC"]
+    assert "on 2 rows from 2024-01-01 01:00 UTC to 2024-01-01 02:00 UTC" in finding.detail
+    assert "on 1 the quote column holds the base volume" in finding.detail
+    assert "1 other rows match neither unit" in finding.detail
+    report, out = check_table(frame, "t.csv", "1h", QualityPolicy({"volume_units": "repair"}))
+    assert not report.failed and out is not None
+    assert out["volume"].tolist() == [5.0, 5.0, 5.1, 5.0, 5.0, 5.0]  # 5 as printed, 510 / 100
+    consistent = frame.assign(Quote_Volume=500.0, volume=5.0)
+    assert check_table(consistent, "t.csv", "1h")[0].findings == []
+
+
+def test_data_check_reports_volume_units(tmp_path: Path) -> None:
+    rows = [(hour(h), 100.0, 101.0, 99.0, 100.0, 5.0) for h in range(4)]
+    frame = table(rows).assign(**{"Volume USD": [500.0, 500.0, 5.0, 5.0]})
+    frame.loc[2:, "volume"] = 500.0  # the two newest rows hold USD in `volume`
+    frame.to_csv(tmp_path / "BTC_USD-1h.csv", index=False)
+    out = tmp_path / "report.json"
+    assert main(["data", "check", "--data-dir", str(tmp_path), "--json", str(out)]) == 3
+    (source,) = json.loads(out.read_text())["reports"]
+    (finding,) = source["findings"]
+    assert (finding["kind"], finding["count"], finding["action"]) == ("volume_units", 2, "fail")
+    assert finding["where"] == ["2024-01-01 02:00 UTC .. 2024-01-01 03:00 UTC"]
+    assert json.loads(out.read_text())["policy"]["volume_units"] == "fail"
+    args = ["data", "check", "--data-dir", str(tmp_path), "--quality", "volume_units=repair"]
+    assert main(args) == 0

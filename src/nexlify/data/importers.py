@@ -22,6 +22,9 @@ cryptodatadownload     a title line (``https://www.CryptoDataDownload.com``) bef
                        the pair given)
 =====================  ===================================================================
 
+A file's quote volume (``Volume <QUOTE>``, ``quote_volume``...) is kept as ``quote_volume``
+so that the quality check can find rows whose ``volume`` holds quote units (``volume_units``).
+
 Normalising only renames, reorders and picks columns; every table then goes through the one
 quality check (:func:`nexlify.data.quality.check_table`, which reports and, by policy,
 repairs a seconds/milliseconds mix as ``ms_seconds``) and the cleaned candles through the one
@@ -57,6 +60,17 @@ FORMATS: tuple[str, ...] = ("csv", "cryptodatadownload", "freqtrade-json", "feat
 """Import formats, as ``nexlify data import --format`` names them."""
 _CDD_TIME_COLUMNS = ("unix", "unix timestamp")
 _SNIFF_BYTES = 4096
+_DETECTED_BY = {
+    "feather": "its .feather name",
+    "parquet": "its .parquet name",
+    "freqtrade-json": "its first character, [ or {",
+    "cryptodatadownload": "a 'unix' column in its first two lines",
+    "csv": "no sign of another format",
+}
+_QUOTE_VOLUME_NAMES = ("quote_volume", "quote volume", "quote_asset_volume", "quote asset volume")
+_COMMON_QUOTES = ("USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI", "EUR", "GBP", "JPY")
+"""Quote currencies a ``Volume <X>`` column is taken as the quote volume for, when the pair
+is not known (a ``Volume BTC`` column beside ``volume`` is the base volume again, not quote)."""
 
 
 @dataclass(frozen=True)
@@ -234,25 +248,32 @@ def _read_cryptodatadownload(path: Path, pair: str | None) -> ImportedTable:
     for name in ("open", "high", "low", "close"):
         table[name] = raw[by_name[name]].to_numpy()[order]
     table["volume"] = raw[volumes[base]].to_numpy()[order]
+    if quote in volumes:
+        table["quote_volume"] = raw[volumes[quote]].to_numpy()[order]
     newest_first = bool((np.diff(ns) <= 0).all())
+    checked = f"checked against 'Volume {quote}'" if quote in volumes else "no quote volume"
     notes = [
         *(["title line skipped"] if title else []),
         "rows sorted oldest-first" + ("" if newest_first else " (the file was not newest-first)"),
-        f"volume = 'Volume {base}' (base); the quote volume is not used",
+        f"volume = 'Volume {base}' (base); {checked}",
     ]
     return ImportedTable(table, "cryptodatadownload", f"{base}/{quote}", None, tuple(notes))
 
 
-def read_import_table(
-    path: str | Path, fmt: str | None = None, pair: str | None = None
-) -> ImportedTable:
-    """Read and normalise one file of any FORMATS (detected when ``fmt`` is None); unchecked."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    fmt = fmt or detect_format(p)
-    if fmt not in FORMATS:
-        raise ConfigError(f"import format {fmt!r} is invalid (one of {', '.join(FORMATS)})")
+def _with_quote_volume(raw: pd.DataFrame, quote: str | None) -> tuple[pd.DataFrame, list[str]]:
+    """The table with its quote volume column (if it has one) named ``quote_volume``, which
+    the quality check compares with volume x close (``volume_units``), and a note saying so."""
+    by_name = {str(c).strip().lower(): c for c in raw.columns}
+    quotes = (quote,) if quote else _COMMON_QUOTES
+    names = (*_QUOTE_VOLUME_NAMES, *(f"volume {q.lower()}" for q in quotes))
+    col = next((by_name[n] for n in names if n in by_name), None)
+    if col is None:
+        return raw, []
+    note = f"volume checked against the quote volume {str(col)!r}"
+    return (raw if col == "quote_volume" else raw.assign(quote_volume=raw[col])), [note]
+
+
+def _read_in_format(p: Path, fmt: str, pair: str | None) -> ImportedTable:
     named = parse_stem(p.name.split(".")[0])
     if fmt == "cryptodatadownload":
         table = _read_cryptodatadownload(p, pair)
@@ -263,7 +284,39 @@ def read_import_table(
         raw = _read_csv(p)
     else:
         raw = _read_raw(p)
-    return ImportedTable(raw, fmt, named[0] if named else None, named[1] if named else None, ())
+    named_pair = pair or (named[0] if named else None)
+    raw, notes = _with_quote_volume(raw, parse_pair(named_pair)[1] if named_pair else None)
+    return ImportedTable(
+        raw, fmt, named[0] if named else None, named[1] if named else None, tuple(notes)
+    )
+
+
+def read_import_table(
+    path: str | Path, fmt: str | None = None, pair: str | None = None
+) -> ImportedTable:
+    """Read and normalise one file of any FORMATS (detected when ``fmt`` is None); unchecked.
+
+    When a detected format cannot read the file, the error says how it was detected, the
+    formats considered and how to force one: a near miss (a ``unix`` column without
+    CryptoDataDownload's volume columns) is otherwise a dead end for the user.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ConfigError(f"import format {fmt!r} is invalid (one of {', '.join(FORMATS)})")
+        return _read_in_format(p, fmt, pair)
+    detected = detect_format(p)
+    try:
+        return _read_in_format(p, detected, pair)
+    except DataError as exc:
+        others = ", ".join(f for f in FORMATS if f != detected)
+        raise DataError(
+            f"{exc}. The format was detected as {detected} from {_DETECTED_BY[detected]} "
+            f"(formats considered: {', '.join(FORMATS)}); if the file is another format, "
+            f"force it with nexlify data import --format FORMAT ({others}), e.g. --format csv"
+        ) from exc
 
 
 def _times(raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,12 @@ ms_seconds      repair, fail                numeric times in several units in on
                                             and milliseconds, or microseconds); repair reads each
                                             row in the unit its magnitude implies (< 1e11 s,
                                             < 1e14 ms, < 1e17 us, else ns)
+volume_units    fail, repair                rows whose ``volume`` holds quote units, where the
+                                            file has a quote volume (``Volume USD``...): its
+                                            quote volume / volume is not a price inside the
+                                            bar's [low, high] but a swapped reading is; repair
+                                            sets the base volume (the quote column when the
+                                            columns are swapped, else quote volume / close)
 outlier         warn, drop, fail            |close-to-close log return| above
                                             ``outlier_sigma`` robust sigmas (1.4826 * MAD) and
                                             above ``outlier_min_return``; drop makes it a gap
@@ -55,6 +61,7 @@ from nexlify.data.candles import (
     _NS,
     OHLCV_COLUMNS,
     _count,
+    _find_column,
     _fmt_ts,
     _frame_from_ns,
     _parse_dates,
@@ -73,6 +80,7 @@ from nexlify.data.quality_findings import (
     runs,
     span_labels,
     stale_bars,
+    volume_unit_swaps,
 )
 from nexlify.errors import ConfigError, DataError
 
@@ -86,6 +94,7 @@ POLICIES: dict[str, tuple[str, ...]] = {
     "zero_volume": ("warn", "drop", "fail"),
     "stale": ("warn", "drop", "fail"),
     "ms_seconds": ("repair", "fail"),
+    "volume_units": ("fail", "repair"),
     "outlier": ("warn", "drop", "fail"),
     "cross_exchange": ("warn", "fail"),
 }
@@ -210,6 +219,41 @@ def _unit_problems(
     return ns, ok
 
 
+def _volume_unit_problems(
+    raw: pd.DataFrame, ns: np.ndarray, ok: np.ndarray, v: np.ndarray, report: SourceReport,
+    policy: QualityPolicy,
+) -> None:  # fmt: skip
+    """Rows whose volume holds quote units (``volume_units``), when the table has a
+    ``quote_volume`` column (the importers name a file's quote volume so); ``repair`` writes
+    the base volume into ``v``. Volume features would otherwise jump by the price factor."""
+    col = _find_column(raw, ("quote_volume",))
+    if col is None:
+        return
+    quote = pd.to_numeric(raw[col], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    columns, both_quote, mismatched, base = volume_unit_swaps(v, quote)
+    swapped = (columns | both_quote) & ok
+    if not swapped.any():
+        return
+    action = policy.action("volume_units")
+    rows = np.flatnonzero(ok)
+    rows = rows[np.argsort(ns[rows], kind="stable")]  # spans in time order
+    starts, lengths = runs(swapped[rows])
+    first, last = _fmt_ts(int(ns[swapped].min())), _fmt_ts(int(ns[swapped].max()))
+    neither = int((mismatched & ok).sum())
+    detail = (
+        f"volume in quote units on {_count(int(swapped.sum()), 'row')} from {first} to {last}"
+        f" ({_count(starts.size, 'run')}; on {int((columns & ok).sum())} the quote column holds"
+        " the base volume)" + (f"; {neither} other rows match neither unit" if neither else "")
+        + ("; volume set to the base volume" if action == "repair" else "")
+    )  # fmt: skip
+    where = span_labels(ns[rows], starts, lengths)
+    report.findings.append(
+        Finding("volume_units", int(swapped.sum()), action, where, detail, int(starts.size))
+    )
+    if action == "repair":
+        v[swapped, 4] = base[swapped]
+
+
 def _row_problems(
     ns: np.ndarray, ok: np.ndarray, v: np.ndarray, report: SourceReport, policy: QualityPolicy,
     step_ns: int,
@@ -326,6 +370,7 @@ def check_table(
     step = timeframe_seconds(timeframe) * _NS
     report = SourceReport(source, len(raw))
     ns, ok, v = _parse_table(raw, source, report, policy)
+    _volume_unit_problems(raw, ns, ok, v, report, policy)
     keep = _row_problems(ns, ok, v, report, policy, step)
     ns, v = _order_problems(ns[keep], v[keep], report, policy)
     keep = _bar_problems(ns, v, report, policy)
@@ -337,14 +382,36 @@ def check_table(
     return report, frame
 
 
+def rows_before(raw: pd.DataFrame, source: str, before: pd.Timestamp) -> pd.DataFrame:
+    """The rows of a raw candle table whose open time is before ``before`` (UTC); rows with
+    unreadable times are kept, so that the checks still report them.
+
+    An out-of-sample study cuts here, before any check, repair or feature sees a later bar.
+    """
+    table, date_col, _ = _resolve_columns(raw, source)
+    ns, ok, how = _parse_dates(table[date_col])
+    if how.startswith("unix epoch"):  # several units in one file: each row in its own
+        numbers = pd.to_numeric(table[date_col], errors="coerce")
+        ns, ok, _ = epoch_units(numbers.to_numpy(np.float64, na_value=np.nan))
+    cut = pd.Timestamp(before)
+    cut = cut.tz_localize("UTC") if cut.tzinfo is None else cut.tz_convert("UTC")
+    return raw.iloc[np.flatnonzero(~ok | (ns < cut.value))]
+
+
 def check_file(
-    path: str | Path, timeframe: str, policy: QualityPolicy | None = None
+    path: str | Path,
+    timeframe: str,
+    policy: QualityPolicy | None = None,
+    before: pd.Timestamp | None = None,
 ) -> tuple[SourceReport, pd.DataFrame | None]:
-    """Check one candle file (CSV, Parquet or feather)."""
+    """Check one candle file (CSV, Parquet or feather); only bars before ``before`` if given."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such candle file")
-    return check_table(_read_raw(p), str(p), timeframe, policy)
+    raw = _read_raw(p)
+    if before is not None:
+        raw = rows_before(raw, str(p), before)
+    return check_table(raw, str(p), timeframe, policy)
 
 
 def compare_exchanges(
@@ -371,13 +438,19 @@ def compare_exchanges(
 
 
 def load_checked_pairs(
-    data_dir: str | Path, pairs: Sequence[str], timeframe: str, policy: QualityPolicy | None = None
+    data_dir: str | Path,
+    pairs: Sequence[str],
+    timeframe: str,
+    policy: QualityPolicy | None = None,
+    before: pd.Timestamp | None = None,
 ) -> tuple[dict[str, pd.DataFrame], list[SourceReport]]:
-    """Each pair's candle file, checked and cleaned by ``policy``; DataError when one fails."""
+    """Each pair's candle file (bars before ``before`` if given), checked and cleaned by
+    ``policy``; DataError when one fails."""
     frames: dict[str, pd.DataFrame] = {}
     reports = []
     for pair in pairs:
-        report, frame = check_file(find_candle_file(data_dir, pair, timeframe), timeframe, policy)
+        path = find_candle_file(data_dir, pair, timeframe)
+        report, frame = check_file(path, timeframe, policy, before)
         reports.append(report)
         if report.failed:
             raise DataError(

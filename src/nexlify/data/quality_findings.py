@@ -150,3 +150,35 @@ def epoch_units(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         np.int64
     )
     return ns, valid, unit
+
+
+def volume_unit_swaps(
+    ohlcv: np.ndarray, quote_volume: np.ndarray, tolerance: float = 0.25
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows whose ``volume`` holds quote units, found by comparing it with the quote volume.
+
+    A consistent row's quote volume / volume is its VWAP, inside [low, high] (widened by
+    ``tolerance`` for rounding). A row is a swap when it is not consistent but one of two swaps
+    is: ``volume`` holds the quote volume and the quote column the base volume (columns
+    swapped: volume / quote in [low, high]), or both hold the quote volume (volume ~ quote).
+    Rows without a positive volume and quote volume cannot be judged and are never flagged.
+
+    Returns bool [n] masks (columns swapped, both in quote units, fitting no reading) and the
+    base volume float64 [n]: the quote column on column swaps, quote / close on quote-unit
+    rows, else the volume as given.
+    """
+    high, low, close, volume = ohlcv[:, 1], ohlcv[:, 2], ohlcv[:, 3], ohlcv[:, 4]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        usable = np.isfinite(ohlcv).all(axis=1) & np.isfinite(quote_volume)
+        usable &= (volume > 0) & (quote_volume > 0) & (low > 0)
+        band_lo, band_hi = low / (1 + tolerance), high * (1 + tolerance)
+        vwap = quote_volume / volume
+        consistent = usable & (vwap >= band_lo) & (vwap <= band_hi)
+        columns_swapped = usable & ~consistent & (1 / vwap >= band_lo) & (1 / vwap <= band_hi)
+        both_quote = (
+            usable & ~consistent & ~columns_swapped & (np.abs(np.log(vwap)) <= np.log1p(tolerance))
+        )
+        base = np.where(columns_swapped, quote_volume, volume)
+        base = np.where(both_quote, quote_volume / close, base)
+    mismatched = usable & ~consistent & ~columns_swapped & ~both_quote
+    return columns_swapped, both_quote, mismatched, base
