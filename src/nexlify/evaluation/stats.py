@@ -3,6 +3,9 @@
 - ``iqm``: interquartile mean (mean of the middle 50%, as in Agarwal et al. 2021, "Deep RL at the
   edge of the statistical precipice"): robust to a few lucky or broken seeds.
 - ``bootstrap_ci``: percentile bootstrap confidence interval of any statistic, seeded.
+- ``stationary_bootstrap_ci``: the same for the mean of a serially dependent series (daily
+  returns), resampling random-length blocks (Politis & Romano 1994) so autocorrelation and
+  volatility clusters survive the resampling; ``daily_returns`` builds that series.
 - ``probabilistic_sharpe_ratio`` and ``deflated_sharpe_ratio``: Bailey & Lopez de Prado (2012,
   2014). The deflated Sharpe ratio is the probability that the true Sharpe ratio exceeds the
   best one expected from ``n_trials`` unskilled strategies, given the sample length and the
@@ -59,6 +62,78 @@ def bootstrap_ci(
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(stats, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def stationary_bootstrap_indices(
+    n: int, n_resamples: int, mean_block: float, rng: np.random.Generator
+) -> np.ndarray:
+    """int [n_resamples, n] indices of the stationary bootstrap (Politis & Romano 1994).
+
+    Each resample is a chain of blocks with geometric lengths of mean ``mean_block``, each
+    starting at a uniform random index and wrapping around the end of the series.
+    """
+    if n < 1 or mean_block < 1:
+        raise ValueError(f"stationary bootstrap: need n >= 1 and mean_block >= 1 (n={n}, "
+                         f"mean_block={mean_block})")  # fmt: skip
+    new_block_RN = rng.random((n_resamples, n)) < 1.0 / mean_block
+    new_block_RN[:, 0] = True
+    block_start_RN = rng.integers(0, n, size=(n_resamples, n))
+    position_N = np.arange(n)
+    # For every draw: where its block began (in the resample) and where that block starts.
+    began_RN = np.maximum.accumulate(np.where(new_block_RN, position_N, 0), axis=1)
+    first_RN = np.take_along_axis(block_start_RN, began_RN, axis=1)
+    return np.asarray((first_RN + position_N - began_RN) % n)
+
+
+def default_mean_block(n: int) -> float:
+    """Mean block length ``max(1, n^(1/3))``: the usual rate for a mean's bootstrap."""
+    return max(1.0, float(n) ** (1.0 / 3.0))
+
+
+def stationary_bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    *,
+    mean_block: float | None = None,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile interval of the mean of a serially dependent series (stationary bootstrap).
+
+    ``mean_block`` defaults to :func:`default_mean_block` of the series length.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        raise ValueError("stationary_bootstrap_ci: no values")
+    if not 0 < confidence < 1:
+        raise ValueError(f"stationary_bootstrap_ci: confidence {confidence} is not in (0, 1)")
+    block = default_mean_block(x.size) if mean_block is None else mean_block
+    rng = np.random.default_rng(seed)
+    means = x[stationary_bootstrap_indices(x.size, n_resamples, block, rng)].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def daily_returns(
+    equity: Sequence[float] | np.ndarray, day: Sequence[int] | np.ndarray
+) -> np.ndarray:
+    """Simple returns of an equity curve resampled to days (the last value of each day).
+
+    ``day[k]`` is the day number (e.g. UTC ``unix_seconds // 86400``) of ``equity[k]``; days must
+    not decrease. The first day's return is measured from ``equity[0]``.
+    """
+    eq = np.asarray(equity, dtype=np.float64)
+    d = np.asarray(day, dtype=np.int64)
+    if eq.ndim != 1 or eq.shape != d.shape or eq.size == 0:
+        raise ValueError(f"daily_returns: equity {eq.shape} and day {d.shape} must be the same 1-D")
+    if np.any(np.diff(d) < 0):
+        raise ValueError("daily_returns: days must not decrease")
+    last_of_day = np.flatnonzero(np.append(d[1:] != d[:-1], True))
+    closes = np.concatenate([[eq[0]], eq[last_of_day]])
+    if last_of_day[0] == 0:  # the first point closes its own day: no return from it to itself
+        closes = closes[1:]
+    return np.asarray(closes[1:] / closes[:-1] - 1.0)
 
 
 def sharpe_ratio(returns: Sequence[float] | np.ndarray) -> float:

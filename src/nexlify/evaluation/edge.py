@@ -1,0 +1,201 @@
+"""Does a model beat holding cash, once the selection that picked it is accounted for?
+
+- ``excess_daily_return``: the mean daily return over cash (cash earns 0) of one run, from its
+  equity curve resampled to UTC days, with a 95% stationary-bootstrap interval (daily returns
+  are serially dependent, so blocks are resampled rather than single days).
+- ``edge_verdict``: the no-edge gate. The deflated Sharpe ratio (Bailey & Lopez de Prado 2014)
+  of the chosen model on the data it was selected on, with every candidate the selection scored
+  counted as a trial: the probability that its true Sharpe beats the best Sharpe as many
+  unskilled candidates would show. ``p = 1 - DSR``; an edge is found when ``p < alpha``.
+- ``read_model_edge`` / ``write_model_edge``: the verdict stored in a model's checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nexlify.agent.dqn import read_checkpoint
+from nexlify.config import bars_per_year
+from nexlify.data.market_data import MarketData
+from nexlify.errors import CheckpointError
+from nexlify.evaluation.stats import (
+    daily_returns,
+    default_mean_block,
+    deflated_sharpe_ratio,
+    expected_max_sharpe,
+    stationary_bootstrap_ci,
+)
+from nexlify.io import atomic_write
+from nexlify.market.evaluate import EvaluationResult
+from nexlify.market.metrics import annualised_sharpe, simple_returns
+
+EDGE_ALPHA = 0.05
+"""An edge is found when the deflated Sharpe test's p-value is below this."""
+CONFIDENCE = 0.95
+"""Confidence of the excess-return interval."""
+_SECONDS_PER_DAY = 86_400
+
+
+def equity_days(data: MarketData, result: EvaluationResult, window: int = 0) -> np.ndarray:
+    """UTC day number of each point of ``result``'s equity curve in ``window``.
+
+    Point k is the equity after bar ``start + k`` closes; it is dated by that bar's open day.
+    """
+    curve = result.equity_curves[window]
+    start = result.starts[window]
+    return np.asarray(data.time[start : start + curve.size] // _SECONDS_PER_DAY)
+
+
+def excess_daily_return(
+    data: MarketData,
+    result: EvaluationResult,
+    *,
+    window: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Mean daily return over cash of one window, in percent, with its bootstrap interval.
+
+    ``low``/``high`` are None with fewer than 2 days (no interval can be estimated).
+    """
+    returns = daily_returns(result.equity_curves[window], equity_days(data, result, window))
+    out: dict[str, Any] = {
+        "mean_pct": float(returns.mean()) * 100.0 if returns.size else 0.0,
+        "low_pct": None,
+        "high_pct": None,
+        "confidence": CONFIDENCE,
+        "n_days": int(returns.size),
+        "method": "n/a: fewer than 2 days",
+    }
+    if returns.size >= 2:
+        block = default_mean_block(returns.size)
+        low, high = stationary_bootstrap_ci(returns, mean_block=block, confidence=CONFIDENCE,
+                                            seed=seed)  # fmt: skip
+        out.update(low_pct=low * 100.0, high_pct=high * 100.0,
+                   method=f"stationary bootstrap, mean block {block:.1f} days")  # fmt: skip
+    return out
+
+
+def format_excess(excess: dict[str, Any]) -> str:
+    """``+0.012% [-0.030, +0.051]``: the mean daily excess return and its interval."""
+    text = f"{excess['mean_pct']:+.3f}%"
+    if excess.get("low_pct") is not None:
+        text += f" [{excess['low_pct']:+.3f}, {excess['high_pct']:+.3f}]"
+    return text
+
+
+def _moments(returns: np.ndarray) -> tuple[float, float, float]:
+    """Per-bar Sharpe ratio, skewness and raw kurtosis (0, 0, 3 for a flat curve)."""
+    std = float(returns.std(ddof=1)) if returns.size >= 2 else 0.0
+    if std <= 1e-12:
+        return 0.0, 0.0, 3.0
+    centred = (returns - returns.mean()) / returns.std()
+    return float(returns.mean()) / std, float((centred**3).mean()), float((centred**4).mean())
+
+
+def edge_verdict(
+    data: MarketData,
+    result: EvaluationResult,
+    trial_sharpes: Sequence[float],
+    *,
+    seed: int = 0,
+    alpha: float = EDGE_ALPHA,
+) -> dict[str, Any]:
+    """The no-edge gate on one continuous run of the chosen model (window 0 of ``result``).
+
+    ``trial_sharpes`` are the annualised Sharpe ratios of every candidate the selection scored
+    (the chosen one included); their spread sets the Sharpe that luck alone would reach.
+    """
+    if not trial_sharpes:
+        raise ValueError("edge_verdict: no trials (the selection scored no candidate)")
+    scale = math.sqrt(bars_per_year(data.timeframe))
+    returns = simple_returns(result.equity_curves[0])
+    sharpe, skew, kurtosis = _moments(returns)
+    per_bar = np.asarray(trial_sharpes, dtype=np.float64) / scale
+    variance = float(per_bar.var(ddof=1)) if per_bar.size >= 2 else 0.0
+    dsr = deflated_sharpe_ratio(sharpe, len(per_bar), variance, returns.size, skew, kurtosis)
+    p_value = 1.0 - dsr
+    start = result.starts[0]
+    return {
+        "found": bool(p_value < alpha),
+        "test": "deflated_sharpe",
+        "p": p_value,
+        "alpha": alpha,
+        "trials": len(per_bar),
+        "sharpe": annualised_sharpe(returns, data.timeframe),
+        "sharpe_luck_alone": expected_max_sharpe(len(per_bar), variance) * scale,
+        "deflated_sharpe": dsr,
+        "skew": skew,
+        "kurtosis": kurtosis,
+        "bars": int(returns.size),
+        "period": {
+            "start": _iso(int(data.time[start])),
+            "end": _iso(int(data.time[start + returns.size])),
+        },
+        "excess_daily_return": excess_daily_return(data, result, seed=seed),
+    }
+
+
+def describe_edge(edge: dict[str, Any]) -> str:
+    """One plain sentence of the verdict."""
+    if "error" in edge:
+        return f"NO EDGE SHOWN: the edge test could not run ({edge['error']})"
+    what = "EDGE OVER CASH" if edge["found"] else "NO EDGE OVER CASH"
+    return (
+        f"{what}: Sharpe {edge['sharpe']:.2f} vs {edge['sharpe_luck_alone']:.2f} expected from "
+        f"the best of {edge['trials']} unskilled candidates; deflated Sharpe p = {edge['p']:.3f} "
+        f"(edge when < {edge['alpha']:g}); mean daily excess return "
+        f"{format_excess(edge['excess_daily_return'])}"
+    )
+
+
+def _iso(unix_seconds: int) -> str:
+    import pandas as pd
+
+    return pd.Timestamp(unix_seconds, unit="s", tz="UTC").isoformat()
+
+
+def write_model_edge(model_path: str | Path, edge: dict[str, Any]) -> None:
+    """Store ``edge`` in the checkpoint's ``extra`` (rewritten atomically; weights untouched)."""
+    path = Path(model_path)
+    checkpoint = read_checkpoint(path)
+    checkpoint["extra"] = {**dict(checkpoint.get("extra") or {}), "edge": _plain(edge)}
+    atomic_write(path, lambda handle: torch.save(checkpoint, handle))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-style data only, so the checkpoint still loads with ``weights_only=True``."""
+    return json.loads(json.dumps(value))
+
+
+def read_model_edge(model_path: str | Path) -> dict[str, Any] | None:
+    """The no-edge gate's verdict for a model: from its checkpoint, else from the pipeline
+    summary next to it (when that summary's final model is this file); None when unknown.
+
+    Raises CheckpointError when the file is missing or is not a checkpoint.
+    """
+    from nexlify.pipeline.auto_retrain import SUMMARY_FILE
+
+    path = Path(model_path)
+    extra = read_checkpoint(path).get("extra") or {}
+    edge = extra.get("edge") if isinstance(extra, dict) else None
+    if isinstance(edge, dict):
+        return dict(edge)
+    summary_path = path.parent / SUMMARY_FILE
+    if not summary_path.is_file():
+        return None
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{summary_path}: unreadable run summary: {exc}") from exc
+    final = summary.get("final_model_path")
+    if not final or Path(final).name != path.name:  # the summary describes another model
+        return None
+    edge = summary.get("edge")
+    return dict(edge) if isinstance(edge, dict) else None
