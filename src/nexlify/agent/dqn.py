@@ -106,7 +106,8 @@ class DQNAgent:
         self.optimizer = _make_adam(self.online, config)
         self.lr_schedule = LRSchedule(self.optimizer, config)
         self._amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
-        self._scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+        self.grad_scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+        """fp16's loss scaler (None otherwise); its scale and growth count are in resume points."""
         self.n_updates = 0
         """Gradient steps taken so far (drives hard target updates)."""
         self.last_td_error_B: torch.Tensor | None = None
@@ -220,14 +221,14 @@ class DQNAgent:
             out = self._loss(batch)
 
         self.optimizer.zero_grad(set_to_none=True)
-        if self._scaler is not None:
+        if self.grad_scaler is not None:
             # fp16 runs on CUDA only, where no loss comes with computed gradients.
             assert out.computed_grads is None
-            self._scaler.scale(out.loss).backward()
-            self._scaler.unscale_(self.optimizer)
+            self.grad_scaler.scale(out.loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
             grad_norm = _clip_grad_norm_(self._online_params, c.max_grad_norm)
-            self._scaler.step(self.optimizer)
-            self._scaler.update()
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
         else:
             out.backward()
             grad_norm = _clip_grad_norm_(self._online_params, c.max_grad_norm)

@@ -4,7 +4,8 @@ At every validation (the end of a round, when every env has just finished an epi
 trainer can write the whole state of the run to one file, atomically:
 
 - the learner: online and target networks, optimizer, learning-rate scheduler, noise RNG,
-  gradient-step count;
+  gradient-step count, and fp16's gradient scaler (its scale and growth count decide which
+  steps are skipped, so a resumed fp16 run needs them to match an uninterrupted one);
 - every random stream: the trainer's, the env's (or, with curriculum/augmentation, the one that
   builds each round's market);
 - progress: transitions, gradient steps, episodes, rounds, the next validation, the training
@@ -130,8 +131,9 @@ class ResumePoint:
 
 
 def learner_state(agent: DQNAgent) -> dict[str, Any]:
-    """Networks, optimizer, scheduler, noise RNG and step count of ``agent``."""
+    """Networks, optimizer, scheduler, noise RNG, step count and grad scaler of ``agent``."""
     scheduler = agent.lr_schedule.scheduler
+    scaler = agent.grad_scaler
     return {
         "online": agent.online.state_dict(),
         "target": agent.target.state_dict(),
@@ -139,6 +141,7 @@ def learner_state(agent: DQNAgent) -> dict[str, Any]:
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "n_updates": agent.n_updates,
         "noise": agent.noise_generator.get_state(),
+        "grad_scaler": scaler.state_dict() if scaler is not None else None,
     }
 
 
@@ -151,6 +154,9 @@ def load_learner_state(agent: DQNAgent, state: dict[str, Any]) -> None:
         agent.lr_schedule.scheduler.load_state_dict(state["scheduler"])
     agent.n_updates = int(state["n_updates"])
     agent.noise_generator.set_state(state["noise"].cpu())
+    scaler = state.get("grad_scaler")  # absent from files written before it was saved
+    if scaler and agent.grad_scaler is not None:
+        agent.grad_scaler.load_state_dict(scaler)
 
 
 def replay_state(buffer: ReplayBuffer) -> dict[str, Any]:
