@@ -165,8 +165,8 @@ def test_liquidity_position_earns_its_share_of_fees_and_tracks_value() -> None:
     bars = [FLAT] * 3 + [(100.0, 106.0, 99.0, 105.0)] + [(105.0, 105.5, 104.5, 105.0)] * 3
     env = evaluation_env(bars_market(bars), lp_config())
     provide, rebalance, remove = 3, 4, 5
-    run(env, [provide])  # 2,500 at 100 on [100/1.1, 110]
-    pa, pb = 100 / 1.1, 110.0
+    run(env, [provide])  # 2,500 at 100 on [100/1.1, 110] widened to the 0.3% tier's 60-tick grid:
+    pa, pb = 1.0001**45060, 1.0001**47040  # ticks 45100.85 floored, 47007.15 ceiled (90.54, 110.36)
     L = 2500.0 / (2 * 10 - 100 / math.sqrt(pb) - math.sqrt(pa))
     pool_l = 1e6 / (10 * (math.sqrt(1.02) - 1))
     fee_per_bar = 1.0 * 100.0 * 1000.0 * 0.003 * L / (L + pool_l)  # volume x close x ratio

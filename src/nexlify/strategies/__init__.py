@@ -20,7 +20,8 @@ STRATEGIES = ("spot", "staking", "lending", "liquidity", "arbitrage")
 """Every strategy name ``--strategies`` accepts, in the order their actions are laid out."""
 
 APPROXIMATIONS = (
-    "pool price = the pair's candle price; Uniswap ticks are continuous",
+    "pool price = the pair's candle price; the tick grid is laid on that price (token decimals "
+    "taken as equal)",
     "LP fee income uses the share of the bar's high-low range inside the position's range",
     "lending withdrawals always succeed (pool liquidity is assumed ample for our size)",
     "staking rewards start at once (no activation queue); unstaking earns nothing",

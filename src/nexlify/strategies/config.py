@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from nexlify.config import is_finite_number, require
 from nexlify.strategies import STRATEGIES
+from nexlify.strategies.uniswap_v3 import FEE_TIERS
 
 
 @dataclass(frozen=True)
@@ -304,7 +305,7 @@ class LiquidityConfig:
     range_width: float = 0.10
     """Range [P / (1 + w), P * (1 + w)] around the price at opening or rebalancing."""
     fee_tier: float = 0.0005
-    """Pool fee tier as a fraction (0.0005 = the 0.05% tier; 0.003 = 0.3%)."""
+    """Pool fee tier: 0.0001, 0.0005, 0.003 or 0.01; sets the tick spacing 1, 10, 60 or 200."""
     volume_ratio: float = 0.3
     """Pool volume per bar = the candle's quote volume times this (when no pool_csv volume)."""
     depth_2pct_usd: float = 30_000_000.0
@@ -335,11 +336,12 @@ class LiquidityConfig:
             "a fraction in [0.001, 100]",
         )
         require(
-            is_finite_number(self.fee_tier) and 0 < self.fee_tier < 0.1,
+            is_finite_number(self.fee_tier)
+            and any(abs(self.fee_tier - t) < 1e-12 for t in FEE_TIERS),
             s,
             "fee_tier",
             self.fee_tier,
-            "a fraction in (0, 0.1), e.g. 0.0005 or 0.003",
+            "a Uniswap V3 fee tier: 0.0001, 0.0005, 0.003 or 0.01 (tick spacing 1, 10, 60, 200)",
         )
         require(_nonneg(self.volume_ratio), s, "volume_ratio", self.volume_ratio, "a number >= 0")
         require(

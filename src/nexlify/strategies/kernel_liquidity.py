@@ -1,6 +1,7 @@
 """Uniswap V3 liquidity book of one env (compiled): provide, rebalance, remove; fees; IL.
 
-A position is centred on the pair's price with ``[P / (1 + w), P (1 + w)]`` as its range and
+A position is centred on the pair's price with ``[P / (1 + w), P (1 + w)]`` widened to the
+pool's tick grid as its range (lower tick floored, upper ceiled to the fee tier's spacing) and
 holds the token mix the range needs (only the difference is swapped, with fee and slippage).
 Every transaction pays gas. Over a bar it earns the pool volume x fee tier x its share of in-range
 liquidity x the share of the bar's high-low range inside its range. The math is in
@@ -36,6 +37,7 @@ from nexlify.strategies.columns import (
     SER_POOL_L,
     SER_POOL_VOLUME,
     SP_LP_CAP,
+    SP_LP_FEE_TIER,
     SP_LP_GAS,
     SP_LP_SIZE,
     SP_LP_WIDTH,
@@ -46,6 +48,9 @@ from nexlify.strategies.uniswap_v3 import (
     amounts_for_liquidity,
     fee_share,
     in_range_fraction,
+    price_at_tick,
+    range_ticks,
+    tick_spacing,
     unit_amounts,
 )
 
@@ -62,10 +67,11 @@ def _lp_mint(
     ss: np.ndarray,
     acct: np.ndarray,
 ) -> None:
-    """Open a position centred on ``price`` from ``base`` and ``quote`` (after gas), swapping
-    only the difference to the token mix the range needs (taker fee and slippage on the swap)."""
-    width = 1.0 + sp[SP_LP_WIDTH]
-    pa, pb = price / width, price * width
+    """Open a position centred on ``price`` (bounds on the tick grid) from ``base`` and
+    ``quote`` (after gas), swapping only the difference to the token mix the range needs (taker
+    fee and slippage on the swap)."""
+    lower, upper = range_ticks(price, sp[SP_LP_WIDTH], tick_spacing(sp[SP_LP_FEE_TIER]))
+    pa, pb = price_at_tick(lower), price_at_tick(upper)
     ux, uy = unit_amounts(price, pa, pb)
     buy_cost = price * (1.0 + slip) * (1.0 + fee)
     liquidity = (quote + base * buy_cost) / (uy + ux * buy_cost)

@@ -1,4 +1,4 @@
-"""Uniswap V3 concentrated-liquidity math (whitepaper, section 6.2-6.3), in prices, not ticks.
+"""Uniswap V3 concentrated-liquidity math (whitepaper, section 6.2-6.3) on the tick grid.
 
 A position of liquidity ``L`` on ``[Pa, Pb]`` holds, at pool price ``P`` (quote per base):
 
@@ -8,8 +8,14 @@ A position of liquidity ``L`` on ``[Pa, Pb]`` holds, at pool price ``P`` (quote 
 
 Liquidity from amounts takes the smaller of ``x sqrt(P) sqrt(Pb) / (sqrt(Pb) - sqrt(P))`` and
 ``y / (sqrt(P) - sqrt(Pa))`` (the binding token). Fees go to in-range liquidity pro rata:
-a position's share of a swap's fee is ``L / (L + L_pool)``. Ticks (1.0001^i price steps) are not
-modelled: ranges are continuous, which moves amounts by at most 0.01% against the tick grid.
+a position's share of a swap's fee is ``L / (L + L_pool)``.
+
+Range bounds sit on ticks, as real positions do: ``price(tick) = 1.0001^tick`` with ticks a
+multiple of the fee tier's spacing (0.01% -> 1, 0.05% -> 10, 0.3% -> 60, 1% -> 200); the lower
+bound is floored and the upper one ceiled to that grid (:func:`range_ticks`). These are the
+contract's formulas in floating point; :mod:`nexlify.strategies.tick_math` holds the exact
+Q64.96 integer versions they are tested against. The grid is laid on the quoted price (token
+decimals taken as equal), which can shift it against a real pool's grid by less than a spacing.
 """
 
 from __future__ import annotations
@@ -17,6 +23,63 @@ from __future__ import annotations
 import math
 
 from numba import njit
+
+LOG_TICK_BASE = math.log(1.0001)
+"""ln(1.0001): one tick is a 0.01% price step."""
+FEE_TIERS = (0.0001, 0.0005, 0.003, 0.01)
+"""Uniswap V3's fee tiers as fractions."""
+TICK_SPACINGS = (1, 10, 60, 200)
+"""Tick spacing of each fee tier in ``FEE_TIERS``."""
+MIN_TICK, MAX_TICK = -887272, 887272
+
+
+@njit(cache=True)
+def tick_spacing(fee_tier: float) -> int:
+    """The tick spacing of a fee tier (ValueError for a fee that is not a Uniswap V3 tier)."""
+    for i in range(len(FEE_TIERS)):
+        if abs(fee_tier - FEE_TIERS[i]) < 1e-12:
+            return TICK_SPACINGS[i]
+    raise ValueError("fee tier is not a Uniswap V3 tier (0.0001, 0.0005, 0.003, 0.01)")
+
+
+@njit(cache=True)
+def price_at_tick(tick: int) -> float:
+    """``1.0001^tick``."""
+    return math.exp(tick * LOG_TICK_BASE)
+
+
+@njit(cache=True)
+def sqrt_price_at_tick(tick: int) -> float:
+    """``sqrt(1.0001^tick)``: the contract's sqrtPriceX96 divided by 2^96."""
+    return math.exp(0.5 * tick * LOG_TICK_BASE)
+
+
+@njit(cache=True)
+def tick_at_price(price: float) -> int:
+    """The greatest tick whose price is <= ``price``."""
+    tick = math.floor(math.log(price) / LOG_TICK_BASE)
+    if price_at_tick(tick + 1) <= price:  # the log's rounding can land one tick off
+        return tick + 1
+    if price_at_tick(tick) > price:
+        return tick - 1
+    return tick
+
+
+@njit(cache=True)
+def range_ticks(price: float, width: float, spacing: int) -> tuple[int, int]:
+    """(lower, upper) ticks of a range around ``price``: ``P / (1 + w)`` floored and
+    ``P (1 + w)`` ceiled to multiples of ``spacing``, at least one spacing apart."""
+    lower = (tick_at_price(price / (1.0 + width)) // spacing) * spacing
+    high = price * (1.0 + width)
+    top = tick_at_price(high)
+    if price_at_tick(top) < high:  # ceil: the least tick at or above the bound
+        top += 1
+    upper = -(-top // spacing) * spacing
+    lower = max(lower, -(-MIN_TICK // spacing) * spacing)
+    upper = min(upper, (MAX_TICK // spacing) * spacing)
+    if upper - lower < spacing:
+        upper = lower + spacing
+    return lower, upper
 
 
 @njit(cache=True)
