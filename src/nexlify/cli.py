@@ -95,6 +95,7 @@ _REGISTER: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "audit-lookahead": _module_register("audit"),
     "report": _module_register("report"),
     "walk-forward": _module_register("walk_forward"),
+    "study": _module_register("study"),
     "tune": _module_register("tune"),
     "data": _module_register("data"),
     "paper": _module_register("paper"),

@@ -1,0 +1,203 @@
+"""``nexlify study``: the default pipeline in an anchored walk-forward over whole test years."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nexlify.commands import COMMAND_HELP
+from nexlify.commands.options import (
+    AGENT_OPTIONS,
+    BACKEND_OPTIONS,
+    DATA_OPTIONS,
+    STRATEGY_OPTIONS,
+    TRAIN_OPTIONS,
+    VALIDATION_OPTIONS,
+)
+from nexlify.commands.train import RichProgressSink, resolve_run_config, setup_logging
+from nexlify.errors import ConfigError
+from nexlify.pipeline.auto_retrain import attach_run_log
+from nexlify.pipeline.backends import require_backend
+from nexlify.pipeline.study import DEFAULT_YEARS, RESULTS_FILE, TABLE_FILE, StudySpec, run_study
+from nexlify.train.config import run_config_from_dict
+
+DEFAULT_PAIRS = ("BTC/USDT", "ETH/USDT")
+_SKIPPED = {"--data-dir", "--output-dir", "--test-days", "--source"}
+"""Pipeline flags the study sets itself (the data folder, the run folders, no test days)."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "study",
+        help=COMMAND_HELP["study"],
+        description="For each test year Y, the whole default pipeline (the same as `nexlify "
+        "train`, or the --config given) trains and selects only on the candles before Y-01-01 "
+        "(its validation window is the last --validation-days of that span); the final model "
+        "then trades year Y once beside every baseline. The last year's model is also tested "
+        "on the --venue folders given. Default pairs are BTC/USDT ETH/USDT: SOL/USDT's Binance "
+        "history starts 2020-08, too short before 2021. Rerun the same command to continue an "
+        "interrupted study: finished years are kept.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        required=True,
+        metavar="DIR",
+        help="candle files of the study's venue (e.g. the Binance history)",
+    )
+    parser.add_argument(
+        "--years",
+        nargs="+",
+        type=int,
+        default=list(DEFAULT_YEARS),
+        metavar="YEAR",
+        help="test years (default 2021 2022 2023 2024)",
+    )
+    parser.add_argument(
+        "--venue",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another venue the last year's model is tested on, e.g. "
+        "kucoin=data/kucoin (repeatable)",
+    )
+    parser.add_argument(
+        "--venue-name",
+        metavar="NAME",
+        help="name of --data-dir's venue (default: the folder's name)",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        help="results folder (default benchmarks/results/study/<config name>, "
+        "<config name> = the --config file's stem or 'defaults')",
+    )
+    parser.add_argument(
+        "--trials-file",
+        metavar="FILE",
+        help="registry of configurations tried (default study_trials.json "
+        "beside the output folder)",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML config of the pipeline studied")
+    _add_pipeline_flags(parser)
+    parser.add_argument(
+        "--no-kelly", action="store_true", help="size every trade at --max-position"
+    )
+    parser.add_argument("--verbose", action="store_true", help="debug logging on the console")
+    parser.set_defaults(handler=start_study)
+
+
+def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    """The pipeline's own flags, as ``train`` takes them (less those the study sets)."""
+    for options in (
+        DATA_OPTIONS,
+        STRATEGY_OPTIONS,
+        TRAIN_OPTIONS,
+        VALIDATION_OPTIONS,
+        BACKEND_OPTIONS,
+        AGENT_OPTIONS,
+    ):
+        for flags, section, name, kwargs in options:
+            if not set(flags) & _SKIPPED:
+                parser.add_argument(*flags, dest=f"{section}__{name}", default=None, **kwargs)
+
+
+def _venues(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name.strip() or not folder.strip():
+            raise ConfigError(f"--venue {item!r}: expected NAME=DIR, e.g. kucoin=data/kucoin")
+        out[name.strip()] = folder.strip()
+    return out
+
+
+def study_spec(args: argparse.Namespace) -> StudySpec:
+    data_dir = Path(args.data_dir)
+    return StudySpec(
+        data_dir=str(data_dir),
+        years=tuple(args.years),
+        venue=args.venue_name or data_dir.resolve().name,
+        other_venues=_venues(args.venue),
+        trials_file=args.trials_file,
+    )
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    if args.output:
+        return Path(args.output)
+    name = Path(args.config).stem if args.config else "defaults"
+    return Path("benchmarks") / "results" / "study" / name
+
+
+def start_study(args: argparse.Namespace, console: Console) -> int:
+    """Handler of ``nexlify study``."""
+    config = resolve_run_config(args)
+    if args.data__pairs is None:
+        config = run_config_from_dict({"data": {"pairs": list(DEFAULT_PAIRS)}}, config)
+    require_backend(config.pipeline.backend)
+    spec = study_spec(args)
+    out_dir = output_dir(args)
+    log = setup_logging(console, args.verbose)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    attach_run_log(log, out_dir)
+    columns = (
+        TextColumn("{task.description:>12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("episodes"),
+        TimeElapsedColumn(),
+    )
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        with Progress(*columns, console=console, transient=False) as bars:
+            results = run_study(config, spec, out_dir, log, RichProgressSink(bars))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    console.print(_table(results))
+    console.print(f"results: {out_dir / RESULTS_FILE} and {out_dir / TABLE_FILE}")
+    return 0
+
+
+def _table(results: dict[str, Any]) -> Table:
+    table = Table(title=f"Out-of-sample study ({results['n_trials']} configurations tried)")
+    for column in (
+        "year",
+        "venue",
+        "model return %",
+        "Sharpe",
+        "best baseline Sharpe",
+        "excess/day % [95% CI]",
+        "deflated Sharpe",
+    ):
+        table.add_column(column)
+    for year, entry in results["years"].items():
+        for venue, cell in entry["venues"].items():
+            model = cell["model"]
+            best = max(
+                row["sharpe"]
+                for name, row in cell.items()
+                if isinstance(row, dict) and "sharpe" in row and name != "model"
+            )
+            low, high = model["excess_daily_ci95_pct"]
+            dsr = model.get("deflated_sharpe", {}).get("value")
+            table.add_row(
+                year,
+                venue,
+                f"{model['total_return_pct']:+.2f}",
+                f"{model['sharpe']:.2f}",
+                f"{best:.2f}",
+                f"{model['excess_daily_pct']:+.4f} [{low:+.4f}, {high:+.4f}]",
+                "n/a" if dsr is None else f"{dsr:.3f}",
+            )
+    return table
+
+
+def _terminate_as_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM ends the study like Ctrl-C: the interrupted year resumes on the next run."""
+    raise KeyboardInterrupt

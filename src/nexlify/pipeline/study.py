@@ -1,0 +1,464 @@
+"""Out-of-sample study: the whole default pipeline in an anchored walk-forward over test years.
+
+For each test year Y the pipeline (multi-start, auto-retrain, selection on its last
+``validation_days``) trains only on candles before Y-01-01: the files are cut there before any
+quality check, repair or feature sees a later bar. The final model then trades the untouched
+year once, beside every baseline of :func:`~nexlify.market.baselines.run_baselines`, on the
+study's venue and, for the last year, on the other venues given (a market it never saw).
+
+Results are written atomically after each finished year (``study.json`` and ``study.md``); a
+rerun with the same output folder keeps finished years (same config hash and data
+fingerprints) and resumes the interrupted year's pipeline. Every distinct configuration the
+studies writing into the same parent folder have run is counted in ``study_trials.json``; the
+model's deflated Sharpe ratio (Bailey & Lopez de Prado 2014) deflates by that count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nexlify.data.market_data import MarketData, build_market_data
+from nexlify.data.quality import load_checked_pairs, quality_notes
+from nexlify.errors import ConfigError, DataError
+from nexlify.evaluation.backtest import backtest, check_compatible, load_model_for_backtest
+from nexlify.evaluation.stats import bootstrap_ci, deflated_sharpe_ratio, sharpe_ratio
+from nexlify.io import atomic_write_json, atomic_write_text
+from nexlify.market.evaluate import EvaluationResult
+from nexlify.pipeline.auto_retrain import EXECUTION_ONLY, ProgressSink, run_pipeline
+from nexlify.pipeline.data_choice import quality_policy
+from nexlify.pipeline.runs import market_fingerprint
+from nexlify.pipeline.study_report import study_markdown
+from nexlify.train.config import RunConfig, run_config_from_dict
+
+RESULTS_FILE = "study.json"
+TABLE_FILE = "study.md"
+TRIALS_FILE = "study_trials.json"
+DEFAULT_YEARS = (2021, 2022, 2023, 2024)
+MIN_TRAIN_DAYS = 180.0
+"""Training days a test year needs before it besides the validation days."""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Where the candles are, which years are tested, and where else the last year is tested."""
+
+    data_dir: str
+    """Folder of the study's venue (the one every year trains and tests on)."""
+    years: tuple[int, ...] = DEFAULT_YEARS
+    """Test years, each traded once by a model trained only on the bars before it."""
+    venue: str = "primary"
+    """Name of ``data_dir``'s venue in the results."""
+    other_venues: Mapping[str, str] = field(default_factory=dict)
+    """Venue name -> folder; the last year's model is also tested there."""
+    min_train_days: float = MIN_TRAIN_DAYS
+    """Training days required before a test year, besides the validation days."""
+    trials_file: str | None = None
+    """Registry of configurations tried (default: study_trials.json beside the output)."""
+
+
+@dataclass
+class YearMarkets:
+    """The data of one test year: training (cut before the year) and test, per venue."""
+
+    year: int
+    train: MarketData
+    tests: dict[str, MarketData]
+
+
+def year_start(year: int) -> pd.Timestamp:
+    return pd.Timestamp(year=year, month=1, day=1, tz="UTC")
+
+
+def study_config(config: RunConfig, spec: StudySpec) -> RunConfig:
+    """``config`` reading the study's files, with no test days held out inside the pipeline
+    (the test year is outside the data the pipeline gets)."""
+    return run_config_from_dict(
+        {"data": {"data_dir": spec.data_dir, "source": "files", "test_days": 0.0}}, config
+    )
+
+
+def config_hash(config: RunConfig) -> str:
+    """SHA-256 of what a trained model depends on, less execution settings and data paths."""
+    plain = config.to_dict()
+    for section, keys in EXECUTION_ONLY.items():
+        for key in keys:
+            plain.get(section, {}).pop(key, None)
+    for key in ("data_dir", "store_dir", "external_dir"):
+        plain.get("data", {}).pop(key, None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _pair_frame(
+    config: RunConfig, folder: str, pair: str, before: pd.Timestamp, where: str
+) -> pd.DataFrame:
+    try:
+        frames, _ = load_checked_pairs(
+            folder, [pair], config.data.timeframe, quality_policy(config.data), before
+        )
+    except DataError as exc:
+        raise DataError(f"{where}, pair {pair}: {exc}") from None
+    return frames[pair]
+
+
+def _check_history(config: RunConfig, spec: StudySpec, year: int) -> None:
+    """Each pair needs validation_days + min_train_days of candles before the year."""
+    need = config.data.validation_days + spec.min_train_days
+    start = year_start(year)
+    for pair in config.data.pairs:
+        where = f"study year {year}, venue {spec.venue}"
+        first = _pair_frame(config, spec.data_dir, pair, start, where).index[0]
+        days = (start - first).total_seconds() / 86400
+        if days < need:
+            raise DataError(
+                f"{where}, pair {pair}: only {days:.0f} days of candles before {start:%Y-%m-%d} "
+                f"(from {first:%Y-%m-%d %H:%M}); training needs at least {need:g} "
+                f"(validation {config.data.validation_days:g} + {spec.min_train_days:g} days)"
+            )
+
+
+def _check_test_cover(config: RunConfig, folder: str, venue: str, year: int) -> None:
+    """Each pair must have candles through the whole test year."""
+    end = year_start(year + 1)
+    for pair in config.data.pairs:
+        where = f"study year {year}, venue {venue}"
+        frame = _pair_frame(config, folder, pair, end, where)
+        first, last = frame.index[0], frame.index[-1]
+        if first >= year_start(year) or last < end - pd.Timedelta(days=1):
+            raise DataError(
+                f"{where}, pair {pair}: candles cover {first:%Y-%m-%d} .. {last:%Y-%m-%d}; "
+                f"the test year needs candles before {year}-01-01 and through {year}-12-31"
+            )
+
+
+def _build(config: RunConfig, folder: str, before: pd.Timestamp, where: str) -> MarketData:
+    pairs = list(config.data.pairs)
+    try:
+        frames, reports = load_checked_pairs(
+            folder, pairs, config.data.timeframe, quality_policy(config.data), before
+        )
+        return build_market_data(
+            frames, config.data.timeframe, source=f"files:{folder}",
+            extra_notes=(*quality_notes(reports), f"study: candles cut before {before:%Y-%m-%d}"),
+        )  # fmt: skip
+    except DataError as exc:
+        raise DataError(f"{where}: {exc}") from None
+
+
+def _test_window(market: MarketData, config: RunConfig, year: int, where: str) -> MarketData:
+    """The year's bars, preceded by the observation window so the first order fills at the
+    year's first open."""
+    first = market.index_at(year_start(year))
+    start = first - config.market.env.obs_window
+    if start < 0:
+        raise DataError(
+            f"{where}: the features' warm-up leaves {first} bars before {year}-01-01; the "
+            f"model's observation window needs {config.market.env.obs_window}"
+        )
+    return market.slice(start, market.n_bars)
+
+
+def prepare_markets(config: RunConfig, spec: StudySpec) -> list[YearMarkets]:
+    """Every year's training and test data, built and checked before any training.
+
+    DataError names the year, the venue and the pair: years outside the data, a pair missing
+    on a venue, too little history before a test year.
+    """
+    if not spec.years:
+        raise ConfigError("study: no test years given")
+    if len(set(spec.years)) != len(spec.years):
+        raise ConfigError(f"study --years: {list(spec.years)} repeats a year")
+    last = max(spec.years)
+    venues = {spec.venue: spec.data_dir}
+    for name, folder in spec.other_venues.items():
+        if name in venues:
+            raise ConfigError(f"study --venue {name}: the name is used twice")
+        venues[name] = folder
+    out = []
+    for year in sorted(spec.years):
+        tested = venues if year == last else {spec.venue: spec.data_dir}
+        for venue, folder in tested.items():
+            _check_test_cover(config, folder, venue, year)
+        _check_history(config, spec, year)
+    for year in sorted(spec.years):
+        tested = venues if year == last else {spec.venue: spec.data_dir}
+        where = f"study year {year}, venue {spec.venue}"
+        train = _build(config, spec.data_dir, year_start(year), where + " (training data)")
+        tests = {
+            venue: _test_market(config, folder, venue, year) for venue, folder in tested.items()
+        }
+        out.append(YearMarkets(year, train, tests))
+    return out
+
+
+def _test_market(config: RunConfig, folder: str, venue: str, year: int) -> MarketData:
+    where = f"study year {year}, venue {venue}"
+    return _test_window(_build(config, folder, year_start(year + 1), where), config, year, where)
+
+
+# ---- per-policy statistics -------------------------------------------------------------------
+
+
+def daily_returns(result: EvaluationResult, data: MarketData) -> np.ndarray:
+    """Simple returns of the equity at each UTC day's last bar (the first day from the start)."""
+    equity = result.equity_curves[0].astype(np.float64)
+    start = result.starts[0]
+    times = data.time[start : start + equity.size]
+    days = times[1:] // 86400  # equity[k] is marked at the close of bar start + k
+    last_of_day = np.flatnonzero(np.diff(days, append=days[-1] + 1) != 0) + 1
+    marks = np.concatenate(([equity[0]], equity[last_of_day]))
+    return np.asarray(marks[1:] / marks[:-1] - 1.0)
+
+
+def _moments(r: np.ndarray) -> tuple[float, float]:
+    """(skewness, raw kurtosis) of r; (0, 3) when r has no spread (a flat line)."""
+    std = r.std()
+    if r.size < 3 or std == 0:
+        return 0.0, 3.0
+    z = (r - r.mean()) / std
+    return float(np.mean(z**3)), float(np.mean(z**4))
+
+
+def policy_row(
+    result: EvaluationResult, data: MarketData, cash_daily: np.ndarray | None, seed: int
+) -> dict[str, Any]:
+    """Headline metrics of one policy and its daily excess return over cash (95% bootstrap)."""
+    metrics = result.metrics[0].to_dict()
+    daily = daily_returns(result, data)
+    excess = daily - cash_daily if cash_daily is not None else daily
+    low, high = bootstrap_ci(excess, np.mean, n_resamples=2000, seed=seed)
+    skew, kurt = _moments(excess)
+    return {
+        **{k: metrics[k] for k in ("total_return_pct", "sharpe", "max_drawdown_pct",
+                                   "n_trades", "fees_paid")},
+        "excess_daily_pct": float(excess.mean() * 100),
+        "excess_daily_ci95_pct": [low * 100, high * 100],
+        "daily_sharpe": sharpe_ratio(excess),
+        "days": int(excess.size),
+        "skew": skew,
+        "kurtosis": kurt,
+    }  # fmt: skip
+
+
+def deflated_sharpe(row: Mapping[str, Any], n_trials: int, trial_sharpes: list[float]) -> Any:
+    """The model's deflated Sharpe ratio given ``n_trials`` configurations tried.
+
+    The variance of Sharpe ratios across trials is that of the trials' daily Sharpe ratios on
+    the same year and venue when at least two are known, else the sampling variance of a
+    zero-edge Sharpe estimate, 1 / (days - 1).
+    """
+    days = int(row["days"])
+    variance = float(np.var(trial_sharpes, ddof=1)) if len(trial_sharpes) >= 2 else 1.0 / (days - 1)
+    try:
+        value = deflated_sharpe_ratio(
+            row["daily_sharpe"], n_trials, variance, days, row["skew"], row["kurtosis"]
+        )
+    except ValueError as exc:  # moments that give no Sharpe variance: said, not hidden
+        return {"value": None, "why": str(exc), "n_trials": n_trials}
+    return {"value": value, "n_trials": n_trials, "sharpe_variance": variance}
+
+
+# ---- the configurations tried ------------------------------------------------------------------
+
+
+def load_trials(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {"configs": {}}
+    try:
+        trials = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: the study's trial registry is unreadable: {exc}") from exc
+    return dict(trials)
+
+
+def record_trial(path: Path, key: str, output: str, cells: Mapping[str, float]) -> dict[str, Any]:
+    """Count configuration ``key`` (once) and store its model's daily Sharpe per year/venue."""
+    trials = load_trials(path)
+    entry = trials["configs"].setdefault(
+        key, {"output": output, "first_run": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "daily_sharpe": {}},
+    )  # fmt: skip
+    entry["daily_sharpe"].update(cells)
+    trials["n_trials"] = len(trials["configs"])
+    atomic_write_json(path, trials)
+    return trials
+
+
+def _deflate_all(results: dict[str, Any], trials: Mapping[str, Any]) -> None:
+    n_trials = len(trials["configs"])
+    results["n_trials"] = n_trials
+    for year, entry in results["years"].items():
+        for venue, cell in entry["venues"].items():
+            sharpes = [
+                c["daily_sharpe"][f"{year}/{venue}"]
+                for c in trials["configs"].values()
+                if f"{year}/{venue}" in c["daily_sharpe"]
+            ]
+            cell["model"]["deflated_sharpe"] = deflated_sharpe(cell["model"], n_trials, sharpes)
+
+
+def pooled_excess(results: Mapping[str, Any], venue: str) -> dict[str, Any] | None:
+    """Mean daily excess return over cash across the finished years of ``venue`` (95% CI)."""
+    daily = [
+        np.asarray(entry["venues"][venue]["model_excess_daily"])
+        for entry in results["years"].values()
+        if venue in entry["venues"]
+    ]
+    if not daily:
+        return None
+    pooled = np.concatenate(daily)
+    low, high = bootstrap_ci(pooled, np.mean, n_resamples=2000, seed=0)
+    return {
+        "years": len(daily),
+        "days": int(pooled.size),
+        "excess_daily_pct": float(pooled.mean() * 100),
+        "excess_daily_ci95_pct": [low * 100, high * 100],
+    }
+
+
+# ---- running ------------------------------------------------------------------------------------
+
+
+def _test_year(model_path: str, markets: YearMarkets, seed: int) -> dict[str, dict[str, Any]]:
+    """The final model and every baseline on each venue's test year."""
+    agent, spec = load_model_for_backtest(model_path)
+    out = {}
+    for venue, data in markets.tests.items():
+        check_compatible(spec, data, model_path)
+        result = backtest(agent, spec, data, seed=seed)
+        cash = result.baselines.get("cash")
+        cash_daily = daily_returns(cash, data) if cash is not None else None
+        rows = {"model": policy_row(result.model, data, cash_daily, seed)}
+        for name, baseline in result.baselines.items():
+            rows[name] = policy_row(baseline, data, cash_daily, seed)
+        excess = daily_returns(result.model, data) - (cash_daily if cash_daily is not None else 0)
+        end = data.span()[1]
+        out[venue] = {
+            "test": {"start": f"{markets.year}-01-01T00:00:00+00:00", "end": end.isoformat(),
+                     "bars": data.n_bars, "sha256": market_fingerprint(data),
+                     "source": data.source, "notes": list(data.notes)},
+            **rows,
+            "model_excess_daily": [round(float(x), 10) for x in excess],
+        }  # fmt: skip
+    return out
+
+
+def _run_year(
+    config: RunConfig, markets: YearMarkets, out_dir: Path, log: logging.Logger,
+    progress: ProgressSink | None,
+) -> dict[str, Any]:  # fmt: skip
+    run_dir = out_dir / "runs" / str(markets.year)
+    resume = (run_dir / "config.yaml").is_file()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    year_config = run_config_from_dict({"pipeline": {"output_dir": str(run_dir)}}, config)
+    start, end = markets.train.span()
+    log.info("study year %d: training on %s .. %s (%d bars)%s", markets.year,
+             f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d %H:%M}", markets.train.n_bars,
+             "; resuming the interrupted run" if resume else "")  # fmt: skip
+    summary = run_pipeline(year_config, markets.train, log, run_dir, progress, resume=resume)
+    venues = _test_year(summary["final_model_path"], markets, config.pipeline.base_seed)
+    return {
+        "train": {**markets.train.describe(), "sha256": market_fingerprint(markets.train)},
+        "validation_window": summary["validation_window"],
+        "pipeline": {k: summary.get(k) for k in ("final_model_kind", "final_model_score",
+                                                 "final_model_path", "stop_reason")}
+        | {"seconds": summary.get("timings", {}).get("total_seconds")},
+        "venues": venues,
+    }  # fmt: skip
+
+
+def _finished(previous: Mapping[str, Any], markets: YearMarkets) -> bool:
+    """Whether the results already hold this year on the same training and test data."""
+    entry = previous.get("years", {}).get(str(markets.year))
+    if entry is None:
+        return False
+    same = entry["train"]["sha256"] == market_fingerprint(markets.train) and set(
+        entry["venues"]
+    ) == set(markets.tests)
+    same = same and all(
+        entry["venues"][v]["test"]["sha256"] == market_fingerprint(d)
+        for v, d in markets.tests.items()
+    )
+    if not same:
+        raise ConfigError(
+            f"study year {markets.year}: the results in this output were made on other data "
+            "(fingerprints differ); use another --output for a study on these candles"
+        )
+    return True
+
+
+def _previous_results(path: Path, key: str) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable study results: {exc}") from exc
+    if previous.get("config_hash") != key:
+        raise ConfigError(
+            f"{path} holds a study of another configuration ({previous.get('config_hash')}, "
+            f"this one is {key}); use another --output"
+        )
+    return dict(previous)
+
+
+def run_study(
+    config: RunConfig,
+    spec: StudySpec,
+    out_dir: Path,
+    log: logging.Logger,
+    progress: ProgressSink | None = None,
+) -> dict[str, Any]:
+    """Run (or continue) the study; returns the results written to ``study.json``."""
+    config = study_config(config, spec)
+    markets = prepare_markets(config, spec)  # bad input stops here, before any training
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = config_hash(config)
+    results_path = out_dir / RESULTS_FILE
+    previous = _previous_results(results_path, key)
+    trials_path = Path(spec.trials_file) if spec.trials_file else out_dir.parent / TRIALS_FILE
+    atomic_write_text(out_dir / "config.yaml", config.to_yaml())
+    results: dict[str, Any] = {
+        "study": "anchored walk-forward over whole test years; each year tested once",
+        "config_hash": key,
+        "config": config.to_dict(),
+        "spec": {"venue": spec.venue, "data_dir": spec.data_dir, "years": list(spec.years),
+                 "other_venues": dict(spec.other_venues), "min_train_days": spec.min_train_days},
+        "trials_file": str(trials_path),
+        "years": dict(previous.get("years", {})),
+    }  # fmt: skip
+    trials = record_trial(trials_path, key, str(out_dir), {})
+    for year_markets in markets:
+        if _finished(previous, year_markets):
+            log.info("study year %d: finished earlier, kept", year_markets.year)
+            continue
+        entry = _run_year(config, year_markets, out_dir, log, progress)
+        results["years"][str(year_markets.year)] = entry
+        cells = {f"{year_markets.year}/{v}": c["model"]["daily_sharpe"]
+                 for v, c in entry["venues"].items()}  # fmt: skip
+        trials = record_trial(trials_path, key, str(out_dir), cells)
+        _save(results, trials, out_dir)
+        for venue, cell in entry["venues"].items():
+            log.info("study year %d on %s: model %+.2f%% (Sharpe %.2f), cash-excess %+.4f%%/day",
+                     year_markets.year, venue, cell["model"]["total_return_pct"],
+                     cell["model"]["sharpe"], cell["model"]["excess_daily_pct"])  # fmt: skip
+    _save(results, trials, out_dir)
+    return results
+
+
+def _save(results: dict[str, Any], trials: Mapping[str, Any], out_dir: Path) -> None:
+    results["years"] = dict(sorted(results["years"].items()))
+    _deflate_all(results, trials)
+    venues = sorted({v for e in results["years"].values() for v in e["venues"]})
+    results["pooled"] = {v: pooled_excess(results, v) for v in venues}
+    atomic_write_json(out_dir / RESULTS_FILE, results)
+    atomic_write_text(out_dir / TABLE_FILE, study_markdown(results))

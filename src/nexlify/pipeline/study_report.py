@@ -1,0 +1,98 @@
+"""The markdown table of an out-of-sample study (``study.md``), from its results dict."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+_COLUMNS = "| policy | return % | Sharpe | max DD % | trades | fees | excess/day % [95% CI] |"
+
+
+def _beats_everything(cell: Mapping[str, Any]) -> bool:
+    """The issue's target for one year and venue: the model makes money after fees and its
+    Sharpe is above 0 and above every baseline's."""
+    model = cell["model"]
+    others = [row["sharpe"] for name, row in _policies(cell) if name != "model"]
+    return model["total_return_pct"] > 0 and model["sharpe"] > max([0.0, *others])
+
+
+def _policies(cell: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(name, row) of the model and every baseline, in the order the results list them."""
+    return [(k, v) for k, v in cell.items() if isinstance(v, dict) and "sharpe" in v]
+
+
+def _row(name: str, row: Mapping[str, Any]) -> str:
+    low, high = row["excess_daily_ci95_pct"]
+    return (
+        f"| {name} | {row['total_return_pct']:+.2f} | {row['sharpe']:.2f} | "
+        f"{row['max_drawdown_pct']:.2f} | {row['n_trades']} | {row['fees_paid']:.2f} | "
+        f"{row['excess_daily_pct']:+.4f} [{low:+.4f}, {high:+.4f}] |"
+    )
+
+
+def _dsr_text(dsr: Mapping[str, Any] | None) -> str:
+    if not dsr:
+        return "n/a"
+    if dsr.get("value") is None:
+        return f"n/a ({dsr.get('why')})"
+    return f"{dsr['value']:.3f} ({dsr['n_trials']} configurations tried)"
+
+
+def _year_section(year: str, entry: Mapping[str, Any]) -> list[str]:
+    train = entry["train"]
+    val = entry["validation_window"]
+    pipe = entry["pipeline"]
+    lines = [
+        f"## {year}",
+        "",
+        f"Trained on {train['start'][:16]} .. {train['end'][:16]} ({train['bars']} bars), "
+        f"selected on {val['start'][:10]} .. {val['end'][:10]}; final model: "
+        f"{pipe.get('final_model_kind')} (validation score {pipe.get('final_model_score')}).",
+        "",
+    ]
+    for venue, cell in entry["venues"].items():
+        test = cell["test"]
+        verdict = "yes" if _beats_everything(cell) else "no"
+        lines += [
+            f"### {year} on {venue} (test {test['start'][:10]} .. {test['end'][:10]})",
+            "",
+            _COLUMNS,
+            "|---|---|---|---|---|---|---|",
+            *(_row(name, row) for name, row in _policies(cell)),
+            "",
+            f"Deflated Sharpe of the model: {_dsr_text(cell['model'].get('deflated_sharpe'))}. "
+            f"Return > 0 and Sharpe above 0 and every baseline: **{verdict}**.",
+            "",
+        ]
+    return lines
+
+
+def study_markdown(results: Mapping[str, Any]) -> str:
+    """Per year and venue: the model beside every baseline; then the pooled excess return."""
+    spec = results["spec"]
+    lines = [
+        "# Out-of-sample study",
+        "",
+        f"Anchored walk-forward over whole test years {', '.join(map(str, spec['years']))} on "
+        f"{spec['venue']} (`{spec['data_dir']}`); pairs "
+        f"{', '.join(results['config']['data']['pairs'])}, {results['config']['data']['timeframe']}"
+        f". Config hash `{results['config_hash'][:12]}`; configurations tried by the studies "
+        f"sharing `{results['trials_file']}`: **{results['n_trials']}**.",
+        "",
+        "Each year's model trained and was selected only on candles before the year, then traded "
+        "it once. Returns are after fees; Sharpe is annualised; excess/day is the mean daily "
+        "return over cash in percent with its 95% bootstrap interval.",
+        "",
+    ]
+    for year, entry in results["years"].items():
+        lines += _year_section(year, entry)
+    lines += ["## Pooled over the finished years", ""]
+    for venue, pooled in results.get("pooled", {}).items():
+        if pooled is None:
+            continue
+        low, high = pooled["excess_daily_ci95_pct"]
+        lines.append(
+            f"- {venue}: {pooled['years']} years, {pooled['days']} days, model excess over cash "
+            f"{pooled['excess_daily_pct']:+.4f}%/day [{low:+.4f}, {high:+.4f}]"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,217 @@
+"""The out-of-sample study: whole test years, no leakage, resume, and refusals of bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from nexlify.cli import main
+from nexlify.data.synthetic import generate_synthetic_candles
+from nexlify.errors import DataError
+from nexlify.pipeline.study import (
+    RESULTS_FILE,
+    TRIALS_FILE,
+    StudySpec,
+    daily_returns,
+    deflated_sharpe,
+    prepare_markets,
+    run_study,
+)
+from nexlify.train.config import run_config_from_dict
+
+PAIRS = ("BTC/USDT", "ETH/USDT")
+TINY: dict[str, dict[str, Any]] = {
+    "data": {"pairs": list(PAIRS), "timeframe": "4h", "validation_days": 30},
+    "market": {"env": {"episode_length": 48}},
+    "agent": {"hidden_sizes": [16], "batch_size": 16, "learning_starts": 32,
+              "buffer_size": 2000, "target_update_interval": 50},
+    "train": {"num_envs": 2, "eval_every": 2, "device": "cpu", "torch_threads": 1},
+    "pipeline": {"initial_runs": 1, "initial_episodes": 2, "retrain_episodes": 1,
+                 "max_iterations": 1, "patience": 1, "workers": 1, "ensemble_size": 0},
+}  # fmt: skip
+LOG = logging.getLogger("test_study")
+
+
+def write_candles(folder: Path, start: str = "2019-01-01", days: int = 1097, seed: int = 0,
+                  pairs: tuple[str, ...] = PAIRS) -> Path:  # fmt: skip
+    """4h synthetic candle files of ``pairs`` in ``folder`` (2019-01-01 .. 2022-01-01)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = generate_synthetic_candles(pairs, "4h", n_bars=days * 6, seed=seed, start=start)
+    for pair, frame in frames.items():
+        out = frame.reset_index().rename(columns={frame.index.name or "index": "date"})
+        out.to_csv(folder / f"{pair.replace('/', '_')}-4h.csv", index=False)
+    return folder
+
+
+def change_year(folder: Path, year: int, factor: float) -> None:
+    """Scale every price of ``year`` in the files (a different future)."""
+    for path in folder.glob("*-4h.csv"):
+        frame = pd.read_csv(path)
+        when = pd.to_datetime(frame["date"], utc=True)
+        inside = (when >= f"{year}-01-01") & (when < f"{year + 1}-01-01")
+        for column in ("open", "high", "low", "close"):
+            frame.loc[inside, column] *= factor
+        frame.loc[inside, "volume"] *= 3.0
+        frame.to_csv(path, index=False)
+
+
+def weights(path: str) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    found: dict[str, torch.Tensor] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            found[prefix] = value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}", item)
+
+    walk("", state)
+    assert found, f"no tensors in {path}"
+    return found
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One tiny study over 2020 and 2021 with a second venue, run once for several tests."""
+    root = tmp_path_factory.mktemp("study")
+    data = write_candles(root / "venue_a")
+    other = write_candles(root / "venue_b", seed=1)
+    config = run_config_from_dict(TINY)
+    spec = StudySpec(data_dir=str(data), years=(2020, 2021), venue="a",
+                     other_venues={"b": str(other)})  # fmt: skip
+    out = root / "results" / "tiny"
+    results = run_study(config, spec, out, LOG)
+    return {"root": root, "config": config, "spec": spec, "out": out, "results": results}
+
+
+def test_study_tests_each_year_once_beside_every_baseline(study_run: dict[str, Any]) -> None:
+    results = study_run["results"]
+    assert list(results["years"]) == ["2020", "2021"]
+    assert list(results["years"]["2020"]["venues"]) == ["a"]
+    assert list(results["years"]["2021"]["venues"]) == ["a", "b"]  # the last year on both
+    for year, entry in results["years"].items():
+        assert entry["train"]["end"] < f"{year}-01-01"
+        for cell in entry["venues"].values():
+            policies = [k for k, v in cell.items() if isinstance(v, dict) and "sharpe" in v]
+            assert policies[0] == "model" and len(policies) >= 3  # the model and the baselines
+            for name in policies:
+                row = cell[name]
+                low, high = row["excess_daily_ci95_pct"]
+                assert low <= row["excess_daily_pct"] <= high
+                assert row["days"] == (366 if year == "2020" else 365)  # each day, once
+            assert cell["test"]["start"] == f"{year}-01-01T00:00:00+00:00"
+    train_end = pd.Timestamp(results["years"]["2021"]["train"]["end"])
+    assert train_end < pd.Timestamp("2021-01-01", tz="UTC")
+    assert results["n_trials"] == 1
+    dsr = results["years"]["2021"]["venues"]["a"]["model"]["deflated_sharpe"]
+    assert 0.0 <= dsr["value"] <= 1.0 and dsr["n_trials"] == 1
+    table = (study_run["out"] / "study.md").read_text()
+    assert "### 2021 on b" in table and "| model |" in table
+    trials = json.loads((study_run["out"].parent / TRIALS_FILE).read_text())
+    assert trials["n_trials"] == 1 and set(next(iter(trials["configs"].values()))["daily_sharpe"]) \
+        == {"2020/a", "2021/a", "2021/b"}  # fmt: skip
+
+
+def test_year_candles_do_not_change_the_model_tested_on_them(
+    study_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """Leakage proof: the 2021 model is the same whatever 2021's candles are."""
+    data = write_candles(tmp_path / "venue_a")
+    change_year(data, 2021, 1.7)
+    spec = StudySpec(data_dir=str(data), years=(2021,), venue="a")
+    results = run_study(study_run["config"], spec, tmp_path / "out" / "changed", LOG)
+    first = results["years"]["2021"]
+    before = study_run["results"]["years"]["2021"]
+    assert first["train"]["sha256"] == before["train"]["sha256"]
+    assert first["venues"]["a"]["test"]["sha256"] != before["venues"]["a"]["test"]["sha256"]
+    changed = weights(first["pipeline"]["final_model_path"])
+    original = weights(before["pipeline"]["final_model_path"])
+    assert changed.keys() == original.keys()
+    for key, tensor in original.items():
+        assert torch.equal(tensor, changed[key]), key
+
+
+def test_rerun_keeps_finished_years_and_counts_a_new_config(study_run: dict[str, Any]) -> None:
+    out: Path = study_run["out"]
+    stamp = (out / RESULTS_FILE).stat().st_mtime_ns
+    model = Path(study_run["results"]["years"]["2020"]["pipeline"]["final_model_path"])
+    model_stamp = model.stat().st_mtime_ns
+    again = run_study(study_run["config"], study_run["spec"], out, LOG)
+    assert again["years"]["2020"] == json.loads(json.dumps(study_run["results"]["years"]["2020"]))
+    assert model.stat().st_mtime_ns == model_stamp  # nothing retrained
+    assert (out / RESULTS_FILE).stat().st_mtime_ns >= stamp
+    assert again["n_trials"] == 1  # the same config is counted once
+    other = run_config_from_dict({"agent": {"learning_rate": 1e-3}}, study_run["config"])
+    spec = StudySpec(data_dir=study_run["spec"].data_dir, years=(2020,), venue="a")
+    second = run_study(other, spec, out.parent / "lr", LOG)
+    assert second["n_trials"] == 2
+    assert second["years"]["2020"]["venues"]["a"]["model"]["deflated_sharpe"]["n_trials"] == 2
+
+
+def test_interrupted_year_resumes_its_pipeline(study_run: dict[str, Any], tmp_path: Path) -> None:
+    """A study stopped inside a year: rerun keeps the finished year and resumes the other."""
+    out = tmp_path / "out" / "cut"
+    spec = StudySpec(data_dir=study_run["spec"].data_dir, years=(2020, 2021), venue="a")
+    run_study(study_run["config"], StudySpec(data_dir=spec.data_dir, years=(2020,), venue="a"),
+              out, LOG)  # fmt: skip
+    stamp = (out / "runs" / "2020" / "final_model.pt").stat().st_mtime_ns
+    results = run_study(study_run["config"], spec, out, LOG)
+    assert (out / "runs" / "2020" / "final_model.pt").stat().st_mtime_ns == stamp
+    assert list(results["years"]) == ["2020", "2021"]
+
+
+def test_daily_returns_mark_each_utc_day_once() -> None:
+    result = SimpleNamespace(
+        equity_curves=[np.array([100.0, 101.0, 102.0, 99.0, 99.0])], starts=[0]
+    )
+    # decision bar 2024-01-01 22:00; the 4 steps close at 23:00, 00:00, 01:00 and 02:00
+    first = pd.Timestamp("2024-01-01 22:00", tz="UTC").value // 10**9
+    data = SimpleNamespace(time=first + 3600 * np.arange(5, dtype=np.int64))
+    r = daily_returns(result, data)  # type: ignore[arg-type]
+    np.testing.assert_allclose(r, [101 / 100 - 1, 99 / 101 - 1])
+
+
+def test_deflated_sharpe_falls_as_more_configurations_are_tried() -> None:
+    row = {"daily_sharpe": 0.1, "days": 365, "skew": 0.0, "kurtosis": 3.0}
+    one = deflated_sharpe(row, 1, [])["value"]
+    ten = deflated_sharpe(row, 10, [0.1, 0.0, -0.05])["value"]
+    # one trial: P(true Sharpe > 0) = Phi(0.1 * sqrt(364) / sqrt(1 + (3 - 1) / 4 * 0.1^2))
+    #          = Phi(1.90788 / 1.00250) = Phi(1.90314) = 0.97149
+    assert one == pytest.approx(0.97149, abs=1e-4)
+    assert ten < one
+
+
+def test_bad_input_stops_before_training(tmp_path: Path) -> None:
+    data = write_candles(tmp_path / "a")
+    config = run_config_from_dict(TINY)
+    with pytest.raises(DataError, match=r"study year 2023, venue a, pair BTC/USDT: .*through"):
+        prepare_markets(config, StudySpec(data_dir=str(data), years=(2021, 2023), venue="a"))
+    with pytest.raises(DataError, match=r"study year 2019, venue a, pair BTC/USDT"):
+        prepare_markets(config, StudySpec(data_dir=str(data), years=(2019,), venue="a"))
+    short = write_candles(tmp_path / "short", start="2019-09-01", days=600)
+    with pytest.raises(DataError, match=r"study year 2020, venue a, pair BTC/USDT: only 122 days"):
+        prepare_markets(config, StudySpec(data_dir=str(short), years=(2020,), venue="a"))
+    lacking = write_candles(tmp_path / "b", pairs=("BTC/USDT",))
+    spec = StudySpec(data_dir=str(data), years=(2021,), venue="a", other_venues={"b": str(lacking)})
+    with pytest.raises(DataError, match=r"study year 2021, venue b, pair ETH/USDT"):
+        prepare_markets(config, spec)
+
+
+def test_study_command_refuses_bad_input_with_exit_code(tmp_path: Path) -> None:
+    data = write_candles(tmp_path / "a")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    code = main(["study", "--data-dir", str(data), "--config", str(config), "--years", "2024",
+                 "--output", str(tmp_path / "out")])  # fmt: skip
+    assert code != 0
+    assert not (tmp_path / "out" / "runs").exists()  # nothing trained
