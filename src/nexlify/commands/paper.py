@@ -41,9 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "action",
         nargs="?",
-        choices=["run", "status", "report"],
+        choices=["run", "status", "report", "serve"],
         default="run",
-        help="run (default), status, or report (HTML of the session, to --out)",
+        help="run (default), status, report (HTML of the session, to --out), or serve (a local "
+        "web page that watches the session)",
     )
     p.add_argument(
         "--db",
@@ -95,6 +96,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-view", action="store_true", help="no live status view (log lines)")
     p.add_argument("--json", action="store_true", help="status: print JSON")
     p.add_argument("--out", metavar="FILE", help="report: HTML file (default: DB name + .html)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="serve: address (127.0.0.1; any other needs --token)"
+    )
+    p.add_argument("--port", type=int, default=8765, help="serve: port (8765; 0 = any free one)")
+    p.add_argument(
+        "--token", metavar="T", help="serve: every request must carry ?token=T (or a Bearer header)"
+    )
     p.add_argument(
         "--live",
         action="store_true",
@@ -148,6 +156,10 @@ def start_paper(
     exchange_factory: ExchangeFactory = make_ccxt_exchange,
 ) -> int:
     """Handler of ``nexlify paper``."""
+    if args.action == "serve":
+        from nexlify.live.serve import start_serve
+
+        return start_serve(args, console)
     if args.action == "report":
         from nexlify.io import atomic_write_text
         from nexlify.report.paper import paper_report_html

@@ -14,6 +14,20 @@ from nexlify.live.store import SessionStore
 from nexlify.report.html import _figure, _table, render_page
 
 
+def session_equity_figures(bar_times: list[int], equity: np.ndarray) -> tuple[go.Figure, go.Figure]:
+    """Equity and drawdown (% below the running peak) of a session, one point per processed bar.
+
+    Shared by the HTML report and the live page of ``nexlify paper serve``, so both draw the same.
+    """
+    times = pd.to_datetime(bar_times, unit="s", utc=True)
+    curve = go.Figure(go.Scatter(x=times, y=equity, mode="lines", name="equity"))
+    curve.update_layout(title="Equity", height=380)
+    drawdown = (equity / np.maximum.accumulate(equity) - 1) * 100
+    dd = go.Figure(go.Scatter(x=times, y=drawdown, mode="lines", fill="tozeroy", name="drawdown"))
+    dd.update_layout(title="Drawdown (%)", height=300)
+    return curve, dd
+
+
 def paper_report_html(db_path: str | Path) -> str:
     """The session's equity, drawdown, trades on the price chart and trade table."""
     path = Path(db_path)
@@ -32,13 +46,8 @@ def paper_report_html(db_path: str | Path) -> str:
         store.close()
     if not equity:
         raise DataError(f"{path}: the session has not processed a bar yet")
-    times = pd.to_datetime([row["bar_time"] for row in equity], unit="s", utc=True)
     values = np.array([row["equity"] for row in equity])
-    curve = go.Figure(go.Scatter(x=times, y=values, mode="lines", name="equity"))
-    curve.update_layout(title="Equity", height=380)
-    drawdown = (values / np.maximum.accumulate(values) - 1) * 100
-    dd = go.Figure(go.Scatter(x=times, y=drawdown, mode="lines", fill="tozeroy", name="drawdown"))
-    dd.update_layout(title="Drawdown (%)", height=300)
+    curve, dd = session_equity_figures([row["bar_time"] for row in equity], values)
     sections = [
         ("Session", f"<p>{html.escape(session['mode'])} session of "
                     f"<code>{html.escape(session['model_path'])}</code> on "
