@@ -10,7 +10,9 @@ import pytest
 from nexlify.agent.config import AgentConfig
 from nexlify.cli import main
 from nexlify.data.features import feature_names
+from nexlify.data.sources import synthetic_market
 from nexlify.errors import ConfigError, DataError
+from nexlify.market.env import VecMarketEnv
 from nexlify.system.preflight import obs_dim, raise_on_failure, replay_bytes, run_preflight
 from nexlify.train.config import DataConfig, PipelineConfig, RunConfig, TrainConfig
 
@@ -40,6 +42,26 @@ def test_replay_memory_estimate_by_hand(tmp_path: Path) -> None:
     assert replay_bytes(config) == 1000 * obs_dim(config) * 4 * 2 + 1000 * 14
     with_ext = small_config(tmp_path, external=("fear_greed",))
     assert obs_dim(with_ext) == obs_dim(config) + 2 * 2  # value + missing flag, per pair
+
+
+@pytest.mark.parametrize(
+    "enabled",
+    [("spot",), ("spot", "staking", "lending", "liquidity", "arbitrage"), ("lending", "liquidity")],
+    ids=["spot", "every-strategy", "no-spot"],
+)
+def test_obs_dim_is_the_obs_size_of_a_real_env(tmp_path: Path, enabled: tuple[str, ...]) -> None:
+    config = small_config(tmp_path)
+    window = replace(config.market.env, obs_window=3, episode_length=48)
+    strategies = replace(config.market.strategies, enabled=enabled)
+    market = replace(config.market, env=window, strategies=strategies)
+    config = replace(config, market=market)
+    data = synthetic_market(config.data.pairs, "1h", seed=0, days=30)
+    env = VecMarketEnv(data, config.market, num_envs=1, seed=0)
+    assert obs_dim(config) == env.obs_size
+    spot = small_config(tmp_path)
+    spot = replace(spot, market=replace(spot.market, env=window))
+    if enabled != ("spot",):  # the strategy books add observations the estimate must count
+        assert obs_dim(config) > obs_dim(spot)
 
 
 def test_all_pass_on_a_small_config(tmp_path: Path) -> None:

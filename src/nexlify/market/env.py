@@ -44,6 +44,7 @@ from nexlify.errors import ConfigError, DataError
 from nexlify.market import kernels as K
 from nexlify.market.columns import N_ACCT
 from nexlify.market.metrics import EpisodeMetrics
+from nexlify.market.obs_layout import spot_obs_size
 from nexlify.strategies import columns as SC
 from nexlify.strategies import kernel as SK
 from nexlify.strategies.layout import StrategyRuntime, breakdown, build_runtime
@@ -144,7 +145,7 @@ class VecMarketEnv(VectorEnv):
                 f"({data.source}, {data.timeframe}); use more data or a shorter episode"
             )
         self.episode_length = length
-        self.obs_size = self.window * P * data.n_features + P * K.PAIR_STATE + K.GLOBAL_STATE
+        self.obs_size = spot_obs_size(self.window, P, data.n_features)
         self._spot_obs_size = self.obs_size
         self.n_actions = 1 + 2 * P
         strategies = config.strategies

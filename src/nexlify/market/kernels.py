@@ -61,6 +61,7 @@ from nexlify.market.columns import (  # per-env account columns: acct[N, N_ACCT]
     STEPS,
     STRATEGY_VALUE,
 )
+from nexlify.market.obs_layout import PAIR_STATE
 from nexlify.market.prefetch import PREFETCH_DISTANCE, prefetch_rows
 
 # --- per-position columns: pos[N, P, N_POS] (float64) -----------------------------------------
@@ -87,8 +88,6 @@ P_RECORD, P_SPOT_ACTIONS = 16, 17
 N_PARAMS = 18
 
 # --- observation layout -----------------------------------------------------------------------
-PAIR_STATE = 3  # in_position, unrealised PnL (x10), time in trade (weeks of bars / 168, capped)
-GLOBAL_STATE = 4  # cash share, episode log-return (x10), daily-loss lock, open-trade share
 OBS_CLIP = 5.0
 
 

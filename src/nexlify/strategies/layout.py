@@ -29,6 +29,7 @@ import numpy as np
 
 from nexlify.config import MarketConfig
 from nexlify.data.market_data import MarketData
+from nexlify.market.obs_layout import strategy_obs_size
 from nexlify.strategies import columns as SC
 from nexlify.strategies.config import STAKING_DEFAULTS, StrategiesConfig
 from nexlify.strategies.kernel_arbitrage import arbitrage_bar_table
@@ -105,7 +106,6 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
     sp[SC.SP_TOTAL_CAP] = st.max_total_allocation
     sp[SC.SP_BAR_YEARS] = bar_s / SECONDS_PER_YEAR
     names: list[str] = []
-    obs = 0
     notes: list[str] = []
     first = 1 + n_spot
     bases = tuple(p.split("/")[0] for p in data.pairs)
@@ -128,7 +128,6 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
         )
         sp[SC.SP_ST_SLASH_FRAC] = d.slashing_fraction
         names += [f"stake {asset}", f"unstake {asset}"]
-        obs += SC.OBS_STAKING
         notes.append(
             f"staking {asset}: APY {d.apy:.2%}, epoch {d.epoch_hours:g} h, unbonding "
             f"{d.unbonding_hours:g} h ({d.source})"
@@ -159,7 +158,6 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
         sp[SC.SP_LD_SIZE] = lending.supply_size
         sp[SC.SP_LD_CAP] = lending.max_allocation
         names += [f"supply {asset}", f"withdraw {asset}"]
-        obs += SC.OBS_LENDING
 
     liquidity = None
     lp_pair = 0
@@ -180,7 +178,6 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
             f"rebalance liquidity {pair}",
             f"remove liquidity {pair}",
         ]
-        obs += SC.OBS_LIQUIDITY
 
     ser, more = strategy_series(data, lending, liquidity, lp_pair)
     notes += more
@@ -217,14 +214,13 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
                 "close arbitrage book",
                 *(f"arbitrage {pair}" for pair in data.pairs),
             ]
-        obs += P + SC.OBS_ARB_EXTRA
         slip = config.execution.slippage_bps / 10_000.0  # as the env's params[P_SLIPPAGE]
         arb_bar = arbitrage_bar_table(data.prices, prem, sp, slip)
     return StrategyRuntime(
         enabled=st.enabled,
         n_spot_actions=n_spot,
         action_names=tuple(names),
-        obs_size=obs,
+        obs_size=strategy_obs_size(st, P),
         sp=sp,
         ser=np.ascontiguousarray(ser),
         prem=prem,

@@ -15,7 +15,9 @@ Replay memory per training unit, in bytes::
   + buffer_size * (8 + 4 + 1 + 1)          action (int64), reward (float32), terminated, truncated
   + buffer_size * 8 * 2 * 2                sum and min trees of prioritized replay (float64)
 
-with ``obs_dim = obs_window * P * F + 3 * P + 4``; initial runs trained at once multiply it.
+with ``obs_dim`` the env's observation size (``obs_window * P * F + 3 * P + 4``, plus the
+strategy books' observations, :mod:`nexlify.market.obs_layout`); initial runs trained at once
+multiply it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ PASS, WARN, FAIL = "pass", "warn", "fail"
 REQUIRED = ("numpy", "pandas", "pyarrow", "numba", "torch", "gymnasium", "rich", "yaml")
 MIN_FREE_DISK = 1 << 30
 """Less free disk than this (1 GiB) where the outputs go fails the check; 5 GiB warns."""
-PAIR_STATE, GLOBAL_STATE = 3, 4
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,13 @@ class CheckResult:
 
 
 def obs_dim(config: RunConfig) -> int:
-    """Observation size of the env for ``config`` (market and external features)."""
+    """Observation size of the env for ``config``: market and external features, account state
+    and the enabled strategies' observations, by the function the env sizes itself with."""
     from nexlify.data.features import feature_names
+    from nexlify.market.obs_layout import observation_size
 
     n_features = len(feature_names()) + 2 * len(config.data.external)
-    pairs = len(config.data.pairs)
-    return config.market.env.obs_window * pairs * n_features + PAIR_STATE * pairs + GLOBAL_STATE
+    return observation_size(config.market, len(config.data.pairs), n_features)
 
 
 def replay_bytes(config: RunConfig) -> int:

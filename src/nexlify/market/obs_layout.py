@@ -1,0 +1,45 @@
+"""The length of the env's observation vector, from the config alone.
+
+The env sizes its observations with these functions, and pre-flight sizes the replay buffers
+with them before any data is loaded, so the two cannot drift apart (pre-flight once restated
+the spot formula and missed the strategy observations). Light on purpose: no numba, no data.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nexlify.strategies import columns as SC
+
+if TYPE_CHECKING:
+    from nexlify.config import MarketConfig
+    from nexlify.strategies.config import StrategiesConfig
+
+PAIR_STATE = 3  # in_position, unrealised PnL (x10), time in trade (weeks of bars / 168, capped)
+GLOBAL_STATE = 4  # cash share, episode log-return (x10), daily-loss lock, open-trade share
+
+
+def spot_obs_size(obs_window: int, n_pairs: int, n_features: int) -> int:
+    """Features of the last ``obs_window`` bars per pair, per-pair and global account state."""
+    return obs_window * n_pairs * n_features + n_pairs * PAIR_STATE + GLOBAL_STATE
+
+
+def strategy_obs_size(strategies: StrategiesConfig, n_pairs: int) -> int:
+    """Observations the enabled strategy books add (0 with spot only)."""
+    size = 0
+    if strategies.uses("staking"):
+        size += SC.OBS_STAKING
+    if strategies.uses("lending"):
+        size += SC.OBS_LENDING
+    if strategies.uses("liquidity"):
+        size += SC.OBS_LIQUIDITY
+    if strategies.uses("arbitrage"):
+        size += n_pairs + SC.OBS_ARB_EXTRA  # one venue spread per pair, plus the book's state
+    return size
+
+
+def observation_size(market: MarketConfig, n_pairs: int, n_features: int) -> int:
+    """``VecMarketEnv.obs_size`` for ``market`` over data with ``n_pairs`` pairs and
+    ``n_features`` features per pair and bar."""
+    spot = spot_obs_size(market.env.obs_window, n_pairs, n_features)
+    return spot + strategy_obs_size(market.strategies, n_pairs)
