@@ -60,6 +60,45 @@ def test_backtest_json_matches_a_direct_run(saved_model: Path, tmp_path: Path) -
     )
 
 
+def test_backtest_json_has_each_policys_excess_return_over_cash(
+    saved_model: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "bt.json"
+    assert main(["backtest", "--model", str(saved_model), "--source", "synthetic", "--start",
+                 "2023-06-01", "--end", "2023-06-30", "--json", str(out)]) == 0  # fmt: skip
+    table = json.loads(out.read_text())
+    excess = table["excess_daily_return"]
+    assert set(excess) == {"model", *table["baselines"]}
+    assert excess["cash"]["mean_pct"] == 0.0 and excess["cash"]["high_pct"] == 0.0
+    hold = excess["buy_and_hold"]
+    assert hold["n_days"] == 30 and hold["low_pct"] < hold["mean_pct"] < hold["high_pct"]
+    assert "stationary bootstrap" in hold["method"]
+
+
+def test_backtest_table_is_readable_at_80_columns(saved_model: Path) -> None:
+    from rich.console import Console
+
+    from nexlify.commands.backtest import backtest_table
+    from nexlify.evaluation.backtest import METRIC_COLUMNS
+    from nexlify.report.tables import EXCESS_ROWS
+
+    agent, spec = load_model_for_backtest(saved_model)
+    data = cut_period(synthetic_market(PAIRS, "1h", seed=0), "2023-06-01", "2023-06-30")
+    console = Console(width=80, record=True)
+    console.print(backtest_table(backtest(agent, spec, data).table(), "synthetic"))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text  # nothing cut short
+    lines = text.splitlines()
+    for _, title, _ in METRIC_COLUMNS:  # each metric on one line, in full
+        assert any(line.lstrip().startswith(title) for line in lines), title
+    for _, title in EXCESS_ROWS:
+        assert any(line.lstrip().startswith(title) for line in lines), title
+    words = set(text.split())
+    for name in ("model", "cash", "buy_and_hold", "trend", "always_long", "sma_crossover"):
+        assert set(name.split("_")) <= words, name  # a name may wrap between its words
+
+
 def test_backtest_refuses_data_for_other_pairs(
     saved_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

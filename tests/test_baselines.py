@@ -118,6 +118,15 @@ def test_trend_signal_uses_no_bar_after_the_decision() -> None:
     np.testing.assert_array_equal(full[:cut], trend_target(data.slice(0, cut), lookback_days=10))
 
 
+def test_trend_on_a_cut_period_uses_the_history_before_it() -> None:
+    data = synthetic_market(("BTC/USDT", "ETH/USDT"), "1h", seed=4, days=150)
+    cut = data.slice(24 * 100, data.n_bars)  # the last 50 days: too few for a 50-day mean alone
+    assert not trend_target(cut).any()
+    with_history = trend_target(cut, history=data)
+    np.testing.assert_array_equal(with_history, trend_target(data)[24 * 100 :])
+    assert with_history.any()
+
+
 def test_rules_off_baselines_use_the_same_windows_as_the_env() -> None:
     data = synthetic_market(("BTC/USDT", "ETH/USDT"), "1h", seed=0, days=40)
     config = MarketConfig(env=EnvConfig(episode_length=200, random_start=False))

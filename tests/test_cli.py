@@ -124,6 +124,10 @@ def test_baselines_command_writes_json(tmp_path: Path, tiny_config: Path) -> Non
     assert main(["baselines", "--config", str(tiny_config), "--json", str(out)]) == 0
     table = json.loads(out.read_text())["baselines"]
     assert set(table) == {"cash", "buy_and_hold", "trend", "always_long", "sma_crossover", "random"}
+    assert table["cash"]["avg_return"] == 0.0 and table["cash"]["avg_trades"] == 0.0
+    assert table["cash"]["excess_daily_return"]["mean_pct"] == 0.0
+    hold = table["buy_and_hold"]["excess_daily_return"]
+    assert hold["n_days"] > 2 and hold["low_pct"] < hold["mean_pct"] < hold["high_pct"]
 
 
 def test_strategy_risk_and_execution_flags_compose_in_any_order() -> None:

@@ -48,6 +48,10 @@ def test_folds_never_test_on_bars_they_trained_on(tmp_path: Path) -> None:
     returns = [row["model"]["total_return_pct"] for row in summary["folds"]]
     assert oos["mean_total_return_pct"] == np.mean(returns)
     assert (tmp_path / "walk_forward_summary.json").exists()
+    excess = summary["excess_daily_return"]  # pooled over every fold's test days
+    assert set(excess) == {"model", *summary["folds"][0]["baselines"]}
+    assert excess["cash"]["mean_pct"] == 0.0
+    assert excess["model"]["n_days"] >= 10 * len(folds) - len(folds)
 
 
 def test_walk_forward_command(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
-"""``nexlify backtest``: a saved model beside buy-and-hold, SMA crossover and random."""
+"""``nexlify backtest``: a saved model beside cash, buy-and-hold, trend and the rule baselines."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -19,6 +20,7 @@ from nexlify.evaluation.backtest import (
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.pipeline.data_choice import load_training_market
 from nexlify.report.html import backtest_report_html
+from nexlify.report.tables import excess_caption, excess_rows, policy_table
 from nexlify.train.config import DataConfig
 
 
@@ -27,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "backtest",
         help=COMMAND_HELP["backtest"],
         description="Greedy run of a saved model over a period, with the costs and risk rules "
-        "it was trained with, beside buy-and-hold, an SMA crossover and a random policy.",
+        "it was trained with, beside cash, buy-and-hold, daily trend (no risk rules), "
+        "always-long, an SMA crossover and a random policy (the model's risk rules).",
     )
     parser.add_argument("--model", required=True, metavar="PATH", help="a model .pt file")
     parser.add_argument("--data-dir", metavar="DIR", help="folder of candle files for its pairs")
@@ -55,24 +58,27 @@ def start_backtest(args: argparse.Namespace, console: Console) -> int:
     if market.source == "synthetic":
         console.print("[bold yellow]backtesting on the SYNTHETIC market (no data given)[/]")
     check_compatible(spec, market, args.model)
-    result = backtest(agent, spec, cut_period(market, args.start, args.end))
+    result = backtest(agent, spec, cut_period(market, args.start, args.end), history=market)
     table_data = result.table()
-    period = table_data["period"]
-    table = Table(title=f"Backtest {period['start'][:16]} .. {period['end'][:16]} "
-                        f"({period['bars']} bars, {market.source})")  # fmt: skip
-    table.add_column("policy")
-    for _, title, _ in METRIC_COLUMNS:
-        table.add_column(title, justify="right")
-    rows = {"model": table_data["model"], **table_data["baselines"]}
-    for name, metrics in rows.items():
-        cells = []
-        for key, _, fmt in METRIC_COLUMNS:
-            value = metrics[key]
-            cells.append("inf" if value is None else format(value, fmt))
-        table.add_row(name, *cells)
+    table = backtest_table(table_data, market.source)
     console.print(table)
     if args.json:
         atomic_write_json(args.json, table_data)
     if args.html:
         atomic_write_text(args.html, backtest_report_html(result, args.model))
     return 0
+
+
+def backtest_table(table_data: dict[str, Any], source: str) -> Table:
+    """Metrics as rows, policies as columns: readable in an 80-column terminal."""
+    period = table_data["period"]
+    metrics = {"model": table_data["model"], **table_data["baselines"]}
+    excess = table_data["excess_daily_return"]
+    rows = [
+        (title, ["inf" if m[key] is None else format(m[key], fmt) for m in metrics.values()])
+        for key, title, fmt in METRIC_COLUMNS
+    ]
+    title = (f"Backtest {period['start'][:16]} .. {period['end'][:16]} "
+             f"({period['bars']} bars, {source})")  # fmt: skip
+    return policy_table(title, list(metrics), rows + excess_rows(excess, list(metrics)),
+                        excess_caption(excess["model"]["method"]))  # fmt: skip

@@ -1,4 +1,4 @@
-"""``nexlify baselines``: buy-and-hold, SMA crossover and random through the simulator."""
+"""``nexlify baselines``: cash, buy-and-hold, trend, always-long, SMA crossover and random."""
 
 from __future__ import annotations
 
@@ -6,12 +6,23 @@ import argparse
 import logging
 
 from rich.console import Console
-from rich.table import Table
 
 from nexlify.commands.train import resolve_run_config
+from nexlify.evaluation.edge import excess_daily_return
 from nexlify.io import atomic_write_json
 from nexlify.market.baselines import run_baselines
 from nexlify.pipeline.data_choice import load_training_market
+from nexlify.report.tables import excess_caption, excess_rows, policy_table
+
+TABLE_ROWS = (
+    ("score", "score", ".3f"),
+    ("avg_return", "return %", "+.3f"),
+    ("avg_sharpe", "Sharpe", ".2f"),
+    ("avg_win_rate", "win rate", ".2f"),
+    ("avg_drawdown", "max DD %", ".2f"),
+    ("avg_trades", "trades", ".1f"),
+)
+"""Rows of the table: (key in the JSON, title, format); averages over the windows."""
 
 
 def start_baselines(args: argparse.Namespace, console: Console) -> int:
@@ -23,18 +34,22 @@ def start_baselines(args: argparse.Namespace, console: Console) -> int:
         log.setLevel(logging.INFO)
     market = load_training_market(config.data, log)
     _, validation = market.split_last_days(config.data.validation_days)
-    results = run_baselines(validation, config.market)
+    results = run_baselines(validation, config.market, history=market)
     start, end = validation.span()
-    table = Table(title=f"Baselines on {market.source}, {start:%Y-%m-%d} .. {end:%Y-%m-%d}")
-    for col in ("policy", "score", "return %", "Sharpe", "win rate", "max DD %", "trades"):
-        table.add_column(col, justify="right")
     out = {}
     for name, result in results.items():
-        avg = result.average()
-        out[name] = {"score": result.score(), **avg}
-        table.add_row(name, f"{result.score():.3f}", f"{avg['avg_return']:+.3f}",
-                      f"{avg['avg_sharpe']:.2f}", f"{avg['avg_win_rate']:.2f}",
-                      f"{avg['avg_drawdown']:.2f}", f"{avg['avg_trades']:.1f}")  # fmt: skip
+        excess = excess_daily_return(validation, result, window=None)
+        out[name] = {"score": result.score(), **result.average(), "excess_daily_return": excess}
+    names = list(out)
+    rows = [(title, [format(out[n][key], fmt) for n in names]) for key, title, fmt in TABLE_ROWS]
+    excess_table = {n: out[n]["excess_daily_return"] for n in names}
+    table = policy_table(
+        f"Baselines on {market.source}, {start:%Y-%m-%d} .. {end:%Y-%m-%d}",
+        names,
+        rows + excess_rows(excess_table, names),
+        f"averages over windows of {config.market.env.episode_length} bars; "
+        + excess_caption(excess_table["cash"]["method"] if "cash" in excess_table else "n/a"),
+    )
     console.print(table)
     if args.json:
         atomic_write_json(args.json, {"data": market.describe(), "baselines": out})

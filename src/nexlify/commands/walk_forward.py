@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from nexlify.commands import COMMAND_HELP
 from nexlify.commands.options import add_backend_options, add_data_options
@@ -15,8 +14,18 @@ from nexlify.errors import ConfigError
 from nexlify.pipeline.auto_retrain import attach_run_log
 from nexlify.pipeline.backends import require_backend
 from nexlify.pipeline.data_choice import load_training_market
-from nexlify.pipeline.walk_forward import HEADLINE, WalkForwardSpec, run_walk_forward
+from nexlify.pipeline.walk_forward import WalkForwardSpec, run_walk_forward
+from nexlify.report.tables import excess_caption, excess_rows, policy_table
 from nexlify.train.config import replace_section
+
+HEADLINE_ROWS = (
+    ("total_return_pct", "return %", "+.2f"),
+    ("sharpe", "Sharpe", ".2f"),
+    ("max_drawdown_pct", "max DD %", ".2f"),
+    ("win_rate", "win rate", ".2f"),
+    ("n_trades", "trades", ".1f"),
+)
+"""The out-of-sample aggregates shown (``pipeline.walk_forward.HEADLINE``): key, title, format."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,11 +81,18 @@ def start_walk_forward(args: argparse.Namespace, console: Console) -> int:
     prepare_output_dir(out_dir)
     attach_run_log(log, out_dir)
     summary = run_walk_forward(config, market, spec, out_dir, log)
-    table = Table(title=f"Walk-forward ({spec.mode}, {len(summary['folds'])} folds), out of sample")
-    table.add_column("policy")
-    for key in HEADLINE:
-        table.add_column(f"mean {key}", justify="right")
-    for name, agg in summary["out_of_sample"].items():
-        table.add_row(name, *(f"{agg[f'mean_{key}']:.3f}" for key in HEADLINE))
+    policies = list(summary["out_of_sample"])
+    rows = [
+        (f"mean {title}", [format(summary["out_of_sample"][p][f"mean_{key}"], fmt)
+                           for p in policies])
+        for key, title, fmt in HEADLINE_ROWS
+    ]  # fmt: skip
+    excess = summary["excess_daily_return"]
+    table = policy_table(
+        f"Walk-forward ({spec.mode}, {len(summary['folds'])} folds), out of sample",
+        policies,
+        rows + excess_rows(excess, policies),
+        "means over folds; " + excess_caption(excess["model"]["method"]) + " (all test days)",
+    )
     console.print(table)
     return 0

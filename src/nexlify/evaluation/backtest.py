@@ -1,5 +1,8 @@
 """Backtest a saved model beside the baselines, with the costs and risk rules it trained under.
 
+Every policy also gets its mean daily return over cash (cash earns 0) with a 95% stationary
+bootstrap interval, so "beats doing nothing" is judged with its uncertainty.
+
 The model's checkpoint records its pairs, timeframe, feature names and market settings; the data
 must provide the same pairs and features (checked, with a clear error). The backtest runs once
 over the whole period (one window), greedy, through the same simulator as training.
@@ -17,6 +20,7 @@ from nexlify.agent.ensemble import load_policy
 from nexlify.config import MarketConfig, from_dict
 from nexlify.data.market_data import MarketData
 from nexlify.errors import CheckpointError, DataError
+from nexlify.evaluation.edge import excess_daily_return
 from nexlify.market.baselines import run_baselines
 from nexlify.market.evaluate import EvaluationResult, evaluate_policy
 from nexlify.train.trainer import GreedyActor
@@ -101,8 +105,20 @@ class BacktestResult:
     baselines: dict[str, EvaluationResult]
     data: MarketData
 
+    def runs(self) -> dict[str, EvaluationResult]:
+        """The model first, then every baseline."""
+        return {"model": self.model, **self.baselines}
+
+    def excess(self, seed: int = 0) -> dict[str, dict[str, Any]]:
+        """Per policy, the mean daily return over cash with its 95% bootstrap interval."""
+        return {
+            name: excess_daily_return(self.data, run, seed=seed)
+            for name, run in self.runs().items()
+        }
+
     def table(self) -> dict[str, Any]:
-        """``{"model": {...metrics}, "baselines": {name: {...metrics}}, "period": {...}}``."""
+        """``{"model": {...metrics}, "baselines": {name: {...metrics}}, "period": {...},
+        "excess_daily_return": {policy: {mean_pct, low_pct, high_pct, ...}}}``."""
         start, end = self.data.span()
         return {
             "period": {
@@ -113,16 +129,22 @@ class BacktestResult:
             "data_source": self.data.source,
             "model": self.model.metrics[0].to_dict(),
             "baselines": {k: r.metrics[0].to_dict() for k, r in self.baselines.items()},
+            "excess_daily_return": self.excess(),
         }
 
 
 def backtest(
-    agent: GreedyActor, spec: ModelSpec, data: MarketData, seed: int = 0
+    agent: GreedyActor,
+    spec: ModelSpec,
+    data: MarketData,
+    seed: int = 0,
+    history: MarketData | None = None,
 ) -> BacktestResult:
-    """Greedy run of ``agent`` over all of ``data``, and the baselines over the same bars."""
+    """Greedy run of ``agent`` over all of ``data``, and the baselines over the same bars
+    (``history``: the market ``data`` was cut from, whose earlier bars the trend may use)."""
     config = replace(spec.market, env=replace(spec.market.env, episode_length=0))
     model = evaluate_policy(lambda obs, env: agent.greedy(obs), data, config, episode_length=0)
-    baselines = run_baselines(data, config, episode_length=0, seed=seed)
+    baselines = run_baselines(data, config, episode_length=0, seed=seed, history=history)
     return BacktestResult(model=model, baselines=baselines, data=data)
 
 

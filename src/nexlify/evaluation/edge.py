@@ -53,18 +53,32 @@ def equity_days(data: MarketData, result: EvaluationResult, window: int = 0) -> 
     return np.asarray(data.time[start : start + curve.size] // _SECONDS_PER_DAY)
 
 
+def window_daily_returns(
+    data: MarketData, result: EvaluationResult, window: int | None = 0
+) -> np.ndarray:
+    """Daily simple returns of one window's equity curve (``None``: every window, in order)."""
+    windows = range(len(result.equity_curves)) if window is None else [window]
+    return np.concatenate(
+        [daily_returns(result.equity_curves[w], equity_days(data, result, w)) for w in windows]
+    )
+
+
 def excess_daily_return(
     data: MarketData,
     result: EvaluationResult,
     *,
-    window: int = 0,
+    window: int | None = 0,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Mean daily return over cash of one window, in percent, with its bootstrap interval.
+    """Mean daily return over cash of one window (``None``: all windows, one after the
+    other), in percent, with its bootstrap interval (see :func:`excess_of_returns`)."""
+    return excess_of_returns(window_daily_returns(data, result, window), seed=seed)
 
-    ``low``/``high`` are None with fewer than 2 days (no interval can be estimated).
-    """
-    returns = daily_returns(result.equity_curves[window], equity_days(data, result, window))
+
+def excess_of_returns(returns: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+    """Mean of daily returns (cash earns 0, so it is the excess over cash), in percent, with a
+    95% stationary-bootstrap interval; ``low_pct``/``high_pct`` are None with fewer than 2 days
+    (no interval can be estimated)."""
     out: dict[str, Any] = {
         "mean_pct": float(returns.mean()) * 100.0 if returns.size else 0.0,
         "low_pct": None,

@@ -112,14 +112,14 @@ def baseline_policy(name: str, data: MarketData, seed: int = 0) -> Policy:
     raise ConfigError(f"baseline: unknown name {name!r}; choose one of {', '.join(BASELINES)}")
 
 
-def rules_off_target(name: str, data: MarketData) -> np.ndarray:
+def rules_off_target(name: str, data: MarketData, history: MarketData | None = None) -> np.ndarray:
     """bool [T, P] target position of a rules-off baseline (see ``RULES_OFF``)."""
     if name == "cash":
         return cash_target(data)
     if name == "buy_and_hold":
         return buy_and_hold_target(data)
     if name == "trend":
-        return trend_target(data, TREND_LOOKBACK_DAYS)
+        return trend_target(data, TREND_LOOKBACK_DAYS, history)
     raise ConfigError(f"baseline: {name!r} is not one of {', '.join(RULES_OFF)}")
 
 
@@ -130,10 +130,15 @@ def run_baseline(
     *,
     episode_length: int | None = None,
     seed: int = 0,
+    history: MarketData | None = None,
 ) -> EvaluationResult:
-    """One baseline over the same windows as ``evaluate_policy`` would use."""
+    """One baseline over the same windows as ``evaluate_policy`` would use.
+
+    ``history`` is the market ``data`` was cut from: bars before ``data`` are known at its
+    first decision, and the trend's 50-day mean uses them.
+    """
     if name in RULES_OFF:
-        target = rules_off_target(name, data)
+        target = rules_off_target(name, data, history)
         return evaluate_target(target, data, config, episode_length=episode_length)
     policy = baseline_policy(name, data, seed)
     return evaluate_policy(policy, data, config, episode_length=episode_length)
@@ -146,9 +151,13 @@ def run_baselines(
     episode_length: int | None = None,
     seed: int = 0,
     names: tuple[str, ...] = BASELINES,
+    history: MarketData | None = None,
 ) -> dict[str, EvaluationResult]:
-    """Every baseline over the same windows as ``evaluate_policy`` would use."""
+    """Every baseline over the same windows as ``evaluate_policy`` would use (``history``: see
+    :func:`run_baseline`)."""
     return {
-        name: run_baseline(name, data, config, episode_length=episode_length, seed=seed)
+        name: run_baseline(
+            name, data, config, episode_length=episode_length, seed=seed, history=history
+        )
         for name in names
     }

@@ -34,27 +34,51 @@ def daily_close_bars(data: MarketData) -> np.ndarray:
 
     Decided from bar t's own open time and length only, so it never depends on later bars.
     """
-    day = data.time // _SECONDS_PER_DAY
-    close_day = (data.time + data.bar_seconds) // _SECONDS_PER_DAY
-    return np.asarray(close_day != day)
+    return _day_ends(data.time, data.bar_seconds)
 
 
-def trend_target(data: MarketData, lookback_days: int = 50) -> np.ndarray:
+def _day_ends(time: np.ndarray, bar_seconds: int) -> np.ndarray:
+    return np.asarray((time + bar_seconds) // _SECONDS_PER_DAY != time // _SECONDS_PER_DAY)
+
+
+def trend_target(
+    data: MarketData, lookback_days: int = 50, history: MarketData | None = None
+) -> np.ndarray:
     """bool [T, P]: daily time-series momentum, the position wanted after bar t closes.
 
     After each UTC day's last bar closes, a pair is wanted long while that daily close is above
     the mean of the last ``lookback_days`` daily closes (today's included); the decision stands
-    until the next day's close. Flat until ``lookback_days`` daily closes exist.
+    until the next day's close. Flat until ``lookback_days`` daily closes exist. ``history``
+    (the same market, e.g. the whole loaded span) supplies the daily closes before ``data``
+    starts, so a short period need not wait 50 days for its first decision.
     """
     if lookback_days < 1:
         raise ConfigError(f"trend: lookback_days {lookback_days} is invalid (an integer >= 1)")
-    day_end_T = daily_close_bars(data)
+    time, close_TP = data.time, data.prices[:, :, CLOSE]
+    if history is not None:
+        if history.pairs != data.pairs or history.timeframe != data.timeframe:
+            raise DataError(
+                f"trend: the history ({list(history.pairs)}, {history.timeframe}) is not the "
+                f"market of the data ({list(data.pairs)}, {data.timeframe})"
+            )
+        earlier = history.time < data.time[0]
+        time = np.concatenate([history.time[earlier], time])
+        close_TP = np.concatenate([history.prices[earlier, :, CLOSE], close_TP])
+    target = _trend_on(time, close_TP.astype(np.float64), data.bar_seconds, lookback_days)
+    return target[target.shape[0] - data.n_bars :]
+
+
+def _trend_on(
+    time: np.ndarray, close_TP: np.ndarray, bar_seconds: int, lookback_days: int
+) -> np.ndarray:
+    day_end_T = _day_ends(time, bar_seconds)
     day_end_bars = np.flatnonzero(day_end_T)
-    target = np.zeros((data.n_bars, data.n_pairs), dtype=np.bool_)
+    target = np.zeros(close_TP.shape, dtype=np.bool_)
     if day_end_bars.size < lookback_days:
         return target
-    daily_close_DP = data.prices[day_end_bars, :, CLOSE].astype(np.float64)
-    csum = np.vstack([np.zeros((1, data.n_pairs)), np.cumsum(daily_close_DP, axis=0)])
+    daily_close_DP = close_TP[day_end_bars]
+    n_pairs = close_TP.shape[1]
+    csum = np.vstack([np.zeros((1, n_pairs)), np.cumsum(daily_close_DP, axis=0)])
     mean_DP = np.full_like(daily_close_DP, np.nan)
     mean_DP[lookback_days - 1 :] = (csum[lookback_days:] - csum[:-lookback_days]) / lookback_days
     with np.errstate(invalid="ignore"):

@@ -12,7 +12,8 @@ import plotly.graph_objects as go
 from nexlify.data.market_data import CLOSE, MarketData
 from nexlify.market.evaluate import EvaluationResult
 
-COLORS = {"model": "#1f77b4", "buy_and_hold": "#7f7f7f", "sma_crossover": "#2ca02c",
+COLORS = {"model": "#1f77b4", "cash": "#000000", "buy_and_hold": "#7f7f7f",
+          "trend": "#9467bd", "always_long": "#8c564b", "sma_crossover": "#2ca02c",
           "random": "#d62728"}  # fmt: skip
 
 
@@ -28,7 +29,8 @@ def equity_figure(data: MarketData, runs: Mapping[str, EvaluationResult]) -> go.
         x = _times(data, result.starts[0], curve.size)
         fig.add_trace(go.Scatter(x=x, y=curve / curve[0], name=name, mode="lines",
                                  line={"color": COLORS.get(name)}))  # fmt: skip
-    fig.update_layout(title="Equity (start = 1), same costs and risk rules for every policy",
+    fig.update_layout(title="Equity (start = 1): same fees and slippage for every policy; cash, "
+                            "buy_and_hold and trend trade without the risk rules",
                       yaxis_title="equity", height=420)  # fmt: skip
     return fig
 

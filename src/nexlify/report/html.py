@@ -21,6 +21,7 @@ from nexlify.agent.ensemble import load_policy
 from nexlify.data.market_data import MarketData
 from nexlify.errors import DataError
 from nexlify.evaluation.backtest import METRIC_COLUMNS, BacktestResult
+from nexlify.evaluation.edge import describe_edge, excess_daily_return, format_excess
 from nexlify.evaluation.stats import (
     bootstrap_ci,
     deflated_sharpe_ratio,
@@ -47,7 +48,7 @@ GAP_FLAG = -0.5
 _STYLE = """body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:4px 8px;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-.warn{color:#b00;font-weight:bold}.note{color:#555}"""
+.warn{color:#b00;font-weight:bold}.good{color:#070;font-weight:bold}.note{color:#555}"""
 
 
 def _figure(fig: go.Figure) -> str:
@@ -68,12 +69,22 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def metrics_table(runs: dict[str, EvaluationResult]) -> str:
+def metrics_table(runs: dict[str, EvaluationResult], data: MarketData | None = None) -> str:
+    """One row per policy; with ``data``, also its mean daily return over cash and 95% CI."""
     rows = []
     for name, result in runs.items():
         m = result.metrics[0].to_dict()
-        rows.append([name] + [_fmt(m[key], fmt) for key, _, fmt in METRIC_COLUMNS])
-    return _table(["policy"] + [title for _, title, _ in METRIC_COLUMNS], rows)
+        row = [name] + [_fmt(m[key], fmt) for key, _, fmt in METRIC_COLUMNS]
+        if data is not None:
+            row.append(format_excess(excess_daily_return(data, result)))
+        rows.append(row)
+    header = ["policy"] + [title for _, title, _ in METRIC_COLUMNS]
+    if data is None:
+        return _table(header, rows)
+    method = excess_daily_return(data, runs["model"])["method"] if "model" in runs else ""
+    note = (f"<p class='note'>excess %/day: mean daily return over cash (which earns 0), "
+            f"[95% interval] by {html.escape(method)}.</p>")  # fmt: skip
+    return _table([*header, "excess %/day [95% CI]"], rows) + note
 
 
 def render_page(title: str, sections: list[tuple[str, str]]) -> str:
@@ -107,7 +118,7 @@ def _policy_sections(data: MarketData, runs: dict[str, EvaluationResult]) -> lis
     note = ("<p class='note'>One continuous run over the whole period per policy (the validation "
             "score instead averages separate windows of the episode length).</p>")  # fmt: skip
     sections = [
-        ("Results", note + metrics_table(runs)),
+        ("Results", note + metrics_table(runs, data)),
         *([("PnL by strategy", table)] if (table := strategy_table(runs)) else []),
         ("Equity", _figure(equity_figure(data, runs))),
         ("Drawdown", _figure(drawdown_figure(data, runs))),
@@ -173,6 +184,20 @@ def statistics_section(
     return _table(["statistic", "value"], rows)
 
 
+def edge_section(summary: dict[str, Any]) -> str:
+    """The no-edge gate's verdict, in plain words (red when there is no edge)."""
+    edge = summary.get("edge")
+    if not isinstance(edge, dict):
+        return "<p class='warn'>This run has no edge test (its summary predates the gate).</p>"
+    style = "good" if edge.get("found") else "warn"
+    note = (
+        "<p class='note'>The chosen model on the data it was selected on, against cash, with "
+        "every candidate the pipeline scored counted as a trial (deflated Sharpe ratio, "
+        "Bailey &amp; Lopez de Prado 2014). Judge it again on data it has never seen.</p>"
+    )
+    return f"<p class='{style}'>{html.escape(describe_edge(edge))}</p>{note}"
+
+
 def build_run_report(
     out_dir: Path, summary: dict[str, Any], market: MarketData | None = None
 ) -> Path:
@@ -215,6 +240,7 @@ def build_run_report(
         intro += "<p class='warn'>Trained and validated on the SYNTHETIC market.</p>"
     sections = [
         ("Run", intro),
+        ("Edge over cash", edge_section(summary)),
         ("Score progress", _figure(progress_figure(summary)) + _figure(history_figure(summary))),
         ("Statistics", statistics_section(summary, returns, final, gap)),
         *_policy_sections(val, runs),
