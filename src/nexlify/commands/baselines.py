@@ -36,13 +36,14 @@ def start_baselines(args: argparse.Namespace, console: Console) -> int:
     _, validation = market.split_last_days(config.data.validation_days)
     results = run_baselines(validation, config.market, history=market)
     start, end = validation.span()
-    out = {}
-    for name, result in results.items():
-        excess = excess_daily_return(validation, result, window=None)
-        out[name] = {"score": result.score(), **result.average(), "excess_daily_return": excess}
-    names = list(out)
-    rows = [(title, [format(out[n][key], fmt) for n in names]) for key, title, fmt in TABLE_ROWS]
-    excess_table = {n: out[n]["excess_daily_return"] for n in names}
+    figures = {name: {"score": r.score(), **r.average()} for name, r in results.items()}
+    excess_table = {
+        name: excess_daily_return(validation, r, window=None) for name, r in results.items()
+    }
+    names = list(results)
+    rows = [
+        (title, [format(figures[n][key], fmt) for n in names]) for key, title, fmt in TABLE_ROWS
+    ]
     table = policy_table(
         f"Baselines on {market.source}, {start:%Y-%m-%d} .. {end:%Y-%m-%d}",
         names,
@@ -52,5 +53,6 @@ def start_baselines(args: argparse.Namespace, console: Console) -> int:
     )
     console.print(table)
     if args.json:
+        out = {n: {**figures[n], "excess_daily_return": excess_table[n]} for n in names}
         atomic_write_json(args.json, {"data": market.describe(), "baselines": out})
     return 0
