@@ -174,16 +174,33 @@ def _plan_table(config: RunConfig) -> Table:
 
 
 class RichProgressSink:
-    """One progress bar per training unit (initial run or retraining iteration)."""
+    """One progress bar per training unit (initial run or retraining iteration).
+
+    A unit that is over stops its bar's clock; one that stopped early (its total lowered to
+    what it did, see :data:`~nexlify.train.trainer.ProgressCallback`) keeps the planned total
+    and says so, instead of sitting at e.g. 216/300 as if still running.
+    """
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.tasks: dict[str, Any] = {}
+        self.planned: dict[str, int] = {}
 
     def update(self, label: str, done: int, total: int) -> None:
         if label not in self.tasks:
             self.tasks[label] = self.progress.add_task(label, total=total)
-        self.progress.update(self.tasks[label], completed=done, total=total)
+            self.planned[label] = total
+        task = self.tasks[label]
+        planned = self.planned[label]
+        if done < total:
+            self.progress.update(task, completed=done, total=total)
+            return
+        if total < planned:  # early stopping ended the unit before its planned episodes
+            what = f"{label} stopped early at {done}/{planned} (patience)"
+        else:
+            what = f"{label} done"
+        self.progress.update(task, completed=done, total=planned, description=what)
+        self.progress.stop_task(task)
 
 
 def uses_worker_processes(config: RunConfig) -> bool:

@@ -45,7 +45,8 @@ from nexlify.train.swa import WeightAverager
 from nexlify.train.tensorboard import TensorBoardLogger
 
 ProgressCallback = Callable[[int, int], None]
-"""Called with (episodes done, episodes planned) as training advances."""
+"""Called with (episodes done, episodes planned) as training advances; a unit that stops early
+ends with one call (done, done): the total lowered to what was done says it is over."""
 
 ValidationCallback = Callable[[int, float], None]
 """Called with (episodes done, validation score) after every validation."""
@@ -426,6 +427,8 @@ class Trainer:
                                        copy_obs=False)  # fmt: skip
                     obs, _ = env.reset()
 
+        if stopped_early and progress is not None:
+            progress(done_episodes, done_episodes)  # over: a bar stops here, not at 300
         swa_score: float | None = None
         swa_selected = False
         if averager is not None and averager.n_averaged > 0:
