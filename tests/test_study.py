@@ -17,6 +17,7 @@ import yaml
 from nexlify.cli import main
 from nexlify.data.synthetic import generate_synthetic_candles
 from nexlify.errors import DataError
+from nexlify.pipeline.auto_retrain import SUMMARY_FILE
 from nexlify.pipeline.study import (
     RESULTS_FILE,
     TRIALS_FILE,
@@ -158,16 +159,36 @@ def test_rerun_keeps_finished_years_and_counts_a_new_config(study_run: dict[str,
     assert second["years"]["2020"]["venues"]["a"]["model"]["deflated_sharpe"]["n_trials"] == 2
 
 
-def test_interrupted_year_resumes_its_pipeline(study_run: dict[str, Any], tmp_path: Path) -> None:
-    """A study stopped inside a year: rerun keeps the finished year and resumes the other."""
-    out = tmp_path / "out" / "cut"
-    spec = StudySpec(data_dir=study_run["spec"].data_dir, years=(2020, 2021), venue="a")
-    run_study(study_run["config"], StudySpec(data_dir=spec.data_dir, years=(2020,), venue="a"),
-              out, LOG)  # fmt: skip
+def test_adding_a_year_keeps_the_finished_one(study_run: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "out" / "grow"
+    data_dir = study_run["spec"].data_dir
+    run_study(study_run["config"], StudySpec(data_dir=data_dir, years=(2020,), venue="a"), out, LOG)
     stamp = (out / "runs" / "2020" / "final_model.pt").stat().st_mtime_ns
+    spec = StudySpec(data_dir=data_dir, years=(2020, 2021), venue="a")
     results = run_study(study_run["config"], spec, out, LOG)
     assert (out / "runs" / "2020" / "final_model.pt").stat().st_mtime_ns == stamp
     assert list(results["years"]) == ["2020", "2021"]
+
+
+def test_interrupted_year_resumes_its_pipeline(study_run: dict[str, Any], tmp_path: Path) -> None:
+    """A year cut short after its units finished: the rerun reuses them, trains nothing new."""
+    out = tmp_path / "out" / "cut"
+    spec = StudySpec(data_dir=study_run["spec"].data_dir, years=(2020,), venue="a")
+    first = run_study(study_run["config"], spec, out, LOG)
+    run_dir = out / "runs" / "2020"
+    units = sorted(run_dir.glob("initial_runs/*/*.pt"))
+    assert units
+    stamps = [u.stat().st_mtime_ns for u in units]
+    # as if stopped before the year's end: no final model, summary incomplete, year not recorded
+    (run_dir / "final_model.pt").unlink()
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    (run_dir / SUMMARY_FILE).write_text(json.dumps({**summary, "pipeline_complete": False}))
+    (out / RESULTS_FILE).write_text(json.dumps({**first, "years": {}}))
+    again = run_study(study_run["config"], spec, out, LOG)
+    assert [u.stat().st_mtime_ns for u in units] == stamps  # finished runs reused
+    assert json.loads((run_dir / SUMMARY_FILE).read_text())["resumed"]["units_reused"]
+    model = again["years"]["2020"]["venues"]["a"]["model"]
+    assert model == first["years"]["2020"]["venues"]["a"]["model"]  # the same result
 
 
 def test_daily_returns_mark_each_utc_day_once() -> None:

@@ -81,7 +81,7 @@ def study_markdown(results: Mapping[str, Any]) -> str:
         "",
         "Each year's model trained and was selected only on candles before the year, then traded "
         "it once. Returns are after fees; Sharpe is annualised; excess/day is the mean daily "
-        "return over cash in percent with its 95% bootstrap interval.",
+        "return over cash in percent with its 95% stationary-bootstrap interval.",
         "",
     ]
     for year, entry in results["years"].items():
