@@ -205,7 +205,7 @@ class DataConfig:
     quality: tuple[str, ...] = ()
     """Quality policy overrides FINDING=POLICY, e.g. gap=fail (see nexlify.data.quality)."""
     quality_max_fill_bars: int = 24
-    """Longest gap (bars) the gap repair fills flat; a longer gap fails the quality check."""
+    """Longest gap (bars) the gap repair fills flat; a longer gap splits the data (latest kept)."""
     external: tuple[str, ...] = ()
     """External daily series as features: fear_greed, onchain, funding, orderflow, sentiment."""
     external_dir: str | None = None
