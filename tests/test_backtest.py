@@ -129,4 +129,10 @@ def test_backtest_takes_an_ensemble_like_a_single_model(saved_model: Path, tmp_p
     code = main(["backtest", "--model", str(path), "--source", "synthetic", "--start",
                  "2023-06-01", "--end", "2023-06-30", "--json", str(out)])  # fmt: skip
     assert code == 0
-    assert json.loads(out.read_text())["model"]["n_trades"] >= 0
+    model = json.loads(out.read_text())["model"]
+    ensemble, spec = load_model_for_backtest(path)
+    assert isinstance(ensemble, EnsembleAgent)  # both members vote, not the first alone
+    data = cut_period(synthetic_market(PAIRS, "1h", seed=0), "2023-06-01", "2023-06-30")
+    direct = backtest(ensemble, spec, data).model.metrics[0]
+    assert model["n_trades"] == direct.n_trades  # the trades the ensemble's own run made
+    assert model["total_return_pct"] == pytest.approx(direct.total_return_pct)

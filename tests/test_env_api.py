@@ -154,8 +154,17 @@ def test_gymnasium_make_vec_returns_the_native_batched_env() -> None:
 def test_gym_env_accepts_a_dataframe() -> None:
     frame = generate_synthetic_candles(["BTC/USDT"], "1h", n_bars=800, seed=0)["BTC/USDT"]
     env = gym.make("nexlify/Trading-v0", data=frame.reset_index(), env={"episode_length": 20})
-    env.reset(seed=0)
-    env.step(0)
+    market = env.unwrapped.market  # type: ignore[attr-defined]
+    assert market.pairs == ("BTC/USDT",) and market.timeframe == "1h"
+    # the frame's own candles, after the feature warm-up, are what the env trades on
+    np.testing.assert_array_equal(
+        market.prices[:, 0, 3], frame["close"].to_numpy(np.float32)[-market.n_bars :]
+    )
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    start = info["equity"]
+    obs, reward, terminated, truncated, info = env.step(0)  # hold: no trade, no cost
+    assert info["equity"] == start and reward == 0.0 and not (terminated or truncated)
 
 
 def test_stable_baselines3_trains_on_the_single_env() -> None:
