@@ -50,9 +50,11 @@ def test_decisions_of_a_model_that_sees_a_leak_are_caught(frames) -> None:  # ty
     agent = DQNAgent(2 * 13 + 2 * 3 + 4, 5, AgentConfig(hidden_sizes=(16,)), seed=0)
     report = audit_lookahead(frames, "1h", n_cuts=2, feature_fn=leaky_features, agent=agent)
     kinds = {leak.kind for leak in report.leaks}
-    assert kinds == {"feature", "decision"}
+    assert kinds == {"feature", "observation", "decision"}
 
 
-def test_cli_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exit_code_is_0_when_clean(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit-lookahead", "--pairs", "BTC/USDT", "--cuts", "2"]) == 0
-    assert "no look-ahead" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no look-ahead" in err
+    assert "covered: candle feature" in err and "covered: portfolio" in err

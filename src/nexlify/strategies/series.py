@@ -12,8 +12,9 @@
   training data keeps real spreads. Without venue files the premiums are simulated (AR(1) with
   rare dislocations) and every report says so.
 
-Simulations are seeded from the data (first bar time and length), so the same data gives the same
-series in every env, run and evaluation.
+Simulations are seeded from the data's first bar time and drawn in time order, so the same data
+gives the same series in every env, run and evaluation, and a market cut after bar t gives the
+same series up to t (nothing at t depends on how many bars follow; the look-ahead audit checks).
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ _TIME_COLUMNS = ("timestamp", "date", "time", "datetime")
 
 
 def _series_seed(data: MarketData, salt: int) -> np.random.Generator:
-    return np.random.default_rng([int(data.time[0]) % (2**31), data.n_bars, salt])
+    return np.random.default_rng([int(data.time[0]) % (2**31), salt])
+
+
+def _box_muller(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
+    """Standard normals from two arrays of uniforms in [0, 1)."""
+    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
 
 
 def read_timed_csv(path: str | Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
@@ -295,11 +301,14 @@ def simulated_spreads(data: MarketData, config: ArbitrageConfig) -> VenueSpreads
     half_bar_hours = data.bar_seconds / 7200.0
     phi = 0.5 ** (half_bar_hours / config.spread_halflife_hours)
     scale = config.spread_std * math.sqrt(1.0 - phi * phi)
-    shocks = rng.normal(0.0, scale, size=(2 * T, P, V - 1))
-    jumps = rng.random(size=(2 * T, P, V - 1)) < config.spread_jump_prob / 2.0
-    shocks += np.where(jumps, rng.normal(0.0, config.spread_jump_std, size=shocks.shape), 0.0)
+    start = rng.normal(0.0, config.spread_std, size=(P, V - 1))
+    # One time-major block of uniforms: a shorter market draws a prefix of a longer one's
+    u = rng.random(size=(2 * T, P, V - 1, 5))
+    shocks = scale * _box_muller(u[..., 0], u[..., 1])
+    jumps = u[..., 4] < config.spread_jump_prob / 2.0
+    shocks += np.where(jumps, config.spread_jump_std * _box_muller(u[..., 2], u[..., 3]), 0.0)
     x = np.empty_like(shocks)
-    x[0] = rng.normal(0.0, config.spread_std, size=(P, V - 1))
+    x[0] = start
     for i in range(1, 2 * T):
         x[i] = phi * x[i - 1] + shocks[i]
     prem = np.zeros((T, P, V, 2))
