@@ -78,9 +78,9 @@ def make_session_db(path: Path) -> Path:
         trade = {"entry_price": 3_000.0, "quantity": 0.2, "fees": 1.2}
         store.add_trades(c, [
             {"pair": "ETH/USDT", "entry_time": T0, "exit_time": T0 + HOUR, "exit_price": 3_060.0,
-             "pnl": 10.8, "return": 0.02, "reason": "take_profit", **trade},
+             "pnl": 10.8, "return": 0.02, "reason": "take", **trade},
             {"pair": "ETH/USDT", "entry_time": T0 + HOUR, "exit_time": T0 + 2 * HOUR,
-             "exit_price": 2_970.0, "pnl": -7.2, "return": -0.01, "reason": "stop_loss", **trade},
+             "exit_price": 2_970.0, "pnl": -7.2, "return": -0.01, "reason": "stop", **trade},
         ])  # fmt: skip
         store.set_cursor(c, T0 + 3 * HOUR, 4)
     store.add_event("gap", "feed gap: 1 bar(s) missing from 2024-06-13T02:00", "warning", T0)
@@ -156,7 +156,7 @@ def test_status_endpoint_shows_the_session(session_db: Path, serve: Any) -> None
     # the resting stop is the position's; filled and simulated orders are not resting
     assert [o["client_order_id"] for o in position["orders"]] == ["cid-stop"]
     assert [o["client_order_id"] for o in status["orders_without_position"]] == ["cid-eth"]
-    assert [t["reason"] for t in status["recent_trades"]] == ["stop_loss", "take_profit"]
+    assert [t["reason"] for t in status["recent_trades"]] == ["stop", "take"]
     assert [e["kind"] for e in status["events"]] == ["order_failed", "gap"]
     assert status["warnings"] == 2
     assert status["db"] == "live.db"  # the name, not the machine's folders
@@ -339,7 +339,7 @@ def test_page_renders_in_headless_chromium(session_db: Path, serve: Any, tmp_pat
     assert len(re.findall(r'class="main-svg"', page)) >= 4  # two plotly charts drawn
     assert "9,800.00" in page and "40% of the daily loss limit used" in page
     assert "<td>BTC/USDT</td>" in page and "sell 0.010000 @ 57,000.0000 (open)" in page
-    assert "cid-eth" in page and "take_profit" in page and "stop_loss" in page
+    assert "cid-eth" in page and "<td>take</td>" in page and "<td>stop</td>" in page
     assert "feed gap: 1 bar(s) missing" in page and "bad apiKey" in page
     assert "2024-06-13 01:00" in page  # the position's entry time, formatted by the page
     banner = re.search(r'<p id="banner">([^<]*)</p>', page)

@@ -20,6 +20,7 @@ from nexlify.errors import ConfigError, DataError
 from nexlify.evaluation.backtest import model_spec
 from nexlify.live.broker import LiveBroker
 from nexlify.live.feeds import Feed, ReplayFeed
+from nexlify.live.notify import close_notifier, start_notifier, webhook_url
 from nexlify.live.secrets import Credentials, install_redaction
 from nexlify.live.session import SessionSettings, open_session, run_session
 from nexlify.live.status import render_status, status_json, status_snapshot
@@ -93,6 +94,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="no new entries for this many bars after a feed gap (24)",
     )
     p.add_argument("--log", metavar="FILE", help="also write the log to FILE")
+    p.add_argument(
+        "--notify",
+        type=webhook_url,
+        metavar="URL",
+        help="run: post entries, trades, stops, gaps and errors as JSON to this webhook",
+    )
     p.add_argument("--no-view", action="store_true", help="no live status view (log lines)")
     p.add_argument("--json", action="store_true", help="status: print JSON")
     p.add_argument("--out", metavar="FILE", help="report: HTML file (default: DB name + .html)")
@@ -229,6 +236,7 @@ def start_paper(
         console.print("[bold red]LIVE TRADING: real orders will be placed[/]")
         broker = LiveBroker(exchange, store, credentials, log)
         broker.start()
+    notifier = start_notifier(args.notify, store.path, log, credentials)
     try:
         if args.no_view or not console.is_terminal:
             n = run_session(trader, feed, broker=broker, max_bars=args.max_bars)
@@ -248,4 +256,5 @@ def start_paper(
         )
     finally:
         store.close()
+        close_notifier(notifier)
     return 0
