@@ -49,6 +49,13 @@ def test_report_command_writes_a_self_contained_page(run_dir: Path) -> None:
         assert f"<h2>{heading}</h2>" in text, heading
     assert "deflated Sharpe ratio" in text and "SYNTHETIC" in text
     assert text.count("Plotly.newPlot") >= 6
+    summary = json.loads((run_dir / "complete_training_summary.json").read_text())
+    verdict = "EDGE OVER CASH" if summary["edge"]["found"] else "NO EDGE OVER CASH"
+    style = "good" if summary["edge"]["found"] else "warn"
+    assert "<h2>Edge over cash</h2>" in text and f"<p class='{style}'>{verdict}:" in text
+    for name in ("cash", "buy_and_hold", "trend", "always_long", "sma_crossover", "random"):
+        assert f"<td>{name}</td>" in text, name  # every baseline in the results table
+    assert "excess %/day [95% CI]" in text
 
 
 def test_report_refuses_a_folder_without_a_run(tmp_path: Path) -> None:

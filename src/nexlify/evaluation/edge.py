@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from nexlify.agent.dqn import read_checkpoint
-from nexlify.config import bars_per_year
+from nexlify.config import MarketConfig, bars_per_year
 from nexlify.data.market_data import MarketData
 from nexlify.errors import CheckpointError
 from nexlify.evaluation.stats import (
@@ -33,7 +34,7 @@ from nexlify.evaluation.stats import (
     stationary_bootstrap_ci,
 )
 from nexlify.io import atomic_write
-from nexlify.market.evaluate import EvaluationResult
+from nexlify.market.evaluate import EvaluationResult, evaluate_policy
 from nexlify.market.metrics import annualised_sharpe, simple_returns
 
 EDGE_ALPHA = 0.05
@@ -213,3 +214,45 @@ def read_model_edge(model_path: str | Path) -> dict[str, Any] | None:
         return None
     edge = summary.get("edge")
     return dict(edge) if isinstance(edge, dict) else None
+
+
+def candidate_sharpes(summary: dict[str, Any]) -> list[float]:
+    """Annualised validation Sharpe of every candidate a pipeline run scored: each initial run
+    and retraining iteration on each validation fold, and the ensemble.
+
+    These are averages over the validation windows, used only for how widely the candidates'
+    Sharpe ratios spread (the deflation's variance) and how many there were.
+    """
+    sharpes = []
+    for unit in summary.get("initial_runs", []):
+        sharpes += _fold_sharpes(unit, "val_metrics")
+    for unit in summary.get("retraining_iterations", []):
+        sharpes += _fold_sharpes(unit, "metrics")
+    if "ensemble" in summary:
+        sharpes.append(float(summary["ensemble"]["val_metrics"]["avg_sharpe"]))
+    return [s for s in sharpes if math.isfinite(s)]
+
+
+def _fold_sharpes(unit: dict[str, Any], key: str) -> list[float]:
+    if "folds" in unit:
+        return [float(fold["val_metrics"]["avg_sharpe"]) for fold in unit["folds"]]
+    return [float(unit[key]["avg_sharpe"])]
+
+
+def run_edge_gate(
+    model_path: str | Path,
+    val: MarketData,
+    market: MarketConfig,
+    summary: dict[str, Any],
+    *,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The gate on a pipeline's final model: one continuous greedy run over its validation
+    data, judged against every candidate in ``summary`` (see :func:`edge_verdict`)."""
+    from nexlify.agent.ensemble import load_policy
+    from nexlify.train.trainer import greedy_policy
+
+    agent, _ = load_policy(model_path)
+    config = replace(market, env=replace(market.env, episode_length=0))
+    result = evaluate_policy(greedy_policy(agent), val, config, episode_length=0)
+    return edge_verdict(val, result, candidate_sharpes(summary), seed=seed)

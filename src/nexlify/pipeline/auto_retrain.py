@@ -41,6 +41,7 @@ from nexlify.agent.dqn import load_agent
 from nexlify.agent.ensemble import EnsembleAgent
 from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError, InterruptedRunError
+from nexlify.evaluation.edge import describe_edge, run_edge_gate, write_model_edge
 from nexlify.io import atomic_write, atomic_write_json, atomic_write_text
 from nexlify.market.baselines import run_baselines
 from nexlify.pipeline.backends import make_backend
@@ -443,7 +444,8 @@ def _run_pipeline(
         "initial_runs": [],
         "retraining_iterations": [],
     }
-    per_fold = [run_baselines(f.val, config.market, seed=pcfg.base_seed) for f in folds]
+    per_fold = [run_baselines(f.val, config.market, seed=pcfg.base_seed, history=market)
+                for f in folds]  # fmt: skip
     summary["baselines"] = {}
     for name in per_fold[0]:
         scores = [results[name].score() for results in per_fold]
@@ -591,6 +593,7 @@ def _run_pipeline(
     final_path = out_dir / FINAL_MODEL
     with open(final_source, "rb") as source:
         atomic_write(final_path, lambda handle: shutil.copyfileobj(source, handle))
+    summary["edge"] = no_edge_gate(summary, final_path, last_val, config, log)
     summary["timings"]["phase2_seconds"] = time.perf_counter() - phase2_start
     summary["timings"]["total_seconds"] = time.perf_counter() - started
     if resume:
@@ -616,7 +619,37 @@ def _run_pipeline(
              "final model %s", stop_reason, best_initial_score, best_score,
              summary["total_improvement_pct"], summary["timings"]["total_seconds"],
              final_path)  # fmt: skip
+    log_edge(log, summary["edge"])
     return summary
+
+
+def no_edge_gate(
+    summary: dict[str, Any], final_path: Path, val: MarketData, config: RunConfig,
+    log: logging.Logger,
+) -> dict[str, Any]:  # fmt: skip
+    """Test the final model against cash on its validation data, counting every candidate
+    scored as a trial, and store the verdict in ``final_model.pt``.
+
+    A gate that cannot run is logged as an error and recorded as showing no edge, never
+    skipped: a model is only said to have an edge when the test ran and found one.
+    """
+    try:
+        edge = run_edge_gate(final_path, val, config.market, summary,
+                             seed=config.pipeline.base_seed)  # fmt: skip
+        write_model_edge(final_path, edge)
+    except Exception as exc:  # the models are safe on disk; the verdict says what failed
+        edge = {"found": False, "test": "deflated_sharpe", "error": f"{type(exc).__name__}: {exc}"}
+        log.error("the edge test of %s could not run (%s); it counts as no edge", final_path,
+                  edge["error"])  # fmt: skip
+    return edge
+
+
+def log_edge(log: logging.Logger, edge: dict[str, Any]) -> None:
+    """The verdict as the run's last log line: a warning (red on the console) when no edge."""
+    if edge.get("found"):
+        log.info("%s", describe_edge(edge))
+    else:
+        log.warning("%s; do not trade this model live", describe_edge(edge))
 
 
 def _fold_table(folds: list[ValidationFold]) -> list[dict[str, Any]]:

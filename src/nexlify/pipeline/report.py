@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nexlify.evaluation.edge import describe_edge
 from nexlify.io import atomic_write_text
 from nexlify.strategies import APPROXIMATIONS, STRATEGIES, strategy_pnl
 
@@ -43,6 +44,7 @@ def render_report(summary: dict[str, Any]) -> str:
         f"{_fmt(summary.get('final_best_score'))} "
         f"({_fmt(summary.get('total_improvement_pct'), '+.2f')}%)",
         f"- Final model: `{summary.get('final_model_path')}`",
+        f"- Edge over cash: {_edge_line(summary.get('edge'))}",
         f"- Wall time: {_fmt(summary.get('timings', {}).get('total_seconds'), '.0f')} s",
         "",
         "Score = avg_return x 0.4 + avg_sharpe x 10 x 0.3 + avg_win_rate x 100 x 0.2 "
@@ -74,6 +76,14 @@ def render_report(summary: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _edge_line(edge: dict[str, Any] | None) -> str:
+    """The no-edge gate's verdict in plain words (bold when there is none)."""
+    if not isinstance(edge, dict):
+        return "**not tested** (this run predates the no-edge gate)"
+    text = describe_edge(edge)
+    return text if edge.get("found") else f"**{text}**"
 
 
 def _strategy_lines(summary: dict[str, Any]) -> list[str]:

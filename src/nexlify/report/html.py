@@ -218,7 +218,7 @@ def build_run_report(
     agent, _ = load_policy(final_path)
     market_cfg = replace(config.market, env=replace(config.market.env, episode_length=0))
     model = evaluate_policy(greedy_policy(agent), val, market_cfg, episode_length=0)
-    runs = {"model": model, **run_baselines(val, market_cfg, episode_length=0)}
+    runs = {"model": model, **run_baselines(val, market_cfg, episode_length=0, history=market)}
     paths = [r["model_path"] for r in summary["initial_runs"]]
     paths += [i["model_path"] for i in summary["retraining_iterations"]]
     paths = [p for p in paths if Path(p).is_file()]

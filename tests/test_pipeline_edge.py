@@ -1,0 +1,54 @@
+"""The pipeline's no-edge gate: the final model against cash, with every candidate a trial."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from nexlify.agent.dqn import load_agent
+from nexlify.evaluation.edge import read_model_edge
+from nexlify.pipeline import auto_retrain
+from tests.test_pipeline import fake_unit_factory, run_tiny
+
+
+def test_the_summary_and_the_final_model_carry_the_verdict(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="test"):
+        summary = run_tiny(tmp_path, pipeline={"ensemble_size": 2})
+    edge = summary["edge"]
+    n_iterations = len(summary["retraining_iterations"])
+    assert edge["test"] == "deflated_sharpe" and isinstance(edge["found"], bool)
+    assert edge["trials"] == 2 + n_iterations + ("ensemble" in summary)
+    assert edge["p"] == pytest.approx(1 - edge["deflated_sharpe"])
+    assert edge["found"] == (edge["p"] < 0.05)
+    assert edge["period"]["start"] == summary["validation_window"]["start"]
+    assert edge["excess_daily_return"]["n_days"] >= 9
+    on_disk = json.loads((tmp_path / "out" / auto_retrain.SUMMARY_FILE).read_text())
+    assert on_disk["edge"] == edge
+    final = Path(summary["final_model_path"])
+    assert read_model_edge(final) == edge  # stored in the checkpoint itself
+    _, meta = load_agent(final)
+    assert meta["extra"]["edge"] == edge and meta["extra"]["pairs"] == ["BTC/USDT"]
+    last = caplog.records[-1]
+    assert "EDGE OVER CASH" in last.getMessage()
+    assert last.levelno == (logging.INFO if edge["found"] else logging.WARNING)
+    report = (tmp_path / "out" / "training_report.md").read_text()
+    assert "Edge over cash:" in report and f"p = {edge['p']:.3f}" in report
+
+
+def test_a_gate_that_cannot_run_says_no_edge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake, _ = fake_unit_factory([10, 12, 11, 11.5], tmp_path)  # model files that do not load
+    monkeypatch.setattr(auto_retrain, "train_unit", fake)
+    with caplog.at_level(logging.INFO, logger="test"):
+        summary = run_tiny(tmp_path, pipeline={"max_iterations": 2, "ensemble_size": 0})
+    edge = summary["edge"]
+    assert edge["found"] is False and "CheckpointError" in edge["error"]
+    assert any(r.levelno == logging.ERROR and "edge test" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    assert caplog.records[-1].getMessage().startswith("NO EDGE SHOWN")
