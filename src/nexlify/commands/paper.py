@@ -23,7 +23,7 @@ from nexlify.live.feeds import Feed, ReplayFeed
 from nexlify.live.notify import close_notifier, start_notifier, webhook_url
 from nexlify.live.secrets import Credentials, install_redaction
 from nexlify.live.session import SessionSettings, open_session, run_session
-from nexlify.live.status import render_status, status_json, status_snapshot
+from nexlify.live.status import closing_line, render_status, status_json, status_snapshot
 from nexlify.live.store import SessionStore
 
 CONFIRM_FLAG = "--i-understand-this-trades-real-money"
@@ -78,7 +78,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="replay: bars per second (0 = as fast as possible)",
     )
     p.add_argument("--start", metavar="DATE", help="replay: first bar of the trading period")
-    p.add_argument("--max-bars", type=int, metavar="N", help="stop after N new bars")
+    p.add_argument(
+        "--max-bars",
+        type=int,
+        metavar="N",
+        help="stop after trading N bars (bars after the first decision; the feature warm-up "
+        "and the bars before --start do not count)",
+    )
     p.add_argument(
         "--history-bars",
         type=int,
@@ -239,21 +245,17 @@ def start_paper(
     notifier = start_notifier(args.notify, store.path, log, credentials)
     try:
         if args.no_view or not console.is_terminal:
-            n = run_session(trader, feed, broker=broker, max_bars=args.max_bars)
+            progress = run_session(trader, feed, broker=broker, max_bars=args.max_bars)
         else:
             with Live(render_status(status_snapshot(store)), console=console) as view:
 
                 def refresh() -> None:
                     view.update(render_status(status_snapshot(store)))
 
-                n = run_session(
+                progress = run_session(
                     trader, feed, broker=broker, max_bars=args.max_bars, on_update=refresh
                 )
-        snap = status_snapshot(store)
-        console.print(
-            f"processed {n} new bars; {snap['trades_total']} closed trades; "
-            f"equity {snap.get('equity', 0.0):,.2f}"
-        )
+        console.print(closing_line(status_snapshot(store), progress.new_bars, progress.traded))
     finally:
         store.close()
         close_notifier(notifier)

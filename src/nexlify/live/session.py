@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from nexlify.data.market_data import MarketData
 from nexlify.errors import DataError
 from nexlify.evaluation.backtest import ModelSpec, check_compatible
@@ -56,6 +58,15 @@ def _check_features(spec: ModelSpec, data: MarketData | None, settings: SessionS
             "needs more history); give more candles (--history-bars)"
         )
     check_compatible(spec, data, settings.model_path)
+    if settings.start_time is not None and settings.start_time > int(data.time[-1]):
+        raise DataError(
+            f"--start {_iso(settings.start_time)}: after the last candle of the "
+            f"{settings.feed} data ({_iso(int(data.time[-1]))}); give a start inside the data"
+        )
+
+
+def _iso(t: int) -> str:
+    return str(pd.Timestamp(t, unit="s", tz="UTC"))
 
 
 def open_session(
@@ -124,6 +135,16 @@ def open_session(
     return store, trader
 
 
+@dataclass
+class SessionProgress:
+    """What one :func:`run_session` call did."""
+
+    new_bars: int = 0
+    """Closed bars taken from the feed (warm-up included)."""
+    traded: int = 0
+    """Bars the simulator stepped with a decision (what ``--max-bars`` counts)."""
+
+
 def run_session(
     trader: PaperTrader,
     feed: Feed,
@@ -131,19 +152,21 @@ def run_session(
     broker: LiveBroker | None = None,
     on_update: Callable[[], None] | None = None,
     max_bars: int | None = None,
-) -> int:
-    """Process the feed's bars until it ends (or ``max_bars`` new bars); returns bars processed."""
-    processed = 0
+) -> SessionProgress:
+    """Process the feed's bars until it ends, or until ``max_bars`` bars were traded in this
+    run (bars stepped after the first decision; warm-up bars do not count)."""
+    progress = SessionProgress()
     store = trader.store
-    while not trader.finished and (max_bars is None or processed < max_bars):
+    while not trader.finished and (max_bars is None or progress.traded < max_bars):
         bars = feed.next_bars(store.cursor())
         if bars is None:
             break
         report = trader.process(bars)
-        processed += report.new_bars
+        progress.new_bars += report.new_bars
+        progress.traded += report.stepped
         cursor = store.cursor()
         if broker is not None and report.new_bars and cursor is not None:
             broker.execute(trader, cursor)
         if on_update is not None:
             on_update()
-    return processed
+    return progress

@@ -11,7 +11,9 @@ import pandas as pd
 from rich.console import Group, RenderableType
 from rich.table import Table
 
+from nexlify.config import timeframe_seconds
 from nexlify.live.store import SessionStore
+from nexlify.live.trader import warmup_bars_needed
 from nexlify.market.env import action_names
 
 
@@ -59,6 +61,8 @@ def status_snapshot(store: SessionStore, recent: int = 10) -> dict[str, Any]:
     state = store.rows("SELECT pending_action FROM env_state WHERE id = 1")
     if state and session.get("pairs"):
         out["next_action"] = action_names(list(session["pairs"]))[state[0]["pending_action"]]
+    if not last:
+        out["warmup"] = _warmup(store, session)
     if last:
         eq = last[0]
         out.update(
@@ -72,6 +76,37 @@ def status_snapshot(store: SessionStore, recent: int = 10) -> dict[str, Any]:
         out["today_limit"] = -limit * eq["day_start_equity"]
         out["return_pct"] = (eq["equity"] / first[0]["equity"] - 1.0) * 100.0
     return out
+
+
+def _warmup(store: SessionStore, session: dict[str, Any]) -> dict[str, int]:
+    """Candles held by every pair and candles needed before the first decision."""
+    pairs = session.get("pairs") or []
+    spans = store.rows(
+        "SELECT pair, MIN(time) AS first, MAX(time) AS last FROM candles GROUP BY pair"
+    )
+    window = int(((session.get("market_config") or {}).get("env") or {}).get("obs_window", 1))
+    step = timeframe_seconds(session["timeframe"]) if session.get("timeframe") else 1
+    if not pairs or len(spans) < len(pairs):
+        return {"have": 0, "need": warmup_bars_needed(0, None, step, window)}
+    first = max(int(r["first"]) for r in spans)
+    last = min(int(r["last"]) for r in spans)
+    need = warmup_bars_needed(first, session.get("start_time"), step, window)
+    return {"have": max(0, (last - first) // step + 1), "need": need}
+
+
+def warmup_text(warmup: dict[str, int]) -> str:
+    return f"warming up ({warmup['have']} of {warmup['need']} bars)"
+
+
+def closing_line(snap: dict[str, Any], new_bars: int, traded: int) -> str:
+    """The line a run of ``nexlify paper`` ends with."""
+    done = f"processed {new_bars} new bars ({traded} traded)"
+    if "equity" not in snap:
+        return f"{done}; {warmup_text(snap['warmup'])}; not trading yet"
+    return (
+        f"{done}; {snap['trades_total']} closed trades; equity {snap['equity']:,.2f} "
+        f"({snap['return_pct']:+.2f}% since start)"
+    )
 
 
 def render_status(snap: dict[str, Any]) -> RenderableType:
@@ -98,7 +133,7 @@ def render_status(snap: dict[str, Any]) -> RenderableType:
             f"{snap['today_limit']:,.2f} ({used:.0f}% of the limit used){lock}",
         )
     else:
-        head.add_row("equity", "not trading yet (feature warm-up)")
+        head.add_row("equity", f"not trading yet: {warmup_text(snap['warmup'])}")
     head.add_row("next decision", str(snap.get("next_action", "-")))
     head.add_row("closed trades", str(snap["trades_total"]))
     pos = Table(title="Open positions")

@@ -46,26 +46,36 @@ def paper_market_config(market: MarketConfig) -> MarketConfig:
     return replace(market, env=env)
 
 
-def with_placeholder_bar(data: MarketData) -> MarketData:
-    """``data`` plus one flat bar after its end, so an env can start at ``data``'s last bar.
+def with_placeholder_bar(data: MarketData, n_bars: int | None = None) -> MarketData:
+    """The first ``n_bars`` bars of ``data`` (default all) plus one flat bar after them, so an
+    env can start at the last of those bars even when it is the only one.
 
-    The env never steps into it: the real next bar replaces it (``replace_data``) first.
+    The env never steps into the placeholder: the real next bar replaces it (``replace_data``)
+    first.
     """
-    step = data.bar_seconds
+    n = data.n_bars if n_bars is None else n_bars
+    if not 1 <= n <= data.n_bars:
+        raise ValueError(f"with_placeholder_bar: n_bars={n} outside 1..{data.n_bars}")
 
-    def grow(a: np.ndarray, last: np.ndarray | None = None) -> np.ndarray:
-        extra = a[-1:] if last is None else last
-        return np.ascontiguousarray(np.concatenate([a, extra]))
+    def grow(a: np.ndarray, extra: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.concatenate([a[:n], extra]))
 
-    close = data.prices[-1:, :, 3:4]
+    close = data.prices[n - 1 : n, :, 3:4]
     return replace(
         data,
-        time=grow(data.time, data.time[-1:] + step),
+        time=grow(data.time, data.time[n - 1 : n] + data.bar_seconds),
         prices=grow(data.prices, np.repeat(close, 4, axis=2)),
-        volume=grow(data.volume, np.zeros_like(data.volume[-1:])),
-        features=grow(data.features),
-        filled=grow(data.filled, np.ones_like(data.filled[-1:])),
+        volume=grow(data.volume, np.zeros_like(data.volume[:1])),
+        features=grow(data.features, data.features[n - 1 : n]),
+        filled=grow(data.filled, np.ones_like(data.filled[:1])),
     )
+
+
+def warmup_bars_needed(first_time: int, start_time: int | None, step: int, window: int) -> int:
+    """Contiguous candles per pair a session needs before its first decision: the feature
+    warm-up, the observation window, and (with ``start_time``) every bar before the start."""
+    start_index = 0 if start_time is None else max(0, -(-(start_time - first_time) // step))
+    return max(FEATURE_WARMUP + 2, max(FEATURE_WARMUP, start_index) + window)
 
 
 class CandleHistory:
@@ -92,14 +102,19 @@ class CandleHistory:
                 added[pair] = rows[-1]
         return added
 
-    def market_data(self) -> MarketData | None:
-        """Aligned candles and features, or None while the feature warm-up is not complete."""
+    def span(self) -> tuple[int, int] | None:
+        """(first, last) bar time held by every pair, or None before each pair has a candle."""
         if any(not rows for rows in self.rows.values()):
             return None
         first = max(rows[0][0] for rows in self.rows.values())
         last = min(rows[-1][0] for rows in self.rows.values())
-        if (last - first) // self.step + 1 < FEATURE_WARMUP + 2:  # MarketData needs 2 bars
-            return None
+        return int(first), int(last)
+
+    def market_data(self) -> MarketData | None:
+        """Aligned candles and features, or None while the feature warm-up is not complete."""
+        span = self.span()
+        if span is None or (span[1] - span[0]) // self.step + 1 < FEATURE_WARMUP + 2:
+            return None  # MarketData needs 2 bars after the warm-up
         frames = {}
         for pair, rows in self.rows.items():
             arr = np.asarray(rows, dtype=np.float64)
@@ -165,9 +180,22 @@ class PaperTrader:
         self.finished = bool(state["needs_reset"][0])
 
     # ----------------------------------------------------------------------------------------
-    def _make_env(self, data: MarketData) -> VecMarketEnv:
-        env = VecMarketEnv(with_placeholder_bar(data), self.config, autoreset=False, record=True)
-        return env
+    def _make_env(self, data: MarketData, n_bars: int | None = None) -> VecMarketEnv:
+        """An env over the first ``n_bars`` bars of ``data`` (default all) and a placeholder."""
+        placed = with_placeholder_bar(data, n_bars)
+        return VecMarketEnv(placed, self.config, autoreset=False, record=True)
+
+    def warmup_progress(self) -> tuple[int, int] | None:
+        """(candles held, candles needed) while the session is still warming up, else None."""
+        if self.env is not None:
+            return None
+        span = self.history.span()
+        if span is None:
+            return 0, FEATURE_WARMUP + 2
+        first, last = span
+        have = (last - first) // self.history.step + 1
+        need = warmup_bars_needed(first, self.start_time, self.history.step, self.window)
+        return have, need
 
     def _first_decision_bar(self, data: MarketData) -> int:
         first = 0
@@ -239,7 +267,7 @@ class PaperTrader:
             decision = self._first_decision_bar(data)
             if data.n_bars - 1 < decision:
                 return
-            self.env = self._make_env(data.slice(0, decision + 1))
+            self.env = self._make_env(data, decision + 1)
             obs, _ = self.env.reset(options={"starts": [decision]})
             self.env.run_open_ended()
             self.pending = self._decide(obs, data, decision, c)
