@@ -323,3 +323,59 @@ def test_a_mistyped_command_is_refused_with_the_list_of_commands(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'trian'" in err and "walk-forward" in err
+
+
+def test_a_planted_look_ahead_leak_exits_6_through_the_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nexlify.evaluation import lookahead
+    from tests.test_lookahead_audit import leaky_features
+
+    # the audit's features peek at the next bar's close: the command must say so and exit 6
+    monkeypatch.setattr(lookahead, "compute_market_features", leaky_features)
+    assert main(["audit-lookahead", "--pairs", "BTC/USDT", "--cuts", "2"]) == 6
+    err = " ".join(capsys.readouterr().err.split())
+    assert "LEAK (feature)" in err and "next_return" in err and "leak(s) found" in err
+
+
+class _VenueWithHugeMinimums:
+    """A ccxt-shaped exchange whose markets need orders of at least 1e9 quote: every entry the
+    model could make would be refused, so the live session must refuse to start."""
+
+    id = "standin"
+
+    def __init__(self, config: dict[str, object]) -> None:
+        self.config = config
+        self.has: dict[str, bool] = {}  # no resting stop orders
+
+    def load_markets(self) -> dict[str, object]:
+        limits = {"amount": {"min": 1e-8}, "cost": {"min": 1e9}}
+        return {p: {"spot": True, "active": True, "limits": limits}
+                for p in ("BTC/USDT", "ETH/USDT")}  # fmt: skip
+
+    def amount_to_precision(self, pair: str, amount: float) -> str:
+        return f"{amount:.8f}"
+
+    def price_to_precision(self, pair: str, price: float) -> str:
+        return f"{price:.2f}"
+
+
+def test_a_live_trading_failure_exits_7_through_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ccxt
+
+    from nexlify.live.secrets import KEY_ENV, SECRET_ENV
+    from tests.test_paper_support import candles, save_model, write_candles
+
+    monkeypatch.setenv(KEY_ENV, "nxKEY-test")
+    monkeypatch.setenv(SECRET_ENV, "nxSECRET-test")
+    monkeypatch.setattr(ccxt, "binance", _VenueWithHugeMinimums)  # no network, no orders
+    model = save_model(tmp_path / "model.pt")
+    files = write_candles(tmp_path / "data", candles())
+    code = main(["paper", "--model", str(model), "--feed", "replay", "--data", *files,
+                 "--db", str(tmp_path / "live.db"), "--no-view", "--exchange", "binance",
+                 "--live", "--i-understand-this-trades-real-money"])  # fmt: skip
+    assert code == 7
+    err = " ".join(capsys.readouterr().err.split())
+    assert "below the minimum cost 1000000000.0" in err and "raise the capital" in err
