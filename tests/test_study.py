@@ -22,11 +22,10 @@ from nexlify.pipeline.study import (
     RESULTS_FILE,
     TRIALS_FILE,
     StudySpec,
-    daily_returns,
-    deflated_sharpe,
     prepare_markets,
     run_study,
 )
+from nexlify.pipeline.study_stats import daily_returns, deflated_sharpe
 from nexlify.train.config import run_config_from_dict
 
 PAIRS = ("BTC/USDT", "ETH/USDT")

@@ -1,0 +1,144 @@
+"""Statistics of the out-of-sample study: each policy's year, the deflated Sharpe ratio of the
+model, and the registry of configurations tried that the deflation counts."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nexlify.data.market_data import MarketData
+from nexlify.errors import ConfigError
+from nexlify.evaluation.stats import (
+    daily_returns as stats_daily_returns,
+)
+from nexlify.evaluation.stats import (
+    deflated_sharpe_ratio,
+    sharpe_ratio,
+    stationary_bootstrap_ci,
+)
+from nexlify.io import atomic_write_json
+from nexlify.market.evaluate import EvaluationResult
+
+# ---- per-policy statistics -------------------------------------------------------------------
+
+
+def daily_returns(result: EvaluationResult, data: MarketData) -> np.ndarray:
+    """Simple returns of the equity at each UTC day's last bar (the first day from the start)."""
+    equity = result.equity_curves[0]
+    start = result.starts[0]
+    # equity[k] is marked at the close of bar start + k: it belongs to that bar's day
+    days = data.time[start : start + equity.size] // 86400
+    return stats_daily_returns(equity, days)
+
+
+def _moments(r: np.ndarray) -> tuple[float, float]:
+    """(skewness, raw kurtosis) of r; (0, 3) when r has no spread (a flat line)."""
+    std = r.std()
+    if r.size < 3 or std == 0:
+        return 0.0, 3.0
+    z = (r - r.mean()) / std
+    return float(np.mean(z**3)), float(np.mean(z**4))
+
+
+def policy_row(
+    result: EvaluationResult, data: MarketData, cash_daily: np.ndarray | None, seed: int
+) -> dict[str, Any]:
+    """Headline metrics of one policy and its daily excess return over cash, with a 95%
+    stationary-bootstrap interval (daily returns are serially dependent; blocks of mean
+    length n^(1/3) days keep that)."""
+    metrics = result.metrics[0].to_dict()
+    daily = daily_returns(result, data)
+    excess = daily - cash_daily if cash_daily is not None else daily
+    low, high = stationary_bootstrap_ci(excess, seed=seed)
+    skew, kurt = _moments(excess)
+    return {
+        **{k: metrics[k] for k in ("total_return_pct", "sharpe", "max_drawdown_pct",
+                                   "n_trades", "fees_paid")},
+        "excess_daily_pct": float(excess.mean() * 100),
+        "excess_daily_ci95_pct": [low * 100, high * 100],
+        "daily_sharpe": sharpe_ratio(excess),
+        "days": int(excess.size),
+        "skew": skew,
+        "kurtosis": kurt,
+    }  # fmt: skip
+
+
+def deflated_sharpe(row: Mapping[str, Any], n_trials: int, trial_sharpes: list[float]) -> Any:
+    """The model's deflated Sharpe ratio given ``n_trials`` configurations tried.
+
+    The variance of Sharpe ratios across trials is that of the trials' daily Sharpe ratios on
+    the same year and venue when at least two are known, else the sampling variance of a
+    zero-edge Sharpe estimate, 1 / (days - 1).
+    """
+    days = int(row["days"])
+    variance = float(np.var(trial_sharpes, ddof=1)) if len(trial_sharpes) >= 2 else 1.0 / (days - 1)
+    try:
+        value = deflated_sharpe_ratio(
+            row["daily_sharpe"], n_trials, variance, days, row["skew"], row["kurtosis"]
+        )
+    except ValueError as exc:  # moments that give no Sharpe variance: said, not hidden
+        return {"value": None, "why": str(exc), "n_trials": n_trials}
+    return {"value": value, "n_trials": n_trials, "sharpe_variance": variance}
+
+
+# ---- the configurations tried ------------------------------------------------------------------
+
+
+def load_trials(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {"configs": {}}
+    try:
+        trials = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: the study's trial registry is unreadable: {exc}") from exc
+    return dict(trials)
+
+
+def record_trial(path: Path, key: str, output: str, cells: Mapping[str, float]) -> dict[str, Any]:
+    """Count configuration ``key`` (once) and store its model's daily Sharpe per year/venue."""
+    trials = load_trials(path)
+    entry = trials["configs"].setdefault(
+        key, {"output": output, "first_run": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "daily_sharpe": {}},
+    )  # fmt: skip
+    entry["daily_sharpe"].update(cells)
+    trials["n_trials"] = len(trials["configs"])
+    atomic_write_json(path, trials)
+    return trials
+
+
+def deflate_all(results: dict[str, Any], trials: Mapping[str, Any]) -> None:
+    n_trials = len(trials["configs"])
+    results["n_trials"] = n_trials
+    for year, entry in results["years"].items():
+        for venue, cell in entry["venues"].items():
+            sharpes = [
+                c["daily_sharpe"][f"{year}/{venue}"]
+                for c in trials["configs"].values()
+                if f"{year}/{venue}" in c["daily_sharpe"]
+            ]
+            cell["model"]["deflated_sharpe"] = deflated_sharpe(cell["model"], n_trials, sharpes)
+
+
+def pooled_excess(results: Mapping[str, Any], venue: str) -> dict[str, Any] | None:
+    """Mean daily excess return over cash across the finished years of ``venue`` (95% CI)."""
+    daily = [
+        np.asarray(entry["venues"][venue]["model_excess_daily"])
+        for entry in results["years"].values()
+        if venue in entry["venues"]
+    ]
+    if not daily:
+        return None
+    pooled = np.concatenate(daily)
+    low, high = stationary_bootstrap_ci(pooled, seed=0)
+    return {
+        "years": len(daily),
+        "days": int(pooled.size),
+        "excess_daily_pct": float(pooled.mean() * 100),
+        "excess_daily_ci95_pct": [low * 100, high * 100],
+    }
