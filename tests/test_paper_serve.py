@@ -85,8 +85,27 @@ def make_session_db(path: Path) -> Path:
         store.set_cursor(c, T0 + 3 * HOUR, 4)
     store.add_event("gap", "feed gap: 1 bar(s) missing from 2024-06-13T02:00", "warning", T0)
     store.add_event("order_failed", f"exchange said: bad apiKey {PLANTED}", "error", T0 + HOUR)
+    add_live_state(store)
     store.close()
     return path
+
+
+def add_live_state(store: SessionStore) -> None:
+    """Order roles, the reconciliation's block and a stop request, as live mode writes them
+    (the tables and column are made here where this store's schema lacks them)."""
+    c = store.conn
+    if "role" not in [row[1] for row in c.execute("PRAGMA table_info(orders)")]:
+        c.execute("ALTER TABLE orders ADD COLUMN role TEXT")
+    c.execute("UPDATE orders SET role = 'entry' WHERE kind = 'live'")
+    c.execute("UPDATE orders SET role = 'stop_loss' WHERE client_order_id = 'cid-stop'")
+    c.execute("CREATE TABLE IF NOT EXISTS live_state (id INTEGER PRIMARY KEY CHECK (id = 1), "
+              "entries_blocked TEXT, updated_at TEXT NOT NULL)")  # fmt: skip
+    c.execute("INSERT INTO live_state VALUES (1, 'ETH/USDT order cid-eth unconfirmed', 'x')")
+    c.execute("CREATE TABLE IF NOT EXISTS control (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+              "requested_at TEXT NOT NULL, source TEXT NOT NULL, flatten INTEGER NOT NULL, "
+              "handled_at TEXT, outcome TEXT)")  # fmt: skip
+    c.execute("INSERT INTO control (requested_at, source, flatten) "
+              "VALUES ('2024-06-13T03:30:00+00:00', 'cli', 1)")  # fmt: skip
 
 
 @pytest.fixture()
@@ -160,6 +179,16 @@ def test_status_endpoint_shows_the_session(session_db: Path, serve: Any) -> None
     assert [e["kind"] for e in status["events"]] == ["order_failed", "gap"]
     assert status["warnings"] == 2
     assert status["db"] == "live.db"  # the name, not the machine's folders
+    assert status["entries_blocked"] == "ETH/USDT order cid-eth unconfirmed"
+    assert status["stop_requested"]["flatten"] == 1
+
+
+def test_alerts_of_a_session_without_live_tables(session_db: Path) -> None:
+    conn = sqlite3.connect(session_db)
+    conn.executescript("DROP TABLE live_state; DROP TABLE control;")
+    conn.close()
+    payload = read_session(session_db, status_payload)
+    assert payload["entries_blocked"] is None and payload["stop_requested"] is None
 
 
 def test_curves_endpoint_gives_equity_and_drawdown(session_db: Path, serve: Any) -> None:
@@ -338,7 +367,9 @@ def test_page_renders_in_headless_chromium(session_db: Path, serve: Any, tmp_pat
     page = dom.stdout
     assert len(re.findall(r'class="main-svg"', page)) >= 4  # two plotly charts drawn
     assert "9,800.00" in page and "40% of the daily loss limit used" in page
-    assert "<td>BTC/USDT</td>" in page and "sell 0.010000 @ 57,000.0000 (open)" in page
+    assert "<td>BTC/USDT</td>" in page and "stop_loss sell 0.010000 @ 57,000.0000 (open)" in page
+    assert "New entries blocked: ETH/USDT order cid-eth unconfirmed" in page
+    assert "Stop requested at 2024-06-13T03:30:00+00:00 (flatten positions)" in page
     assert "cid-eth" in page and "<td>take</td>" in page and "<td>stop</td>" in page
     assert "feed gap: 1 bar(s) missing" in page and "bad apiKey" in page
     assert "2024-06-13 01:00" in page  # the position's entry time, formatted by the page

@@ -113,6 +113,25 @@ def open_orders(store: SessionStore) -> list[dict[str, Any]]:
     )
 
 
+def _rows_if_table(store: SessionStore, table: str, sql: str) -> list[dict[str, Any]]:
+    """``sql``'s rows, or none where the table is absent (a session of an older schema, which
+    this read-only reader cannot migrate)."""
+    found = store.rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+    return store.rows(sql) if found else []
+
+
+def live_alerts(store: SessionStore) -> dict[str, Any]:
+    """Why new entries are blocked (live reconciliation), and a stop request not yet handled."""
+    blocked = _rows_if_table(store, "live_state", "SELECT entries_blocked FROM live_state")
+    stops = _rows_if_table(
+        store, "control", "SELECT * FROM control WHERE handled_at IS NULL ORDER BY id DESC LIMIT 1"
+    )
+    return {
+        "entries_blocked": blocked[0]["entries_blocked"] if blocked else None,
+        "stop_requested": stops[0] if stops else None,
+    }
+
+
 def status_payload(store: SessionStore) -> dict[str, Any]:
     """What ``api/status`` answers: the status snapshot, positions with their resting orders,
     orders with no position (to check by hand), more events, and the share of today's limit."""
@@ -128,6 +147,7 @@ def status_payload(store: SessionStore) -> dict[str, Any]:
         loss = max(0.0, -snap["today_pnl"])
         limit = -snap["today_limit"]
         snap["limit_used_pct"] = loss / limit * 100.0 if limit > 0 else 0.0
+    snap.update(live_alerts(store))
     snap["db"] = store.path.name  # the name only: the page need not show the machine's folders
     snap["served_at"] = utc_now()
     return snap

@@ -16,9 +16,10 @@ REFRESH_SECONDS = 5.0
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:16px auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:6px 0 18px;width:100%}td,th{border:1px solid #ccc;
-padding:3px 7px;text-align:right;font-size:14px}th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left}.warning td{background:#fff6dd}
+padding:3px 7px;text-align:left;font-size:14px}th{background:#f3f3f3}
+td.num{text-align:right}.warning td{background:#fff6dd}
 .error td{background:#fde2e2}#banner{font-weight:bold;color:#b00}.live{color:#b00}
+.alert{color:#fff;background:#b00;padding:0 6px}.alert:empty{display:none}
 .cards{display:flex;flex-wrap:wrap;gap:10px}.card{border:1px solid #ccc;border-radius:6px;
 padding:8px 12px;min-width:170px}.card b{display:block;font-size:20px}.meter{height:8px;
 background:#eee;border-radius:4px;margin-top:4px}.meter div{height:8px;background:#d62728;
@@ -48,16 +49,29 @@ function fillTable(id, header, rows, rowClass) {
   rows.forEach((row, k) => {
     const tr = table.insertRow();
     if (rowClass) tr.className = rowClass(k);
-    for (const cell of row) tr.insertCell().textContent = cell;
+    for (const cell of row) {
+      const td = tr.insertCell();
+      td.textContent = cell;
+      if (/^[-+]?[0-9][0-9.,]*%?$/.test(String(cell))) td.className = 'num';
+    }
   });
 }
 function describeOrder(o) {
-  const kind = o.type || o.order_type || o.kind || '';
+  const kind = o.role || o.type || o.kind || '';
   const price = o.stop_price ?? o.trigger_price ?? o.price;
   return [kind, o.side, fmt(o.amount, 6), price ? '@ ' + fmt(price, 4) : '', '(' + o.status + ')']
     .filter(Boolean).join(' ');
 }
+function showAlerts(s) {
+  const alerts = [];
+  if (s.entries_blocked) alerts.push('New entries blocked: ' + s.entries_blocked);
+  if (s.stop_requested) alerts.push('Stop requested at ' + s.stop_requested.requested_at +
+    (s.stop_requested.flatten ? ' (flatten positions)' : '') + ', not handled yet');
+  if (s.locked) alerts.push('Daily loss limit reached: no new entries until the next UTC day');
+  text('alerts', alerts.join(' | '));
+}
 function showStatus(s) {
+  showAlerts(s);
   text('mode', (s.mode || '?').toUpperCase());
   document.getElementById('mode').className = s.mode === 'live' ? 'live' : '';
   text('pairs', (s.pairs || []).join(', ') + ' / ' + (s.timeframe || '?') + ', feed ' +
@@ -118,7 +132,8 @@ document.head.appendChild(plotly);
 """
 
 _BODY = """<h1>Nexlify <span id="mode">?</span> session: __NAME__</h1>
-<p id="banner"></p><p class="note"><span id="pairs"></span>; last bar <span id="last-bar"></span>;
+<p id="banner"></p><p id="alerts" class="alert"></p>
+<p class="note"><span id="pairs"></span>; last bar <span id="last-bar"></span>;
 <span id="updated">loading</span></p>
 <div class="cards">
 <div class="card">equity<b id="equity">-</b><span id="return"></span></div>
