@@ -213,6 +213,7 @@ def test_curves_before_the_first_traded_bar(tmp_path: Path, serve: Any) -> None:
     assert served.json("api/curves") == {"equity": None, "drawdown": None, "last_bar": None}
     status = served.json("api/status")
     assert "equity" not in status and "limit_used_pct" not in status
+    assert status["warmup"]["have"] == 0  # the page shows "warming up (have of need bars)"
 
 
 def test_page_refreshes_from_the_api_and_serves_plotly_locally(

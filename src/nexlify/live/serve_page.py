@@ -78,7 +78,9 @@ function showStatus(s) {
     (s.feed || '?'));
   text('last-bar', iso(s.last_bar) + ' (' + s.processed_bars + ' bars)');
   const trading = s.equity !== undefined;
-  text('equity', trading ? fmt(s.equity) : 'not trading yet (warming up)');
+  const warmup = s.warmup ? ': warming up (' + s.warmup.have + ' of ' + s.warmup.need + ' bars)'
+    : '';
+  text('equity', trading ? fmt(s.equity) : 'not trading yet' + warmup);
   text('return', trading ? fmt(s.return_pct) + '% since start' : '');
   text('today', trading ? fmt(s.today_pnl) + ' / ' + fmt(s.today_limit) : '-');
   const used = trading ? Math.min(100, s.limit_used_pct) : 0;
