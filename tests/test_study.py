@@ -235,3 +235,34 @@ def test_study_command_refuses_bad_input_with_exit_code(tmp_path: Path) -> None:
                  "--output", str(tmp_path / "out")])  # fmt: skip
     assert code != 0
     assert not (tmp_path / "out" / "runs").exists()  # nothing trained
+
+
+def test_study_command_runs_with_default_pairs(tmp_path: Path) -> None:
+    data = write_candles(tmp_path / "binance")
+    tiny = {k: dict(v) for k, v in TINY.items()}
+    tiny["data"] = {k: v for k, v in tiny["data"].items() if k != "pairs"}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny))
+    out = tmp_path / "out"
+    code = main(["study", "--data-dir", str(data), "--config", str(config), "--years", "2021",
+                 "--output", str(out)])  # fmt: skip
+    assert code == 0
+    results = json.loads((out / RESULTS_FILE).read_text())
+    assert results["config"]["data"]["pairs"] == ["BTC/USDT", "ETH/USDT"]
+    assert list(results["years"]["2021"]["venues"]) == ["binance"]  # named after the folder
+    assert "## 2021" in (out / "study.md").read_text()
+
+
+def test_pairs_of_a_config_file_are_kept(tmp_path: Path) -> None:
+    from nexlify.cli import build_parser
+    from nexlify.commands.study import resolved_study_config
+
+    config = tmp_path / "one.yaml"
+    config.write_text(yaml.safe_dump({"data": {"pairs": ["ETH/USDT"]}}))
+    parser = build_parser(["study"])
+    args = parser.parse_args(["study", "--data-dir", str(tmp_path), "--config", str(config)])
+    assert resolved_study_config(args).data.pairs == ("ETH/USDT",)
+    args = parser.parse_args(["study", "--data-dir", str(tmp_path)])
+    assert resolved_study_config(args).data.pairs == ("BTC/USDT", "ETH/USDT")
+    args = parser.parse_args(["study", "--data-dir", str(tmp_path), "--pairs", "SOL/USDT"])
+    assert resolved_study_config(args).data.pairs == ("SOL/USDT",)

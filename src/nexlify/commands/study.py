@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -25,7 +26,7 @@ from nexlify.errors import ConfigError
 from nexlify.pipeline.auto_retrain import attach_run_log
 from nexlify.pipeline.backends import require_backend
 from nexlify.pipeline.study import DEFAULT_YEARS, RESULTS_FILE, TABLE_FILE, StudySpec, run_study
-from nexlify.train.config import run_config_from_dict
+from nexlify.train.config import RunConfig, run_config_from_dict
 
 DEFAULT_PAIRS = ("BTC/USDT", "ETH/USDT")
 _SKIPPED = {"--data-dir", "--output-dir", "--test-days", "--source"}
@@ -135,11 +136,26 @@ def output_dir(args: argparse.Namespace) -> Path:
     return Path("benchmarks") / "results" / "study" / name
 
 
+def _config_file_sets_pairs(path: str | None) -> bool:
+    """Whether the --config file names its pairs (read after resolve_run_config validated it)."""
+    if path is None:
+        return False
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    return bool((values.get("data") or {}).get("pairs"))
+
+
+def resolved_study_config(args: argparse.Namespace) -> RunConfig:
+    """The pipeline's config as ``train`` resolves it; pairs default to DEFAULT_PAIRS unless
+    --pairs or the --config file names them."""
+    config = resolve_run_config(args)
+    if args.data__pairs is None and not _config_file_sets_pairs(args.config):
+        config = run_config_from_dict({"data": {"pairs": list(DEFAULT_PAIRS)}}, config)
+    return config
+
+
 def start_study(args: argparse.Namespace, console: Console) -> int:
     """Handler of ``nexlify study``."""
-    config = resolve_run_config(args)
-    if args.data__pairs is None:
-        config = run_config_from_dict({"data": {"pairs": list(DEFAULT_PAIRS)}}, config)
+    config = resolved_study_config(args)
     require_backend(config.pipeline.backend)
     spec = study_spec(args)
     out_dir = output_dir(args)
