@@ -8,8 +8,10 @@ import base64
 import json
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -288,6 +290,28 @@ def test_status_payload_matches_paper_status_json(session_db: Path) -> None:
     store.close()
     for key in ("equity", "today_pnl", "today_limit", "trades_total", "locked", "return_pct"):
         assert payload[key] == snap[key], key
+
+
+def test_the_command_serves_until_ctrl_c(session_db: Path) -> None:
+    """``nexlify paper serve --port 0`` prints where it listens, answers, and ends with exit 0
+    on Ctrl-C."""
+    command = [sys.executable, "-c", "from nexlify.cli import run; run()", "paper", "serve",
+               "--db", str(session_db), "--port", "0"]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        found = re.search(r"watching .*live\.db at http://127\.0\.0\.1:(\d+)/", line)
+        assert found, line
+        url = f"http://127.0.0.1:{found.group(1)}/api/status"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert json.loads(response.read())["equity"] == 9_800.0
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 # ---- access rules ---------------------------------------------------------------------------

@@ -311,7 +311,9 @@ def start_serve(args: argparse.Namespace, console: Console) -> int:
     """Handler of ``nexlify paper serve``: serve until Ctrl-C."""
     server = make_server(args.db, args.host, args.port, args.token)
     hint = " (add ?token=<your token> to the address)" if args.token else ""
-    console.print(f"watching {args.db} at {server.url}{hint}; Ctrl-C stops", highlight=False)
+    console.print(  # one line, never wrapped: the address is copied from it
+        f"watching {args.db} at {server.url}{hint}; Ctrl-C stops", highlight=False, soft_wrap=True
+    )
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
