@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -342,6 +343,17 @@ def test_token_is_required_on_every_route(session_db: Path, serve: Any) -> None:
     assert served.get(f"api/status?token={TOKEN}")[0] == 200
     assert served.get("api/curves", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
     assert served.get(f"?token={TOKEN}")[0] == 200
+
+
+def test_ipv6_loopback_needs_no_token(session_db: Path, serve: Any) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        served = serve(session_db, host="::1")
+    except ConfigError as exc:
+        pytest.skip(f"cannot listen on ::1 here: {exc}")
+    assert served.url.startswith("http://[::1]:")
+    assert served.json("api/status")["equity"] == 9_800.0
 
 
 def test_foreign_host_header_is_refused_without_token(session_db: Path, serve: Any) -> None:

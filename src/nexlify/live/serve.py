@@ -19,6 +19,7 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -199,7 +200,9 @@ class WatchServer(ThreadingHTTPServer):
         import plotly.offline
 
         self.plotly_js = plotly.offline.get_plotlyjs().encode()
-        super().__init__((host, port), WatchHandler)
+        if ":" in host:  # an IPv6 address such as ::1
+            self.address_family = socket.AF_INET6
+        super().__init__((host.strip("[]"), port), WatchHandler)
 
     @property
     def url(self) -> str:
