@@ -36,6 +36,11 @@ def test_the_summary_and_the_final_model_carry_the_verdict(
     last = caplog.records[-1]
     assert "EDGE OVER CASH" in last.getMessage()
     assert last.levelno == (logging.INFO if edge["found"] else logging.WARNING)
+    baselines = summary["baselines"]
+    assert baselines["cash"]["excess_daily_return"]["mean_pct"] == 0.0
+    assert baselines["cash"]["val_metrics"]["avg_sharpe"] == 0.0
+    hold = baselines["buy_and_hold"]["excess_daily_return"]
+    assert hold["n_days"] >= 9 and hold["low_pct"] < hold["mean_pct"] < hold["high_pct"]
     report = (tmp_path / "out" / "training_report.md").read_text()
     assert "Edge over cash:" in report and f"p = {edge['p']:.3f}" in report
 

@@ -41,7 +41,14 @@ from nexlify.agent.dqn import load_agent
 from nexlify.agent.ensemble import EnsembleAgent
 from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError, InterruptedRunError
-from nexlify.evaluation.edge import describe_edge, run_edge_gate, write_model_edge
+from nexlify.evaluation.edge import (
+    describe_edge,
+    excess_of_returns,
+    format_excess,
+    run_edge_gate,
+    window_daily_returns,
+    write_model_edge,
+)
 from nexlify.io import atomic_write, atomic_write_json, atomic_write_text
 from nexlify.market.baselines import run_baselines
 from nexlify.pipeline.backends import make_backend
@@ -452,10 +459,17 @@ def _run_pipeline(
         entry = _means(scores, [results[name].average() for results in per_fold])
         if n_folds > 1:
             entry["fold_scores"] = scores
+        daily = [
+            window_daily_returns(fold.val, results[name], None)
+            for fold, results in zip(folds, per_fold, strict=True)
+        ]
+        entry["excess_daily_return"] = excess_of_returns(np.concatenate(daily))
         summary["baselines"][name] = entry
     for name, entry in summary["baselines"].items():
-        log.info("baseline %-13s val score %.3f (return %+.3f%%)", name, entry["val_score"],
-                 entry["val_metrics"]["avg_return"])  # fmt: skip
+        log.info("baseline %-13s val score %.3f (return %+.3f%%, Sharpe %.2f, excess/day %s)",
+                 name, entry["val_score"], entry["val_metrics"]["avg_return"],
+                 entry["val_metrics"]["avg_sharpe"],
+                 format_excess(entry["excess_daily_return"]))  # fmt: skip
     summary_path = out_dir / SUMMARY_FILE
     atomic_write_json(summary_path, summary)
 
