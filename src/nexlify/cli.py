@@ -1,7 +1,7 @@
 """The ``nexlify`` command: one handler per subcommand, errors mapped to exit codes.
 
 nexlify train [options]      the training pipeline (same flags as the root script)
-nexlify baselines [options]  buy-and-hold, SMA crossover and random, with metrics
+nexlify baselines [options]  cash, buy-and-hold, trend, always-long, SMA, random: metrics
 nexlify ablate [options]     full config vs each Rainbow/training component removed
 """
 
