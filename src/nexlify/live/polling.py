@@ -13,7 +13,10 @@ limit)``, ``milliseconds()``, optionally ``fetch_time()``), so tests pass a loca
 - A bar is delivered once every pair has it (or has a later one: that pair has a gap there).
 - Network and rate-limit errors are retried with exponential back-off through an injectable
   ``sleep`` (``ccxt.NetworkError`` and subclasses); after ``max_retries`` a DataError stops the
-  session, which continues exactly where it stopped when started again.
+  session, which continues exactly where it stopped when started again. ``retries`` counts
+  them, so live trading can reconcile the account after a reconnect.
+- Waiting for the next candle is done in steps of at most ``poll_s``, asking ``should_stop``
+  between them: a stop request (``nexlify paper stop``, SIGTERM) ends the wait (``None``).
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class PollingFeed:
         self.log = logger or logging.getLogger("nexlify.paper.feed")
         self.offset_ms = 0
         self.retries = 0
+        self.should_stop: Callable[[], bool] = lambda: False
         self._errors = _network_errors()
         self.measure_clock_skew()
 
@@ -169,10 +173,13 @@ class PollingFeed:
     def next_bars(self, after: int | None) -> list[Bar] | None:
         if after is None:
             return self.initial_bars()
-        while True:
+        while not self.should_stop():
             bars = [b for b in self._bars((after * MS) + self.step_ms) if b.time > after]
             if bars:
                 return bars
             next_close = (after * MS) + 2 * self.step_ms + self.grace_ms
-            wait = max(self.poll_s, (next_close - self.now_ms()) / MS)
-            self.sleep(min(wait, 3600.0))
+            wait = min(3600.0, max(self.poll_s, (next_close - self.now_ms()) / MS))
+            while wait > 0 and not self.should_stop():
+                self.sleep(min(wait, self.poll_s))  # short steps: a stop request ends the wait
+                wait -= self.poll_s
+        return None

@@ -26,6 +26,16 @@ Schema (times are unix seconds UTC of a bar's *open*; ``bar_time`` is the bar ju
                  open positions.
 ``live_holdings`` live mode: base-currency amount bought through the exchange, per pair.
 ``events``       gaps, protection, errors and restarts, for the status view.
+``control``      stop requests (``nexlify paper stop``, SIGTERM): when, whether to flatten, and
+                 when and how the running session handled it (another process writes here).
+``live_state``   live mode: why new entries are blocked (reconciliation found something the
+                 database does not know), or NULL.
+``live_baseline`` live mode: base-currency balances the account held before the session (left
+                 alone, never traded).
+
+Live exchange orders carry a ``role``: ``entry``, ``exit``, ``stop_loss``, ``take_profit`` or
+``flatten``; protective orders keep their trigger price in ``price``. Version 1 databases (no
+``role``) are migrated in place when opened; no row is lost.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ import numpy as np
 
 from nexlify.errors import ConfigError, DataError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS session (
@@ -91,7 +101,7 @@ CREATE TABLE IF NOT EXISTS orders (
     kind TEXT NOT NULL, bar_time INTEGER NOT NULL, pair TEXT NOT NULL, side TEXT NOT NULL,
     amount REAL NOT NULL, price REAL, status TEXT NOT NULL,
     client_order_id TEXT UNIQUE, exchange_order_id TEXT, filled REAL, error TEXT,
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, role TEXT
 );
 CREATE TABLE IF NOT EXISTS positions (
     pair TEXT PRIMARY KEY, quantity REAL NOT NULL, entry_price REAL NOT NULL,
@@ -106,7 +116,20 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, bar_time INTEGER,
     level TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS control (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, requested_at TEXT NOT NULL, source TEXT NOT NULL,
+    flatten INTEGER NOT NULL, handled_at TEXT, outcome TEXT
+);
+CREATE TABLE IF NOT EXISTS live_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1), entries_blocked TEXT, updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS live_baseline (
+    currency TEXT PRIMARY KEY, amount REAL NOT NULL, at TEXT NOT NULL
+);
 """
+
+MIGRATIONS = {1: ("ALTER TABLE orders ADD COLUMN role TEXT",)}
+"""Statements that bring a database of schema version ``v`` to ``v + 1``."""
 
 
 def utc_now() -> str:
@@ -140,6 +163,24 @@ class SessionStore:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.executescript(SCHEMA)
+        self.migrate()
+
+    def migrate(self) -> None:
+        """Bring an older session's schema to :data:`SCHEMA_VERSION` in one transaction."""
+        row = self.conn.execute("SELECT schema_version FROM session WHERE id = 1").fetchone()
+        version = SCHEMA_VERSION if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"{self.path}: session schema {version} is newer than this Nexlify's "
+                f"({SCHEMA_VERSION}); upgrade Nexlify to continue it"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with self.transaction() as c:
+            for v in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[v]:
+                    c.execute(statement)
+            c.execute("UPDATE session SET schema_version = ? WHERE id = 1", (SCHEMA_VERSION,))
 
     def close(self) -> None:
         self.conn.close()

@@ -1,0 +1,379 @@
+"""Live trading against ccxt's real binance class, only its HTTP layer recorded.
+
+A sandbox session places entries, rests protective stops, trails them, cancels them on exits,
+reconciles at start and stops on request, with the database and the exchange's recorded state
+agreeing after every bar. Bad input is refused before any order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar
+
+import ccxt
+import pandas as pd
+import pytest
+from rich.console import Console
+
+import nexlify.commands.paper as paper_command
+from nexlify.cli import build_parser, main
+from nexlify.errors import ConfigError
+from nexlify.live.feeds import Bar, ReplayFeed
+from nexlify.live.secrets import KEY_ENV, SECRET_ENV
+from nexlify.live.venue import OrderRefusedError
+from tests.recorded_exchanges import BinanceBook, RecordedHTTP, binance_exchange
+from tests.test_paper_support import candles, save_model, write_candles
+
+KEY = "nxTESTNETKEY4d2f9a7c1e3b5d7f9a1c3e5b7d9f1a3c5e7b9d1f3a5c7e9b1d3f5a7"
+SECRET = "nxTESTNETSECRET8b6d4f2a0c8e6b4d2f0a8c6e4b2d0f8a6c4e2b0d8f6a4c2e0b8d"
+
+
+def db_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params).fetchall()]
+    finally:
+        conn.close()
+
+
+def assert_agree(db: Path, book: BinanceBook) -> None:
+    """The database and the exchange's recorded state say the same thing."""
+    if not db.exists() or not db_rows(db, "SELECT name FROM sqlite_master WHERE name='orders'"):
+        return
+    resting = {o["client_id"] for o in book.open_orders()}
+    recorded = {
+        r["client_order_id"]
+        for r in db_rows(
+            db, "SELECT client_order_id FROM orders WHERE kind='live' AND status='open'"
+        )
+    }
+    assert resting == recorded
+    held = {r["pair"]: r["amount"] for r in db_rows(db, "SELECT * FROM live_holdings")}
+    baseline = {r["currency"]: r["amount"] for r in db_rows(db, "SELECT * FROM live_baseline")}
+    for pair in ("BTC/USDT", "ETH/USDT"):
+        base = pair.split("/")[0]
+        expected = baseline.get(base, 0.0) + held.get(pair, 0.0)
+        assert float(book.total(base)) == pytest.approx(expected, abs=1e-9), pair
+    sent = [r["client_order_id"] for r in db_rows(db, "SELECT * FROM orders WHERE kind='live'")]
+    on_exchange = [o["client_id"] for o in book.state["orders"].values()]
+    assert len(on_exchange) == len(set(on_exchange))  # no order ever sent twice
+    assert set(on_exchange) <= set(sent)  # the exchange has nothing the database does not know
+
+
+class MarketMovingFeed(ReplayFeed):
+    """Replay whose bars also move the recorded exchange: during a bar the market trades
+    through its low..high (resting stops fire), and market orders after it fill at its close.
+    Before each bar, the database and the exchange must agree; ``at`` runs hooks by bar."""
+
+    book: BinanceBook
+    db: Path
+    hooks: ClassVar[dict[int, Any]] = {}
+    check = True
+
+    def next_bars(self, after: int | None) -> list[Bar] | None:
+        if self.check:
+            assert_agree(self.db, self.book)
+        bars = super().next_bars(after)
+        for bar in bars or []:
+            hook = self.hooks.get(self.bars.index(bar))
+            if hook is not None:
+                hook()
+            for pair, (_, high, low, close, _) in bar.candles.items():
+                symbol = pair.replace("/", "")
+                self.book.trade_through(symbol, low, high)
+                self.book.set_price(symbol, close)
+        return bars
+
+
+@pytest.fixture
+def live_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    frames = candles()
+    files = write_candles(tmp_path / "data", frames)
+    model = save_model(tmp_path / "model.pt")
+    book = BinanceBook(KEY, SECRET, balances={"USDT": "10000", "BNB": "1"})
+    for pair, frame in frames.items():
+        book.set_price(pair.replace("/", ""), float(frame["close"].iloc[0]))
+    db = tmp_path / "live.db"
+    MarketMovingFeed.book, MarketMovingFeed.db = book, db
+    MarketMovingFeed.hooks, MarketMovingFeed.check = {}, True
+    monkeypatch.setattr(paper_command, "ReplayFeed", MarketMovingFeed)
+    https: list[RecordedHTTP] = []
+
+    def factory(exchange_id: str, config: dict[str, Any]) -> Any:
+        assert exchange_id == "binance" and config["apiKey"] == KEY
+        exchange, http = binance_exchange(book, sandbox=False)
+        https.append(http)
+        return exchange
+
+    def args(*extra: str) -> argparse.Namespace:
+        return build_parser().parse_args(
+            [
+                "paper",
+                "--model",
+                str(model),
+                "--feed",
+                "replay",
+                "--data",
+                *files,
+                "--db",
+                str(db),
+                "--no-view",
+                "--live",
+                "--sandbox",
+                *extra,
+            ]
+        )
+
+    return {
+        "book": book,
+        "db": db,
+        "args": args,
+        "factory": factory,
+        "https": https,
+        "frames": frames,
+    }
+
+
+def _run(setup: dict[str, Any], *extra: str) -> int:
+    return paper_command.start_paper(
+        setup["args"](*extra), Console(stderr=True), exchange_factory=setup["factory"]
+    )
+
+
+def test_sandbox_session_places_protects_trails_and_agrees_with_the_exchange(
+    live_setup: dict[str, Any],
+) -> None:
+    book, db = live_setup["book"], live_setup["db"]
+    assert _run(live_setup) == 0
+    assert_agree(db, book)
+    http = live_setup["https"][0]
+    assert {host for _, host, _, _ in http.log} == {"testnet.binance.vision"}  # sandbox
+    orders = db_rows(db, "SELECT * FROM orders WHERE kind='live' ORDER BY id")
+    roles = [o["role"] for o in orders]
+    assert roles.count("entry") >= 3 and roles.count("exit") >= 1
+    stops = [o for o in orders if o["role"] == "stop_loss"]
+    assert len(stops) > roles.count("entry")  # trailed by cancel/replace
+    assert {o["status"] for o in stops} <= {"open", "cancelled", "filled"}
+    # each entry is followed at once by its stop at the simulator's level, on the tick
+    for entry in (o for o in orders if o["role"] == "entry" and o["status"] == "filled"):
+        stop = next(
+            o for o in stops if o["bar_time"] == entry["bar_time"] and o["pair"] == entry["pair"]
+        )
+        assert stop["price"] == round(stop["price"], 2) and stop["price"] < entry["price"]
+        assert stop["amount"] <= entry["filled"]
+    # binance locks the amount for the stop: the take-profit is refused once, said once
+    events = db_rows(db, "SELECT * FROM events")
+    assert sum("take-profit cannot rest" in e["message"] for e in events) == 1
+    assert any(e["kind"] == "reconcile" and "agree" in e["message"] for e in events)
+    # amounts on the lot step, client ids deterministic and unique
+    posted = [p for m, _, path, p in http.log if m == "POST" and path == "/api/v3/order"]
+    ids = [p["newClientOrderId"] for p in posted]
+    assert len(ids) == len(set(ids)) and all(i.startswith("nx") for i in ids)
+    assert all(len(i) <= 36 for i in ids)
+
+
+def test_stop_request_from_another_process_flattens_and_is_recorded(
+    live_setup: dict[str, Any],
+) -> None:
+    book, db = live_setup["book"], live_setup["db"]
+    holding: list[float] = []
+
+    def stop() -> None:
+        held = db_rows(db, "SELECT SUM(amount) AS a FROM live_holdings")[0]["a"] or 0.0
+        if held > 0 and not holding:
+            holding.append(held)
+            assert main(["paper", "stop", "--db", str(db), "--flatten"]) == 0
+
+    MarketMovingFeed.hooks = {k: stop for k in range(340, 480)}
+    assert _run(live_setup) == 0
+    assert holding, "the session never held a position to flatten"
+    assert_agree(db, book)
+    assert book.open_orders() == []
+    assert all(r["amount"] == 0 for r in db_rows(db, "SELECT * FROM live_holdings"))
+    dust = sum(r["amount"] for r in db_rows(db, "SELECT * FROM live_baseline"))
+    assert float(book.total("BTC") + book.total("ETH")) == pytest.approx(dust)
+    assert dust < 1e-3
+    control = db_rows(db, "SELECT * FROM control")
+    assert len(control) == 1 and control[0]["handled_at"] and "flattened" in control[0]["outcome"]
+    flat = db_rows(db, "SELECT * FROM orders WHERE role='flatten'")
+    assert flat and all(o["status"] == "filled" for o in flat)
+    total = len(next(iter(live_setup["frames"].values())))
+    cursor = db_rows(db, "SELECT * FROM feed_cursor")[0]
+    assert cursor["processed_bars"] < total  # it stopped early
+    # started again: the flattened positions are not bought back, the session goes on
+    buys_before = len(db_rows(db, "SELECT id FROM orders WHERE role='entry'"))
+    MarketMovingFeed.hooks = {}
+    assert _run(live_setup) == 0
+    assert_agree(db, book)
+    assert db_rows(db, "SELECT * FROM feed_cursor")[0]["processed_bars"] == total
+    later = db_rows(db, "SELECT * FROM orders WHERE role='entry' ORDER BY id")[buys_before:]
+    assert later and all(o["bar_time"] > cursor["last_bar_time"] for o in later)
+
+
+def test_reconciliation_blocks_entries_on_what_the_database_does_not_know(
+    live_setup: dict[str, Any],
+) -> None:
+    book, db = live_setup["book"], live_setup["db"]
+    assert _run(live_setup, "--max-bars", "40") == 0
+    entries = len(db_rows(db, "SELECT id FROM orders WHERE role='entry'"))
+    assert entries > 0
+    # someone buys ETH by hand on the account while the session is down
+    book.move("ETH", free=Decimal("0.5"))
+    MarketMovingFeed.check = False  # they disagree now, on purpose
+    assert _run(live_setup) == 0
+    events = db_rows(db, "SELECT * FROM events WHERE kind='reconcile'")
+    assert any("ETH" in e["message"] and "expects" in e["message"] for e in events)
+    blocked = db_rows(db, "SELECT entries_blocked FROM live_state")[0]["entries_blocked"]
+    assert blocked and "ETH" in blocked
+    assert len(db_rows(db, "SELECT id FROM orders WHERE role='entry'")) == entries
+    assert float(book.total("ETH")) >= 0.5  # never adopted, never sold
+
+
+def test_a_reply_lost_in_a_timeout_is_found_by_its_client_id_not_sent_again(
+    live_setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book, db = live_setup["book"], live_setup["db"]
+    factory = live_setup["factory"]
+
+    def lossy(exchange_id: str, config: dict[str, Any]) -> Any:
+        exchange = factory(exchange_id, config)
+        original = exchange.session.request
+
+        def request(method: str, url: str, **kw: Any) -> Any:
+            if method == "POST" and exchange.session.lose_replies == 0 and not lost:
+                exchange.session.lose_replies = 1
+                lost.append(url)
+            return original(method, url, **kw)
+
+        exchange.session.request = request
+        return exchange
+
+    lost: list[str] = []
+    live_setup["factory"] = lossy
+    assert _run(live_setup) == 0
+    assert lost
+    first = db_rows(db, "SELECT * FROM orders WHERE kind='live' ORDER BY id")[0]
+    assert first["status"] == "filled" and first["exchange_order_id"]
+    assert_agree(db, book)
+
+
+def test_bad_input_is_refused_before_any_order(
+    live_setup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book = live_setup["book"]
+    # a venue without the pair
+    book.info["symbols"] = [s for s in book.info["symbols"] if s["symbol"] != "ETHUSDT"]
+    book.symbols.pop("ETHUSDT")
+    with pytest.raises(ConfigError, match="binance has no market ETH/USDT"):
+        _run(live_setup)
+    assert not live_setup["db"].exists()
+    # an amount below the minimum: the model's 5% of 10000 is 500 USDT, minimum set to 1000
+    info = BinanceBook(KEY, SECRET).info
+    for s in info["symbols"]:
+        for f in s["filters"]:
+            if f["filterType"] == "NOTIONAL":
+                f["minNotional"] = "1000.00000000"
+    book.info, book.symbols = info, {s["symbol"]: s for s in info["symbols"]}
+    with pytest.raises(OrderRefusedError, match=r"BTC/USDT.*minimum cost 1000"):
+        _run(live_setup)
+    assert [p for m, _, p, _ in live_setup["https"][-1].log if m == "POST"] == []
+    # an exchange without a sandbox
+    live_setup["factory"] = lambda eid, config: ccxt.bitstamp(config)
+    with pytest.raises(ConfigError, match="bitstamp has no sandbox"):
+        _run(live_setup)
+    # keys missing
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(ConfigError, match=KEY_ENV):
+        _run(live_setup)
+    # a model of other pairs / timeframe
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with pytest.raises(ConfigError, match="the model trades"):
+        _run(live_setup, "--pairs", "SOL/USDT")
+    with pytest.raises(ConfigError, match="the model uses 1h"):
+        _run(live_setup, "--timeframe", "4h")
+
+
+def test_sigterm_writes_a_stop_request_the_loop_honours(live_setup: dict[str, Any]) -> None:
+    import os
+    import signal
+
+    db = live_setup["db"]
+    MarketMovingFeed.hooks = {150: lambda: os.kill(os.getpid(), signal.SIGTERM)}
+    before = signal.getsignal(signal.SIGTERM)
+    assert _run(live_setup) == 0
+    assert signal.getsignal(signal.SIGTERM) == before  # restored
+    control = db_rows(db, "SELECT * FROM control")
+    assert [c["source"] for c in control] == ["SIGTERM"] and control[0]["handled_at"]
+    processed = db_rows(db, "SELECT processed_bars FROM feed_cursor")[0]["processed_bars"]
+    assert processed == 150  # bar 150 arrived with the request: left for the next start
+    assert_agree(db, live_setup["book"])
+
+
+def test_paper_stop_needs_a_session(tmp_path: Path) -> None:
+    assert main(["paper", "stop", "--db", str(tmp_path / "none.db")]) == 3
+
+
+def test_old_session_databases_are_migrated_without_losing_rows(tmp_path: Path) -> None:
+    db = tmp_path / "v1.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE session (id INTEGER PRIMARY KEY, created_at TEXT, model_path TEXT, "
+        "model_sha256 TEXT, pairs TEXT, timeframe TEXT, feed TEXT, mode TEXT, market_config "
+        "TEXT, start_time INTEGER, gap_cooldown INTEGER, schema_version INTEGER);"
+        "INSERT INTO session VALUES (1, 'x', 'm', 'h', '[]', '1h', 'poll', 'live', '{}', 0, "
+        "24, 1);"
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, "
+        "bar_time INTEGER NOT NULL, pair TEXT NOT NULL, side TEXT NOT NULL, amount REAL NOT "
+        "NULL, price REAL, status TEXT NOT NULL, client_order_id TEXT UNIQUE, "
+        "exchange_order_id TEXT, filled REAL, error TEXT, created_at TEXT NOT NULL, "
+        "updated_at TEXT NOT NULL);"
+        "INSERT INTO orders (kind, bar_time, pair, side, amount, status, created_at, "
+        "updated_at) VALUES ('live', 1, 'BTC/USDT', 'buy', 0.1, 'filled', 'a', 'b');"
+    )
+    conn.commit()
+    conn.close()
+    from nexlify.live.store import SCHEMA_VERSION, SessionStore
+
+    store = SessionStore(db)
+    assert store.rows("SELECT pair, role FROM orders") == [{"pair": "BTC/USDT", "role": None}]
+    assert store.session() is not None
+    assert store.rows("SELECT schema_version FROM session")[0]["schema_version"] == SCHEMA_VERSION
+    store.close()
+
+
+def test_trailing_levels_are_the_simulators(tmp_path: Path) -> None:
+    from nexlify.config import RiskConfig
+    from nexlify.live.protect import protective_levels
+
+    risk = RiskConfig(stop_loss=0.02, take_profit=0.05, trailing_stop=0.03)
+    # entry 100, high 101: stop = max(98, 97.97) = 98; high 110: max(98, 106.7) = 106.7
+    assert protective_levels({"entry_price": 100.0, "high_water": 101.0}, risk) == {
+        "stop_loss": pytest.approx(98.0),
+        "take_profit": pytest.approx(105.0),
+    }
+    levels = protective_levels({"entry_price": 100.0, "high_water": 110.0}, risk)
+    assert levels["stop_loss"] == pytest.approx(106.7)
+    off = RiskConfig(stop_loss=0.0, take_profit=0.0, trailing_stop=0.0)
+    assert protective_levels({"entry_price": 100.0, "high_water": 110.0}, off) == {}
+
+
+def test_client_order_ids_are_deterministic_and_fit_the_venues() -> None:
+    from nexlify.live.orders import ROLE_CODES, OrderDesk
+
+    desk = OrderDesk.__new__(OrderDesk)
+    desk.tag = "a1b2c3"
+    cid = desk.client_id(1_733_011_200, "BTC/USDT", "stop_loss")
+    assert (
+        cid
+        == "nxa1b2c3-1733011200-BTC-sl"
+        == desk.client_id(1_733_011_200, "BTC/USDT", "stop_loss")
+    )
+    longest = desk.client_id(1_733_011_200, "1000SATSXYZ/USDT", "take_profit")
+    assert len(longest) <= 36 and set(ROLE_CODES) >= {"entry", "exit", "flatten"}
+    assert pd.Series([cid]).str.fullmatch(r"[A-Za-z0-9-]+").all()
