@@ -19,12 +19,21 @@ from nexlify.data.market_data import build_market_data
 from nexlify.errors import ConfigError, DataError
 from nexlify.evaluation.backtest import model_spec
 from nexlify.live.broker import LiveBroker
+from nexlify.live.control import (
+    StoppableFeed,
+    StopSignal,
+    mark_stop_handled,
+    pending_stop,
+    request_stop,
+)
 from nexlify.live.feeds import Feed, ReplayFeed
 from nexlify.live.notify import close_notifier, start_notifier, webhook_url
+from nexlify.live.polling import PollingFeed
 from nexlify.live.secrets import Credentials, install_redaction
 from nexlify.live.session import SessionSettings, open_session, run_session
 from nexlify.live.status import closing_line, render_status, status_json, status_snapshot
 from nexlify.live.store import SessionStore
+from nexlify.live.venue import SPOT_OPTIONS, Venue, check_position_size, enable_sandbox
 
 CONFIRM_FLAG = "--i-understand-this-trades-real-money"
 ExchangeFactory = Callable[[str, dict[str, Any]], Any]
@@ -42,10 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "action",
         nargs="?",
-        choices=["run", "status", "report", "serve"],
+        choices=["run", "status", "report", "serve", "stop"],
         default="run",
         help="run (default), status, report (HTML of the session, to --out), or serve (a local "
-        "web page that watches the session)",
+        "web page that watches the session), or stop (ask the running session to end; "
+        "--flatten also closes its live positions)",
     )
     p.add_argument(
         "--db",
@@ -122,7 +132,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="place REAL orders (keys from NEXLIFY_API_KEY / NEXLIFY_API_SECRET)",
     )
     p.add_argument(
-        CONFIRM_FLAG, dest="confirm_real_money", action="store_true", help="required with --live"
+        CONFIRM_FLAG,
+        dest="confirm_real_money",
+        action="store_true",
+        help="required with --live (not with --sandbox: test money)",
+    )
+    p.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="use the exchange's sandbox/testnet through ccxt (refused where it has none); "
+        "testnet keys in NEXLIFY_API_KEY / NEXLIFY_API_SECRET",
+    )
+    p.add_argument(
+        "--flatten",
+        action="store_true",
+        help="stop: cancel the protective orders and market-sell the live positions",
     )
     p.set_defaults(handler=start_paper)
 
@@ -153,6 +177,64 @@ def _replay_frames(files: list[str], pairs: tuple[str, ...], tf: str) -> dict[st
     return {p: read_candles(f, tf) for p, f in zip(pairs, files, strict=True)}
 
 
+def _make_exchange(
+    args: argparse.Namespace, credentials: Credentials | None, factory: ExchangeFactory
+) -> Any:
+    """The ccxt exchange of the session: spot markets only when trading; its testnet with
+    ``--sandbox`` (refused where ccxt knows none)."""
+    config: dict[str, Any] = {}
+    if credentials is not None:
+        config = {**credentials.ccxt_config(), "options": dict(SPOT_OPTIONS)}
+    exchange = factory(args.exchange, config)
+    if args.sandbox:
+        enable_sandbox(exchange)
+    return exchange
+
+
+def _last_closes(store: SessionStore, pairs: tuple[str, ...]) -> dict[str, float]:
+    candles = store.candles(list(pairs))
+    return {p: float(rows[-1, 4]) for p, rows in candles.items() if len(rows)}
+
+
+def _request_stop(args: argparse.Namespace, console: Console) -> int:
+    """``nexlify paper stop``: write a stop request the running session acts on."""
+    if not Path(args.db).is_file():
+        raise DataError(f"{args.db}: no such session database")
+    store = SessionStore(args.db)
+    try:
+        if store.session() is None:
+            raise DataError(f"{args.db}: no session in this database")
+        request_stop(store, flatten=args.flatten, source="nexlify paper stop")
+    finally:
+        store.close()
+    what = "stop and flatten" if args.flatten else "stop"
+    console.print(
+        f"{what} requested in {args.db}: the running session acts on it within one poll "
+        "(a session not running acts on it when started)"
+    )
+    return 0
+
+
+def _finish_stop(store: SessionStore, broker: LiveBroker | None, console: Console) -> None:
+    """After the loop: carry out a pending stop request (flatten first when asked)."""
+    request = pending_stop(store)
+    if request is None:
+        return
+    outcome = f"stopped on request ({request['source']})"
+    if request["flatten"]:
+        if broker is None:
+            outcome += "; flatten asked, but a paper session holds nothing on an exchange"
+        else:
+            orders = broker.flatten(store.cursor() or 0)
+            sold = sum(1 for o in orders if o["status"] == "filled")
+            left = {p: a for p, a in broker.holdings().items() if a > 0}
+            outcome += f"; flattened: {sold} market sell(s) filled"
+            if left:
+                outcome += f"; STILL HELD (check the exchange): {left}"
+    mark_stop_handled(store, outcome)
+    console.print(outcome)
+
+
 def _setup_logging(args: argparse.Namespace) -> logging.Logger:
     log = logging.getLogger("nexlify.paper")
     log.setLevel(logging.INFO)
@@ -181,6 +263,8 @@ def start_paper(
         atomic_write_text(out, paper_report_html(args.db))
         console.print(f"report written: {out}")
         return 0
+    if args.action == "stop":
+        return _request_stop(args, console)
     if args.action == "status":
         if not Path(args.db).is_file():
             raise DataError(f"{args.db}: no such session database")
@@ -193,7 +277,7 @@ def start_paper(
         raise ConfigError("--model is required to run a session")
     credentials = None
     if args.live:
-        if not args.confirm_real_money:
+        if not args.confirm_real_money and not args.sandbox:
             raise ConfigError(f"--live places real orders; add {CONFIRM_FLAG} to confirm")
         credentials = Credentials.from_environment()
     log = _setup_logging(args)
@@ -220,11 +304,14 @@ def start_paper(
             start = int(pd.Timestamp(args.start, tz="UTC").timestamp())
     exchange = None
     if args.feed == "poll" or args.live:
-        config = credentials.ccxt_config() if credentials is not None else {}
-        exchange = exchange_factory(args.exchange, config)
+        exchange = _make_exchange(args, credentials, exchange_factory)
+    elif args.sandbox:
+        raise ConfigError("--sandbox applies to --feed poll or --live (replay uses no exchange)")
+    venue = None
+    if credentials is not None and exchange is not None:
+        venue = Venue(exchange, spec.pairs, log)
+        venue.load()  # a venue without the pairs is refused before anything is written
     if args.feed == "poll":
-        from nexlify.live.polling import PollingFeed
-
         feed = PollingFeed(
             exchange, spec.pairs, spec.timeframe, history_bars=args.history_bars, logger=log
         )
@@ -237,12 +324,22 @@ def start_paper(
         gap_cooldown=args.gap_cooldown,
     )
     store, trader = open_session(settings, policy, spec, feed, check, log)
+    inner_feed, sigterm = feed, StopSignal()
+    feed = StoppableFeed(feed, store, sigterm)
+    if isinstance(inner_feed, PollingFeed):
+        inner_feed.should_stop = feed.stop_requested
     broker = None
-    if credentials is not None and exchange is not None:
-        console.print("[bold red]LIVE TRADING: real orders will be placed[/]")
-        broker = LiveBroker(exchange, store, credentials, log)
-        broker.start()
+    if credentials is not None and venue is not None:
+        money = "test money (sandbox)" if args.sandbox else "REAL orders will be placed"
+        console.print(f"[bold red]LIVE TRADING: {money}[/]")
+        closes = _last_closes(store, spec.pairs)
+        if not closes and check is not None:  # replay: nothing stored yet
+            closes = dict(zip(check.pairs, check.prices[-1, :, 3].tolist(), strict=True))
+        check_position_size(venue, spec.market, closes)
+        broker = LiveBroker(exchange, store, credentials, log, venue=venue, feed=inner_feed)
+        broker.start(trader)
     notifier = start_notifier(args.notify, store.path, log, credentials)
+    restore_sigterm = sigterm.install(log)
     try:
         if args.no_view or not console.is_terminal:
             progress = run_session(trader, feed, broker=broker, max_bars=args.max_bars)
@@ -256,7 +353,9 @@ def start_paper(
                     trader, feed, broker=broker, max_bars=args.max_bars, on_update=refresh
                 )
         console.print(closing_line(status_snapshot(store), progress.new_bars, progress.traded))
+        _finish_stop(store, broker, console)
     finally:
+        restore_sigterm()
         store.close()
         close_notifier(notifier)
     return 0
