@@ -266,3 +266,21 @@ def test_pairs_of_a_config_file_are_kept(tmp_path: Path) -> None:
     assert resolved_study_config(args).data.pairs == ("BTC/USDT", "ETH/USDT")
     args = parser.parse_args(["study", "--data-dir", str(tmp_path), "--pairs", "SOL/USDT"])
     assert resolved_study_config(args).data.pairs == ("SOL/USDT",)
+
+
+def test_the_bar_needs_a_gain_and_a_sharpe_above_zero_and_every_baseline() -> None:
+    from nexlify.pipeline.study_report import _beats_everything
+
+    def cell(model: tuple[float, float], **baselines: float) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "test": {},
+            "model": {"total_return_pct": model[0], "sharpe": model[1]},
+        }
+        for name, sharpe in baselines.items():
+            out[name] = {"total_return_pct": 0.0, "sharpe": sharpe}
+        return out
+
+    assert _beats_everything(cell((1.0, 0.8), cash=0.0, trend=0.7))
+    assert not _beats_everything(cell((1.0, 0.8), cash=0.0, trend=0.9))  # a baseline did better
+    assert not _beats_everything(cell((-0.1, 0.8), cash=0.0))  # lost money
+    assert not _beats_everything(cell((1.0, -0.1), random=-0.5))  # Sharpe not above 0

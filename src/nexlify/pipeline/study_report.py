@@ -35,7 +35,8 @@ def _dsr_text(dsr: Mapping[str, Any] | None) -> str:
         return "n/a"
     if dsr.get("value") is None:
         return f"n/a ({dsr.get('why')})"
-    return f"{dsr['value']:.3f} ({dsr['n_trials']} configurations tried)"
+    tried = dsr["n_trials"]
+    return f"{dsr['value']:.3f} ({tried} configuration{'' if tried == 1 else 's'} tried)"
 
 
 def _year_section(year: str, entry: Mapping[str, Any]) -> list[str]:
@@ -47,7 +48,7 @@ def _year_section(year: str, entry: Mapping[str, Any]) -> list[str]:
         "",
         f"Trained on {train['start'][:16]} .. {train['end'][:16]} ({train['bars']} bars), "
         f"selected on {val['start'][:10]} .. {val['end'][:10]}; final model: "
-        f"{pipe.get('final_model_kind')} (validation score {pipe.get('final_model_score')}).",
+        f"{pipe.get('final_model_kind')} (validation score {pipe.get('final_model_score'):.3f}).",
         "",
     ]
     for venue, cell in entry["venues"].items():
@@ -91,8 +92,11 @@ def study_markdown(results: Mapping[str, Any]) -> str:
         if pooled is None:
             continue
         low, high = pooled["excess_daily_ci95_pct"]
+        cells = [e["venues"][venue] for e in results["years"].values() if venue in e["venues"]]
+        met = sum(_beats_everything(cell) for cell in cells)
         lines.append(
-            f"- {venue}: {pooled['years']} years, {pooled['days']} days, model excess over cash "
-            f"{pooled['excess_daily_pct']:+.4f}%/day [{low:+.4f}, {high:+.4f}]"
+            f"- {venue}: {pooled['years']} year(s), {pooled['days']} days, model excess over cash "
+            f"{pooled['excess_daily_pct']:+.4f}%/day [{low:+.4f}, {high:+.4f}]; return > 0 and "
+            f"Sharpe above 0 and every baseline in {met} of {len(cells)} year(s)"
         )
     return "\n".join(lines) + "\n"
