@@ -11,7 +11,12 @@ from nexlify.config import EnvConfig, MarketConfig
 from nexlify.data.market_data import CLOSE
 from nexlify.data.sources import synthetic_market
 from nexlify.errors import ConfigError
-from nexlify.market.baselines import BASELINES, run_baseline, run_baselines
+from nexlify.market.baselines import (
+    BASELINES,
+    always_long_policy,
+    run_baseline,
+    run_baselines,
+)
 from nexlify.market.evaluate import evaluate_policy
 from nexlify.market.rules_off import daily_close_bars, evaluate_target, trend_target
 from tests.helpers import bars_market, market_config
@@ -140,6 +145,23 @@ def test_rules_off_baselines_use_the_same_windows_as_the_env() -> None:
     hold = np.array([m.total_return_pct for m in results["buy_and_hold"].metrics])
     capped = np.array([m.total_return_pct for m in results["always_long"].metrics])
     assert np.abs(hold).mean() > 5 * np.abs(capped).mean()
+
+
+def test_buy_and_hold_equals_the_simulator_with_every_rule_off() -> None:
+    # One pair, whole account per position, no stops, no daily limit, no ruin: the env's
+    # always-long then holds the same position as buy_and_hold, through the kernel's own fills.
+    data = synthetic_market(("BTC/USDT",), "1h", seed=2, days=30)
+    base = market_config(fee=0.001, slippage_bps=5.0, stop_loss=0.0, take_profit=0.0,
+                         trailing_stop=0.0, max_position=1.0, daily_loss_limit=1.0)  # fmt: skip
+    config = replace(base, env=replace(base.env, ruin_equity=0.0))
+    ours = run_baseline("buy_and_hold", data, config, episode_length=0)
+    env = evaluate_policy(always_long_policy(), data, config, episode_length=0)
+    np.testing.assert_allclose(ours.equity_curves[0], env.equity_curves[0], rtol=1e-9)
+    assert ours.metrics[0].fees_paid == pytest.approx(env.metrics[0].fees_paid, rel=1e-9)
+    assert ours.metrics[0].sharpe == pytest.approx(env.metrics[0].sharpe, rel=1e-6)
+    (a,), (b,) = ours.trades[0], env.trades[0]
+    for key in ("entry_bar", "exit_bar", "entry_price", "exit_price", "quantity", "pnl", "fees"):
+        assert a[key] == pytest.approx(b[key], rel=1e-9), key
 
 
 def test_unknown_baseline_names_the_choices(two_pairs) -> None:  # type: ignore[no-untyped-def]
