@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import ccxt
 import pandas as pd
@@ -29,14 +29,22 @@ class StandInExchange:
 
     id = "standin"
 
-    def __init__(self, config: dict[str, Any], rows: dict[str, list[list[float]]] | None = None,
-                 now_ms: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: dict[str, Any],
+        rows: dict[str, list[list[float]]] | None = None,
+        now_ms: int = 0,
+    ) -> None:
         self.config = config
         self.rows = rows or {}
         self.now = now_ms
         self.orders: list[tuple[str, str, float, dict[str, Any]]] = []
         self.failures = {"sell": 1}
         self.network_failures = 0
+        self.timeouts = 0
+        self.lost_replies = 0
+        self.partial_next = False
+        self.partial: dict[str, float] = {}
 
     def milliseconds(self) -> int:
         return self.now
@@ -52,35 +60,114 @@ class StandInExchange:
         rows = [r for r in self.rows[symbol] if since <= r[0] <= self.now + 3000]
         return rows[:limit]
 
-    def fetch_balance(self) -> dict[str, Any]:
-        return {"free": {"USDT": 10_000.0}}
+    # no resting stop orders: protection falls back to the simulator's bar-close exits
+    has: ClassVar[dict[str, bool]] = {"createStopLossOrder": False, "createTakeProfitOrder": False}
 
-    def create_order(self, symbol: str, type: str, side: str, amount: float,
-                     price: float | None = None, params: dict[str, Any] | None = None,
-                     ) -> dict[str, Any]:  # fmt: skip
+    def load_markets(self) -> dict[str, Any]:
+        limits = {"amount": {"min": 1e-5}, "cost": {"min": 5.0}}
+        return {p: {"base": p.split("/")[0], "spot": True, "limits": limits} for p in PAIRS}
+
+    def amount_to_precision(self, symbol: str, amount: float) -> str:
+        return f"{int(amount * 1e5) / 1e5:.5f}"
+
+    def price_to_precision(self, symbol: str, price: float) -> str:
+        return f"{price:.2f}"
+
+    def fetch_balance(self) -> dict[str, Any]:
+        held: dict[str, float] = {}
+        for symbol, side, amount, _ in self.orders:
+            base = symbol.split("/")[0]
+            held[base] = held.get(base, 0.0) + (amount if side == "buy" else -amount)
+        return {"free": {"USDT": 10_000.0}, "total": {"USDT": 10_000.0, **held}}
+
+    def fetch_open_orders(self, symbol: str, *args: Any) -> list[dict[str, Any]]:
+        return []
+
+    def fetch_order(self, id: str | None, symbol: str, params: Any = None) -> dict[str, Any]:
+        cid = (params or {}).get("clientOrderId")
+        for k, (_, side, amount, p) in enumerate(self.orders):
+            if p.get("clientOrderId") == cid or str(k + 1) == id:
+                filled = self.partial.get(p.get("clientOrderId"), amount)
+                return {
+                    "id": str(k + 1),
+                    "status": "closed",
+                    "filled": filled,
+                    "side": side,
+                    "average": 100.0,
+                    "fees": [{"currency": "USDT", "cost": 0.1}],
+                }
+        raise ccxt.OrderNotFound(f"standin order {id or cid} does not exist")
+
+    def create_order(
+        self,
+        symbol: str,
+        type: str,
+        side: str,
+        amount: float,
+        price: float | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         if self.failures.get(side):
             self.failures[side] -= 1
             raise ccxt.AuthenticationError(
                 f'binance {{"code":-2015,"msg":"Invalid API-key {self.config["apiKey"]}, IP, or '
                 f'permissions; signature for secret {self.config["secret"]}"}}'
             )
+        if self.timeouts:  # the request never reaches the exchange
+            self.timeouts -= 1
+            raise ccxt.RequestTimeout("standin POST /order timed out")
         self.orders.append((symbol, side, amount, dict(params or {})))
-        return {"id": str(len(self.orders)), "filled": amount, "average": 100.0}
+        if self.lost_replies:  # the order is placed, its reply is lost
+            self.lost_replies -= 1
+            raise ccxt.RequestTimeout("standin POST /order read timed out")
+        if self.partial_next and side == "buy":
+            self.partial_next = False
+            self.partial[params["clientOrderId"]] = amount / 2  # type: ignore[index]
+            return {
+                "id": str(len(self.orders)),
+                "status": "closed",
+                "filled": amount / 2,
+                "average": 100.0,
+                "fees": [],
+            }
+        return {
+            "id": str(len(self.orders)),
+            "status": "closed",
+            "filled": amount,
+            "average": 100.0,
+            "fees": [],
+        }
 
 
 def _live_args(tmp_path: Path, *extra: str) -> argparse.Namespace:
     model = save_model(tmp_path / "model.pt")
     files = write_candles(tmp_path / "data", candles())
-    return build_parser().parse_args(["paper", "--model", str(model), "--feed", "replay",
-                                      "--data", *files, "--db", str(tmp_path / "live.db"),
-                                      "--no-view", "--log", str(tmp_path / "paper.log"),
-                                      "--live", *extra])  # fmt: skip
+    return build_parser().parse_args(
+        [
+            "paper",
+            "--model",
+            str(model),
+            "--feed",
+            "replay",
+            "--data",
+            *files,
+            "--db",
+            str(tmp_path / "live.db"),
+            "--no-view",
+            "--log",
+            str(tmp_path / "paper.log"),
+            "--live",
+            *extra,
+        ]
+    )
 
 
 def test_live_orders_mirror_the_simulator_and_keys_never_leak(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv(KEY_ENV, FAKE_KEY)
     monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
     caplog.set_level(logging.DEBUG)
@@ -97,6 +184,9 @@ def test_live_orders_mirror_the_simulator_and_keys_never_leak(
     db = tmp_path / "live.db"
     live = db_rows(db, "SELECT * FROM orders WHERE kind = 'live'")
     assert {o["status"] for o in live} == {"filled", "failed"}
+    assert {o["role"] for o in live} == {"entry", "exit"}  # no resting orders on this venue
+    said = db_rows(db, "SELECT message FROM events WHERE kind = 'protection'")
+    assert "supports no resting stop orders" in said[0]["message"]
     assert len(exchange.orders) >= 4
     assert {o[0] for o in exchange.orders} <= set(PAIRS)
     sim_buys = db_rows(db, "SELECT * FROM orders WHERE kind='sim' AND side='buy'")
@@ -163,3 +253,42 @@ def test_polling_feed_closed_candles_backoff_skew_and_gaps() -> None:
     exchange.network_failures = 100
     with pytest.raises(DataError, match="still failing"):
         feed.next_bars(more[-1].time)
+
+
+def test_faults_timeouts_lost_replies_and_partial_fills_never_double_an_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, FAKE_KEY)
+    monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
+    exchanges: list[StandInExchange] = []
+
+    def factory(exchange_id: str, config: dict[str, Any]) -> StandInExchange:
+        exchange = StandInExchange(config)
+        exchange.failures = {}
+        exchange.timeouts = 1  # the first order never reaches the exchange
+        exchange.lost_replies = 1  # the second is placed but its reply is lost
+        exchange.partial_next = True  # the third buy fills half
+        exchanges.append(exchange)
+        return exchange
+
+    args = _live_args(tmp_path, "--i-understand-this-trades-real-money")
+    assert start_paper(args, Console(stderr=True), exchange_factory=factory) == 0
+    exchange, db = exchanges[0], tmp_path / "live.db"
+    live = db_rows(db, "SELECT * FROM orders WHERE kind = 'live' ORDER BY id")
+    statuses = [o["status"] for o in live]
+    assert statuses[0] == "not_sent" and statuses[1] == "filled"
+    ids = [o[3]["clientOrderId"] for o in exchange.orders]
+    assert len(ids) == len(set(ids))  # no order sent twice
+    assert live[0]["client_order_id"] not in ids  # it never reached the exchange
+    assert live[1]["client_order_id"] in ids  # found by its client id after the lost reply
+    half = [o for o in live if o["filled"] and o["filled"] < o["amount"]]
+    assert len(half) == 1 and half[0]["side"] == "buy"
+    events = db_rows(db, "SELECT kind FROM events")
+    assert {"not_sent", "partial_fill"} <= {e["kind"] for e in events}
+    # every pair ends flat or holding what the database says: the exit sold the half only
+    sells = [
+        o
+        for o in live
+        if o["side"] == "sell" and o["pair"] == half[0]["pair"] and o["id"] > half[0]["id"]
+    ]
+    assert sells and sells[0]["amount"] == pytest.approx(half[0]["filled"], abs=1e-5)

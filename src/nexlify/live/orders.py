@@ -174,7 +174,8 @@ class OrderDesk:
         binance, and a buy's base-currency fee decides what we hold."""
         if order.get("side") != "buy" or not float(order.get("filled") or 0.0):
             return order
-        if order.get("fees") or order.get("fee"):
+        has = getattr(self.exchange, "has", None) or {}
+        if order.get("fees") or order.get("fee") or not has.get("fetchOrderTrades"):
             return order
         trades = self.exchange.fetch_order_trades(order["id"], pair)
         fees = [t["fee"] for t in trades if t.get("fee")]
