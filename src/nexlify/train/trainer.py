@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -26,30 +25,34 @@ from nexlify.data.augment import AugmentConfig
 from nexlify.data.market_data import MarketData
 from nexlify.errors import TrainingError
 from nexlify.market.env import VecMarketEnv
-from nexlify.market.evaluate import EvaluationResult, evaluate_policy
 from nexlify.system.batch_size import BatchPlanner, OOMBackoff
 from nexlify.system.core_share import CoreShare
 from nexlify.system.thermal import ThermalGuard
-from nexlify.train.callbacks import EarlyStopping
+from nexlify.train.callbacks import (
+    Callback,
+    EarlyStopping,
+    MachineGuards,
+    NextRoundMarket,
+    ResumePoints,
+    TensorBoardCallback,
+    Validation,
+    ValidationCallback,
+    resume_note,
+    validate,
+)
+from nexlify.train.collector import Collector
 from nexlify.train.config import TrainConfig
 from nexlify.train.curriculum import TrainingMarkets
-from nexlify.train.divergence import CHECK_EVERY, DivergenceGuard
-from nexlify.train.resume import (
-    ResumePoint,
-    learner_state,
-    load_learner_state,
-    load_replay_state,
-    replay_state,
-)
+from nexlify.train.divergence import DivergenceGuard
+from nexlify.train.learner import LearnerStep
+from nexlify.train.resume import ResumePoint
+from nexlify.train.run_state import TrainingRun, make_env
 from nexlify.train.swa import WeightAverager
 from nexlify.train.tensorboard import TensorBoardLogger
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (episodes done, episodes planned) as training advances; a unit that stops early
 ends with one call (done, done): the total lowered to what was done says it is over."""
-
-ValidationCallback = Callable[[int, float], None]
-"""Called with (episodes done, validation score) after every validation."""
 
 
 @dataclass
@@ -97,11 +100,6 @@ class GreedyActor(Protocol):
 def greedy_policy(agent: GreedyActor) -> Callable[[np.ndarray, VecMarketEnv], np.ndarray]:
     """The agent's greedy policy in the form ``evaluate_policy`` takes."""
     return lambda obs, env: agent.greedy(obs)
-
-
-def validate(agent: GreedyActor, data: MarketData, config: MarketConfig) -> EvaluationResult:
-    """Greedy policy over the validation windows."""
-    return evaluate_policy(greedy_policy(agent), data, config)
 
 
 class Trainer:
@@ -203,7 +201,39 @@ class Trainer:
         (:mod:`nexlify.train.resume`).
         """
         started = time.perf_counter()
-        cfg = self.agent_config
+        run = self._start(episodes, agent, eps_start)
+        callbacks = self._callbacks(resume)
+        validation = Validation(self.val_data, self.market, self.eval_every, log=self.log,
+                                label=self.label, on_validation=on_validation,
+                                callbacks=callbacks)  # fmt: skip
+        if resume is not None:
+            self._resume(run, resume)
+        while run.done_episodes < episodes and not run.stopped_early:
+            for callback in callbacks:
+                callback.before_vector_step(run)
+            epsilon = run.epsilon()
+            before = run.collector.transitions
+            ended = run.collector.step(run.agent, epsilon)
+            run.learner.learn(before, run.collector.transitions)
+            if ended is None:
+                continue
+            run.count_episodes(ended)
+            if progress is not None:
+                progress(min(run.done_episodes, episodes), episodes)
+            if validation.due(run):
+                validation.run(run, epsilon)
+                for callback in callbacks:
+                    callback.after_validation(run, ended)
+            if ended.all_envs and not run.stopped_early:
+                for callback in callbacks:
+                    callback.end_of_round(run)
+        if run.stopped_early and progress is not None:
+            progress(run.done_episodes, run.done_episodes)  # over: a bar stops here, not at 300
+        swa_score, swa_selected = self._finish_swa(run)
+        return self._result(run, swa_score, swa_selected, time.perf_counter() - started)
+
+    def _start(self, episodes: int, agent: DQNAgent | None, eps_start: float | None) -> TrainingRun:
+        """The run's env, agent, replay buffer, collector and learner, before any step."""
         practices = self.practices
         num_envs = envs_for(episodes, self.num_envs)
         if num_envs != self.num_envs:
@@ -213,30 +243,11 @@ class Trainer:
         data, market, phase = (
             markets.market_for(0.0) if markets is not None else (self.train_data, self.market, 4)
         )
-        env = VecMarketEnv(data, market, num_envs, seed=self.seed, copy_obs=False)
-        if agent is None and self.batch_planner is not None:
-            plan = self.batch_planner.plan(self.agent_config, env.obs_size, env.n_actions,
-                                           num_envs, self.device)  # fmt: skip
-            self.agent_config = plan.apply(self.agent_config)
-            self.log.info("%s | %s", self.label, plan.describe())
-        if agent is None:
-            agent = self.make_agent(env.obs_size, env.n_actions)
-        elif (agent.obs_dim, agent.n_actions) != (env.obs_size, env.n_actions):
-            raise TrainingError(
-                f"{self.label}: the model expects {agent.obs_dim} inputs and {agent.n_actions} "
-                f"actions but this market gives {env.obs_size} and {env.n_actions}"
-            )
+        env = make_env(data, market, num_envs, self.seed)
+        agent = self._agent_for(env, num_envs, agent)
         cfg = agent.config
         buffer = ReplayBuffer.from_config(cfg, num_envs, env.obs_size, device=agent.device)
-        per = cfg.prioritized_replay
         rng = np.random.default_rng([self.seed, 7])
-        eps0 = cfg.eps_start if eps_start is None else eps_start
-        planned = episodes * env.episode_length
-        stopper = EarlyStopping(
-            practices.early_stopping_patience if practices else 0,
-            practices.early_stopping_min_delta if practices else 0.0,
-        )
-        averager = WeightAverager(agent.online) if practices and practices.swa else None
         guard = DivergenceGuard(
             agent,
             max_rollbacks=practices.divergence_rollbacks if practices else 0,
@@ -244,231 +255,118 @@ class Trainer:
             log=self.log,
             label=self.label,
         )
-        swa_start = practices.swa_start if practices else 1.0
+        learner = LearnerStep(
+            agent,
+            buffer,
+            rng,
+            oom_backoff=self.oom_backoff,
+            guard=guard,
+            averager=WeightAverager(agent.online) if practices and practices.swa else None,
+            planned_transitions=episodes * env.episode_length,
+            swa_start=practices.swa_start if practices else 1.0,
+        )
+        stopper = EarlyStopping(
+            practices.early_stopping_patience if practices else 0,
+            practices.early_stopping_min_delta if practices else 0.0,
+        )
+        return TrainingRun(
+            seed=self.seed,
+            episodes=episodes,
+            agent=agent,
+            collector=Collector(env, buffer, rng),
+            learner=learner,
+            rng=rng,
+            markets=markets,
+            phase=phase,
+            eps_start=cfg.eps_start if eps_start is None else eps_start,
+            stopper=stopper,
+            next_eval=min(self.eval_every, episodes),
+        )
 
-        obs, _ = env.reset()
-        transitions = 0
-        gradient_steps = 0
-        done_episodes = 0
-        rounds = 0
-        stopped_early = False
-        next_eval = min(self.eval_every, episodes)
-        recent_returns: list[float] = []
-        losses: list[float] = []
-        history: list[dict[str, float]] = []
-        best_score = -math.inf
-        best_state: dict[str, Any] | None = None
-        best_metrics: dict[str, float] = {}
-        best_episode = 0
-        refill_until = 0
-        saved = resume.load() if resume is not None else None
-        if saved is not None:
-            load_learner_state(agent, saved["learner"])
-            rng.bit_generator.state = saved["rng"]
-            c = saved["counters"]
-            transitions, gradient_steps, done_episodes = (
-                c["transitions"],
-                c["gradient_steps"],
-                c["done_episodes"],
+    def _agent_for(self, env: VecMarketEnv, num_envs: int, agent: DQNAgent | None) -> DQNAgent:
+        """A fresh agent sized for ``env`` (batch planned when asked), or ``agent`` checked."""
+        if agent is None:
+            if self.batch_planner is not None:
+                plan = self.batch_planner.plan(self.agent_config, env.obs_size, env.n_actions,
+                                               num_envs, self.device)  # fmt: skip
+                self.agent_config = plan.apply(self.agent_config)
+                self.log.info("%s | %s", self.label, plan.describe())
+            return self.make_agent(env.obs_size, env.n_actions)
+        if (agent.obs_dim, agent.n_actions) != (env.obs_size, env.n_actions):
+            raise TrainingError(
+                f"{self.label}: the model expects {agent.obs_dim} inputs and {agent.n_actions} "
+                f"actions but this market gives {env.obs_size} and {env.n_actions}"
             )
-            rounds, next_eval, phase = c["rounds"], c["next_eval"], c["phase"]
-            recent_returns, losses, history = (
-                saved["recent_returns"],
-                saved["losses"],
-                saved["history"],
-            )
-            best = saved["best"]
-            best_score, best_metrics = best["score"], best["metrics"]
-            best_episode, best_state = best["episode"], best["state"]
-            stopper.best, stopper.bad_validations = saved["stopper"]
-            if averager is not None and saved["averager"] is not None:
-                averager.averaged.load_state_dict(saved["averager"]["state"])
-                averager.n_averaged = saved["averager"]["n"]
-            guard.load_state_dict(saved["guard"])
-            if markets is not None:  # the round change that followed the save
-                markets.rng.bit_generator.state = saved["markets_rng"]
-                rounds += 1
-                data, market, phase = markets.market_for(transitions / planned)
-                env = VecMarketEnv(data, market, num_envs, seed=_round_seed(self.seed, rounds),
-                                   copy_obs=False)  # fmt: skip
-                obs, _ = env.reset()
-            else:
-                env.load_state_dict(saved["env"])
-                obs = saved["env"]["obs"].copy()
-            if saved["replay"] is not None:
-                load_replay_state(buffer, saved["replay"])
-            else:
-                refill_until = transitions + cfg.learning_starts
-            note = (
-                ""
-                if saved["replay"] is not None
-                else (
-                    " (without the replay buffer: refilling it first; results differ from an "
-                    "uninterrupted run)"
-                )
-            )
-            self.log.info("%s | resumed at episode %d/%d from %s%s", self.label, done_episodes,
-                          episodes, resume.path if resume else "", note)  # fmt: skip
-        next_obs = np.empty_like(obs)
+        return agent
 
-        while done_episodes < episodes and not stopped_early:
-            if self.thermal is not None:
-                self.thermal.check()
-            if self.core_share is not None:
-                self.core_share.wait_for_turn()
-            progress_frac = transitions / planned
-            epsilon = 0.0 if cfg.noisy else agent.epsilon_at(progress_frac, start=eps0)
-            actions = agent.act(obs, epsilon, rng)
-            new_obs, rewards, terminated, truncated, info = env.step(actions)
-            np.copyto(next_obs, new_obs)
-            if "final_obs" in info:
-                rows = info["_final_obs"]
-                next_obs[rows] = info["final_obs"][rows]
-            buffer.add(obs, actions, rewards, next_obs, terminated, truncated)
-            before = transitions
-            transitions += num_envs
-            due = cfg.gradient_steps_between(before, transitions)
-            for _ in range(due if transitions >= refill_until else 0):
-                if per:
-                    frac = min(transitions / planned, 1.0)
-                    beta = cfg.per_beta_start + frac * (cfg.per_beta_end - cfg.per_beta_start)
-                    buffer.sampler.beta = beta  # type: ignore[attr-defined]
-                batch, stats = self.oom_backoff.step(
-                    cfg.batch_size, lambda n: buffer.sample(n, rng), agent.update_no_sync
-                )
-                gradient_steps += 1
-                healthy = True
-                if per and agent.last_td_error_B is not None:
-                    td_B = agent.last_td_error_B.cpu().numpy()
-                    healthy = bool(np.isfinite(td_B).all())
-                    if healthy:  # a NaN priority would poison the sum tree
-                        buffer.update_priorities(batch.indices, td_B)
-                    else:
-                        guard.rollback("a TD error became non-finite", gradient_steps)
-                if healthy and gradient_steps % CHECK_EVERY == 0:
-                    loss = float(stats[0])
-                    healthy = guard.check(loss, gradient_steps)
-                    if healthy:
-                        losses.append(loss)
-                if not healthy and averager is not None:
-                    averager.restart_if_nonfinite(agent.online)
-                if healthy and averager is not None and transitions >= swa_start * planned:
-                    averager.update(agent.online)
-            obs = new_obs
-            if "episode" in info:
-                finished = info["_episode"]
-                recent_returns.extend(info["episode"]["return_pct"][finished].tolist())
-                done_episodes += int(finished.sum())
-                if progress is not None:
-                    progress(min(done_episodes, episodes), episodes)
-                if done_episodes >= next_eval or done_episodes >= episodes:
-                    if not guard.weights_finite():  # never validate (or keep) broken weights
-                        guard.rollback("a weight became non-finite", gradient_steps)
-                        if averager is not None:
-                            averager.restart_if_nonfinite(agent.online)
-                    result = validate(agent, self.val_data, self.market)
-                    score = result.score()
-                    avg = result.average()
-                    window = recent_returns[-max(num_envs, 10) :]
-                    entry = {
-                        "episode": float(done_episodes),
-                        "epsilon": epsilon,
-                        "train_return_pct": float(np.mean(window)) if window else 0.0,
-                        "loss": float(np.mean(losses[-20:])) if losses else float("nan"),
-                        "learning_rate": agent.lr_schedule.learning_rate,
-                        "phase": float(phase),
-                        "val_score": score,
-                        **{f"val_{k}": v for k, v in avg.items()},
-                    }
-                    history.append(entry)
-                    if self.tensorboard is not None:
-                        self.tensorboard.log(entry)
-                    improved = score > best_score
-                    if improved:
-                        best_score, best_metrics, best_episode = score, avg, done_episodes
-                        best_state = copy.deepcopy(agent.online.state_dict())
-                    agent.lr_schedule.after_validation(score)
-                    if on_validation is not None:
-                        on_validation(done_episodes, score)
-                    stopped_early = stopper.step(score) and done_episodes < episodes
-                    self.log.info(
-                        "%s | episode %d/%d | train return %+.3f%% | eps %.3f | loss %.5f | "
-                        "val score %.3f (return %+.3f%%, sharpe %.2f)%s%s",
-                        self.label, done_episodes, episodes, entry["train_return_pct"], epsilon,
-                        entry["loss"], score, avg["avg_return"], avg["avg_sharpe"],
-                        " *best*" if improved else "",
-                        " | early stop" if stopped_early else "",
-                    )  # fmt: skip
-                    next_eval = done_episodes + self.eval_every
-                    if (resume is not None and finished.all() and not stopped_early
-                            and done_episodes < episodes):  # fmt: skip
-                        resume.save({
-                            "learner": learner_state(agent),
-                            "rng": rng.bit_generator.state,
-                            "markets_rng": markets.rng.bit_generator.state if markets else None,
-                            "env": env.state_dict() if markets is None else None,
-                            "replay": replay_state(buffer) if resume.replay else None,
-                            "counters": {"transitions": transitions, "rounds": rounds,
-                                         "gradient_steps": gradient_steps, "phase": phase,
-                                         "done_episodes": done_episodes, "next_eval": next_eval},
-                            "recent_returns": recent_returns, "losses": losses,
-                            "history": history,
-                            "best": {"score": best_score, "metrics": best_metrics,
-                                     "episode": best_episode, "state": best_state},
-                            "stopper": [stopper.best, stopper.bad_validations],
-                            "averager": {"state": averager.averaged.state_dict(),
-                                         "n": averager.n_averaged} if averager else None,
-                            "guard": guard.state_dict(),
-                        })  # fmt: skip
-                if markets is not None and finished.all() and not stopped_early:
-                    rounds += 1
-                    data, market, phase = markets.market_for(transitions / planned)
-                    env = VecMarketEnv(data, market, num_envs, seed=_round_seed(self.seed, rounds),
-                                       copy_obs=False)  # fmt: skip
-                    obs, _ = env.reset()
+    def _callbacks(self, resume: ResumePoint | None) -> list[Callback]:
+        callbacks: list[Callback] = [MachineGuards(self.thermal, self.core_share)]
+        if self.tensorboard is not None:
+            callbacks.append(TensorBoardCallback(self.tensorboard))
+        if resume is not None:
+            callbacks.append(ResumePoints(resume))
+        callbacks.append(NextRoundMarket())
+        return callbacks
 
-        if stopped_early and progress is not None:
-            progress(done_episodes, done_episodes)  # over: a bar stops here, not at 300
-        swa_score: float | None = None
-        swa_selected = False
-        if averager is not None and averager.n_averaged > 0:
-            swa_state = self._swa_state(agent, averager, buffer)
-            current = copy.deepcopy(agent.online.state_dict())
-            agent.online.load_state_dict(swa_state)
-            result = validate(agent, self.val_data, self.market)
-            swa_score = result.score()
-            history.append({"episode": float(done_episodes), "swa": 1.0, "val_score": swa_score,
+    def _resume(self, run: TrainingRun, resume: ResumePoint) -> None:
+        saved = resume.load()
+        if saved is None:
+            return
+        run.load_state_dict(saved)
+        self.log.info("%s | resumed at episode %d/%d from %s%s", self.label, run.done_episodes,
+                      run.episodes, resume.path, resume_note(saved))  # fmt: skip
+
+    def _finish_swa(self, run: TrainingRun) -> tuple[float | None, bool]:
+        """Validate the SWA average; it becomes the run's result when it beats every
+        checkpoint. Returns (its score or None, whether it was selected)."""
+        averager = run.learner.averager
+        if averager is None or averager.n_averaged == 0:
+            return None, False
+        agent = run.agent
+        swa_state = self._swa_state(agent, averager, run.collector.buffer)
+        current = copy.deepcopy(agent.online.state_dict())
+        agent.online.load_state_dict(swa_state)
+        result = validate(agent, self.val_data, self.market)
+        swa_score = result.score()
+        run.history.append({"episode": float(run.done_episodes), "swa": 1.0,
+                            "val_score": swa_score,
                             **{f"val_{k}": v for k, v in result.average().items()}})  # fmt: skip
-            if self.tensorboard is not None:
-                self.tensorboard.log(history[-1])
-            self.log.info("%s | SWA of %d weight sets | val score %.3f%s", self.label,
-                          averager.n_averaged, swa_score,
-                          " *best*" if swa_score > best_score else "")  # fmt: skip
-            if swa_score > best_score:
-                best_score, best_metrics = swa_score, result.average()
-                best_episode, best_state, swa_selected = done_episodes, swa_state, True
-            else:
-                agent.online.load_state_dict(current)
+        if self.tensorboard is not None:
+            self.tensorboard.log(run.history[-1])
+        best = run.best
+        self.log.info("%s | SWA of %d weight sets | val score %.3f%s", self.label,
+                      averager.n_averaged, swa_score,
+                      " *best*" if swa_score > best.score else "")  # fmt: skip
+        if swa_score > best.score:
+            best.score, best.metrics = swa_score, result.average()
+            best.episode, best.state = run.done_episodes, swa_state
+            return swa_score, True
+        agent.online.load_state_dict(current)
+        return swa_score, False
 
-        if best_state is not None:
-            agent.load_weights(best_state)
-        tail = recent_returns[-max(len(recent_returns) // 10, 1) :]
+    def _result(
+        self, run: TrainingRun, swa_score: float | None, swa_selected: bool, seconds: float
+    ) -> TrainResult:
+        if run.best.state is not None:
+            run.agent.load_weights(run.best.state)
+        returns = run.recent_returns
+        tail = returns[-max(len(returns) // 10, 1) :]
         return TrainResult(
             seed=self.seed,
-            agent=agent,
-            best_score=best_score,
-            best_metrics=best_metrics,
-            best_episode=best_episode,
+            agent=run.agent,
+            best_score=run.best.score,
+            best_metrics=run.best.metrics,
+            best_episode=run.best.episode,
             train_return_pct=float(np.mean(tail)) if tail else 0.0,
-            episodes=done_episodes,
-            transitions=transitions,
-            gradient_steps=gradient_steps,
-            seconds=time.perf_counter() - started,
-            history=history,
-            stopped_early=stopped_early,
+            episodes=run.done_episodes,
+            transitions=run.collector.transitions,
+            gradient_steps=run.learner.gradient_steps,
+            seconds=seconds,
+            history=run.history,
+            stopped_early=run.stopped_early,
             swa_score=swa_score,
             swa_selected=swa_selected,
-            rollbacks=guard.events,
+            rollbacks=run.learner.guard.events,
         )
 
     @staticmethod
@@ -479,11 +377,6 @@ class Trainer:
             rows = buffer.obs[: buffer.filled_rows].reshape(-1, buffer.obs_dim)
             averager.recompute_batch_norm(rows[-4096:], agent.device)
         return averager.state_dict()
-
-
-def _round_seed(seed: int, round_index: int) -> int:
-    """Env seed of training round ``round_index`` (>= 1) of the run seeded ``seed``."""
-    return int(np.random.SeedSequence([seed, 31, round_index]).generate_state(1)[0])
 
 
 def resolve_device(name: str) -> torch.device:
