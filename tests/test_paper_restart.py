@@ -69,8 +69,9 @@ def test_sigkill_at_random_moments_then_restart_gives_the_uninterrupted_trades(
     targets = sorted(rng.integers(50, total - 10, size=3).tolist())
     kills = 0
     for target in [*targets, None]:
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)  # fmt: skip
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         if target is None:
             assert proc.wait(timeout=120) == 0
             break
@@ -101,8 +102,9 @@ def _session(
     model = tmp_path / "model.pt"
     if not model.exists():
         save_model(model)
-    settings = SessionSettings(db=tmp_path / name, model_path=str(model), feed="replay",
-                               gap_cooldown=cooldown)  # fmt: skip
+    settings = SessionSettings(
+        db=tmp_path / name, model_path=str(model), feed="replay", gap_cooldown=cooldown
+    )
     return open_session(settings, HashPolicy(), spec, ReplayFeed(frames, "1h"), data)
 
 
@@ -176,3 +178,73 @@ def test_status_reads_the_database(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_replay_bars_keep_every_pair(tmp_path: Path) -> None:
     bars = ReplayFeed(candles(), "1h").bars
     assert all(isinstance(b, Bar) and set(b.candles) == set(PAIRS) for b in bars)
+
+
+@pytest.mark.slow  # several process starts (torch import) of a few seconds each
+def test_live_sigkill_then_restart_never_sends_an_order_twice(tmp_path: Path) -> None:
+    """Live sandbox mode against the recorded binance exchange (its state in a file that
+    outlives the process): killed at random moments, restarted, the simulator still gives the
+    uninterrupted trades, no client order id reaches the exchange twice and the database and
+    the exchange agree at the end."""
+    from tests.recorded_exchanges import BinanceBook
+    from tests.test_live_exchanges import KEY, SECRET, assert_agree
+
+    model = save_model(tmp_path / "model.pt")
+    frames = candles()
+    files = write_candles(tmp_path / "data", frames)
+    db, state = tmp_path / "live.db", tmp_path / "exchange.json"
+    command = [
+        sys.executable,
+        str(REPO / "tests" / "live_session_child.py"),
+        str(state),
+        "--",
+        "--model",
+        str(model),
+        "--feed",
+        "replay",
+        "--data",
+        *files,
+        "--no-view",
+        "--live",
+        "--sandbox",
+        "--db",
+        str(db),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO / 'src'}:{REPO}",
+        "NEXLIFY_API_KEY": KEY,
+        "NEXLIFY_API_SECRET": SECRET,
+    }
+    rng = np.random.default_rng(11)
+    total = len(next(iter(frames.values())))
+    # kill points while trading (the warm-up ends 160 bars before the end)
+    targets = sorted(rng.integers(total - 150, total - 10, size=3).tolist())
+    kills = 0
+    for target in [*targets, None]:
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if target is None:
+            assert proc.wait(timeout=180) == 0
+            break
+        deadline = time.monotonic() + 180
+        while _processed(db) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(float(rng.uniform(0.0, 0.05)))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=30)
+    assert kills >= 2
+    trades, equity = _uninterrupted(model, frames)
+    assert session_trades(db) == trades
+    assert np.array_equal(session_equity(db), equity)
+    book = BinanceBook(KEY, SECRET, state_path=state)
+    assert_agree(db, book)  # includes: no client order id on the exchange twice
+    live = db_rows(db, "SELECT * FROM orders WHERE kind = 'live'")
+    assert sum(o["role"] == "entry" and o["status"] == "filled" for o in live) >= 5
+    assert not [o for o in live if o["status"] in ("pending", "unconfirmed")]
+    # each simulator entry was bought at most once on the exchange
+    entries = [(o["pair"], o["bar_time"]) for o in live if o["role"] == "entry" and o["filled"]]
+    assert len(entries) == len(set(entries))
