@@ -67,7 +67,6 @@ from nexlify.data.candles import (
     _parse_dates,
     _read_raw,
     _resolve_columns,
-    find_candle_file,
 )
 from nexlify.data.quality_findings import (
     EPOCH_UNIT_NAMES,
@@ -82,6 +81,7 @@ from nexlify.data.quality_findings import (
     stale_bars,
     volume_unit_swaps,
 )
+from nexlify.data.resample import find_candle_source, resample_candles
 from nexlify.errors import ConfigError, DataError
 
 POLICIES: dict[str, tuple[str, ...]] = {
@@ -449,8 +449,8 @@ def load_checked_pairs(
     frames: dict[str, pd.DataFrame] = {}
     reports = []
     for pair in pairs:
-        path = find_candle_file(data_dir, pair, timeframe)
-        report, frame = check_file(path, timeframe, policy, before)
+        path, source_tf = find_candle_source(data_dir, pair, timeframe)
+        report, frame = check_file(path, source_tf, policy, before)
         reports.append(report)
         if report.failed:
             raise DataError(
@@ -459,10 +459,14 @@ def load_checked_pairs(
             )
         if frame is None or len(frame) < 2:
             raise DataError(f"{report.source}: fewer than 2 usable bars after the quality policy")
+        if source_tf != timeframe:  # e.g. 4h asked, only 1h files: resampled after the checks
+            frame, note = resample_candles(frame, source_tf, timeframe, report.source)
+            report.notes.append(note)
         frames[pair] = frame
     return frames, reports
 
 
 def quality_notes(reports: Sequence[SourceReport]) -> tuple[str, ...]:
-    """One note per finding, for MarketData.notes and the run summary."""
-    return tuple(f"quality {r.source}: {f.describe()}" for r in reports for f in r.findings)
+    """One note per finding (and per resampled file), for MarketData.notes and the summary."""
+    findings = [f"quality {r.source}: {f.describe()}" for r in reports for f in r.findings]
+    return (*findings, *(note for r in reports for note in r.notes))

@@ -53,6 +53,8 @@ class SourceReport:
     source: str
     rows: int
     findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What was done to the source besides the findings (e.g. resampled to a coarser timeframe)."""
 
     @property
     def failed(self) -> bool:
@@ -68,6 +70,7 @@ class SourceReport:
                  "detail": f.detail}
                 for f in self.findings
             ],
+            "notes": list(self.notes),
         }  # fmt: skip
 
     def failure_reason(self) -> str:

@@ -189,8 +189,8 @@ def check_output(config: RunConfig, disk_free: Callable[[Path], int]) -> list[Ch
 
 
 def check_data(config: RunConfig) -> list[CheckResult]:
-    from nexlify.data.candles import find_candle_file
     from nexlify.data.external import series_file
+    from nexlify.data.resample import find_candle_source
     from nexlify.data.store import CandleStore
     from nexlify.pipeline.data_choice import default_store_dir, external_folder
 
@@ -199,7 +199,7 @@ def check_data(config: RunConfig) -> list[CheckResult]:
     if d.source in ("auto", "files") and d.data_dir is not None:
         try:
             for pair in d.pairs:
-                find_candle_file(d.data_dir, pair, d.timeframe)
+                find_candle_source(d.data_dir, pair, d.timeframe)
             results.append(CheckResult("data", PASS, f"candle files in {d.data_dir}", True))
         except NexlifyError as exc:
             results.append(CheckResult("data", FAIL, str(exc), True))
