@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nexlify.data.quality import QualityPolicy, check_table
+from nexlify.data.quality import QualityPolicy, check_table, rows_before
 from nexlify.errors import DataError
 from nexlify.pipeline.data_choice import load_training_market
 from nexlify.train.config import DataConfig
@@ -93,3 +93,16 @@ def test_real_binance_history_loads_after_the_2018_outage() -> None:
     market = load_training_market(config, logging.getLogger("test"))
     assert market.span()[0] > pd.Timestamp("2018-02-09 10:00", tz="UTC")
     assert any("dropped 2017-08-17 04:00 UTC .. 2018-02-08 00:00 UTC" in n for n in market.notes)
+
+
+def test_rows_before_cuts_by_open_time_and_keeps_unreadable_rows() -> None:
+    raw = pd.DataFrame(
+        {"date": ["2024-01-01T22:00:00Z", "2024-01-01T23:00:00Z", "not a date",
+                  "2024-01-02T00:00:00Z"],
+         "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}
+    )  # fmt: skip
+    cut = rows_before(raw, "t.csv", pd.Timestamp("2024-01-02", tz="UTC"))
+    assert list(cut["date"]) == ["2024-01-01T22:00:00Z", "2024-01-01T23:00:00Z", "not a date"]
+    epoch = raw.assign(date=[1704146400, 1704150000, 1704153600, 1704153600000])  # s and ms
+    cut = rows_before(epoch, "t.csv", pd.Timestamp("2024-01-02 00:00"))  # naive = UTC
+    assert list(cut["date"]) == [1704146400, 1704150000]
