@@ -1,5 +1,5 @@
-"""The CPU fast paths of the learner (compiled loops, the taken-action head)
-against the plain tensor code they replace."""
+"""The CPU fast path of the learner (nexlify.agent.fast_path, compiled_head: compiled loops, the
+taken-action head) against the plain-torch reference it stands in for."""
 
 from __future__ import annotations
 
@@ -11,17 +11,26 @@ import pytest
 import torch
 
 from nexlify.agent import cpu_kernels
-from nexlify.agent.config import AgentConfig
-from nexlify.agent.losses import (
-    DQNLoss,
+from nexlify.agent.compiled_head import (
+    FusedC51Loss,
+    TakenHead,
     c51_head_loss,
+    taken_action_linear,
+)
+from nexlify.agent.config import AgentConfig
+from nexlify.agent.fast_path import (
+    CompiledKernels,
+    ReferenceKernels,
+    compiled_greedy_projection,
+    compiled_projection,
+    taken_head,
+)
+from nexlify.agent.losses import (
     c51_taken_loss,
-    c51_target_and_head_loss,
     greedy_projected_target,
     project_distribution,
-    projected_target_from_logits,
 )
-from nexlify.agent.networks import build_q_network, taken_action_linear
+from nexlify.agent.networks import build_q_network
 
 B, A, Z = 64, 7, 51
 
@@ -40,15 +49,16 @@ def _c51_inputs(seed: int) -> tuple[torch.Tensor, ...]:
 def test_the_compiled_projection_equals_the_tensor_projection(seed: int) -> None:
     probs_BAZ, rewards_B, discounts_B, terminated_B, support_Z = _c51_inputs(seed)
     probs_BZ = probs_BAZ[:, 0]
-    fast = project_distribution(probs_BZ, rewards_B, discounts_B, terminated_B, support_Z)
+    fast = compiled_projection(probs_BZ, rewards_B, discounts_B, terminated_B, support_Z,
+                               v_min=-10.0, v_max=10.0)  # fmt: skip
     as64 = [t.double() for t in (probs_BZ, rewards_B, discounts_B, terminated_B, support_Z)]
-    reference = project_distribution(*as64)  # float64 takes the scatter_add path
+    reference = project_distribution(*as64)
     assert fast.dtype == torch.float32  # compared with float64: tolerance for float32 rounding
     torch.testing.assert_close(fast.double(), reference, rtol=0, atol=1e-5)
     torch.testing.assert_close(fast.sum(dim=1), torch.ones(B), rtol=0, atol=1e-5)
 
-    greedy = greedy_projected_target(probs_BAZ, rewards_B, discounts_B, terminated_B,
-                                     support_Z, v_min=-10.0, v_max=10.0)  # fmt: skip
+    greedy = compiled_greedy_projection(probs_BAZ, rewards_B, discounts_B, terminated_B,
+                                        support_Z, v_min=-10.0, v_max=10.0)  # fmt: skip
     as64 = [t.double() for t in (probs_BAZ, rewards_B, discounts_B, terminated_B, support_Z)]
     expected = greedy_projected_target(*as64, v_min=-10.0, v_max=10.0)
     torch.testing.assert_close(greedy.double(), expected, rtol=0, atol=1e-5)
@@ -95,7 +105,9 @@ def test_the_taken_action_linear_layer_matches_the_dense_layer_with_gradients(
     ],
     ids=["c51-dueling", "c51", "qr-dueling", "c51-dueling-noisy"],
 )
-def test_forward_taken_raw_equals_the_gathered_full_head(changes: dict[str, object]) -> None:
+def test_the_compiled_taken_output_equals_the_gathered_head(
+    changes: dict[str, object],
+) -> None:
     config = dataclasses.replace(AgentConfig(hidden_sizes=(64, 64)), **changes)  # type: ignore[arg-type]
     net = build_q_network(40, A, config, seed=0)
     g = torch.Generator().manual_seed(4)
@@ -103,7 +115,7 @@ def test_forward_taken_raw_equals_the_gathered_full_head(changes: dict[str, obje
     actions = torch.randint(0, A, (B,), generator=g)
     upstream = torch.randn(B, net.n_atoms, generator=g)
 
-    taken = net.forward_taken_raw(obs, actions)
+    taken = CompiledKernels().taken_output(net, obs, actions)
     (taken * upstream).sum().backward()
     fast_grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
     net.zero_grad(set_to_none=True)
@@ -154,7 +166,7 @@ def test_the_target_from_logits_equals_softmax_then_projection(seed: int, double
     if not double:
         logits[3, 4] -= 300.0
     logits[4].view(-1)[0] += 150.0
-    fast = projected_target_from_logits(logits, rewards_B, discounts_B, terminated_B, support_Z,
+    fast = CompiledKernels().c51_target(logits, rewards_B, discounts_B, terminated_B, support_Z,
                                         v_min=-10.0, v_max=10.0)  # fmt: skip
     as64 = [t.double() for t in (logits, rewards_B, discounts_B, terminated_B, support_Z)]
     dim = 1 if double else 2
@@ -168,15 +180,25 @@ def test_the_target_from_logits_equals_softmax_then_projection(seed: int, double
     torch.testing.assert_close(fast.sum(dim=1), torch.ones(B), rtol=0, atol=1e-5)
 
 
+def _identity_head(logits_BZ: torch.Tensor) -> TakenHead:
+    """A head whose taken-action output is ``logits_BZ`` itself (each action's block an identity
+    matrix, no bias): the fused head's loss is then the compiled cross-entropy of those logits,
+    and the torso output's gradient is the logits' gradient, both exactly."""
+    Z = logits_BZ.shape[1]
+    return TakenHead(logits_BZ, torch.eye(Z).repeat(A, 1), torch.zeros(A * Z), None, A)
+
+
 @pytest.mark.parametrize("weighted", [False, True], ids=["uniform", "importance-weighted"])
-def test_the_c51_loss_in_float32_equals_float64_with_gradients(weighted: bool) -> None:
+def test_the_compiled_c51_loss_equals_float64_with_gradients(weighted: bool) -> None:
     g = torch.Generator().manual_seed(7)
     logits = (torch.randn(B, Z, generator=g) * 4.0).requires_grad_(True)
     target = torch.rand(B, Z, generator=g).softmax(dim=1)
     support = torch.linspace(-10.0, 10.0, Z)
     weights = torch.rand(B, generator=g) if weighted else None
-    fast = c51_taken_loss(logits, target, support, weights)
-    fast.loss.backward()
+    actions = torch.arange(B) % A
+    fast = c51_head_loss(_identity_head(logits), actions, target, support, weights)
+    assert isinstance(fast, FusedC51Loss) and fast.computed_grads is not None
+    fast.backward()
     fast_grad = logits.grad.clone()  # type: ignore[union-attr]
 
     ref_logits = logits.detach().double().requires_grad_(True)
@@ -216,13 +238,20 @@ def test_the_taken_action_output_of_a_sample_does_not_depend_on_the_rest_of_the_
         assert torch.equal(alone[0], together[k])
 
 
-def test_the_c51_loss_keeps_a_nan_logit_visible_and_large_logits_finite() -> None:
+@pytest.mark.parametrize("path", ["reference", "compiled"])
+def test_the_c51_loss_keeps_a_nan_logit_visible_and_large_logits_finite(path: str) -> None:
     g = torch.Generator().manual_seed(9)
     logits = torch.randn(B, Z, generator=g)
     logits[1] *= 1e4  # a saturated softmax: finite loss, a one-hot distribution
     logits[3, 7] = float("nan")
     target = torch.rand(B, Z, generator=g).softmax(dim=1)
-    out = c51_taken_loss(logits.requires_grad_(True), target, torch.linspace(-10.0, 10.0, Z))
+    support = torch.linspace(-10.0, 10.0, Z)
+    logits.requires_grad_(True)
+    if path == "reference":
+        out = c51_taken_loss(logits, target, support)
+    else:
+        out = c51_head_loss(_identity_head(logits), torch.arange(B) % A, target, support)
+        assert isinstance(out, FusedC51Loss)
     assert torch.isnan(out.loss)  # the divergence guard must see it
     assert (
         torch.isnan(out.td_error_B[3])
@@ -237,12 +266,12 @@ def test_the_c51_loss_keeps_a_nan_logit_visible_and_large_logits_finite() -> Non
     [{"dueling": False}, {"dueling": True}, {"dueling": True, "noisy": True}],
     ids=["c51", "c51-dueling", "c51-dueling-noisy"],
 )
-def test_the_fused_c51_head_equals_the_layer_then_the_loss_bit_for_bit(
+def test_the_fused_c51_head_equals_the_reference_layer_and_loss(
     changes: dict[str, object], weighted: bool
 ) -> None:
-    """c51_head_loss runs the taken-action layer and the cross-entropy as one function; the
-    loss, per-sample terms, expected Q and every parameter's gradient are exactly those of
-    forward_taken_raw followed by c51_taken_loss."""
+    """c51_head_loss runs the taken-action layer and the cross-entropy as one compiled call;
+    the loss, per-sample terms, expected Q and every parameter's gradient equal those of the
+    reference (forward_taken_raw, then c51_taken_loss) up to float32 rounding."""
     config = dataclasses.replace(AgentConfig(hidden_sizes=(64, 48), distributional="c51"),
                                  **changes)  # type: ignore[arg-type]  # fmt: skip
     net = build_q_network(40, A, config, seed=0)
@@ -252,33 +281,28 @@ def test_the_fused_c51_head_equals_the_layer_then_the_loss_bit_for_bit(
     target = torch.rand(B, Z, generator=g).softmax(dim=1)
     weights = torch.rand(B, generator=g) if weighted else None
 
-    apart = c51_taken_loss(net.forward_taken_raw(obs, actions), target, net.support_Z, weights)
-    apart.loss.backward()
-    apart_grads = [p.grad.clone() for p in net.parameters()]  # type: ignore[union-attr]
+    ref = c51_taken_loss(net.forward_taken_raw(obs, actions), target, net.support_Z, weights)
+    ref.loss.backward()
+    ref_grads = [p.grad.clone() for p in net.parameters()]  # type: ignore[union-attr]
     net.zero_grad(set_to_none=True)
-    head = net.taken_head(obs)
+    head = taken_head(net, obs)
     assert head is not None and (head.value_BZ is not None) == config.dueling
     fused = c51_head_loss(head, actions, target, net.support_Z, weights)
+    assert isinstance(fused, FusedC51Loss)
     fused.backward()
-    _assert_same_loss_and_grads(fused, apart, net, apart_grads)
+    torch.testing.assert_close(fused.loss, ref.loss.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused.td_error_B, ref.td_error_B, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused.q_taken_B, ref.q_taken_B, rtol=1e-5, atol=1e-5)
+    for param, grad in zip(net.parameters(), ref_grads, strict=True):
+        assert param.grad is not None
+        torch.testing.assert_close(param.grad, grad, rtol=1e-4, atol=1e-5)
     assert not fused.td_error_B.requires_grad and not fused.q_taken_B.requires_grad
-
-
-def _assert_same_loss_and_grads(
-    out: DQNLoss, want: DQNLoss, net: torch.nn.Module, want_grads: list[torch.Tensor]
-) -> None:
-    """Loss, per-sample terms, expected Q and every parameter's gradient, bit for bit."""
-    assert torch.equal(out.loss, want.loss)
-    assert torch.equal(out.td_error_B, want.td_error_B)
-    assert torch.equal(out.q_taken_B, want.q_taken_B)
-    for param, grad in zip(net.parameters(), want_grads, strict=True):
-        assert param.grad is not None and torch.equal(param.grad, grad)
 
 
 def test_the_fused_c51_head_refuses_a_weight_changed_before_backward() -> None:
     net = build_q_network(40, A, AgentConfig(hidden_sizes=(32,), distributional="c51"), seed=0)
     obs, actions = torch.randn(8, 40), torch.zeros(8, dtype=torch.int64)
-    head = net.taken_head(obs)
+    head = taken_head(net, obs)
     assert head is not None
     out = c51_head_loss(head, actions, torch.full((8, Z), 1.0 / Z), net.support_Z)
     with torch.no_grad():
@@ -294,19 +318,20 @@ def test_the_fused_c51_head_computes_no_gradients_where_none_are_wanted() -> Non
     obs, actions = torch.randn(8, 40), torch.arange(8) % A
     target = torch.full((8, Z), 1.0 / Z)
     with torch.no_grad():
-        head = net.taken_head(obs)
+        head = taken_head(net, obs)
         assert head is not None
         quiet = c51_head_loss(head, actions, target, net.support_Z)
-    assert quiet.computed_grads is None
+    assert isinstance(quiet, FusedC51Loss) and quiet.computed_grads is None
     with pytest.raises(RuntimeError, match="does not require grad"):
         quiet.backward()
-    head = net.taken_head(obs)
+    head = taken_head(net, obs)
     assert head is not None
     out = c51_head_loss(head, actions, target, net.support_Z)
-    assert torch.equal(out.loss, quiet.loss) and out.computed_grads is not None
+    assert isinstance(out, FusedC51Loss) and out.computed_grads is not None
+    assert torch.equal(out.loss, quiet.loss)
     out.backward()
     once = [p.grad.clone() for p in net.parameters()]  # type: ignore[union-attr]
-    head = net.taken_head(obs)
+    head = taken_head(net, obs)
     assert head is not None
     c51_head_loss(head, actions, target, net.support_Z).backward()
     for param, first in zip(net.parameters(), once, strict=True):
@@ -314,49 +339,33 @@ def test_the_fused_c51_head_computes_no_gradients_where_none_are_wanted() -> Non
 
 
 @pytest.mark.parametrize("changes", [{}, {"dueling": True}], ids=["c51", "c51-dueling"])
-def test_the_target_made_with_the_head_equals_the_target_then_the_head_bit_for_bit(
+def test_the_compiled_kernels_hand_float64_to_the_reference_unchanged(
     changes: dict[str, object],
 ) -> None:
-    """c51_target_and_head_loss (the target from the target network's logits and the head in
-    one pass over the same buffers) gives exactly projected_target_from_logits followed by
-    c51_head_loss: loss, per-sample terms, expected Q and every gradient; and outside the
-    compiled path (float64 here) the same two functions in turn."""
-    config = dataclasses.replace(AgentConfig(hidden_sizes=(64, 48), distributional="c51"),
+    """The kernels are float32: on a float64 network every compiled method gives exactly what
+    the reference gives (the same tensor code runs)."""
+    config = dataclasses.replace(AgentConfig(hidden_sizes=(32,), distributional="c51"),
                                  **changes)  # type: ignore[arg-type]  # fmt: skip
-    net = build_q_network(40, A, config, seed=0)
-    _, rewards_B, discounts_B, terminated_B, support_Z = _c51_inputs(3)
+    net = build_q_network(40, A, config, seed=0).double()
+    _, rewards_B, discounts_B, terminated_B, support_Z = (t.double() for t in _c51_inputs(3))
     g = torch.Generator().manual_seed(14)
-    obs = torch.randn(B, 40, generator=g)
+    obs = torch.randn(B, 40, generator=g, dtype=torch.float64)
     actions = torch.randint(0, A, (B,), generator=g)
-    weights = torch.rand(B, generator=g)
-    next_logits = _logits(4, (B, A, Z))
-    step = (rewards_B, discounts_B, terminated_B)
-
-    target = projected_target_from_logits(next_logits, *step, support_Z, v_min=-10.0,
-                                          v_max=10.0)  # fmt: skip
-    head = net.taken_head(obs)
-    assert head is not None
-    apart = c51_head_loss(head, actions, target, support_Z, weights)
-    apart.backward()
-    apart_grads = [p.grad.clone() for p in net.parameters()]  # type: ignore[union-attr]
-    net.zero_grad(set_to_none=True)
-    head = net.taken_head(obs)
-    assert head is not None
-    together = c51_target_and_head_loss(head, actions, next_logits, *step, support_Z, weights,
-                                        v_min=-10.0, v_max=10.0)  # fmt: skip
-    together.backward()
-    _assert_same_loss_and_grads(together, apart, net, apart_grads)
-
-    net64 = net.double()
-    as64 = [t.double() for t in (obs, next_logits, *step, support_Z, weights)]
-    head = net64.taken_head(as64[0])
-    assert head is None  # the kernels are float32: the tensor path
-    want = c51_taken_loss(
-        net64.forward_taken_raw(as64[0], actions),
-        projected_target_from_logits(as64[1], *as64[2:5], as64[5], v_min=-10.0, v_max=10.0),
-        as64[5], as64[6],
-    )  # fmt: skip
-    torch.testing.assert_close(want.loss.float(), together.loss, rtol=1e-4, atol=0)
+    target = torch.rand(B, Z, generator=g, dtype=torch.float64).softmax(dim=1)
+    step = (rewards_B, discounts_B, terminated_B, support_Z)
+    assert taken_head(net, obs) is None
+    outputs = []
+    for kernels in (CompiledKernels(), ReferenceKernels()):
+        # The online logits are cast to float32, as the learner's are.
+        loss = kernels.c51_online(net, obs, actions)(target.float(), support_Z.float(), None)
+        outputs.append([
+            loss.loss.detach(), loss.td_error_B, kernels.greedy(net, obs),
+            kernels.taken_output(net, obs, actions).detach(),
+            kernels.c51_target(_logits(4, (B, A, Z)).double(), *step, v_min=-10, v_max=10),
+            kernels.c51_target(_logits(5, (B, Z)).double(), *step, v_min=-10, v_max=10),
+        ])  # fmt: skip
+    for got, want in zip(*outputs, strict=True):
+        assert torch.equal(got, want)
 
 
 def test_the_fused_c51_head_passes_its_gradients_through_hooks_and_into_existing_grads() -> None:
@@ -368,9 +377,10 @@ def test_the_fused_c51_head_passes_its_gradients_through_hooks_and_into_existing
     obs, actions = torch.randn(8, 40), torch.arange(8) % A
     target = torch.full((8, Z), 1.0 / Z)
     weight = net.layers[-1].weight
-    head = net.taken_head(obs)
+    head = taken_head(net, obs)
     assert head is not None and head.weight is weight
     out = c51_head_loss(head, actions, target, net.support_Z)
+    assert isinstance(out, FusedC51Loss)
     computed = out.computed_grads
     assert computed is not None and computed.grads is not None
     given = computed.grads[next(k for k, t in enumerate(computed.tensors) if t is weight)]
@@ -385,12 +395,12 @@ def test_the_fused_c51_head_passes_its_gradients_through_hooks_and_into_existing
     seen: list[torch.Tensor] = []
     weight.register_hook(lambda grad: seen.append(grad.clone()))  # type: ignore[arg-type]
     net.zero_grad(set_to_none=True)
-    head = net.taken_head(obs)
+    head = taken_head(net, obs)
     assert head is not None
     c51_head_loss(head, actions, target, net.support_Z).backward()
     assert len(seen) == 1 and torch.equal(seen[0], first)
     assert torch.equal(weight.grad, first)  # type: ignore[arg-type]
-    head = net.taken_head(obs)
+    head = taken_head(net, obs)
     assert head is not None
     c51_head_loss(head, actions, target, net.support_Z).backward()
     assert len(seen) == 2 and torch.equal(weight.grad, first + first)  # type: ignore[arg-type]
@@ -400,11 +410,11 @@ def test_the_taken_head_is_only_offered_where_the_compiled_kernels_run() -> None
     c51 = build_q_network(40, A, AgentConfig(hidden_sizes=(32,), distributional="c51"), seed=0)
     scalar = build_q_network(40, A, AgentConfig(hidden_sizes=(32,)), seed=0)
     obs = torch.randn(4, 40)
-    assert c51.taken_head(obs) is not None
-    assert scalar.taken_head(obs) is None  # one output per action: the dense layer
-    assert c51.double().taken_head(obs.double()) is None  # the kernels are float32
+    assert taken_head(c51, obs) is not None
+    assert taken_head(scalar, obs) is None  # one output per action: the dense layer
+    assert taken_head(c51.double(), obs.double()) is None  # the kernels are float32
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert c51.float().taken_head(obs) is None
+        assert taken_head(c51.float(), obs) is None
 
 
 def test_the_compiled_c51_greedy_action_is_the_argmax_of_the_expected_q() -> None:
@@ -446,10 +456,10 @@ def test_a_nan_expected_value_is_the_greedy_target_action_as_in_the_tensor_versi
     logits = probs_BAZ.log()
     logits[6, 2, 10] = float("nan")
     step = (rewards_B, discounts_B, terminated_B, support_Z)
-    fast = projected_target_from_logits(logits, *step, v_min=-10.0, v_max=10.0)
+    fast = CompiledKernels().c51_target(logits, *step, v_min=-10.0, v_max=10.0)
     nan_probs = probs_BAZ.clone()
     nan_probs[6, 2, 10] = float("nan")
-    from_probs = greedy_projected_target(nan_probs, *step, v_min=-10.0, v_max=10.0)
+    from_probs = compiled_greedy_projection(nan_probs, *step, v_min=-10.0, v_max=10.0)
     tensor = greedy_projected_target(nan_probs.double(), *(t.double() for t in step),
                                      v_min=-10.0, v_max=10.0)  # fmt: skip
     for target in (fast, from_probs, tensor):

@@ -422,7 +422,7 @@ def test_format_1_plain_dqn_checkpoints_still_load(tmp_path: Path) -> None:
     old_keys = {f.name for f in dataclasses.fields(AgentConfig)} - set(PLAIN_DQN) - {
         "per_alpha", "per_beta_start", "per_beta_end", "per_eps", "noisy_sigma0", "n_atoms",
         "v_min", "v_max", "weight_decay", "dropout", "norm", "lr_schedule", "lr_period",
-        "lr_decay", "lr_patience", "lr_min", "amp",
+        "lr_decay", "lr_patience", "lr_min", "amp", "cpu_kernels",
     }  # fmt: skip
     old = {k: v for k, v in ckpt.items() if k != "noise_generator_state"}
     old["format_version"] = 1
@@ -457,7 +457,8 @@ def test_rainbow_checkpoint_round_trip_keeps_noise_state(tmp_path: Path) -> None
     ("field", "value"),
     [("n_step", 0), ("per_alpha", 1.5), ("distributional", "iqn"), ("n_atoms", 1),
      ("v_max", -20.0), ("norm", "group"), ("lr_schedule", "linear"), ("amp", "fp8"),
-     ("dropout", 1.0), ("reward_scale", 0.0), ("dueling", 1), ("lr_decay", 1.0)],
+     ("dropout", 1.0), ("reward_scale", 0.0), ("dueling", 1), ("lr_decay", 1.0),
+     ("cpu_kernels", "on")],
 )  # fmt: skip
 def test_rainbow_config_rejects_bad_values_by_name(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=rf"agent\.{field}: .* is invalid"):

@@ -38,6 +38,9 @@ AMP_MODES = ("off", "bf16", "fp16")
 """Mixed precision of the learner's forward/loss: off, bfloat16 autocast (CPU or GPU), float16
 autocast with a gradient scaler (CUDA only)."""
 
+CPU_KERNEL_MODES = ("auto", "off")
+"""The learner's CPU fast path: auto (compiled kernels where they apply) or off (plain torch)."""
+
 PLAIN_DQN: dict[str, object] = {
     "double_dqn": False,
     "dueling": False,
@@ -143,6 +146,8 @@ class AgentConfig:
     """Floor of the learning rate for cosine and plateau schedules."""
     amp: str = "off"
     """Mixed precision: off, bf16 (autocast, CPU or GPU) or fp16 (CUDA, with a gradient scaler)."""
+    cpu_kernels: str = "auto"
+    """Learner fast path: auto (compiled kernels on CPU float32) or off (plain torch reference)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden_sizes, list):
@@ -274,6 +279,12 @@ class AgentConfig:
             "in (0, 1)",
         )
         _require(self.amp in AMP_MODES, "amp", self.amp, f"one of {', '.join(AMP_MODES)}")
+        _require(
+            self.cpu_kernels in CPU_KERNEL_MODES,
+            "cpu_kernels",
+            self.cpu_kernels,
+            f"one of {', '.join(CPU_KERNEL_MODES)}",
+        )
 
     @property
     def n_outputs_per_action(self) -> int:

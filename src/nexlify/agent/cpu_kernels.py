@@ -4,7 +4,9 @@ Each kernel does the arithmetic of a tensor expression in :mod:`nexlify.agent.lo
 :mod:`nexlify.agent.networks` in one pass over float32 numpy views of CPU tensors. At the sizes
 the learner runs (B = 128, A = 7, Z = 51) the tensor versions are a dozen or more small
 operations whose per-call cost exceeds their arithmetic; the tensor versions stay the reference
-and run on other devices. Loops run over the batch inside compiled code only.
+(``agent.cpu_kernels: off``, and every device but the CPU). :mod:`nexlify.agent.fast_path` and
+:mod:`nexlify.agent.compiled_head` call these kernels. Loops run over the batch inside compiled
+code only.
 
 Shapes are suffixed as in the losses: B batch, A actions, Z atoms, H hidden units.
 """
@@ -50,11 +52,11 @@ def _group_by_action(actions_B: np.ndarray, A: int) -> tuple[np.ndarray, np.ndar
 
 # The taken-action kernels work through the samples of one action at a time, four at once: the
 # action's Z x H block (26 KB at Z = 51, H = 128) stays in L1 while it serves them, and each row
-# of it read (forward, grad_h) or updated (grad_w) serves four samples instead of one (measured
-# at B = 128, H = 128: forward 54 -> 27 us, backward 145 -> 100 us). In the forward a block's
-# missing samples repeat its last one (computed again, written once); the backward does an
-# action's last 0-3 samples one at a time. Every dot product runs the same compiled loop
-# whichever block it is in, so a sample's output does not depend on the others in the batch.
+# of it read (forward, grad_h) or updated (grad_w) serves four samples instead of one. In the
+# forward a block's missing samples repeat its last one (computed again, written once); the
+# backward does an action's last 0-3 samples one at a time. Every dot product runs the same
+# compiled loop whichever block it is in, so a sample's output does not depend on the others in
+# the batch.
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
@@ -105,9 +107,8 @@ def taken_linear_backward(
     They accumulate over each action's samples in batch order, four at a time, so the result
     is deterministic. Two passes per block of four: the weight rows' gradient (each row read
     and written once for the four samples), then the four samples' ``grad_h`` rows, summed in
-    a small local block over two weight rows at a time and written once. (One pass doing both
-    read and wrote the four ``grad_h`` rows for every weight row: 86 -> 68 us at B = 128,
-    H = 128, Z = 51.)
+    a small local block over two weight rows at a time and written once (rather than read
+    and written for every weight row).
     """
     H = h_BH.shape[1]
     A, Z, _ = weight_AZH.shape
@@ -232,8 +233,8 @@ def greedy_project(
 
 # ---------------------------------------------------------------- softmax-based C51 kernels
 # The C51 target needs the exp of every logit (B * A * Z of them), the loss B * Z. numba calls
-# libm's scalar expf (~3 ns each here, more than torch's whole softmax); exp32 below is
-# branch-free float32 arithmetic that LLVM vectorises (~0.3 ns each), accurate to ~1 ulp.
+# libm's scalar expf (slower than torch's whole softmax at these sizes); exp32 below is
+# branch-free float32 arithmetic that LLVM vectorises, about ten times faster, to ~1 ulp.
 
 
 # exp32 is inlined (numba IR) into its callers and compiled with their flags, whatever it
@@ -333,7 +334,7 @@ def c51_cross_entropy(
     logits_BZ: np.ndarray, target_BZ: np.ndarray, support_Z: np.ndarray, weights_B: np.ndarray,
     probs_BZ: np.ndarray, per_sample_B: np.ndarray, q_B: np.ndarray,
 ) -> float:  # fmt: skip
-    """losses.c51_taken_loss forward: per_sample_B = -sum_z target * log softmax(logits),
+    """The forward of losses.c51_taken_loss: per_sample_B = -sum_z target * log softmax(logits),
     probs_BZ = softmax(logits), q_B = probs @ support; returns the mean over the batch of
     weights_B * per_sample_B (weights 1 when ``weights_B`` is empty), summed in float64."""
     B, Z = logits_BZ.shape
@@ -384,7 +385,7 @@ def c51_cross_entropy_backward(
 # The learner's online side of a C51 step is the taken-action layer, then the cross-entropy.
 # These run both in one call each way (as two autograd functions they cost two graph nodes,
 # two sets of array views and the [B, Z] logits' gradient as a torch tensor in between), and
-# c51_head_loss_and_grads runs both ways in one call (losses.c51_head_loss).
+# c51_head_loss_and_grads runs both ways in one call (compiled_head.c51_head_loss).
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)

@@ -1,8 +1,10 @@
 """DQN agent for batched envs: the policy (act), the learner (update) and its checkpoints.
 
 The TD targets and losses live in :mod:`nexlify.agent.losses`; replay in
-:mod:`nexlify.agent.replay`. Which Rainbow parts are on is read from :class:`AgentConfig`, never
-from subclasses. Torch thread counts are the trainer's business and are not set here.
+:mod:`nexlify.agent.replay`. ``agent.cpu_kernels`` picks, once, the plain-torch reference or the
+compiled CPU fast path for the distributional heads (:mod:`nexlify.agent.fast_path`). Which
+Rainbow parts are on is read from :class:`AgentConfig`, never from subclasses. Torch thread
+counts are the trainer's business and are not set here.
 
 Noise, dropout and normalisation: learning runs the online network in train mode with fresh
 noisy-layer noise per gradient step; acting (:meth:`DQNAgent.act`) uses the current noise with
@@ -29,16 +31,8 @@ from torch import nn
 
 import nexlify
 from nexlify.agent.config import PLAIN_DQN, AgentConfig
-from nexlify.agent.losses import (
-    DQNLoss,
-    c51_head_loss,
-    c51_taken_loss,
-    c51_target_and_head_loss,
-    dqn_loss,
-    projected_target_from_logits,
-    quantile_huber_taken_loss,
-    td_target,
-)
+from nexlify.agent.fast_path import learner_kernels
+from nexlify.agent.losses import DQNLoss, dqn_loss, quantile_huber_taken_loss, td_target
 from nexlify.agent.networks import QNetwork, build_q_network
 from nexlify.agent.noisy import reset_noise_of
 from nexlify.agent.replay import ReplayBatch
@@ -114,6 +108,8 @@ class DQNAgent:
         """Detached TD errors of the last update (for prioritized replay)."""
         self._online_params = list(self.online.parameters())
         self._target_params = list(self.target.parameters())
+        self.kernels = learner_kernels(config.cpu_kernels, self.device)
+        """Greedy actions, taken-action outputs and C51 losses: compiled or plain torch."""
 
     # ----------------------------------------------------------------- policy
 
@@ -138,7 +134,7 @@ class DQNAgent:
     def _argmax(self, obs_ND: np.ndarray, noise: bool) -> np.ndarray:
         net = self._policy_net(noise)
         with torch.inference_mode():
-            actions_N = net.greedy(self._obs_tensor(obs_ND))
+            actions_N = self.kernels.greedy(net, self._obs_tensor(obs_ND))
         return actions_N.cpu().numpy().astype(np.int64, copy=False)
 
     def q_values(self, obs_ND: np.ndarray) -> np.ndarray:
@@ -222,8 +218,7 @@ class DQNAgent:
 
         self.optimizer.zero_grad(set_to_none=True)
         if self.grad_scaler is not None:
-            # fp16 runs on CUDA only, where no loss comes with computed gradients.
-            assert out.computed_grads is None
+            # fp16 runs on CUDA only, where the reference kernels make every loss with a graph.
             self.grad_scaler.scale(out.loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
             grad_norm = _clip_grad_norm_(self._online_params, c.max_grad_norm)
@@ -250,55 +245,36 @@ class DQNAgent:
     def _loss(self, batch: ReplayBatch) -> DQNLoss:
         """The configured member of the DQN family's loss on one batch (see agent.losses).
 
-        Distributional heads evaluate only the atoms they use: the online network's for the
-        taken actions and, with double DQN, the target network's for a* (forward_taken_raw).
+        The online network runs first, then the targets under ``no_grad`` (dropout masks and
+        batch-norm statistics follow that order). Distributional heads evaluate only the atoms
+        they use: the online network's for the taken actions and, with double DQN, the target
+        network's for a*.
         """
+        if self.config.distributional == "c51":
+            return self._c51_loss(batch)
+        if self.config.distributional == "qr":
+            return self._qr_loss(batch)
         c = self.config
-        online = self.online
-        if c.distributional == "none":
-            q_BA = online.forward_raw(batch.obs_BD).float()
-            with torch.no_grad():
-                next_q_target_BA = self.target.forward_raw(batch.next_obs_BD).float()
-                next_q_online_BA = online(batch.next_obs_BD).float() if c.double_dqn else None
-                target_B = td_target(
-                    batch.rewards_B,
-                    batch.discounts_B,
-                    batch.terminated_B,
-                    next_q_target_BA,
-                    next_q_online_BA,
-                )
-            return dqn_loss(q_BA, batch.actions_B, target_B, c.huber_delta, batch.weights_B)
-        # C51 on the CPU: the taken actions' logits and the loss in one function (c51_head_loss),
-        # which also makes the target from the target network's logits without double DQN.
-        head = online.taken_head(batch.obs_BD) if c.distributional == "c51" else None
-        if head is not None and not c.double_dqn:
-            with torch.no_grad():
-                next_logits_BAZ = self.target.forward_raw(batch.next_obs_BD)
-            return c51_target_and_head_loss(
-                head, batch.actions_B, next_logits_BAZ, batch.rewards_B, batch.discounts_B,
-                batch.terminated_B, online.support_Z, batch.weights_B, v_min=c.v_min,
-                v_max=c.v_max,
-            )  # fmt: skip
-        online_BZ = None
-        if head is None:
-            online_BZ = online.forward_taken_raw(batch.obs_BD, batch.actions_B).float()
+        q_BA = self.online.forward_raw(batch.obs_BD).float()
         with torch.no_grad():
-            if c.distributional == "c51":
-                target_probs_BZ = self._c51_target(batch)
-            else:
-                shift_B1 = (batch.discounts_B * (1.0 - batch.terminated_B)).unsqueeze(1)
-                next_BZ = self._next_quantiles(batch.next_obs_BD)
-                target_quantiles_BZ = torch.addcmul(batch.rewards_B.unsqueeze(1), shift_B1, next_BZ)
-        if head is not None:
-            return c51_head_loss(
-                head, batch.actions_B, target_probs_BZ, online.support_Z, batch.weights_B
+            next_q_target_BA = self.target.forward_raw(batch.next_obs_BD).float()
+            next_q_online_BA = self.online(batch.next_obs_BD).float() if c.double_dqn else None
+            target_B = td_target(
+                batch.rewards_B,
+                batch.discounts_B,
+                batch.terminated_B,
+                next_q_target_BA,
+                next_q_online_BA,
             )
-        assert online_BZ is not None
-        if c.distributional == "c51":
-            return c51_taken_loss(online_BZ, target_probs_BZ, online.support_Z, batch.weights_B)
-        return quantile_huber_taken_loss(
-            online_BZ, target_quantiles_BZ, c.huber_delta, batch.weights_B
-        )
+        return dqn_loss(q_BA, batch.actions_B, target_B, c.huber_delta, batch.weights_B)
+
+    def _c51_loss(self, batch: ReplayBatch) -> DQNLoss:
+        """Cross-entropy of the online distribution of (s, a) to the projected target."""
+        online = self.online
+        loss_to = self.kernels.c51_online(online, batch.obs_BD, batch.actions_B)
+        with torch.no_grad():
+            target_probs_BZ = self._c51_target(batch)
+        return loss_to(target_probs_BZ, online.support_Z, batch.weights_B)
 
     def _c51_target(self, batch: ReplayBatch) -> torch.Tensor:
         """Projected target distribution [B, Z] of a* in s'.
@@ -307,21 +283,31 @@ class DQNAgent:
         a*'s atoms) or the target network's own, whose softmax then serves both its Q-values
         and the distribution that is projected.
         """
-        c, target = self.config, self.target
+        c, target, kernels = self.config, self.target, self.kernels
         step = (batch.rewards_B, batch.discounts_B, batch.terminated_B, target.support_Z)
         if c.double_dqn:
-            # The compiled softmax-expectation-argmax on the CPU (QNetwork.greedy).
-            a_B = self.online.greedy(batch.next_obs_BD)
-            next_logits = target.forward_taken_raw(batch.next_obs_BD, a_B).float()
+            a_B = kernels.greedy(self.online, batch.next_obs_BD)
+            next_logits = kernels.taken_output(target, batch.next_obs_BD, a_B).float()
         else:
             next_logits = target.forward_raw(batch.next_obs_BD).float()
-        return projected_target_from_logits(next_logits, *step, v_min=c.v_min, v_max=c.v_max)
+        return kernels.c51_target(next_logits, *step, v_min=c.v_min, v_max=c.v_max)
+
+    def _qr_loss(self, batch: ReplayBatch) -> DQNLoss:
+        """Quantile Huber loss of the online quantiles of (s, a) to r + discount * theta(s', a*)."""
+        online_BZ = self.kernels.taken_output(self.online, batch.obs_BD, batch.actions_B).float()
+        with torch.no_grad():
+            shift_B1 = (batch.discounts_B * (1.0 - batch.terminated_B)).unsqueeze(1)
+            next_BZ = self._next_quantiles(batch.next_obs_BD)
+            target_quantiles_BZ = torch.addcmul(batch.rewards_B.unsqueeze(1), shift_B1, next_BZ)
+        return quantile_huber_taken_loss(
+            online_BZ, target_quantiles_BZ, self.config.huber_delta, batch.weights_B
+        )
 
     def _next_quantiles(self, next_obs_BD: torch.Tensor) -> torch.Tensor:
         """Target network's QR quantiles [B, Z] of a* in s' (a* as in :meth:`_c51_target`)."""
         if self.config.double_dqn:
             a_B = self.online(next_obs_BD).float().argmax(dim=1)
-            return self.target.forward_taken_raw(next_obs_BD, a_B).float()
+            return self.kernels.taken_output(self.target, next_obs_BD, a_B).float()
         next_BAZ = self.target.forward_raw(next_obs_BD).float()
         a_B = next_BAZ.mean(dim=2).argmax(dim=1)
         B, _, Z = next_BAZ.shape

@@ -5,55 +5,20 @@ hidden layer), then either one linear output (plain DQN: the module layout of fo
 checkpoints, ``layers.<k>.weight``) or separate heads (dueling value/advantage, noisy layers).
 Distributional heads output ``n_atoms`` values per action: C51 logits or QR-DQN quantiles.
 
-The learner needs the online network's output for the taken action only.
-:meth:`QNetwork.forward_taken_raw` gives it without computing the other actions' atoms: on the
-CPU a distributional output layer is A blocks of Z rows, and multiplying each sample by its own
-action's block (:func:`taken_action_linear`) does 1/A of the dense layer's work forward and
-backward. At A=7, Z=51 that layer is most of a C51 gradient step's arithmetic.
+This module is the plain-torch reference: :meth:`QNetwork.forward_taken_raw` gathers the taken
+actions from the full output, :meth:`QNetwork.greedy` is the argmax of :meth:`QNetwork.forward`.
+The compiled CPU versions of both live in :mod:`nexlify.agent.fast_path`.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from nexlify.agent import cpu_kernels
 from nexlify.agent.config import AgentConfig
 from nexlify.agent.noisy import NoisyLinear
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
-
-
-class TakenHead(NamedTuple):
-    """The parts of a distributional head's output for the taken actions (see
-    :meth:`QNetwork.taken_head`): torso output, the output layer's weight [A * Z, H] and bias
-    [A * Z] as the layer holds them (A blocks of Z rows: :attr:`weight_AZH`, :attr:`bias_AZ`),
-    and the dueling stream's V - mean_a A (None without dueling)."""
-
-    h_BH: torch.Tensor
-    weight: torch.Tensor
-    bias: torch.Tensor
-    value_BZ: torch.Tensor | None
-    n_actions: int
-
-    @property
-    def weight_AZH(self) -> torch.Tensor:  # noqa: N802 (shape suffix, as the fields)
-        """The weight as A blocks of Z rows (a view)."""
-        return self.weight.view(self.n_actions, -1, self.weight.shape[1])
-
-    @property
-    def bias_AZ(self) -> torch.Tensor:  # noqa: N802 (shape suffix, as the fields)
-        """The bias as A blocks of Z (a view)."""
-        return self.bias.view(self.n_actions, -1)
-
-    def logits(self, actions_B: torch.Tensor) -> torch.Tensor:
-        """The head's output for ``actions_B``, [B, Z]: what ``forward_taken_raw`` returns."""
-        out_BZ = taken_action_linear(self.h_BH, self.weight_AZH, self.bias_AZ, actions_B)
-        return out_BZ if self.value_BZ is None else out_BZ + self.value_BZ
 
 
 class SeededDropout(nn.Module):
@@ -166,48 +131,23 @@ class QNetwork(nn.Module):
         return out.reshape(B, A, Z)
 
     def forward_taken_raw(self, obs_BD: torch.Tensor, actions_B: torch.Tensor) -> torch.Tensor:
-        """Head output of one action per row: q_B, or logits_BZ / quantiles_BZ.
-
-        ``forward_raw(obs_BD)`` gathered at ``actions_B``; for distributional heads on the CPU
-        only the taken actions' output rows are computed (see :func:`taken_action_linear` and
-        :meth:`taken_head`).
-        """
-        head = self.taken_head(obs_BD)
-        if head is not None:
-            return head.logits(actions_B)
+        """Head output of one action per row: q_B, or logits_BZ / quantiles_BZ
+        (``forward_raw(obs_BD)`` gathered at ``actions_B``)."""
         raw = self.forward_raw(obs_BD)
         if self.n_atoms == 1:
             return raw.gather(1, actions_B.unsqueeze(1)).squeeze(1)
         B, Z = obs_BD.shape[0], self.n_atoms
         return raw.gather(1, actions_B.view(B, 1, 1).expand(B, 1, Z)).squeeze(1)
 
-    def taken_head(self, obs_BD: torch.Tensor) -> TakenHead | None:
-        """What the taken-action output is made from, for distributional heads on the CPU in
-        float32 outside autocast (else None): ``forward_taken_raw(obs, a)`` equals
-        ``taken_action_linear(h_BH, weight_AZH, bias_AZ, a)`` plus ``value_BZ`` when dueling.
+    def torso(self, obs_BD: torch.Tensor) -> torch.Tensor:
+        """The hidden layers' output h_BH, which the output layers read."""
+        return _run_layers(obs_BD, self._torso)
 
-        Dueling subtracts the mean advantage through the mean of the advantage weights, which
-        is the same linear map, so V - mean_a A is one linear layer (``value_BZ``).
-        """
-        Z = self.n_atoms
-        if (
-            Z == 1
-            or obs_BD.device.type != "cpu"
-            or obs_BD.dtype != torch.float32
-            or torch.is_autocast_enabled("cpu")
-        ):
-            return None
-        h_BH = _run_layers(obs_BD, self._torso)
-        A = self.n_actions
-        head = self.advantage_head if self.advantage_head is not None else self.layers[-1]
-        weight, bias = _weight_and_bias(head)
-        value_BZ = None
-        if self.value_head is not None:
-            value_w, value_b = _weight_and_bias(self.value_head)
-            # V + A(a) - mean_a A: one linear map for V - mean_a A.
-            mean_w, mean_b = weight.view(A, Z, -1).mean(dim=0), bias.view(A, Z).mean(dim=0)
-            value_BZ = F.linear(h_BH, value_w - mean_w, value_b - mean_b)
-        return TakenHead(h_BH, weight, bias, value_BZ, A)
+    @property
+    def output_layer(self) -> nn.Module:
+        """The layer with the A * Z action outputs (A blocks of Z rows): the advantage head
+        with separate heads, else the last layer."""
+        return self.advantage_head if self.advantage_head is not None else self.layers[-1]
 
     def q_from_raw(self, raw: torch.Tensor) -> torch.Tensor:
         """Expected Q-values [B, A] of a raw head output."""
@@ -218,19 +158,8 @@ class QNetwork(nn.Module):
         return raw
 
     def greedy(self, obs_BD: torch.Tensor) -> torch.Tensor:
-        """argmax_a of :meth:`forward` (first on ties), int64 [B]. For C51 on the CPU in float32
-        the softmax, expected values and argmax run as one compiled loop over the logits
-        (``cpu_kernels.c51_greedy``, the expected values as the C51 target computes them,
-        equal to :meth:`forward`'s to float rounding)."""
-        if self.distributional != "c51" or obs_BD.device.type != "cpu":
-            return self.forward(obs_BD).argmax(dim=1)
-        logits_BAZ = self.forward_raw(obs_BD)
-        if logits_BAZ.dtype != torch.float32:
-            return self.q_from_raw(logits_BAZ).argmax(dim=1)
-        actions_B = torch.empty(obs_BD.shape[0], dtype=torch.int64)
-        support_Z = cpu_array(self.support_Z)
-        cpu_kernels.c51_greedy(cpu_array(logits_BAZ), support_Z, actions_B.numpy())
-        return actions_B
+        """argmax_a of :meth:`forward` (first on ties), int64 [B]."""
+        return self.forward(obs_BD).argmax(dim=1)
 
     def forward(self, obs_BD: torch.Tensor) -> torch.Tensor:
         """Expected Q-values q_BA for a batch of observations obs_BD."""
@@ -249,97 +178,10 @@ class QNetwork(nn.Module):
 
 
 def _run_layers(x: torch.Tensor, modules: tuple[nn.Module, ...]) -> torch.Tensor:
-    """Apply ``modules`` in order (a plain loop: ``nn.Sequential``'s call costs more per layer).
-
-    No-grad layers once went to oneDNN's linear with the ReLU fused when they were large (the C51
-    head). Inside a learner step on the 2-core EPYC the benchmarks run on, that was 6% slower for
-    the whole C51 step than MKL's sgemm through ``F.linear`` (2389 against 2238 us, 128-128
-    network), and no faster at 256-256 (4310 against 4245 us), although the layer alone timed
-    faster on some days: it was removed."""
+    """Apply ``modules`` in order (a plain loop: ``nn.Sequential``'s call costs more per layer)."""
     for layer in modules:
         x = layer(x)
     return x
-
-
-def _weight_and_bias(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(layer, NoisyLinear):
-        return layer.weight_and_bias()
-    assert isinstance(layer, nn.Linear) and layer.bias is not None
-    return layer.weight, layer.bias
-
-
-def cpu_array(x: torch.Tensor) -> np.ndarray:
-    """A numpy view of a CPU tensor for the compiled kernels (detached; copied only when it is
-    not contiguous). Detaches and copies only where needed: this runs a dozen times per C51
-    learner step, and each step skipped saves a fraction of a microsecond."""
-    if x.requires_grad:
-        x = x.detach()
-    return (x if x.is_contiguous() else x.contiguous()).numpy()
-
-
-class _TakenActionLinear(torch.autograd.Function):
-    """out_BZ = h_BH @ weight_AZH[a_B].T + bias_AZ[a_B] on the CPU, forward and backward.
-
-    Each sample is multiplied by its own action's Z x H block only: B * Z * H multiply-adds
-    each way instead of the dense layer's A * B * Z * H. Compiled loops (cpu_kernels) rather
-    than one matrix product per action: at ~B/A rows each, their per-call cost exceeds their
-    arithmetic, and the saving over the dense layer mostly disappears.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        h_BH: torch.Tensor,
-        weight_AZH: torch.Tensor,
-        bias_AZ: torch.Tensor,
-        actions_B: torch.Tensor,
-    ) -> torch.Tensor:
-        out_BZ = _taken_linear_output(h_BH, weight_AZH, bias_AZ, actions_B)
-        ctx.save_for_backward(h_BH, weight_AZH, actions_B)
-        return out_BZ
-
-    @staticmethod
-    def backward(ctx: Any, grad_BZ: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        h_BH, weight_AZH, actions_B = ctx.saved_tensors
-        grad_h_BH = torch.empty(h_BH.shape, dtype=torch.float32)
-        grad_w_AZH = torch.zeros(weight_AZH.shape, dtype=torch.float32)
-        grad_b_AZ = torch.zeros(weight_AZH.shape[:2], dtype=torch.float32)
-        cpu_kernels.taken_linear_backward(
-            cpu_array(grad_BZ), cpu_array(h_BH), cpu_array(weight_AZH),
-            cpu_array(actions_B), grad_h_BH.numpy(), grad_w_AZH.numpy(), grad_b_AZ.numpy(),
-        )  # fmt: skip
-        return grad_h_BH, grad_w_AZH, grad_b_AZ, None
-
-
-def taken_action_linear(
-    h_BH: torch.Tensor, weight_AZH: torch.Tensor, bias_AZ: torch.Tensor, actions_B: torch.Tensor
-) -> torch.Tensor:
-    """``F.linear(h_BH, weight, bias).view(B, A, Z)`` at ``actions_B``: float32 [B, Z].
-
-    CPU float32 tensors only. Differentiable in ``h_BH``, ``weight_AZH`` and ``bias_AZ``; equal
-    to the dense layer's output up to float rounding (each entry is the same dot product,
-    summed in another order), at 1/A of its cost.
-    """
-    if torch.is_grad_enabled() and (
-        h_BH.requires_grad or weight_AZH.requires_grad or bias_AZ.requires_grad
-    ):
-        out_BZ: torch.Tensor = _TakenActionLinear.apply(h_BH, weight_AZH, bias_AZ, actions_B)
-        return out_BZ
-    # No gradient wanted (the double DQN target's a*): the forward kernel without the
-    # autograd.Function around it, whose own cost is larger than the kernel's at this size.
-    return _taken_linear_output(h_BH, weight_AZH, bias_AZ, actions_B)
-
-
-def _taken_linear_output(
-    h_BH: torch.Tensor, weight_AZH: torch.Tensor, bias_AZ: torch.Tensor, actions_B: torch.Tensor
-) -> torch.Tensor:
-    """:func:`taken_action_linear`'s output from the compiled kernel (no graph)."""
-    out_BZ = torch.empty(h_BH.shape[0], weight_AZH.shape[1], dtype=torch.float32)
-    cpu_kernels.taken_linear_forward(
-        cpu_array(h_BH), cpu_array(weight_AZH), cpu_array(bias_AZ), cpu_array(actions_B),
-        out_BZ.numpy(),
-    )  # fmt: skip
-    return out_BZ
 
 
 def network_from_config(obs_dim: int, n_actions: int, config: AgentConfig) -> QNetwork:

@@ -238,6 +238,9 @@ AGENT_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
      {"choices": ["none", "layer", "batch"], "help": "normalisation of hidden layers (none)"}),
     (("--amp",), "agent", "amp",
      {"choices": ["off", "bf16", "fp16"], "help": "mixed precision (off; fp16 needs CUDA)"}),
+    (("--cpu-kernels",), "agent", "cpu_kernels",
+     {"choices": ["auto", "off"], "help": "learner's CPU fast path: compiled kernels for "
+      "float32 on the CPU (auto) or the plain-torch reference (off)"}),
 ]  # fmt: skip
 
 
