@@ -14,6 +14,7 @@ can be saved to a JSON file, so a restarted process sees the same exchange).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -125,23 +126,36 @@ class Book:
         self.save()
 
     def open_orders(self) -> list[dict[str, Any]]:
-        return [o for o in self.state["orders"].values() if o["status"] == "open"]
+        """Resting orders, stop-losses first (the stop wins when both are touched in a bar)."""
+        orders = [o for o in self.state["orders"].values() if o["status"] == "open"]
+        return sorted(orders, key=lambda o: o["kind"] != "stop_loss")
 
     def new_id(self) -> str:
         self.state["next_id"] += 1
         return str(self.state["next_id"])
+
+    buy_fee_in_base = True
+    """Binance takes a buy's fee from the coins bought; KuCoin takes every fee in the quote."""
+
+    @staticmethod
+    def market_id(pair: str) -> str:
+        return pair.replace("/", "")
 
     def fill(self, order: dict[str, Any], price: Decimal) -> None:
         """Fill ``order`` (base/quote in its record) at ``price``; fee in what is received."""
         qty = dec(order["qty"])
         base, quote = order["base"], order["quote"]
         cost = qty * price
-        if order["side"] == "buy":
+        if order["side"] == "buy" and not self.buy_fee_in_base:
+            self.move(quote, free=-cost * (1 + TAKER_FEE))
+            self.move(base, free=qty)
+            order["fee"], order["fee_asset"] = str(cost * TAKER_FEE), quote
+        elif order["side"] == "buy":
             self.move(quote, free=-cost)
             self.move(base, free=qty * (1 - TAKER_FEE))
             order["fee"], order["fee_asset"] = str(qty * TAKER_FEE), base
         else:
-            unlock = qty if order["trigger"] else Decimal(0)
+            unlock = qty if order["trigger"] and order["locks"] else Decimal(0)
             self.move(base, free=-(qty - unlock), locked=-unlock)
             self.move(quote, free=cost * (1 - TAKER_FEE))
             order["fee"], order["fee_asset"] = str(cost * TAKER_FEE), quote
@@ -157,6 +171,9 @@ class Book:
             if (order["kind"] == "stop_loss" and dec(low) <= stop) or (
                 order["kind"] == "take_profit" and dec(high) >= stop
             ):
+                if not order["locks"] and self.free(order["base"]) < dec(order["qty"]):
+                    order["status"] = "cancelled"  # triggered without the coins: it fails
+                    continue
                 self.fill(order, stop)
                 fired.append(order["id"])
         self.save()
@@ -286,6 +303,7 @@ class BinanceBook(Book):
             "status": "open",
             "trigger": str(trigger) if trigger else None,
             "kind": {"STOP_LOSS": "stop_loss", "TAKE_PROFIT": "take_profit"}.get(kind),
+            "locks": True,
             "base": info["baseAsset"],
             "quote": info["quoteAsset"],
             "price": "0",
@@ -408,4 +426,268 @@ class BinanceBook(Book):
                 }
             ]
         out["fills"] = fills
+        return out
+
+
+def kucoin_exchange(book: Book) -> tuple[Any, RecordedHTTP]:
+    """A real ``ccxt.kucoin`` (spot options as the product sets them) over ``book``.
+
+    KuCoin has no sandbox in ccxt any more (``urls['test']`` is None), so this is its live API.
+    """
+    from nexlify.live.venue import SPOT_OPTIONS
+
+    exchange = ccxt.kucoin(
+        {
+            "apiKey": book.key,
+            "secret": book.secret,
+            "password": KUCOIN_PASSPHRASE,
+            "options": dict(SPOT_OPTIONS),
+        }
+    )
+    http = RecordedHTTP(book)
+    exchange.session = http
+    return exchange, http
+
+
+KUCOIN_PASSPHRASE = "nx-passphrase-4c1e"
+
+
+class KucoinBook(Book):
+    """KuCoin classic spot REST as documented: symbols, accounts, orders and stop orders (which
+    do not freeze the coins until they trigger)."""
+
+    folder = FIXTURES / "kucoin"
+    buy_fee_in_base = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.symbols = {s["symbol"]: s for s in self.fixture("symbols.json")["data"]}
+
+    @staticmethod
+    def market_id(pair: str) -> str:
+        return pair.replace("/", "-")
+
+    def fixture(self, name: str) -> Any:
+        return json.loads((self.folder / name).read_text())
+
+    @staticmethod
+    def ok(data: Any) -> tuple[int, Any]:
+        return 200, {"code": "200000", "data": data}
+
+    @staticmethod
+    def error(code: str, msg: str) -> tuple[int, Any]:
+        return 400, {"code": code, "msg": msg}
+
+    def signed(self, method: str, path: str, query: str, body: str, h: dict[str, str]) -> bool:
+        endpoint = path + ("?" + query if query else "")
+        text = h.get("KC-API-TIMESTAMP", "") + method + endpoint + body
+        passphrase = base64.b64encode(
+            hmac.new(self.secret.encode(), KUCOIN_PASSPHRASE.encode(), hashlib.sha256).digest()
+        ).decode()
+        sign = base64.b64encode(
+            hmac.new(self.secret.encode(), text.encode(), hashlib.sha256).digest()
+        ).decode()
+        return (
+            h.get("KC-API-KEY") == self.key
+            and h.get("KC-API-SIGN") == sign
+            and h.get("KC-API-PASSPHRASE") == passphrase
+        )
+
+    def handle(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        headers: dict[str, str],
+        query: str,
+        body: str,
+    ) -> tuple[int, Any]:
+        public = {
+            "/api/v3/currencies": lambda: (200, self.fixture("currencies.json")),
+            "/api/v2/symbols": lambda: (200, self.fixture("symbols.json")),
+            "/api/v1/market/allTickers": lambda: self.ok({"time": 1733011200000, "ticker": []}),
+            "/api/v1/timestamp": lambda: self.ok(1733011200000),
+        }
+        if method == "GET" and path in public:
+            return public[path]()
+        if not self.signed(method, path, query, body, headers):
+            return 401, {"code": "400005", "msg": "Invalid KC-API-SIGN"}
+        if body:
+            params = {**params, **json.loads(body)}
+        return self.private(method, path, params)
+
+    def private(self, method: str, path: str, p: dict[str, Any]) -> tuple[int, Any]:
+        parts = path.strip("/").split("/")
+        if (method, path) == ("GET", "/api/ua/v1/account/mode"):
+            return self.ok({"selfAccountMode": "CLASSIC"})
+        if (method, path) == ("GET", "/api/v3/margin/symbols"):
+            return self.ok({"timestamp": 1733011200000, "items": []})
+        if (method, path) == ("GET", "/api/v1/isolated/symbols"):
+            return self.ok([])
+        if (method, path) == ("GET", "/api/v1/hf/accounts/opened"):
+            return self.ok(False)
+        if (method, path) == ("GET", "/api/v1/accounts"):
+            return self.ok(
+                [
+                    {
+                        "id": f"acc{k}",
+                        "currency": a,
+                        "type": "trade",
+                        "balance": str(dec(f) + dec(lk)),
+                        "available": str(dec(f)),
+                        "holds": str(dec(lk)),
+                    }
+                    for k, (a, (f, lk)) in enumerate(self.state["balances"].items())
+                ]
+            )
+        if method == "POST" and path in ("/api/v1/orders", "/api/v1/stop-order"):
+            return self.create(p, trigger=path.endswith("stop-order"))
+        if method == "GET" and path in ("/api/v1/orders", "/api/v1/stop-order"):
+            trigger = path.endswith("stop-order")
+            items = [
+                self.record(o)
+                for o in self.open_orders()
+                if o["symbol"] == p.get("symbol") and bool(o["kind"]) == trigger
+            ]
+            return self.ok(
+                {
+                    "currentPage": 1,
+                    "pageSize": 50,
+                    "totalNum": len(items),
+                    "totalPage": 1,
+                    "items": items,
+                }
+            )
+        if parts[:3] == ["api", "v1", "order"] and parts[3:4] == ["client-order"]:
+            return self.found(
+                next(
+                    (
+                        o
+                        for o in self.state["orders"].values()
+                        if o["client_id"] == parts[4] and not o["kind"]
+                    ),
+                    None,
+                )
+            )
+        if path == "/api/v1/stop-order/queryOrderByClientOid":
+            order = next(
+                (
+                    o
+                    for o in self.state["orders"].values()
+                    if o["client_id"] == p.get("clientOid") and o["kind"]
+                ),
+                None,
+            )
+            return self.ok([self.record(order)]) if order else self.ok([])
+        if parts[:3] in (["api", "v1", "orders"], ["api", "v1", "stop-order"]) and len(parts) == 4:
+            order = self.state["orders"].get(parts[3])
+            if method == "DELETE":
+                return self.cancel(order)
+            return self.found(order)
+        return 404, {"code": "404000", "msg": f"not recorded: {method} {path}"}
+
+    def found(self, order: dict[str, Any] | None) -> tuple[int, Any]:
+        if order is None:
+            return 404, {"code": "400100", "msg": "order not exist."}
+        return self.ok(self.record(order))
+
+    def create(self, p: dict[str, Any], trigger: bool) -> tuple[int, Any]:
+        info = self.symbols[p["symbol"]]
+        qty, side = dec(p["size"]), p["side"]
+        price = dec(self.state["prices"][p["symbol"]])
+        if qty < dec(info["baseMinSize"]) or qty % dec(info["baseIncrement"]) != 0:
+            return self.error("400100", "Order size increment invalid.")
+        stop = dec(p["stopPrice"]) if trigger else None
+        if stop is not None and stop % dec(info["priceIncrement"]) != 0:
+            return self.error("400100", "Price increment invalid.")
+        if any(o["client_id"] == p["clientOid"] for o in self.state["orders"].values()):
+            return self.error("400100", "clientOid duplicated")
+        kind = None
+        if trigger:
+            kind = "stop_loss" if p.get("stop") == "loss" else "take_profit"
+        order = {
+            "id": f"kc{self.new_id()}",
+            "client_id": p["clientOid"],
+            "symbol": p["symbol"],
+            "side": side,
+            "type": p["type"],
+            "qty": str(qty),
+            "executed": "0",
+            "quote_qty": "0",
+            "status": "open",
+            "trigger": str(stop) if stop else None,
+            "kind": kind,
+            "locks": False,
+            "base": info["baseCurrency"],
+            "quote": info["quoteCurrency"],
+            "price": "0",
+            "time": 1733011200000 + int(self.state["next_id"]),
+        }
+        if not trigger:
+            need = qty * price * (1 + TAKER_FEE) if side == "buy" else qty
+            if need > self.free(order["quote"] if side == "buy" else order["base"]):
+                return self.error("200004", "Balance insufficient!")
+            self.fill(order, price)
+        self.state["orders"][order["id"]] = order
+        return self.ok({"orderId": order["id"]})
+
+    def cancel(self, order: dict[str, Any] | None) -> tuple[int, Any]:
+        if order is None or order["status"] != "open":
+            return 404, {"code": "400100", "msg": "order not exist."}
+        order["status"] = "cancelled"
+        return self.ok({"cancelledOrderIds": [order["id"]]})
+
+    def record(self, o: dict[str, Any]) -> dict[str, Any]:
+        """An order (GET /api/v1/orders/{id}) or stop order (GET /api/v1/stop-order/{id})."""
+        filled = o["status"] == "filled"
+        out = {
+            "id": o["id"],
+            "symbol": o["symbol"],
+            "opType": "DEAL",
+            "type": o["type"],
+            "side": o["side"],
+            "price": "0",
+            "size": o["qty"],
+            "funds": "0",
+            "dealFunds": o["quote_qty"],
+            "dealSize": o["executed"],
+            "fee": o.get("fee", "0"),
+            "feeCurrency": o["quote"],
+            "stp": "",
+            "timeInForce": "GTC",
+            "postOnly": False,
+            "hidden": False,
+            "iceberg": False,
+            "visibleSize": "0",
+            "cancelAfter": 0,
+            "channel": "API",
+            "clientOid": o["client_id"],
+            "remark": None,
+            "tags": None,
+            "createdAt": o["time"],
+            "tradeType": "TRADE",
+        }
+        if o["kind"] is None:
+            out.update(
+                stop="",
+                stopTriggered=False,
+                stopPrice="0",
+                isActive=o["status"] == "open",
+                cancelExist=o["status"] == "cancelled",
+            )
+            return out
+        out.update(
+            stop="loss" if o["kind"] == "stop_loss" else "entry",
+            stopPrice=o["trigger"],
+            status="NEW" if o["status"] == "open" else "TRIGGERED",
+            stopTriggered=filled,
+            userId="6548e0c9",
+            domainId="kucoin",
+            orderTime=o["time"] * 1_000_000,
+            takerFeeRate="0.001",
+            makerFeeRate="0.001",
+        )
+        if not filled:
+            out.pop("dealSize")
+            out.pop("dealFunds")
         return out

@@ -20,11 +20,20 @@ from rich.console import Console
 
 import nexlify.commands.paper as paper_command
 from nexlify.cli import build_parser, main
+from nexlify.commands.paper import CONFIRM_FLAG
 from nexlify.errors import ConfigError
 from nexlify.live.feeds import Bar, ReplayFeed
-from nexlify.live.secrets import KEY_ENV, SECRET_ENV
+from nexlify.live.secrets import KEY_ENV, PASSWORD_ENV, SECRET_ENV
 from nexlify.live.venue import OrderRefusedError
-from tests.recorded_exchanges import BinanceBook, RecordedHTTP, binance_exchange
+from tests.recorded_exchanges import (
+    KUCOIN_PASSPHRASE,
+    BinanceBook,
+    Book,
+    KucoinBook,
+    RecordedHTTP,
+    binance_exchange,
+    kucoin_exchange,
+)
 from tests.test_paper_support import candles, save_model, write_candles
 
 KEY = "nxTESTNETKEY4d2f9a7c1e3b5d7f9a1c3e5b7d9f1a3c5e7b9d1f3a5c7e9b1d3f5a7"
@@ -40,7 +49,7 @@ def db_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, 
         conn.close()
 
 
-def assert_agree(db: Path, book: BinanceBook) -> None:
+def assert_agree(db: Path, book: Book) -> None:
     """The database and the exchange's recorded state say the same thing."""
     if not db.exists() or not db_rows(db, "SELECT name FROM sqlite_master WHERE name='orders'"):
         return
@@ -69,7 +78,7 @@ class MarketMovingFeed(ReplayFeed):
     through its low..high (resting stops fire), and market orders after it fill at its close.
     Before each bar, the database and the exchange must agree; ``at`` runs hooks by bar."""
 
-    book: BinanceBook
+    book: Book
     db: Path
     hooks: ClassVar[dict[int, Any]] = {}
     check = True
@@ -83,22 +92,24 @@ class MarketMovingFeed(ReplayFeed):
             if hook is not None:
                 hook()
             for pair, (_, high, low, close, _) in bar.candles.items():
-                symbol = pair.replace("/", "")
+                symbol = self.book.market_id(pair)
                 self.book.trade_through(symbol, low, high)
                 self.book.set_price(symbol, close)
         return bars
 
 
-@pytest.fixture
-def live_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def _setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, venue: str) -> dict[str, Any]:
     monkeypatch.setenv(KEY_ENV, KEY)
     monkeypatch.setenv(SECRET_ENV, SECRET)
+    monkeypatch.setenv(PASSWORD_ENV, KUCOIN_PASSPHRASE)
     frames = candles()
     files = write_candles(tmp_path / "data", frames)
     model = save_model(tmp_path / "model.pt")
-    book = BinanceBook(KEY, SECRET, balances={"USDT": "10000", "BNB": "1"})
-    for pair, frame in frames.items():
-        book.set_price(pair.replace("/", ""), float(frame["close"].iloc[0]))
+    book: Book
+    if venue == "binance":
+        book = BinanceBook(KEY, SECRET, balances={"USDT": "10000", "BNB": "1"})
+    else:
+        book = KucoinBook(KEY, SECRET, balances={"USDT": "10000", "KCS": "3"})
     db = tmp_path / "live.db"
     MarketMovingFeed.book, MarketMovingFeed.db = book, db
     MarketMovingFeed.hooks, MarketMovingFeed.check = {}, True
@@ -106,10 +117,16 @@ def live_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
     https: list[RecordedHTTP] = []
 
     def factory(exchange_id: str, config: dict[str, Any]) -> Any:
-        assert exchange_id == "binance" and config["apiKey"] == KEY
-        exchange, http = binance_exchange(book, sandbox=False)
+        assert exchange_id == venue and config["apiKey"] == KEY
+        if venue == "binance":
+            exchange, http = binance_exchange(book, sandbox=False)
+        else:
+            exchange, http = kucoin_exchange(book)
         https.append(http)
         return exchange
+
+    # binance: its testnet (--sandbox); kucoin has none in ccxt: its live API, confirmed
+    mode = ["--sandbox"] if venue == "binance" else [CONFIRM_FLAG, "--exchange", "kucoin"]
 
     def args(*extra: str) -> argparse.Namespace:
         return build_parser().parse_args(
@@ -125,7 +142,7 @@ def live_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
                 str(db),
                 "--no-view",
                 "--live",
-                "--sandbox",
+                *mode,
                 *extra,
             ]
         )
@@ -138,6 +155,11 @@ def live_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
         "https": https,
         "frames": frames,
     }
+
+
+@pytest.fixture
+def live_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    return _setup(tmp_path, monkeypatch, "binance")
 
 
 def _run(setup: dict[str, Any], *extra: str) -> int:
@@ -377,3 +399,36 @@ def test_client_order_ids_are_deterministic_and_fit_the_venues() -> None:
     longest = desk.client_id(1_733_011_200, "1000SATSXYZ/USDT", "take_profit")
     assert len(longest) <= 36 and set(ROLE_CODES) >= {"entry", "exit", "flatten"}
     assert pd.Series([cid]).str.fullmatch(r"[A-Za-z0-9-]+").all()
+
+
+def test_kucoin_session_rests_stop_and_take_profit_and_agrees_with_the_exchange(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KuCoin does not freeze coins for stop orders: both protective orders rest, ccxt reaches
+    them with trigger=True; fees come in USDT, so the whole amount bought is held."""
+    setup = _setup(tmp_path, monkeypatch, "kucoin")
+    book, db = setup["book"], setup["db"]
+    assert _run(setup) == 0
+    assert_agree(db, book)
+    http = setup["https"][0]
+    assert {host for _, host, _, _ in http.log} == {"api.kucoin.com"}
+    orders = db_rows(db, "SELECT * FROM orders WHERE kind='live' ORDER BY id")
+    roles = [o["role"] for o in orders]
+    assert roles.count("entry") >= 3 and "take_profit" in roles and "stop_loss" in roles
+    entries = [o for o in orders if o["role"] == "entry" and o["status"] == "filled"]
+    for entry in entries:
+        tp = next(
+            o
+            for o in orders
+            if o["role"] == "take_profit"
+            and o["bar_time"] == entry["bar_time"]
+            and o["pair"] == entry["pair"]
+        )
+        assert tp["amount"] == entry["filled"] and tp["price"] > entry["price"]
+    assert not [o for o in orders if o["status"] == "failed"]
+    stop_orders = [p for m, _, path, p in http.log if m == "POST" and path.endswith("stop-order")]
+    assert len(stop_orders) == roles.count("stop_loss") + roles.count("take_profit")
+    # --sandbox is refused for kucoin: ccxt knows no testnet for it
+    monkeypatch.setattr(paper_command, "ReplayFeed", ReplayFeed)
+    with pytest.raises(ConfigError, match="kucoin has no sandbox"):
+        _run(setup, "--sandbox")

@@ -48,6 +48,24 @@ def base_fee(order: dict[str, Any], base: str) -> float:
     return sum(float(f.get("cost") or 0.0) for f in fees if f and f.get("currency") == base)
 
 
+STATUSES = {
+    "closed": "filled",
+    "open": "open",
+    "canceled": "cancelled",
+    "cancelled": "cancelled",  # ccxt's kucoin says so for a stop order that will not fire
+    "expired": "cancelled",
+    "rejected": "failed",
+}
+
+
+def order_status(ccxt_status: str | None, filled: float, amount: float) -> str:
+    """The orders-table status of a ccxt order. ccxt leaves the status of a triggered KuCoin
+    stop order unknown (None): filled in full means filled, anything else is still open."""
+    if ccxt_status is None:
+        return "filled" if filled > 0 and filled >= amount * (1 - 1e-9) else "open"
+    return STATUSES.get(ccxt_status, "open")
+
+
 class OrderDesk:
     """The ``orders`` and ``live_holdings`` tables and the exchange calls that change them."""
 
@@ -203,15 +221,9 @@ class OrderDesk:
     def settle(self, pair: str, cid: str, reply: dict[str, Any]) -> dict[str, Any]:
         """Store what the exchange says about order ``cid``; move the holdings by its fills."""
         row = self.store.rows("SELECT * FROM orders WHERE client_order_id = ?", (cid,))[0]
-        reply = self.with_fees(pair, {"side": row["side"], **reply})
+        reply = self.with_fees(pair, {**reply, "side": reply.get("side") or row["side"]})
         filled = float(reply.get("filled") or 0.0)
-        status = {
-            "closed": "filled",
-            "open": "open",
-            "canceled": "cancelled",
-            "expired": "cancelled",
-            "rejected": "failed",
-        }.get(str(reply.get("status")), "open")
+        status = order_status(reply.get("status"), filled, row["amount"])
         price = reply.get("average") or reply.get("price") or row["price"]
         change = (
             filled - base_fee(reply, self.venue.base(pair)) if row["side"] == "buy" else -filled

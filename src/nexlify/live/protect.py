@@ -138,8 +138,8 @@ class Protector:
                 continue
             if order.get("status") == "open":
                 continue
-            self.desk.settle(row["pair"], row["client_order_id"], order)
-            if order.get("status") == "closed":
+            settled = self.desk.settle(row["pair"], row["client_order_id"], order)
+            if settled["status"] == "filled":
                 message = (
                     f"{row['role']} of {row['pair']} filled on the exchange at "
                     f"{order.get('average') or order.get('price')}"
