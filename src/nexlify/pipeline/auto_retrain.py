@@ -22,12 +22,9 @@ rules used); ``final_model_score`` is the score of what ``final_model.pt`` holds
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
-import platform
 import shutil
 import time
 from collections.abc import Callable
@@ -40,7 +37,7 @@ import numpy as np
 from nexlify.agent.dqn import load_agent
 from nexlify.agent.ensemble import EnsembleAgent
 from nexlify.data.market_data import MarketData
-from nexlify.errors import ConfigError, InterruptedRunError
+from nexlify.errors import InterruptedRunError
 from nexlify.evaluation.edge import (
     describe_edge,
     excess_of_returns,
@@ -53,8 +50,29 @@ from nexlify.io import atomic_write, atomic_write_json, atomic_write_text
 from nexlify.market.baselines import run_baselines
 from nexlify.pipeline.backends import make_backend
 from nexlify.pipeline.data_choice import SYNTHETIC_WARNING, split_market
+from nexlify.pipeline.folds import (
+    ValidationFold,
+    combine_folds,
+    fold_means,
+    fold_models,
+    fold_table,
+    validation_folds,
+)
 from nexlify.pipeline.placement import plan_devices, takes_turns, units_at_once
 from nexlify.pipeline.report import write_report
+from nexlify.pipeline.run_files import (
+    ENSEMBLE_MODEL,
+    EXECUTION_ONLY,
+    FINAL_MODEL,
+    LOG_FILE,
+    SUMMARY_FILE,
+    attach_run_log,
+    check_resumable,
+    remove_stale_temp_files,
+    run_key,
+    versions,
+    write_html_report,
+)
 from nexlify.pipeline.runs import (
     UnitTask,
     finished_outcome,
@@ -65,9 +83,10 @@ from nexlify.pipeline.runs import (
 from nexlify.train.config import PipelineConfig, RunConfig
 from nexlify.train.trainer import validate
 
-SUMMARY_FILE = "complete_training_summary.json"
-LOG_FILE = "training.log"
-FINAL_MODEL = "final_model.pt"
+__all__ = [  # the run's files and folds, used by the commands and the study
+    "ENSEMBLE_MODEL", "EXECUTION_ONLY", "FINAL_MODEL", "LOG_FILE", "SUMMARY_FILE",
+    "ValidationFold", "attach_run_log", "check_resumable", "run_pipeline", "validation_folds",
+]  # fmt: skip
 
 
 class ProgressSink(Protocol):
@@ -108,9 +127,6 @@ def retrain_decision(
     if reason is None and iteration >= config.max_iterations:
         reason = "max_iterations"
     return RetrainDecision(score > best, change, without_best, reason)
-
-
-ENSEMBLE_MODEL = "ensemble_model.pt"
 
 
 def build_ensemble(
@@ -189,103 +205,6 @@ def run_initial_phase(
         return runner.map_units(train_unit, placed, on_done, progress)
 
 
-def _versions() -> dict[str, str]:
-    import gymnasium
-    import numba
-    import torch
-
-    import nexlify
-
-    return {
-        "nexlify": nexlify.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "gymnasium": gymnasium.__version__,
-        "platform": platform.platform(),
-    }
-
-
-def attach_run_log(log: logging.Logger, out_dir: Path) -> logging.Handler | None:
-    """Send ``log`` to ``out_dir/training.log`` (flushed per line) unless it already goes there."""
-    path = (out_dir / LOG_FILE).resolve()
-    for handler in log.handlers:
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == path:
-            return None
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    if log.getEffectiveLevel() > logging.INFO:
-        log.setLevel(logging.INFO)
-    return handler
-
-
-def _write_html_report(
-    summary: dict[str, Any], out_dir: Path, market: MarketData, log: logging.Logger
-) -> None:
-    """report.html next to the summary; a failure here is reported, and the run's files stay."""
-    from nexlify.report.html import build_run_report
-
-    try:
-        path = build_run_report(out_dir, summary, market)
-    except Exception as exc:  # the models and summary are already safe on disk
-        summary["report_error"] = f"{type(exc).__name__}: {exc}"
-        atomic_write_json(out_dir / SUMMARY_FILE, summary)
-        log.error("the HTML report could not be built (%s); rebuild it with: nexlify report %s",
-                  summary["report_error"], out_dir)  # fmt: skip
-        return
-    log.info("report: %s", path)
-
-
-EXECUTION_ONLY = {"pipeline": ("workers", "share_cores", "backend", "ray_address", "output_dir")}
-"""Settings that change how a run executes but not its results: a resume may change them."""
-
-
-def run_key(config: RunConfig, market: MarketData) -> str:
-    """Hash of everything a run's results depend on: its config (less execution-only settings)
-    and the data's bars."""
-    plain = config.to_dict()
-    for section, keys in EXECUTION_ONLY.items():
-        for key in keys:
-            plain.get(section, {}).pop(key, None)
-    text = json.dumps(plain, sort_keys=True, default=str) + market_fingerprint(market)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def remove_stale_temp_files(out_dir: Path) -> list[Path]:
-    """Delete the temp files of writes a crash cut short (never a finished file)."""
-    stale = [p for p in out_dir.rglob(".*.tmp") if p.is_file()]
-    stale += [p for p in out_dir.rglob("*.pt.tmp") if p.is_file()]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
-
-
-def check_resumable(out_dir: Path, market: MarketData) -> dict[str, Any] | None:
-    """The summary of the interrupted run in ``out_dir`` (None when it never wrote one).
-
-    Raises ConfigError when the folder holds no run or the data differ from the run's.
-    """
-    path = out_dir / SUMMARY_FILE
-    if not path.is_file():
-        if not (out_dir / "config.yaml").is_file():
-            raise ConfigError(f"--resume {out_dir}: no pipeline run here (no config.yaml)")
-        return None
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--resume {out_dir}: {path.name} is unreadable: {exc}") from exc
-    recorded = summary.get("data", {}).get("sha256")
-    if recorded is not None and recorded != market_fingerprint(market):
-        raise ConfigError(
-            f"--resume {out_dir}: the data differ from the data this run started on "
-            f"({summary['data'].get('source')}, {summary['data'].get('start')} .. "
-            f"{summary['data'].get('end')}); resume with the same data or start a new run"
-        )
-    return dict(summary)
-
-
 def run_pipeline(
     config: RunConfig,
     market: MarketData,
@@ -318,85 +237,6 @@ def run_pipeline(
             handler.close()
 
 
-@dataclass(frozen=True)
-class ValidationFold:
-    """Where one unit of a candidate trains and where it is scored."""
-
-    train: MarketData
-    val: MarketData
-
-
-def validation_folds(market: MarketData, config: RunConfig) -> list[ValidationFold]:
-    """The folds every candidate (initial run or retraining iteration) is scored on.
-
-    holdout: one fold, trained before the last ``validation_days`` and scored on them.
-    walk-forward: the validation days are cut into ``validation_folds`` consecutive windows;
-    fold k trains on every bar before its window less ``validation_embargo_bars`` (anchored)
-    and is scored on its window, so each score is out of sample and the folds together cover
-    several market periods instead of one.
-    """
-    pcfg, data = config.pipeline, config.data
-    train, val, _ = split_market(market, data)
-    if pcfg.validation == "holdout":
-        return [ValidationFold(train, val)]
-    dev_bars = train.n_bars + val.n_bars
-    k, embargo = pcfg.validation_folds, pcfg.validation_embargo_bars
-    episode = config.market.env.episode_length
-    window = val.n_bars // k
-    if window < episode:
-        raise ConfigError(
-            f"pipeline.validation_folds: {k} walk-forward windows of the {val.n_bars} validation "
-            f"bars are {window} bars each, shorter than an episode ({episode} bars); use fewer "
-            "folds or more data.validation_days"
-        )
-    folds = []
-    for i in range(k):
-        start = train.n_bars + i * window
-        stop = dev_bars if i == k - 1 else start + window
-        if start - embargo < episode:
-            raise ConfigError(
-                f"pipeline.validation_folds: walk-forward fold {i + 1} would train on "
-                f"{max(start - embargo, 0)} bars, fewer than an episode ({episode})"
-            )
-        folds.append(ValidationFold(market.slice(0, start - embargo), market.slice(start, stop)))
-    return folds
-
-
-def combine_folds(outcomes: list[dict[str, Any]], folds: list[ValidationFold]) -> dict[str, Any]:
-    """One candidate's record from its fold units: the mean score and metrics over the folds,
-    the newest fold's model (trained on the most data) and each fold's own figures."""
-    if len(outcomes) == 1:
-        return outcomes[0]
-    last = outcomes[-1]
-    return {
-        **last,
-        **_means([o["val_score"] for o in outcomes], [o["val_metrics"] for o in outcomes]),
-        "train_return": float(np.mean([o["train_return"] for o in outcomes])),
-        "seconds": float(sum(o["seconds"] for o in outcomes)),
-        "folds": [
-            {
-                "fold": i + 1,
-                "train_end": fold.train.span()[1].isoformat(),
-                "val_start": fold.val.span()[0].isoformat(),
-                "val_end": fold.val.span()[1].isoformat(),
-                "val_score": o["val_score"],
-                "val_metrics": o["val_metrics"],
-                "model_path": o["model_path"],
-            }
-            for i, (o, fold) in enumerate(zip(outcomes, folds, strict=True))
-        ],
-    }
-
-
-def _means(scores: list[float], metrics: list[dict[str, float]]) -> dict[str, Any]:
-    """``val_score`` and ``val_metrics`` averaged over folds (metrics every fold has)."""
-    keys = [k for k in metrics[-1] if all(k in m for m in metrics)]
-    return {
-        "val_score": float(np.mean(scores)),
-        "val_metrics": {k: float(np.mean([m[k] for m in metrics])) for k in keys},
-    }
-
-
 def _run_pipeline(
     config: RunConfig,
     market: MarketData,
@@ -405,8 +245,6 @@ def _run_pipeline(
     progress: ProgressSink | None,
     resume: bool,
 ) -> dict[str, Any]:
-    started = time.perf_counter()
-    pcfg = config.pipeline
     if resume:
         previous = check_resumable(out_dir, market)
         if previous is not None and previous.get("pipeline_complete"):
@@ -415,158 +253,238 @@ def _run_pipeline(
         stale = remove_stale_temp_files(out_dir)
         log.info("resuming the run in %s (%d unfinished write%s removed)", out_dir, len(stale),
                  "" if len(stale) == 1 else "s")  # fmt: skip
-    key = run_key(config, market)
-    reused: list[str] = []
-    folds = validation_folds(market, config)
-    n_folds = len(folds)
-    train_data, val_data, test_data = split_market(market, config.data)
-    last_val = folds[-1].val
-    atomic_write_text(out_dir / "config.yaml", config.to_yaml())
-    log.info(
-        "data: %s | %s | train %d bars, validation %d bars (%s .. %s)%s",
-        market.source, ", ".join(market.pairs), train_data.n_bars, val_data.n_bars,
-        *(t.isoformat() for t in val_data.span()),
-        f", test {test_data.n_bars} bars held out" if test_data is not None else "",
-    )  # fmt: skip
-    for note in market.notes:
-        log.info("data note: %s", note)
-    if market.source == "synthetic":
-        log.warning(SYNTHETIC_WARNING)
-    if n_folds > 1:
-        log.info("validation: walk-forward over %d folds (each candidate trains %d times; its "
-                 "score is the mean over the folds)", n_folds, n_folds)  # fmt: skip
+    run = PipelineRun(config, market, log, out_dir, progress, resume)
+    run.start()
+    best = run.initial_phase()
+    retrained = run.retraining_phase(best)
+    return run.finish(retrained)
 
-    summary: dict[str, Any] = {
-        "pipeline_complete": False,
-        "data_source": "synthetic" if market.source == "synthetic" else market.source,
-        "data": {**market.describe(), "sha256": market_fingerprint(market)},
-        "validation_window": {
-            "start": val_data.span()[0].isoformat(),
-            "end": val_data.span()[1].isoformat(),
-            "bars": val_data.n_bars,
-        },
-        "validation": {"method": pcfg.validation, "folds": _fold_table(folds)},
-        "config": config.to_dict(),
-        "versions": _versions(),
-        "initial_runs": [],
-        "retraining_iterations": [],
-    }
-    per_fold = [run_baselines(f.val, config.market, seed=pcfg.base_seed, history=market)
-                for f in folds]  # fmt: skip
-    summary["baselines"] = {}
-    for name in per_fold[0]:
-        scores = [results[name].score() for results in per_fold]
-        entry = _means(scores, [results[name].average() for results in per_fold])
-        if n_folds > 1:
-            entry["fold_scores"] = scores
-        daily = [
-            window_daily_returns(fold.val, results[name], None)
-            for fold, results in zip(folds, per_fold, strict=True)
-        ]
-        entry["excess_daily_return"] = excess_of_returns(np.concatenate(daily))
-        summary["baselines"][name] = entry
-    for name, entry in summary["baselines"].items():
-        log.info("baseline %-13s val score %.3f (return %+.3f%%, Sharpe %.2f, excess/day %s)",
-                 name, entry["val_score"], entry["val_metrics"]["avg_return"],
-                 entry["val_metrics"]["avg_sharpe"],
-                 format_excess(entry["excess_daily_return"]))  # fmt: skip
-    summary_path = out_dir / SUMMARY_FILE
-    atomic_write_json(summary_path, summary)
 
-    # ---- phase 1: multi-start -----------------------------------------------------------
-    workers = pipeline_workers(pcfg, pcfg.initial_runs * n_folds)
-    threads = config.train.torch_threads
-    log_path = str(out_dir / LOG_FILE)
+@dataclass
+class Retrained:
+    """Where phase 2 ended: the best candidate so far and why retraining stopped."""
 
-    def units(name: str, folder: str, seed: int, episodes: int,
-              starts: list[str | None] | None = None, **more: Any) -> list[UnitTask]:  # fmt: skip
+    best_outcome: dict[str, Any]
+    best_models: list[str]
+    """The best candidate's model of each fold (one with holdout validation)."""
+    best_score: float
+    best_initial_score: float
+    stop_reason: str
+
+
+class PipelineRun:
+    """One run of the main job in ``out_dir``: its folds, units and summary, phase by phase.
+
+    A *candidate* (an initial run or a retraining iteration) is one *unit* per validation fold;
+    finished units are reused on resume (:func:`nexlify.pipeline.runs.finished_outcome`).
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        market: MarketData,
+        log: logging.Logger,
+        out_dir: Path,
+        progress: ProgressSink | None,
+        resume: bool,
+    ) -> None:
+        self.started = time.perf_counter()
+        self.config = config
+        self.pcfg = config.pipeline
+        self.market = market
+        self.log = log
+        self.out_dir = out_dir
+        self.progress = progress
+        self.resume = resume
+        self.key = run_key(config, market)
+        self.reused: list[str] = []
+        self.folds = validation_folds(market, config)
+        self.workers = pipeline_workers(self.pcfg, self.pcfg.initial_runs * len(self.folds))
+        self.summary: dict[str, Any] = {}
+        self.summary_path = out_dir / SUMMARY_FILE
+        self.phase2_start = 0.0
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.folds)
+
+    def save_summary(self) -> None:
+        atomic_write_json(self.summary_path, self.summary)
+
+    # ---- start: the data, the summary's frame, the baselines ----------------------------------
+    def start(self) -> None:
+        config, market, log = self.config, self.market, self.log
+        train_data, val_data, test_data = split_market(market, config.data)
+        atomic_write_text(self.out_dir / "config.yaml", config.to_yaml())
+        log.info(
+            "data: %s | %s | train %d bars, validation %d bars (%s .. %s)%s",
+            market.source, ", ".join(market.pairs), train_data.n_bars, val_data.n_bars,
+            *(t.isoformat() for t in val_data.span()),
+            f", test {test_data.n_bars} bars held out" if test_data is not None else "",
+        )  # fmt: skip
+        for note in market.notes:
+            log.info("data note: %s", note)
+        if market.source == "synthetic":
+            log.warning(SYNTHETIC_WARNING)
+        if self.n_folds > 1:
+            log.info("validation: walk-forward over %d folds (each candidate trains %d "
+                     "times; its score is the mean over the folds)", self.n_folds,
+                     self.n_folds)  # fmt: skip
+        self.summary = {
+            "pipeline_complete": False,
+            "data_source": "synthetic" if market.source == "synthetic" else market.source,
+            "data": {**market.describe(), "sha256": market_fingerprint(market)},
+            "validation_window": {
+                "start": val_data.span()[0].isoformat(),
+                "end": val_data.span()[1].isoformat(),
+                "bars": val_data.n_bars,
+            },
+            "validation": {"method": self.pcfg.validation, "folds": fold_table(self.folds)},
+            "config": config.to_dict(),
+            "versions": versions(),
+            "initial_runs": [],
+            "retraining_iterations": [],
+            "baselines": self.baselines(),
+        }
+        self.save_summary()
+
+    def baselines(self) -> dict[str, Any]:
+        """Every baseline's validation record, averaged over the folds as candidates are."""
+        per_fold = [run_baselines(f.val, self.config.market, seed=self.pcfg.base_seed,
+                                  history=self.market) for f in self.folds]  # fmt: skip
+        out = {}
+        for name in per_fold[0]:
+            scores = [results[name].score() for results in per_fold]
+            entry = fold_means(scores, [results[name].average() for results in per_fold])
+            if self.n_folds > 1:
+                entry["fold_scores"] = scores
+            daily = [
+                window_daily_returns(fold.val, results[name], None)
+                for fold, results in zip(self.folds, per_fold, strict=True)
+            ]
+            entry["excess_daily_return"] = excess_of_returns(np.concatenate(daily))
+            out[name] = entry
+            self.log.info("baseline %-13s val score %.3f (return %+.3f%%, Sharpe %.2f, "
+                          "excess/day %s)", name, entry["val_score"],
+                          entry["val_metrics"]["avg_return"], entry["val_metrics"]["avg_sharpe"],
+                          format_excess(entry["excess_daily_return"]))  # fmt: skip
+        return out
+
+    # ---- units: one per fold of a candidate ---------------------------------------------------
+    def units(self, name: str, folder: str, seed: int, episodes: int,
+              starts: list[str] | None = None, **more: Any) -> list[UnitTask]:  # fmt: skip
         """The fold units of one candidate (a single unit with holdout validation)."""
         tasks = []
-        for i, fold in enumerate(folds):
-            label = name if n_folds == 1 else f"{name}_fold_{i + 1}"
-            model_dir = out_dir / folder / name
-            if n_folds > 1:
+        for i, fold in enumerate(self.folds):
+            label = name if self.n_folds == 1 else f"{name}_fold_{i + 1}"
+            model_dir = self.out_dir / folder / name
+            if self.n_folds > 1:
                 model_dir = model_dir / f"fold_{i + 1}"
-            task = UnitTask(label=label, seed=seed, episodes=episodes, config=config,
+            task = UnitTask(label=label, seed=seed, episodes=episodes, config=self.config,
                             train_data=fold.train, val_data=fold.val,
-                            model_dir=str(model_dir), threads=threads, logger_name=log.name,
-                            init_model=starts[i] if starts else None, output_dir=str(out_dir),
-                            **more)  # fmt: skip
-            tasks.append(replace(task, fingerprint=unit_fingerprint(key, task)))
+                            model_dir=str(model_dir), threads=self.config.train.torch_threads,
+                            logger_name=self.log.name,
+                            init_model=starts[i] if starts else None,
+                            output_dir=str(self.out_dir), **more)  # fmt: skip
+            tasks.append(replace(task, fingerprint=unit_fingerprint(self.key, task)))
         return tasks
 
-    def done_before(task: UnitTask) -> dict[str, Any] | None:
-        outcome = finished_outcome(task, log) if resume else None
+    def reuse(self, task: UnitTask) -> dict[str, Any] | None:
+        """The outcome of ``task`` when a resumed run finished it before, else None."""
+        outcome = finished_outcome(task, self.log) if self.resume else None
         if outcome is not None:
-            reused.append(task.label)
-            log.info("%s: finished before (val score %.3f); reused", task.label,
-                     outcome["val_score"])  # fmt: skip
+            self.reused.append(task.label)
+            self.log.info("%s: finished before (val score %.3f); reused", task.label,
+                          outcome["val_score"])  # fmt: skip
         return outcome
 
-    def record_unit(outcome: dict[str, Any]) -> None:
-        log.info("%s (seed %d) done: val score %.3f, train return %+.3f%%, %.0fs -> %s",
-                 outcome["label"], outcome["seed"], outcome["val_score"], outcome["train_return"],
-                 outcome["seconds"], outcome["model_path"])  # fmt: skip
+    def record_unit(self, outcome: dict[str, Any]) -> None:
+        self.log.info("%s (seed %d) done: val score %.3f, train return %+.3f%%, %.0fs -> %s",
+                      outcome["label"], outcome["seed"], outcome["val_score"],
+                      outcome["train_return"], outcome["seconds"],
+                      outcome["model_path"])  # fmt: skip
 
-    def train_all(tasks: list[UnitTask], parallel: bool) -> list[dict[str, Any]]:
+    def train_all(self, tasks: list[UnitTask], parallel: bool) -> list[dict[str, Any]]:
         """Outcomes in task order; finished units reused, the rest trained."""
-        earlier = {task.label: done_before(task) for task in tasks}
+        earlier = {task.label: self.reuse(task) for task in tasks}
         todo = [task for task in tasks if earlier[task.label] is None]
         if parallel and todo:
-            shared = min(workers, len(todo))
+            shared = min(self.workers, len(todo))
+            log_path = str(self.out_dir / LOG_FILE)
             todo = [replace(t, log_path=log_path, concurrent_units=shared) for t in todo]
-            fresh = run_initial_phase(
-                todo, workers, record_unit, progress, backend=pcfg.backend,
-                ray_address=pcfg.ray_address,
-            )  # fmt: skip
+            fresh = run_initial_phase(todo, self.workers, self.record_unit, self.progress,
+                                      backend=self.pcfg.backend,
+                                      ray_address=self.pcfg.ray_address)  # fmt: skip
         else:
-            fresh = [train_unit(t, _unit_progress(progress, t.label)) for t in todo]
+            fresh = [train_unit(t, _unit_progress(self.progress, t.label)) for t in todo]
         trained = iter(fresh)
         return [earlier[task.label] or next(trained) for task in tasks]
 
-    candidates = [
-        units(f"run_{k + 1}", "initial_runs", pcfg.seed_of_run(k), pcfg.initial_episodes)
-        for k in range(pcfg.initial_runs)
-    ]
-    turns = takes_turns(pcfg.backend, workers, threads, pcfg.share_cores)
-    log.info("phase 1: %d initial runs x %d episodes%s (%d worker process%s, %d thread%s each%s)",
-             len(candidates), pcfg.initial_episodes,
-             f" x {n_folds} folds" if n_folds > 1 else "", workers, "es" if workers > 1 else "",
-             threads, "s" if threads > 1 else "",
-             f", taking turns on {os.cpu_count() or 1} cores" if turns else "")  # fmt: skip
-    phase1_start = time.perf_counter()
-    flat = train_all([task for group in candidates for task in group], parallel=True)
-    outcomes = [
-        combine_folds(flat[k * n_folds : (k + 1) * n_folds], folds) for k in range(len(candidates))
-    ]
-    for k, outcome in enumerate(outcomes):
-        summary["initial_runs"].append(
-            {"run_id": k + 1, **{key: v for key, v in outcome.items() if key != "label"}}
-        )
-    best = max(outcomes, key=lambda o: o["val_score"])
-    best_initial_score = best["val_score"]
-    best_score, best_seed = best_initial_score, best["seed"]
-    best_models = _fold_models(best)
-    summary["best_initial_run"] = outcomes.index(best) + 1
-    summary["best_initial_score"] = best_initial_score
-    summary["timings"] = {"phase1_seconds": time.perf_counter() - phase1_start}
-    log.info("phase 1 best: run_%d (seed %d) val score %.3f", summary["best_initial_run"],
-             best_seed, best_initial_score)  # fmt: skip
-    atomic_write_json(summary_path, summary)
+    # ---- phase 1: multi-start ------------------------------------------------------------------
+    def initial_phase(self) -> dict[str, Any]:
+        """Train every initial run; the best by validation score."""
+        pcfg, log, n_folds = self.pcfg, self.log, self.n_folds
+        candidates = [
+            self.units(f"run_{k + 1}", "initial_runs", pcfg.seed_of_run(k), pcfg.initial_episodes)
+            for k in range(pcfg.initial_runs)
+        ]
+        threads = self.config.train.torch_threads
+        turns = takes_turns(pcfg.backend, self.workers, threads, pcfg.share_cores)
+        log.info("phase 1: %d initial runs x %d episodes%s (%d worker process%s, %d thread%s "
+                 "each%s)", len(candidates), pcfg.initial_episodes,
+                 f" x {n_folds} folds" if n_folds > 1 else "", self.workers,
+                 "es" if self.workers > 1 else "", threads, "s" if threads > 1 else "",
+                 f", taking turns on {os.cpu_count() or 1} cores" if turns else "")  # fmt: skip
+        phase_start = time.perf_counter()
+        flat = self.train_all([task for group in candidates for task in group], parallel=True)
+        outcomes = [combine_folds(flat[k * n_folds : (k + 1) * n_folds], self.folds)
+                    for k in range(len(candidates))]  # fmt: skip
+        for k, outcome in enumerate(outcomes):
+            self.summary["initial_runs"].append(
+                {"run_id": k + 1, **{key: v for key, v in outcome.items() if key != "label"}}
+            )
+        best = max(outcomes, key=lambda o: o["val_score"])
+        self.summary["best_initial_run"] = outcomes.index(best) + 1
+        self.summary["best_initial_score"] = best["val_score"]
+        self.summary["timings"] = {"phase1_seconds": time.perf_counter() - phase_start}
+        log.info("phase 1 best: run_%d (seed %d) val score %.3f", self.summary["best_initial_run"],
+                 best["seed"], best["val_score"])  # fmt: skip
+        self.save_summary()
+        return best
 
-    # ---- phase 2: auto-retraining --------------------------------------------------------
-    phase2_start = time.perf_counter()
-    stop_reason = "max_iterations"
-    without_best = 0
-    best_outcome = best
-    for iteration in range(1, pcfg.max_iterations + 1):
-        tasks = units(f"iteration_{iteration}", "retraining", best_seed + iteration,
-                      pcfg.retrain_episodes, starts=list(best_models),
-                      eps_start=pcfg.retrain_eps_start)  # fmt: skip
-        outcome = combine_folds(train_all(tasks, parallel=n_folds > 1), folds)
-        decision = retrain_decision(best_score, outcome["val_score"], without_best, iteration, pcfg)
-        without_best = decision.without_best
-        summary["retraining_iterations"].append(
+    # ---- phase 2: auto-retraining --------------------------------------------------------------
+    def retraining_phase(self, best: dict[str, Any]) -> Retrained:
+        """Retrain from the best model until the stopping rules (``retrain_decision``) say so."""
+        self.phase2_start = time.perf_counter()
+        state = Retrained(best, fold_models(best), best["val_score"], best["val_score"],
+                          "max_iterations")  # fmt: skip
+        without_best = 0
+        for iteration in range(1, self.pcfg.max_iterations + 1):
+            outcome = self.iteration(iteration, best["seed"], state.best_models)
+            decision = retrain_decision(state.best_score, outcome["val_score"], without_best,
+                                        iteration, self.pcfg)  # fmt: skip
+            without_best = decision.without_best
+            self.record_iteration(iteration, outcome, decision, state.best_score)
+            if decision.new_best:
+                state.best_models, state.best_score = fold_models(outcome), outcome["val_score"]
+                state.best_outcome = outcome
+            self.save_summary()
+            if decision.stop_reason is not None:
+                state.stop_reason = decision.stop_reason
+                break
+        return state
+
+    def iteration(self, iteration: int, best_seed: int, starts: list[str]) -> dict[str, Any]:
+        """Retraining iteration ``iteration``: each fold unit from the best model of its fold."""
+        tasks = self.units(f"iteration_{iteration}", "retraining", best_seed + iteration,
+                           self.pcfg.retrain_episodes, starts=list(starts),
+                           eps_start=self.pcfg.retrain_eps_start)  # fmt: skip
+        return combine_folds(self.train_all(tasks, parallel=self.n_folds > 1), self.folds)
+
+    def record_iteration(
+        self, iteration: int, outcome: dict[str, Any], decision: RetrainDecision, best: float
+    ) -> None:
+        self.summary["retraining_iterations"].append(
             {
                 "iteration": iteration,
                 "score": outcome["val_score"],
@@ -578,63 +496,69 @@ def _run_pipeline(
                 **({"folds": outcome["folds"]} if "folds" in outcome else {}),
             }
         )
-        log.info("retraining iteration %d: val score %.3f (%+.2f%% vs best %.3f)%s",
-                 iteration, outcome["val_score"], decision.improvement_pct, best_score,
-                 " -> new best" if decision.new_best else "")  # fmt: skip
-        if decision.new_best:
-            best_models, best_score = _fold_models(outcome), outcome["val_score"]
-            best_outcome = outcome
-        atomic_write_json(summary_path, summary)
-        if decision.stop_reason is not None:
-            stop_reason = decision.stop_reason
-            break
+        self.log.info("retraining iteration %d: val score %.3f (%+.2f%% vs best %.3f)%s",
+                      iteration, outcome["val_score"], decision.improvement_pct, best,
+                      " -> new best" if decision.new_best else "")  # fmt: skip
 
-    best_path = best_models[-1]
-    # With walk-forward validation only the newest window is unseen by the newest-fold models
-    # the ensemble is made of: the ensemble and the best model are compared there.
-    reference = best_outcome["folds"][-1]["val_score"] if n_folds > 1 else best_score
-    final_source, final_kind, final_score = best_path, "single", best_score
-    if pcfg.ensemble_size >= 2:
-        ensemble = build_ensemble(summary, pcfg, last_val, config, out_dir, log)
-        if ensemble is not None:
-            if n_folds > 1:
-                ensemble["compared_on"] = "newest walk-forward window"
-                ensemble["best_single_score_there"] = reference
-            summary["ensemble"] = ensemble
-            if ensemble["val_score"] > reference:
-                final_source, final_kind = ensemble["model_path"], "ensemble"
-                final_score = ensemble["val_score"]
-    final_path = out_dir / FINAL_MODEL
-    with open(final_source, "rb") as source:
-        atomic_write(final_path, lambda handle: shutil.copyfileobj(source, handle))
-    summary["edge"] = no_edge_gate(summary, final_path, last_val, config, log)
-    summary["timings"]["phase2_seconds"] = time.perf_counter() - phase2_start
-    summary["timings"]["total_seconds"] = time.perf_counter() - started
-    if resume:
-        summary["resumed"] = {"units_reused": reused}
-    summary.update(
-        {
-            "pipeline_complete": True,
-            "stop_reason": stop_reason,
-            "final_best_score": best_score,
-            "total_improvement_pct": improvement_pct(best_initial_score, best_score)
-            if math.isfinite(best_initial_score)
-            else 0.0,
-            "final_model_source": final_source,
-            "final_model_path": str(final_path),
-            "final_model_kind": final_kind,
-            "final_model_score": final_score,
-        }
-    )
-    atomic_write_json(summary_path, summary)
-    write_report(summary, out_dir)
-    _write_html_report(summary, out_dir, market, log)
-    log.info("pipeline complete (%s): best initial %.3f -> final %.3f (%+.2f%%) in %.0fs; "
-             "final model %s", stop_reason, best_initial_score, best_score,
-             summary["total_improvement_pct"], summary["timings"]["total_seconds"],
-             final_path)  # fmt: skip
-    log_edge(log, summary["edge"])
-    return summary
+    # ---- the final model, the edge test and the files ------------------------------------------
+    def final_model(self, state: Retrained) -> tuple[str, str, float]:
+        """(source file, kind, score) of the final model: the best single model, or the
+        ensemble when it scores higher where every member is unseen."""
+        # With walk-forward validation only the newest window is unseen by the newest-fold
+        # models the ensemble is made of: the ensemble and the best model are compared there.
+        multi = self.n_folds > 1
+        reference = state.best_outcome["folds"][-1]["val_score"] if multi else state.best_score
+        final = (state.best_models[-1], "single", state.best_score)
+        if self.pcfg.ensemble_size < 2:
+            return final
+        ensemble = build_ensemble(self.summary, self.pcfg, self.folds[-1].val, self.config,
+                                  self.out_dir, self.log)  # fmt: skip
+        if ensemble is None:
+            return final
+        if multi:
+            ensemble["compared_on"] = "newest walk-forward window"
+            ensemble["best_single_score_there"] = reference
+        self.summary["ensemble"] = ensemble
+        if ensemble["val_score"] > reference:
+            return ensemble["model_path"], "ensemble", ensemble["val_score"]
+        return final
+
+    def finish(self, state: Retrained) -> dict[str, Any]:
+        """Write final_model.pt, test it for an edge, complete the summary and the reports."""
+        summary, log = self.summary, self.log
+        final_source, final_kind, final_score = self.final_model(state)
+        final_path = self.out_dir / FINAL_MODEL
+        with open(final_source, "rb") as source:
+            atomic_write(final_path, lambda handle: shutil.copyfileobj(source, handle))
+        summary["edge"] = no_edge_gate(summary, final_path, self.folds[-1].val, self.config, log)
+        summary["timings"]["phase2_seconds"] = time.perf_counter() - self.phase2_start
+        summary["timings"]["total_seconds"] = time.perf_counter() - self.started
+        if self.resume:
+            summary["resumed"] = {"units_reused": self.reused}
+        first = state.best_initial_score
+        summary.update(
+            {
+                "pipeline_complete": True,
+                "stop_reason": state.stop_reason,
+                "final_best_score": state.best_score,
+                "total_improvement_pct": improvement_pct(first, state.best_score)
+                if math.isfinite(first)
+                else 0.0,
+                "final_model_source": final_source,
+                "final_model_path": str(final_path),
+                "final_model_kind": final_kind,
+                "final_model_score": final_score,
+            }
+        )
+        self.save_summary()
+        write_report(summary, self.out_dir)
+        write_html_report(summary, self.out_dir, self.market, log)
+        log.info("pipeline complete (%s): best initial %.3f -> final %.3f (%+.2f%%) in %.0fs; "
+                 "final model %s", state.stop_reason, first, state.best_score,
+                 summary["total_improvement_pct"], summary["timings"]["total_seconds"],
+                 final_path)  # fmt: skip
+        log_edge(log, summary["edge"])
+        return summary
 
 
 def no_edge_gate(
@@ -664,26 +588,3 @@ def log_edge(log: logging.Logger, edge: dict[str, Any]) -> None:
         log.info("%s", describe_edge(edge))
     else:
         log.warning("%s; do not trade this model live", describe_edge(edge))
-
-
-def _fold_table(folds: list[ValidationFold]) -> list[dict[str, Any]]:
-    return [
-        {
-            "fold": i + 1,
-            "train_bars": f.train.n_bars,
-            "train_end": f.train.span()[1].isoformat(),
-            "val_start": f.val.span()[0].isoformat(),
-            "val_end": f.val.span()[1].isoformat(),
-            "val_bars": f.val.n_bars,
-        }
-        for i, f in enumerate(folds)
-    ]
-
-
-def _fold_models(outcome: dict[str, Any]) -> list[str]:
-    """The model of each fold of a candidate (one with holdout validation)."""
-    return (
-        [f["model_path"] for f in outcome["folds"]]
-        if "folds" in outcome
-        else [outcome["model_path"]]
-    )
