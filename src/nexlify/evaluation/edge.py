@@ -217,26 +217,32 @@ def read_model_edge(model_path: str | Path) -> dict[str, Any] | None:
 
 
 def candidate_sharpes(summary: dict[str, Any]) -> list[float]:
-    """Annualised validation Sharpe of every candidate a pipeline run scored: each initial run
-    and retraining iteration on each validation fold, and the ensemble.
+    """Annualised validation Sharpe of every checkpoint the selection looked at.
 
-    These are averages over the validation windows, used only for how widely the candidates'
-    Sharpe ratios spread (the deflation's variance) and how many there were.
+    Selection took the best of every validation of every candidate (each run keeps its best
+    checkpoint, then the best run and iteration win), so each validation in a candidate's
+    history is a trial: initial runs and retraining iterations (with walk-forward folds, each
+    fold's final figure and the newest fold's history), SWA averages, and the ensemble.
+    These are averages over the validation windows, used for how many trials there were and
+    how widely their Sharpe ratios spread (the deflation's variance).
     """
     sharpes = []
     for unit in summary.get("initial_runs", []):
-        sharpes += _fold_sharpes(unit, "val_metrics")
+        sharpes += _unit_sharpes(unit, "val_metrics")
     for unit in summary.get("retraining_iterations", []):
-        sharpes += _fold_sharpes(unit, "metrics")
+        sharpes += _unit_sharpes(unit, "metrics")
     if "ensemble" in summary:
         sharpes.append(float(summary["ensemble"]["val_metrics"]["avg_sharpe"]))
     return [s for s in sharpes if math.isfinite(s)]
 
 
-def _fold_sharpes(unit: dict[str, Any], key: str) -> list[float]:
-    if "folds" in unit:
-        return [float(fold["val_metrics"]["avg_sharpe"]) for fold in unit["folds"]]
-    return [float(unit[key]["avg_sharpe"])]
+def _unit_sharpes(unit: dict[str, Any], key: str) -> list[float]:
+    history = [float(h["val_avg_sharpe"]) for h in unit.get("history") or []
+               if "val_avg_sharpe" in h]  # fmt: skip
+    folds = [float(fold["val_metrics"]["avg_sharpe"]) for fold in unit.get("folds", [])]
+    if folds:
+        return folds[:-1] + (history or folds[-1:])
+    return history or [float(unit[key]["avg_sharpe"])]
 
 
 def run_edge_gate(
