@@ -17,6 +17,7 @@ from nexlify.agent.dqn import DQNAgent
 from nexlify.agent.fast_path import CompiledKernels, ReferenceKernels, learner_kernels
 from nexlify.commands.options import add_train_options, overrides_from_args
 from nexlify.errors import ConfigError
+from nexlify.train.config import run_config_from_dict
 from tests.test_learner_pinned import CONFIGS, OBS_DIM, train
 
 KERNEL_NAMES = [
@@ -110,9 +111,10 @@ def test_the_switch_picks_the_kernels_once_per_agent() -> None:
 def test_the_cli_flag_sets_the_config_field() -> None:
     parser = argparse.ArgumentParser()
     add_train_options(parser)
-    assert overrides_from_args(parser.parse_args(["--cpu-kernels", "off"]))["agent"] == {
-        "cpu_kernels": "off"
-    }
+    overrides = overrides_from_args(parser.parse_args(["--cpu-kernels", "off"]))
+    assert overrides["agent"] == {"cpu_kernels": "off"}
+    assert run_config_from_dict(overrides).agent.cpu_kernels == "off"
+    assert run_config_from_dict({}).agent.cpu_kernels == "auto"
     assert "agent" not in overrides_from_args(parser.parse_args([]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--cpu-kernels", "on"])
