@@ -1,7 +1,8 @@
 """One registry of command-line options, shared by every command that needs them.
 
 Defaults are ``None`` here on purpose: a flag that is not given leaves the config file's value
-(or the dataclass default) in place, so ``--config`` and flags compose.
+(or the dataclass default) in place, so ``--config`` and flags compose. Help texts show the
+dataclass defaults through ``{default}`` (:func:`option_help`), never a copy of them.
 """
 
 from __future__ import annotations
@@ -11,25 +12,27 @@ from typing import Any
 
 from nexlify.config import TIMEFRAMES
 from nexlify.strategies import STRATEGIES
-from nexlify.train.config import BACKENDS, SOURCES
+from nexlify.train.config import BACKENDS, SOURCES, RunConfig
+
+_MARKET_PARTS = ("risk", "execution", "env")
 
 # (flags, section, field, argparse kwargs)
 DATA_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--pairs",), "data", "pairs",
      {"nargs": "+", "metavar": "PAIR", "help": "pairs in ccxt form, e.g. BTC/USDT ETH/USDT"}),
     (("--timeframe",), "data", "timeframe",
-     {"choices": list(TIMEFRAMES), "help": "candle timeframe (default 1h)"}),
+     {"choices": list(TIMEFRAMES), "help": "candle timeframe (default {default})"}),
     (("--data-dir",), "data", "data_dir",
      {"metavar": "DIR", "help": "folder of <BASE>_<QUOTE>-<tf>.{parquet,feather,csv} files"}),
     (("--source",), "data", "source",
-     {"choices": list(SOURCES), "help": "where candles come from (default auto: --data-dir, "
+     {"choices": list(SOURCES), "help": "where candles come from (default {default}: --data-dir, "
       "else the local store, else the synthetic market)"}),
     (("--validation-days",), "data", "validation_days",
-     {"type": float, "metavar": "DAYS", "help": "held-out validation days (default 90)"}),
+     {"type": float, "metavar": "DAYS", "help": "held-out validation days (default {default})"}),
     (("--test-days",), "data", "test_days",
-     {"type": float, "metavar": "DAYS", "help": "days at the end, never used (default 0)"}),
+     {"type": float, "metavar": "DAYS", "help": "days at the end, never used (default {default})"}),
     (("--synthetic-seed",), "data", "synthetic_seed",
-     {"type": int, "metavar": "SEED", "help": "seed of the synthetic market (default 0)"}),
+     {"type": int, "metavar": "SEED", "help": "seed of the synthetic market (default {default})"}),
     (("--external",), "data", "external",
      {"nargs": "+", "metavar": "NAME", "help": "external daily series as features: fear_greed "
       "onchain funding orderflow sentiment (lagged, no look-ahead)"}),
@@ -39,55 +42,60 @@ DATA_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
      {"nargs": "+", "metavar": "FINDING=POLICY", "help": "data quality policy overrides, "
       "e.g. gap=fail outlier=drop (see nexlify data check)"}),
     (("--stop-loss",), "risk", "stop_loss",
-     {"type": float, "metavar": "FRAC", "help": "stop-loss below entry (default 0.02)"}),
+     {"type": float, "metavar": "FRAC", "help": "stop-loss below entry (default {default})"}),
     (("--take-profit",), "risk", "take_profit",
-     {"type": float, "metavar": "FRAC", "help": "take-profit above entry (default 0.05)"}),
+     {"type": float, "metavar": "FRAC", "help": "take-profit above entry (default {default})"}),
     (("--trailing-stop",), "risk", "trailing_stop",
-     {"type": float, "metavar": "FRAC", "help": "trailing stop below the high (default 0.03)"}),
+     {"type": float, "metavar": "FRAC", "help": "trailing stop below the high (default "
+      "{default})"}),
     (("--max-position",), "risk", "max_position",
-     {"type": float, "metavar": "FRAC", "help": "largest position, of equity (default 0.05)"}),
+     {"type": float, "metavar": "FRAC", "help": "largest position, of equity (default {default})"}),
     (("--max-trades",), "risk", "max_concurrent_trades",
-     {"type": int, "metavar": "N", "help": "most open positions (default 3)"}),
+     {"type": int, "metavar": "N", "help": "most open positions (default {default})"}),
     (("--daily-loss-limit",), "risk", "daily_loss_limit",
-     {"type": float, "metavar": "FRAC", "help": "daily loss limit (default 0.05)"}),
+     {"type": float, "metavar": "FRAC", "help": "daily loss limit (default {default})"}),
     (("--fee",), "execution", "fee_rate",
-     {"type": float, "metavar": "FRAC", "help": "taker fee per side (default 0.001)"}),
+     {"type": float, "metavar": "FRAC", "help": "taker fee per side (default {default})"}),
     (("--slippage-bps",), "execution", "slippage_bps",
-     {"type": float, "metavar": "BPS", "help": "slippage per fill, basis points (default 5)"}),
+     {"type": float, "metavar": "BPS", "help": "slippage per fill, basis points (default "
+      "{default})"}),
     (("--episode-length",), "env", "episode_length",
-     {"type": int, "metavar": "BARS", "help": "bars per episode (default 720)"}),
+     {"type": int, "metavar": "BARS", "help": "bars per episode (default {default})"}),
 ]  # fmt: skip
 
 _S = "strategies__"  # strategy flags land in market.strategies (nested, see overrides_from_args)
 STRATEGY_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--strategies",), "market", _S + "enabled",
      {"nargs": "+", "choices": list(STRATEGIES), "metavar": "NAME", "help": "what the agent may "
-      "do: any of spot staking lending liquidity arbitrage (default spot)"}),
+      "do: any of spot staking lending liquidity arbitrage (default {default})"}),
     (("--stake-asset",), "market", _S + "staking__asset",
-     {"metavar": "ASSET", "help": "asset to stake (default auto: ETH or SOL among the pairs)"}),
+     {"metavar": "ASSET", "help": "asset to stake (default {default}: ETH or SOL among the "
+      "pairs)"}),
     (("--staking-apy",), "market", _S + "staking__apy",
      {"type": float, "metavar": "FRAC", "help": "staking APY (default ETH 0.032, SOL 0.07)"}),
     (("--unbonding-hours",), "market", _S + "staking__unbonding_hours",
      {"type": float, "metavar": "H", "help": "unbonding delay (default ETH 120, SOL 48)"}),
     (("--slashing-per-year",), "market", _S + "staking__slashing_events_per_year",
-     {"type": float, "metavar": "N", "help": "expected slashing events a year (default 0)"}),
+     {"type": float, "metavar": "N", "help": "expected slashing events a year (default "
+      "{default})"}),
     (("--lending-utilization",), "market", _S + "lending__utilization",
-     {"type": float, "metavar": "U", "help": "pool utilisation, or its simulated mean (0.8)"}),
+     {"type": float, "metavar": "U", "help": "pool utilisation, or its simulated mean "
+      "({default})"}),
     (("--lending-utilization-source",), "market", _S + "lending__utilization_source",
-     {"choices": ["constant", "csv", "simulated"], "help": "utilisation series (constant)"}),
+     {"choices": ["constant", "csv", "simulated"], "help": "utilisation series ({default})"}),
     (("--lending-utilization-csv",), "market", _S + "lending__utilization_csv",
      {"metavar": "CSV", "help": "timestamp,utilization CSV (with --lending-utilization-source "
       "csv)"}),
     (("--lp-pair",), "market", _S + "liquidity__pair",
      {"metavar": "PAIR", "help": "Uniswap V3 pool pair (default the first pair)"}),
     (("--lp-range-width",), "market", _S + "liquidity__range_width",
-     {"type": float, "metavar": "W", "help": "LP range [P/(1+W), P(1+W)] (default 0.1)"}),
+     {"type": float, "metavar": "W", "help": "LP range [P/(1+W), P(1+W)] (default {default})"}),
     (("--lp-fee-tier",), "market", _S + "liquidity__fee_tier",
-     {"type": float, "metavar": "FRAC", "help": "pool fee tier (default 0.0005)"}),
+     {"type": float, "metavar": "FRAC", "help": "pool fee tier (default {default})"}),
     (("--lp-pool-csv",), "market", _S + "liquidity__pool_csv",
      {"metavar": "CSV", "help": "pool volume_usd / depth_2pct_usd by timestamp"}),
     (("--lp-gas",), "market", _S + "liquidity__gas_cost",
-     {"type": float, "metavar": "QUOTE", "help": "gas per LP transaction (default 5)"}),
+     {"type": float, "metavar": "QUOTE", "help": "gas per LP transaction (default {default})"}),
     (("--arb-venue",), "market", _S + "arbitrage__venues",
      {"nargs": "+", "metavar": "NAME=DIR", "help": "other venues' candle folders for arbitrage "
       "(none: simulated spreads)"}),
@@ -97,157 +105,170 @@ STRATEGY_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
      {"type": float, "nargs": "+", "metavar": "FRAC", "help": "taker fee of each --arb-venue "
       "(default --fee)"}),
     (("--arb-mode",), "market", _S + "arbitrage__mode",
-     {"choices": ["rule", "agent"], "help": "arbitrage as a rule or as agent actions (rule)"}),
+     {"choices": ["rule", "agent"], "help": "arbitrage as a rule or as agent actions ({default})"}),
 ]  # fmt: skip
 
 VALIDATION_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--validation",), "pipeline", "validation",
      {"choices": ["holdout", "walk-forward"], "help": "score candidates on the last validation "
-      "days (holdout, default) or walk-forward: those days cut into windows, each scored by a "
+      "days ({default}, the default) or walk-forward: those days cut into windows, each scored "
+      "by a "
       "model trained only before it, the score being the mean (folds x the training cost)"}),
     (("--validation-folds",), "pipeline", "validation_folds",
-     {"type": int, "metavar": "K", "help": "walk-forward windows (default 3)"}),
+     {"type": int, "metavar": "K", "help": "walk-forward windows (default {default})"}),
     (("--validation-embargo",), "pipeline", "validation_embargo_bars",
      {"type": int, "metavar": "BARS", "help": "bars left out before each walk-forward window "
-      "(default 24)"}),
+      "(default {default})"}),
 ]  # fmt: skip
 
 TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--initial-runs",), "pipeline", "initial_runs",
-     {"type": int, "metavar": "N", "help": "independent runs in phase 1 (default 3)"}),
+     {"type": int, "metavar": "N", "help": "independent runs in phase 1 (default {default})"}),
     (("--initial-episodes",), "pipeline", "initial_episodes",
-     {"type": int, "metavar": "N", "help": "episodes per initial run (default 300)"}),
+     {"type": int, "metavar": "N", "help": "episodes per initial run (default {default})"}),
     (("--retrain-episodes",), "pipeline", "retrain_episodes",
-     {"type": int, "metavar": "N", "help": "episodes per retraining iteration (default 200)"}),
+     {"type": int, "metavar": "N", "help": "episodes per retraining iteration (default "
+      "{default})"}),
     (("--improvement-threshold",), "pipeline", "improvement_threshold",
      {"type": float, "metavar": "PCT", "help": "a new best improving less than this percent "
-      "ends retraining (default 1.0)"}),
+      "ends retraining (default {default})"}),
     (("--patience",), "pipeline", "patience",
-     {"type": int, "metavar": "N", "help": "iterations with no new best (default 3)"}),
+     {"type": int, "metavar": "N", "help": "iterations with no new best (default {default})"}),
     (("--max-iterations",), "pipeline", "max_iterations",
-     {"type": int, "metavar": "N", "help": "most retraining iterations (default 10)"}),
+     {"type": int, "metavar": "N", "help": "most retraining iterations (default {default})"}),
     (("--seed",), "pipeline", "base_seed",
-     {"type": int, "metavar": "SEED", "help": "seed of the first run (default 42, then +1000)"}),
+     {"type": int, "metavar": "SEED", "help": "seed of the first run (default {default}, then "
+      "+1000)"}),
     (("--workers",), "pipeline", "workers",
-     {"type": int, "metavar": "N", "help": "initial runs trained at once (default 0 = as many "
+     {"type": int, "metavar": "N", "help": "initial runs trained at once (default {default} = as "
+      "many "
       "as finish them soonest: one per core, or up to two per core taking turns; with "
       "--backend ray all at once; 1 = in-process)"}),
     (("--output-dir",), "pipeline", "output_dir",
-     {"metavar": "DIR", "help": "output folder (default complete_auto_training_output)"}),
+     {"metavar": "DIR", "help": "output folder (default {default})"}),
     (("--num-envs",), "train", "num_envs",
-     {"type": int, "metavar": "N", "help": "envs collecting experience at once (default 8)"}),
+     {"type": int, "metavar": "N", "help": "envs collecting experience at once (default "
+      "{default})"}),
     (("--eval-every",), "train", "eval_every",
-     {"type": int, "metavar": "EPISODES", "help": "validate every N episodes (default 50)"}),
+     {"type": int, "metavar": "EPISODES", "help": "validate every N episodes (default {default})"}),
     (("--device",), "train", "device",
-     {"metavar": "DEV", "help": "auto, cpu, cuda, cuda:N or mps (default auto)"}),
+     {"metavar": "DEV", "help": "auto, cpu, cuda, cuda:N or mps (default {default})"}),
     (("--auto-batch",), "train", "auto_batch",
      {"action": argparse.BooleanOptionalAction, "help": "pick the batch size and replay "
-      "capacity from free memory and the network size (default off)"}),
+      "capacity from free memory and the network size (default {default})"}),
     (("--min-batch-size",), "train", "min_batch_size",
      {"type": int, "metavar": "N", "help": "out of memory halves the batch down to N, then "
-      "fails (default 16)"}),
+      "fails (default {default})"}),
     (("--memory-fraction",), "train", "memory_fraction",
      {"type": float, "metavar": "FRAC", "help": "share of free memory --auto-batch plans for "
-      "(default 0.5)"}),
+      "(default {default})"}),
     (("--thermal-pause",), "train", "thermal_pause_c",
      {"type": float, "metavar": "C", "help": "pause training while a GPU/CPU sensor reads C "
-      "degrees or more (default 0 = off)"}),
+      "degrees or more (default {default} = off)"}),
     (("--thermal-resume",), "train", "thermal_resume_c",
-     {"type": float, "metavar": "C", "help": "resume below C degrees (default 75)"}),
+     {"type": float, "metavar": "C", "help": "resume below C degrees (default {default})"}),
     (("--thermal-action",), "train", "thermal_action",
-     {"choices": ["pause", "slow"], "help": "pause, or slow to half speed, while hot (pause)"}),
+     {"choices": ["pause", "slow"], "help": "pause, or slow to half speed, while hot ({default})"}),
     (("--tensorboard",), "train", "tensorboard",
      {"action": argparse.BooleanOptionalAction, "help": "training curves to "
-      "<output-dir>/tensorboard, one run per unit (needs pip install 'nexlify[tensorboard]')"}),
+      "<output-dir>/tensorboard, one run per unit; default {default} (needs pip install "
+      "'nexlify[tensorboard]')"}),
     (("--early-stopping-patience",), "train", "early_stopping_patience",
      {"type": int, "metavar": "N", "help": "stop a run after N validations without a new best "
-      "(default 3; 0 = never)"}),
+      "(default {default}; 0 = never)"}),
     (("--early-stopping-min-delta",), "train", "early_stopping_min_delta",
-     {"type": float, "metavar": "D", "help": "a new best must beat the old by more than D (0)"}),
+     {"type": float, "metavar": "D", "help": "a new best must beat the old by more than D "
+      "({default})"}),
     (("--swa",), "train", "swa",
      {"action": argparse.BooleanOptionalAction, "help": "stochastic weight averaging over the "
-      "late part of each run (default on)"}),
+      "late part of each run (default {default})"}),
     (("--swa-start",), "train", "swa_start",
      {"type": float, "metavar": "FRAC", "help": "fraction of a run after which SWA averages "
-      "(default 0.75)"}),
+      "(default {default})"}),
     (("--augment",), "train", "augment",
      {"action": argparse.BooleanOptionalAction, "help": "augment training windows: price "
-      "jitter, time shift, volume scaling, regime mixing (default on)"}),
+      "jitter, time shift, volume scaling, regime mixing (default {default})"}),
     (("--augment-price-jitter",), "train", "augment_price_jitter",
-     {"type": float, "metavar": "STD", "help": "per-bar log price noise (default 0.001)"}),
+     {"type": float, "metavar": "STD", "help": "per-bar log price noise (default {default})"}),
     (("--augment-time-shift",), "train", "augment_time_shift",
-     {"type": int, "metavar": "BARS", "help": "most leading bars dropped (default 168)"}),
+     {"type": int, "metavar": "BARS", "help": "most leading bars dropped (default {default})"}),
     (("--augment-volume-scale",), "train", "augment_volume_scale",
-     {"type": float, "metavar": "STD", "help": "per-pair log volume factor (default 0.3)"}),
+     {"type": float, "metavar": "STD", "help": "per-pair log volume factor (default {default})"}),
     (("--augment-regime-mix",), "train", "augment_regime_mix",
-     {"type": float, "metavar": "P", "help": "probability of a bull/bear splice (default 0.5)"}),
+     {"type": float, "metavar": "P", "help": "probability of a bull/bear splice (default "
+      "{default})"}),
     (("--curriculum",), "train", "curriculum",
      {"action": argparse.BooleanOptionalAction, "help": "four-phase curriculum for fresh runs "
-      "(default on)"}),
+      "(default {default})"}),
     (("--curriculum-phases",), "train", "curriculum_phases",
      {"type": float, "nargs": 3, "metavar": "FRAC", "help": "run fractions at which phases 2, 3 "
-      "and 4 begin (default 0.1 0.2 0.35)"}),
+      "and 4 begin (default {default})"}),
     (("--ensemble-size",), "pipeline", "ensemble_size",
-     {"type": int, "metavar": "K", "help": "best models combined into an ensemble (default 3; "
+     {"type": int, "metavar": "K", "help": "best models combined into an ensemble (default "
+      "{default}; "
       "0 = none)"}),
     (("--ensemble-method",), "pipeline", "ensemble_method",
-     {"choices": ["mean", "vote"], "help": "ensemble acts on mean Q-values or by vote (mean)"}),
+     {"choices": ["mean", "vote"], "help": "ensemble acts on mean Q-values or by vote "
+      "({default})"}),
 ]  # fmt: skip
 
 _ON_OFF = argparse.BooleanOptionalAction
 
 AGENT_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--double-dqn",), "agent", "double_dqn",
-     {"action": _ON_OFF, "help": "double DQN targets (default on)"}),
+     {"action": _ON_OFF, "help": "double DQN targets (default {default})"}),
     (("--dueling",), "agent", "dueling",
-     {"action": _ON_OFF, "help": "dueling value/advantage heads (default on)"}),
+     {"action": _ON_OFF, "help": "dueling value/advantage heads (default {default})"}),
     (("--per",), "agent", "prioritized_replay",
-     {"action": _ON_OFF, "help": "prioritized experience replay (default on)"}),
+     {"action": _ON_OFF, "help": "prioritized experience replay (default {default})"}),
     (("--per-alpha",), "agent", "per_alpha",
-     {"type": float, "metavar": "A", "help": "priority exponent (default 0.5)"}),
+     {"type": float, "metavar": "A", "help": "priority exponent (default {default})"}),
     (("--per-beta",), "agent", "per_beta_start",
      {"type": float, "metavar": "B", "help": "importance exponent at the start, annealed to 1 "
-      "(default 0.4)"}),
+      "(default {default})"}),
     (("--n-step",), "agent", "n_step",
-     {"type": int, "metavar": "N", "help": "n-step returns (default 3; 1 = one-step)"}),
+     {"type": int, "metavar": "N", "help": "n-step returns (default {default}; 1 = one-step)"}),
     (("--noisy",), "agent", "noisy",
-     {"action": _ON_OFF, "help": "noisy output layers instead of epsilon-greedy (default on)"}),
+     {"action": _ON_OFF, "help": "noisy output layers instead of epsilon-greedy (default "
+      "{default})"}),
     (("--distributional",), "agent", "distributional",
-     {"choices": ["none", "c51", "qr"], "help": "value head: none, c51 or qr (default c51)"}),
+     {"choices": ["none", "c51", "qr"], "help": "value head: none, c51 or qr (default {default})"}),
     (("--n-atoms",), "agent", "n_atoms",
-     {"type": int, "metavar": "Z", "help": "C51 atoms or QR quantiles (default 51)"}),
+     {"type": int, "metavar": "Z", "help": "C51 atoms or QR quantiles (default {default})"}),
     (("--v-min",), "agent", "v_min",
-     {"type": float, "metavar": "V", "help": "lowest C51 atom (default -10)"}),
+     {"type": float, "metavar": "V", "help": "lowest C51 atom (default {default})"}),
     (("--v-max",), "agent", "v_max",
-     {"type": float, "metavar": "V", "help": "highest C51 atom (default 10)"}),
+     {"type": float, "metavar": "V", "help": "highest C51 atom (default {default})"}),
     (("--reward-scale",), "agent", "reward_scale",
-     {"type": float, "metavar": "S", "help": "rewards times S before learning (default 100 = "
-      "percent log-returns)"}),
+     {"type": float, "metavar": "S", "help": "rewards times S before learning (default {default}; "
+      "100 = percent log-returns)"}),
     (("--learning-rate",), "agent", "learning_rate",
-     {"type": float, "metavar": "LR", "help": "Adam learning rate (default 2.5e-4)"}),
+     {"type": float, "metavar": "LR", "help": "Adam learning rate (default {default})"}),
     (("--lr-schedule",), "agent", "lr_schedule",
      {"choices": ["constant", "cosine", "plateau", "step"], "help": "learning-rate schedule "
-      "(default constant)"}),
+      "(default {default})"}),
     (("--max-grad-norm",), "agent", "max_grad_norm",
-     {"type": float, "metavar": "N", "help": "clip the gradient norm (default 10; 0 = off)"}),
+     {"type": float, "metavar": "N", "help": "clip the gradient norm (default {default}; 0 = "
+      "off)"}),
     (("--weight-decay",), "agent", "weight_decay",
-     {"type": float, "metavar": "L2", "help": "L2 weight decay (default 0)"}),
+     {"type": float, "metavar": "L2", "help": "L2 weight decay (default {default})"}),
     (("--dropout",), "agent", "dropout",
-     {"type": float, "metavar": "P", "help": "dropout after hidden layers (default 0)"}),
+     {"type": float, "metavar": "P", "help": "dropout after hidden layers (default {default})"}),
     (("--norm",), "agent", "norm",
-     {"choices": ["none", "layer", "batch"], "help": "normalisation of hidden layers (none)"}),
+     {"choices": ["none", "layer", "batch"], "help": "normalisation of hidden layers ({default})"}),
     (("--amp",), "agent", "amp",
-     {"choices": ["off", "bf16", "fp16"], "help": "mixed precision (off; fp16 needs CUDA)"}),
+     {"choices": ["off", "bf16", "fp16"], "help": "mixed precision ({default}; fp16 needs CUDA)"}),
     (("--cpu-kernels",), "agent", "cpu_kernels",
      {"choices": ["auto", "off"], "help": "learner's CPU fast path: compiled kernels for "
-      "float32 on the CPU (auto) or the plain-torch reference (off)"}),
+      "float32 on the CPU (auto) or the plain-torch reference (off); default {default}"}),
 ]  # fmt: skip
 
 
 BACKEND_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--backend",), "pipeline", "backend",
      {"choices": list(BACKENDS), "help": "where independent runs execute: inprocess (one by "
-      "one, for debugging), process (local processes, default) or ray (a Ray cluster; pip "
+      "one, for debugging), process (local processes), default {default}, or ray (a Ray cluster; "
+      "pip "
       "install 'nexlify[ray]'); results are the same on each"}),
     (("--ray-address",), "pipeline", "ray_address",
      {"metavar": "ADDR", "help": "Ray cluster for --backend ray: local (a private cluster "
@@ -255,7 +276,8 @@ BACKEND_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
       "(default $RAY_ADDRESS, else local)"}),
     (("--share-cores",), "pipeline", "share_cores",
      {"action": argparse.BooleanOptionalAction, "help": "with more runs at once than cores, "
-      "local processes take turns on the cores in 0.5 s slices (default on); results are the "
+      "local processes take turns on the cores in 0.5 s slices (default {default}); results are "
+      "the "
       "same either way"}),
 ]  # fmt: skip
 
@@ -265,9 +287,43 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     _add(parser, BACKEND_OPTIONS)
 
 
+def config_default(section: str, name: str) -> Any:
+    """The default of the config field an option sets (``risk``/``execution``/``env`` live in
+    ``market``; ``__`` nests, e.g. ``strategies__staking__apy``)."""
+    config = RunConfig()
+    owner: Any = (
+        getattr(config.market, section) if section in _MARKET_PARTS else getattr(config, section)
+    )
+    for part in name.split("__"):
+        owner = getattr(owner, part)
+    return owner
+
+
+def describe_default(value: Any) -> str:
+    """A default as help text shows it: on/off, space-separated lists, ``none``."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return " ".join(describe_default(v) for v in value) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def option_help(section: str, name: str, text: str) -> str:
+    """``text`` with ``{default}`` replaced by the config's own default: the configs are the
+    one source of every default, help text never restates one."""
+    if "{default}" not in text:
+        return text
+    return text.replace("{default}", describe_default(config_default(section, name)))
+
+
 def _add(parser: argparse.ArgumentParser, options: list[Any]) -> None:
     for flags, section, name, kwargs in options:
-        parser.add_argument(*flags, dest=f"{section}__{name}", default=None, **kwargs)
+        shown = {**kwargs, "help": option_help(section, name, kwargs.get("help", ""))}
+        parser.add_argument(*flags, dest=f"{section}__{name}", default=None, **shown)
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:

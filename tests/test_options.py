@@ -1,0 +1,60 @@
+"""The option registry takes every default it shows from the configs, never a copy."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from nexlify.agent.config import AgentConfig
+from nexlify.cli import build_parser
+from nexlify.commands import options
+from nexlify.config import ExecutionConfig, RiskConfig
+from nexlify.train.config import PipelineConfig, TrainConfig
+
+REGISTRY = [entry for group in ("DATA_OPTIONS", "STRATEGY_OPTIONS", "VALIDATION_OPTIONS",
+                                "TRAIN_OPTIONS", "AGENT_OPTIONS", "BACKEND_OPTIONS")
+            for entry in getattr(options, group)]  # fmt: skip
+
+
+def train_help() -> str:
+    parser = build_parser(["train"])
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return " ".join(sub.choices["train"].format_help().split())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("flag", "shown"),
+    [
+        ("--noisy, --no-noisy", f"(default {'on' if AgentConfig().noisy else 'off'})"),
+        ("--distributional {none,c51,qr}", f"(default {AgentConfig().distributional})"),
+        ("--fee FRAC", f"(default {ExecutionConfig().fee_rate:g})"),
+        ("--stop-loss FRAC", f"(default {RiskConfig().stop_loss:g})"),
+        ("--initial-episodes N", f"(default {PipelineConfig().initial_episodes})"),
+        ("--curriculum-phases FRAC FRAC FRAC",
+         f"(default {' '.join(f'{x:g}' for x in TrainConfig().curriculum_phases)})"),
+    ],
+)  # fmt: skip
+def test_help_shows_the_config_default(flag: str, shown: str) -> None:
+    text = train_help()
+    start = text.rindex(flag)  # the option list, after the usage lines
+    assert shown in text[start : start + 200]
+
+
+def test_every_placeholder_resolves_to_a_config_field() -> None:
+    for flags, section, name, kwargs in REGISTRY:
+        shown = options.option_help(section, name, kwargs.get("help", ""))
+        assert "{default}" not in shown and shown.count("{") == kwargs.get("help", "").count(
+            "{"
+        ) - kwargs.get("help", "").count("{default}"), flags
+
+
+def test_no_help_text_restates_a_default_the_config_has() -> None:
+    """A literal like '(default 0.02)' beside a field with a default would drift from it."""
+    restated = []
+    for flags, section, name, kwargs in REGISTRY:
+        value = options.config_default(section, name)
+        literal = re.search(r"default (-?[\d.]+(?:e-?\d+)?)\b", kwargs.get("help", ""))
+        if literal and value is not None:
+            restated.append(flags[0])
+    assert restated == []
