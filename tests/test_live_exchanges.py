@@ -82,6 +82,8 @@ class MarketMovingFeed(ReplayFeed):
     db: Path
     hooks: ClassVar[dict[int, Any]] = {}
     check = True
+    retries = 0
+    """Network retries so far, as PollingFeed counts them (the broker reconciles on a rise)."""
 
     def next_bars(self, after: int | None) -> list[Bar] | None:
         if self.check:
@@ -112,7 +114,7 @@ def _setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, venue: str) -> dict[
         book = KucoinBook(KEY, SECRET, balances={"USDT": "10000", "KCS": "3"})
     db = tmp_path / "live.db"
     MarketMovingFeed.book, MarketMovingFeed.db = book, db
-    MarketMovingFeed.hooks, MarketMovingFeed.check = {}, True
+    MarketMovingFeed.hooks, MarketMovingFeed.check, MarketMovingFeed.retries = {}, True, 0
     monkeypatch.setattr(paper_command, "ReplayFeed", MarketMovingFeed)
     https: list[RecordedHTTP] = []
 
@@ -432,3 +434,89 @@ def test_kucoin_session_rests_stop_and_take_profit_and_agrees_with_the_exchange(
     monkeypatch.setattr(paper_command, "ReplayFeed", ReplayFeed)
     with pytest.raises(ConfigError, match="kucoin has no sandbox"):
         _run(setup, "--sandbox")
+
+
+def test_a_stop_requested_while_no_session_runs_is_carried_out_at_the_next_start(
+    live_setup: dict[str, Any],
+) -> None:
+    book, db = live_setup["book"], live_setup["db"]
+    assert _run(live_setup, "--max-bars", "60") == 0
+    held = {r["pair"]: r["amount"] for r in db_rows(db, "SELECT * FROM live_holdings")}
+    assert any(a > 0 for a in held.values()) or book.open_orders() == []
+    posts = len([1 for m, _, _, _ in live_setup["https"][-1].log if m == "POST"])
+    assert main(["paper", "stop", "--db", str(db), "--flatten"]) == 0
+    cursor = db_rows(db, "SELECT * FROM feed_cursor")[0]
+    assert _run(live_setup) == 0
+    assert db_rows(db, "SELECT * FROM feed_cursor")[0] == cursor  # no bar processed
+    http = live_setup["https"][-1]
+    # the only orders sent: the flatten's market sells (no entry, no protection)
+    posted = [p for m, _, path, p in http.log if m == "POST"]
+    assert all(p["newClientOrderId"].endswith("-f") for p in posted)
+    assert posts >= 1
+    assert book.open_orders() == []
+    assert all(r["amount"] == 0 for r in db_rows(db, "SELECT * FROM live_holdings"))
+    assert db_rows(db, "SELECT handled_at FROM control")[0]["handled_at"]
+
+
+def test_a_protective_order_gone_missing_blocks_entries_and_is_put_back(
+    live_setup: dict[str, Any],
+) -> None:
+    book, db = live_setup["book"], live_setup["db"]
+    for _ in range(14):  # run until a stop rests on the exchange
+        assert _run(live_setup, "--max-bars", "10") == 0
+        if book.open_orders():
+            break
+    stop = book.open_orders()[0]
+    stop["status"] = "cancelled"  # someone cancels it by hand on the exchange
+    book.move(stop["base"], free=Decimal(stop["qty"]), locked=-Decimal(stop["qty"]))
+    MarketMovingFeed.check = False
+    entries = len(db_rows(db, "SELECT id FROM orders WHERE role='entry'"))
+    assert _run(live_setup, "--max-bars", "40") == 0
+    events = db_rows(db, "SELECT message FROM events WHERE kind='reconcile'")
+    assert any(stop["client_id"] in e["message"] and "missing" in e["message"] for e in events)
+    assert db_rows(db, "SELECT entries_blocked FROM live_state")[0]["entries_blocked"]
+    row = db_rows(db, "SELECT status FROM orders WHERE client_order_id=?", (stop["client_id"],))
+    assert row[0]["status"] == "missing"
+    # while blocked: no new entry, and the position got its protection back at once
+    assert len(db_rows(db, "SELECT id FROM orders WHERE role='entry'")) == entries
+    again = db_rows(
+        db,
+        "SELECT * FROM orders WHERE role='stop_loss' AND id > "
+        "(SELECT id FROM orders WHERE client_order_id=?)",
+        (stop["client_id"],),
+    )
+    assert (
+        again
+        and again[0]["pair"]
+        == db_rows(db, "SELECT pair FROM orders WHERE client_order_id=?", (stop["client_id"],))[0][
+            "pair"
+        ]
+    )
+    assert_agree(db, book)
+    # a start whose reconciliation is clean lifts the block; entries resume
+    MarketMovingFeed.check = True
+    assert _run(live_setup) == 0
+    assert db_rows(db, "SELECT entries_blocked FROM live_state")[0]["entries_blocked"] is None
+    assert len(db_rows(db, "SELECT id FROM orders WHERE role='entry'")) > entries
+
+
+def test_a_reconnect_reconciles_and_finds_what_changed_meanwhile(
+    live_setup: dict[str, Any],
+) -> None:
+    book, db = live_setup["book"], live_setup["db"]
+
+    def reconnect() -> None:
+        MarketMovingFeed.check = False
+        book.move("BTC", free=Decimal("0.01"))  # bought by hand while the feed was down
+        MarketMovingFeed.retries += 1  # the feed retried and got through
+
+    MarketMovingFeed.hooks = {400: reconnect}
+    assert _run(live_setup) == 0
+    events = db_rows(db, "SELECT * FROM events WHERE kind='reconcile' ORDER BY id")
+    assert [e["message"].split(":")[0] for e in events] == ["start", "reconnect"]
+    assert "BTC" in events[1]["message"] and events[1]["level"] == "error"
+    blocked = db_rows(db, "SELECT entries_blocked FROM live_state")[0]["entries_blocked"]
+    assert blocked.startswith("reconnect reconciliation")
+    last_entry = db_rows(db, "SELECT MAX(bar_time) AS t FROM orders WHERE role='entry'")[0]["t"]
+    reconnect_bar = ReplayFeed(live_setup["frames"], "1h").bars[400].time
+    assert last_entry < reconnect_bar  # no entry after the surprise

@@ -292,3 +292,21 @@ def test_faults_timeouts_lost_replies_and_partial_fills_never_double_an_order(
         if o["side"] == "sell" and o["pair"] == half[0]["pair"] and o["id"] > half[0]["id"]
     ]
     assert sells and sells[0]["amount"] == pytest.approx(half[0]["filled"], abs=1e-5)
+
+
+def test_polling_feed_ends_its_wait_on_a_stop_request() -> None:
+    hour = 3_600_000
+    t0 = 1_700_000_000_000 - 1_700_000_000_000 % hour
+    exchange = StandInExchange({}, _rows(400, t0), now_ms=t0 + 390 * hour + 10 * 60_000)
+    sleeps: list[float] = []
+    feed = PollingFeed(exchange, PAIRS, "1h", history_bars=500, sleep=sleeps.append, poll_s=10)
+    bars = feed.initial_bars()
+    asked: list[int] = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(sleeps) >= 3  # a stop request arrives during the third short sleep
+
+    feed.should_stop = should_stop
+    assert feed.next_bars(bars[-1].time) is None  # no new candle yet: it waited, then stopped
+    assert sleeps == [10, 10, 10]  # short steps, not one long sleep until the next close

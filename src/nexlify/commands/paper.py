@@ -14,8 +14,9 @@ from rich.live import Live
 
 from nexlify.commands import COMMAND_HELP
 from nexlify.config import TIMEFRAMES
-from nexlify.data.candles import find_candle_file, read_candles
+from nexlify.data.candles import read_candles
 from nexlify.data.market_data import build_market_data
+from nexlify.data.resample import read_pair_candles
 from nexlify.errors import ConfigError, DataError
 from nexlify.evaluation.backtest import model_spec
 from nexlify.live.broker import LiveBroker
@@ -165,7 +166,7 @@ def make_ccxt_exchange(exchange_id: str, config: dict[str, Any]) -> Any:
 
 def _replay_frames(files: list[str], pairs: tuple[str, ...], tf: str) -> dict[str, pd.DataFrame]:
     if len(files) == 1 and Path(files[0]).is_dir():
-        return {p: read_candles(find_candle_file(files[0], p, tf), tf) for p in pairs}
+        return {p: read_pair_candles(files[0], p, tf) for p in pairs}
     if len(files) != len(pairs):
         raise ConfigError(
             f"--data: the model trades {list(pairs)}; give one file per pair "

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from nexlify.live.control import pending_stop
 from nexlify.live.orders import OrderDesk, OrderIntent
 from nexlify.live.protect import Protector
 from nexlify.live.reconcile import Reconciler, entries_blocked
@@ -121,6 +122,8 @@ class LiveBroker:
         self.desk.recover_pending()
         self.reconciler.reconcile("start", fresh_start=True)
         cursor = self.store.cursor()
+        if pending_stop(self.store) is not None:
+            return  # a stop request waits: no order before it is carried out
         if trader is not None and cursor is not None and trader.env is not None:
             self.execute(trader, cursor)
 
@@ -166,7 +169,9 @@ class LiveBroker:
         if retries > self._retries_seen:
             self._retries_seen = retries
             self.reconciler.reconcile("reconnect")
-        self.protector.sync_fills()
+        surprises = self.protector.sync_fills()
+        if surprises:
+            self.reconciler.block("bar", surprises)
         done = []
         for intent in self.plan(trader):
             if intent.role == "exit":

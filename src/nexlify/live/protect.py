@@ -123,34 +123,60 @@ class Protector:
                 (utc_now(), row["client_order_id"]),
             )
 
-    def sync_fills(self) -> None:
-        """Book protective orders the exchange filled since the last bar; cancel their siblings."""
+    def sync_fills(self) -> list[str]:
+        """Book what the exchange did to the resting protective orders since the last bar:
+        fills (their siblings are then cancelled, the rest below the minimum is dust) and
+        cancellations. A protective order cancelled on the exchange, not by this session and
+        not because its sibling filled, is a surprise: marked ``missing``, returned, so the
+        caller blocks new entries (the next bar puts the protection back)."""
+        settled = []
         for row in self.desk.open_protective():
-            if row["exchange_order_id"] is None:
-                continue
-            params = self.desk.trigger_params()
-            try:
-                order = self.desk.exchange.fetch_order(
-                    row["exchange_order_id"], row["pair"], params
+            order = self._fetch(row)
+            if order is not None and order.get("status") != "open":
+                result = self.desk.settle(row["pair"], row["client_order_id"], order)
+                settled.append((row, order, result["status"]))
+        filled = {row["pair"] for row, _, status in settled if status == "filled"}
+        for row, order, status in settled:
+            if status == "filled":
+                self._after_fill(row, order)
+        surprises = []
+        for row, _, status in settled:
+            if status == "cancelled" and row["pair"] not in filled:
+                surprises.append(
+                    f"{row['pair']}: protective {row['role']} {row['client_order_id']} is "
+                    "missing (cancelled on the exchange, not by this session)"
                 )
-            except Exception as exc:
-                self.desk.fail(None, self.desk.describe(f"fetch {row['client_order_id']}", exc))
-                continue
-            if order.get("status") == "open":
-                continue
-            settled = self.desk.settle(row["pair"], row["client_order_id"], order)
-            if settled["status"] == "filled":
-                message = (
-                    f"{row['role']} of {row['pair']} filled on the exchange at "
-                    f"{order.get('average') or order.get('price')}"
-                )
-                self.log.warning(message)
-                self.desk.store.add_event("protective_fill", message, "warning")
-                for sibling in self.desk.open_protective(row["pair"]):
-                    self._cancel(sibling)
-                rest = self.desk.holdings().get(row["pair"], 0.0)
-                if 0 < rest < self.desk.venue.min_amount(row["pair"]):
-                    self.desk.write_off_dust(row["pair"], rest)
+                with self.desk.store.transaction() as c:
+                    c.execute(
+                        "UPDATE orders SET status='missing', updated_at=? WHERE client_order_id=?",
+                        (utc_now(), row["client_order_id"]),
+                    )
+        return surprises
+
+    def _fetch(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        if row["exchange_order_id"] is None:
+            return None
+        try:
+            order: dict[str, Any] = self.desk.exchange.fetch_order(
+                row["exchange_order_id"], row["pair"], self.desk.trigger_params()
+            )
+        except Exception as exc:
+            self.desk.fail(None, self.desk.describe(f"fetch {row['client_order_id']}", exc))
+            return None
+        return order
+
+    def _after_fill(self, row: dict[str, Any], order: dict[str, Any]) -> None:
+        message = (
+            f"{row['role']} of {row['pair']} filled on the exchange at "
+            f"{order.get('average') or order.get('price')}"
+        )
+        self.log.warning(message)
+        self.desk.store.add_event("protective_fill", message, "warning")
+        for sibling in self.desk.open_protective(row["pair"]):
+            self._cancel(sibling)
+        rest = self.desk.holdings().get(row["pair"], 0.0)
+        if 0 < rest < self.desk.venue.min_amount(row["pair"]):
+            self.desk.write_off_dust(row["pair"], rest)
 
     def trail(self, bar_time: int, trader: PaperTrader) -> None:
         """Move each resting stop up to the simulator's trailing level; re-place missing ones."""

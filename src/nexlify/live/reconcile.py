@@ -47,23 +47,27 @@ class Reconciler:
 
     def reconcile(self, when: str, *, fresh_start: bool = False) -> list[str]:
         """Check the account; returns the problems found (also stored and logged)."""
-        self.protector.sync_fills()
+        problems = self.protector.sync_fills()
         balance = self.desk.exchange.fetch_balance()
         totals = {k: float(v or 0.0) for k, v in (balance.get("total") or {}).items()}
         self._record_baseline(totals)
-        problems = self._balance_problems(totals) + self._order_problems()
-        store = self.desk.store
+        problems += self._balance_problems(totals) + self._order_problems()
         if problems:
-            reason = f"{when} reconciliation: " + "; ".join(problems)
-            self.log.error("%s; new entries are blocked until a clean start", reason)
-            with store.transaction() as c:
-                for problem in problems:
-                    store.add_event("reconcile", f"{when}: {problem}", "error", None, c)
-            set_entries_blocked(store, reason)
+            self.block(when, problems)
         elif fresh_start:
-            set_entries_blocked(store, None)
-            store.add_event("reconcile", f"{when}: account and database agree")
+            set_entries_blocked(self.desk.store, None)
+            self.desk.store.add_event("reconcile", f"{when}: account and database agree")
         return problems
+
+    def block(self, when: str, problems: list[str]) -> None:
+        """Record and report ``problems``; block new entries."""
+        store = self.desk.store
+        reason = f"{when} reconciliation: " + "; ".join(problems)
+        self.log.error("%s; new entries are blocked until a clean start", reason)
+        with store.transaction() as c:
+            for problem in problems:
+                store.add_event("reconcile", f"{when}: {problem}", "error", None, c)
+        set_entries_blocked(store, reason)
 
     def _bases(self) -> dict[str, list[str]]:
         bases: dict[str, list[str]] = {}
