@@ -58,3 +58,22 @@ def test_no_help_text_restates_a_default_the_config_has() -> None:
         if literal and value is not None:
             restated.append(flags[0])
     assert restated == []
+
+
+def test_augmentation_is_one_nested_config_and_old_keys_still_load() -> None:
+    from nexlify.data.augment import AugmentConfig
+    from nexlify.errors import ConfigError
+    from nexlify.train.config import run_config_from_dict
+
+    parser = build_parser(["train"])
+    args = parser.parse_args(["train", "--augment-price-jitter", "0.002",
+                              "--augment-time-shift", "24"])  # fmt: skip
+    overrides = options.overrides_from_args(args)
+    config = run_config_from_dict(overrides)
+    assert config.train.augmentation == AugmentConfig(price_jitter=0.002, time_shift_bars=24)
+    # the flat keys of earlier versions (an older run's config.yaml) land in the same place
+    old = run_config_from_dict({"train": {"augment_regime_mix": 0.25, "augment_time_shift": 7}})
+    assert old.train.augmentation.regime_mix_prob == 0.25
+    assert old.train.augmentation.time_shift_bars == 7
+    with pytest.raises(ConfigError, match=r"train.augmentation.regime_mix_prob"):
+        run_config_from_dict({"train": {"augmentation": {"regime_mix_prob": 2.0}}})

@@ -188,13 +188,13 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--augment",), "train", "augment",
      {"action": argparse.BooleanOptionalAction, "help": "augment training windows: price "
       "jitter, time shift, volume scaling, regime mixing (default {default})"}),
-    (("--augment-price-jitter",), "train", "augment_price_jitter",
+    (("--augment-price-jitter",), "train", "augmentation__price_jitter",
      {"type": float, "metavar": "STD", "help": "per-bar log price noise (default {default})"}),
-    (("--augment-time-shift",), "train", "augment_time_shift",
+    (("--augment-time-shift",), "train", "augmentation__time_shift_bars",
      {"type": int, "metavar": "BARS", "help": "most leading bars dropped (default {default})"}),
-    (("--augment-volume-scale",), "train", "augment_volume_scale",
+    (("--augment-volume-scale",), "train", "augmentation__volume_scale",
      {"type": float, "metavar": "STD", "help": "per-pair log volume factor (default {default})"}),
-    (("--augment-regime-mix",), "train", "augment_regime_mix",
+    (("--augment-regime-mix",), "train", "augmentation__regime_mix_prob",
      {"type": float, "metavar": "P", "help": "probability of a bull/bear splice (default "
       "{default})"}),
     (("--curriculum",), "train", "curriculum",

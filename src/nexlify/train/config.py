@@ -16,6 +16,7 @@ import yaml
 
 from nexlify.agent.config import AgentConfig
 from nexlify.config import TIMEFRAMES, MarketConfig, from_dict, is_int, require, to_dict
+from nexlify.data.augment import AugmentConfig
 from nexlify.errors import ConfigError
 
 SOURCES = ("auto", "files", "store", "synthetic")
@@ -49,14 +50,8 @@ class TrainConfig:
     """Fraction of the run's transitions after which weights are averaged."""
     augment: bool = True
     """Augment training windows (price jitter, time shift, volume scaling, regime mixing)."""
-    augment_price_jitter: float = 0.001
-    """Std of the per-bar lognormal factor on OHLC (0 = off)."""
-    augment_time_shift: int = 168
-    """Most leading bars dropped per augmented copy (0 = off)."""
-    augment_volume_scale: float = 0.3
-    """Std of the per-pair lognormal factor on volume (0 = off)."""
-    augment_regime_mix: float = 0.5
-    """Probability that an augmented copy splices bull and bear segments (0 = off)."""
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    """How strong each augmentation is (used while ``augment`` is on)."""
     curriculum: bool = True
     """Four-phase curriculum: calm/small positions, medium vol, high vol, all + stress windows."""
     curriculum_phases: tuple[float, float, float] = (0.1, 0.2, 0.35)
@@ -117,20 +112,15 @@ def _check_practices(c: TrainConfig) -> None:
     v = c.early_stopping_patience
     require(isinstance(v, int) and not isinstance(v, bool) and v >= 0, t,
             "early_stopping_patience", v, "an integer >= 0 (0 = never stop early)")  # fmt: skip
-    for name in ("early_stopping_min_delta", "augment_price_jitter", "augment_volume_scale"):
-        v = getattr(c, name)
-        require(_number(v) and v >= 0, t, name, v, "a number >= 0")
+    delta = c.early_stopping_min_delta
+    require(_number(delta) and delta >= 0, t, "early_stopping_min_delta", delta, "a number >= 0")
     for name in ("swa", "augment", "curriculum"):
         v = getattr(c, name)
         require(isinstance(v, bool), t, name, v, "true or false")
-    for name in ("swa_start", "augment_regime_mix"):
-        v = getattr(c, name)
-        require(_number(v) and 0 <= v <= 1, t, name, v, "in [0, 1]")
+    require(_number(c.swa_start) and 0 <= c.swa_start <= 1, t, "swa_start", c.swa_start,
+            "in [0, 1]")  # fmt: skip
     require(_number(c.curriculum_position_scale) and 0 < c.curriculum_position_scale <= 1, t,
             "curriculum_position_scale", c.curriculum_position_scale, "in (0, 1]")  # fmt: skip
-    v = c.augment_time_shift
-    require(isinstance(v, int) and not isinstance(v, bool) and v >= 0, t, "augment_time_shift",
-            v, "an integer >= 0")  # fmt: skip
     v = c.divergence_rollbacks
     require(isinstance(v, int) and not isinstance(v, bool) and v >= 0, t,
             "divergence_rollbacks", v, "an integer >= 0")  # fmt: skip
@@ -430,10 +420,37 @@ def _plain(value: Any) -> Any:
     return value
 
 
+RENAMED = {
+    "train": {
+        "augment_price_jitter": ("augmentation", "price_jitter"),
+        "augment_time_shift": ("augmentation", "time_shift_bars"),
+        "augment_volume_scale": ("augmentation", "volume_scale"),
+        "augment_regime_mix": ("augmentation", "regime_mix_prob"),
+    }
+}
+"""Settings of earlier versions and where they live now: the config.yaml of a run made then
+(``--resume``) still loads."""
+
+
+def _renamed(values: dict[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for section, moves in RENAMED.items():
+        items = out.get(section)
+        if not isinstance(items, dict):
+            continue
+        for old, (group, name) in moves.items():
+            if old in items:
+                nested = items.setdefault(group, {})
+                if isinstance(nested, dict):
+                    nested = items[group] = dict(nested)
+                    nested.setdefault(name, items.pop(old))
+    return out
+
+
 def run_config_from_dict(values: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
     """A RunConfig from a nested dict (YAML layout), on top of ``base`` (defaults if None)."""
     base_dict = (base or RunConfig()).to_dict()
-    for section, items in values.items():
+    for section, items in _renamed(values).items():
         if section not in base_dict:
             raise ConfigError(f"{section}: unknown section; known: {', '.join(base_dict)}")
         if not isinstance(items, dict):

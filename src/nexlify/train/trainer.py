@@ -11,7 +11,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -21,7 +21,6 @@ from nexlify.agent.config import AgentConfig
 from nexlify.agent.dqn import DQNAgent
 from nexlify.agent.replay import ReplayBuffer
 from nexlify.config import MarketConfig
-from nexlify.data.augment import AugmentConfig
 from nexlify.data.market_data import MarketData
 from nexlify.errors import TrainingError
 from nexlify.market.env import VecMarketEnv
@@ -161,17 +160,10 @@ class Trainer:
         p = self.practices
         if p is None or not (p.augment or (p.curriculum and fresh)):
             return None
-        augment = (
-            AugmentConfig(
-                price_jitter=p.augment_price_jitter,
-                time_shift_bars=p.augment_time_shift,
-                volume_scale=p.augment_volume_scale,
-                regime_mix_prob=p.augment_regime_mix,
-                segment_bars=max(self.market.env.episode_length, 168),
-            )
-            if p.augment
-            else None
-        )
+        augment = None
+        if p.augment:
+            segment = p.augmentation.segment_bars or max(self.market.env.episode_length, 168)
+            augment = replace(p.augmentation, segment_bars=segment)
         return TrainingMarkets(
             self.train_data,
             self.market,
