@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from nexlify.data.enrichment import with_external_features
@@ -15,7 +14,7 @@ from nexlify.data.quality import (
     quality_notes,
 )
 from nexlify.data.sources import synthetic_market
-from nexlify.data.store import CandleStore
+from nexlify.data.store import CandleStore, default_store_dir
 from nexlify.errors import DataError
 from nexlify.train.config import DataConfig
 
@@ -23,11 +22,6 @@ SYNTHETIC_WARNING = (
     "NO MARKET DATA: training on the built-in SYNTHETIC market. Results say nothing about real "
     "markets. Pass --data-dir with candle files (or download data into the store) for real data."
 )
-
-
-def default_store_dir() -> Path:
-    """The local candle store: $NEXLIFY_DATA_DIR, else ~/.nexlify/data."""
-    return Path(os.environ.get("NEXLIFY_DATA_DIR") or Path.home() / ".nexlify" / "data")
 
 
 def quality_policy(config: DataConfig) -> QualityPolicy:

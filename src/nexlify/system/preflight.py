@@ -191,8 +191,8 @@ def check_output(config: RunConfig, disk_free: Callable[[Path], int]) -> list[Ch
 def check_data(config: RunConfig) -> list[CheckResult]:
     from nexlify.data.external import series_file
     from nexlify.data.resample import find_candle_source
-    from nexlify.data.store import CandleStore
-    from nexlify.pipeline.data_choice import default_store_dir, external_folder
+    from nexlify.data.store import CandleStore, default_store_dir
+    from nexlify.pipeline.data_choice import external_folder
 
     d = config.data
     results = []
