@@ -82,7 +82,9 @@ def study_markdown(results: Mapping[str, Any]) -> str:
         "",
         "Each year's model trained and was selected only on candles before the year, then traded "
         "it once. Returns are after fees; Sharpe is annualised; excess/day is the mean daily "
-        "return over cash in percent with its 95% stationary-bootstrap interval.",
+        "return over cash in percent with its 95% stationary-bootstrap interval; fees are "
+        "in quote currency from a starting balance of "
+        f"{results['config']['market']['execution']['initial_balance']:,.0f}.",
         "",
     ]
     for year, entry in results["years"].items():
