@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from nexlify.commands.preflight_checks import check_cores
 from nexlify.pipeline import backends
 from nexlify.pipeline.runs import train_unit
 from nexlify.system import core_share
 from nexlify.system.core_share import CoreShare, has_turn
-from nexlify.system.preflight import check_cores
 from nexlify.train.config import run_config_from_dict
 from tests.test_backends import assert_same_outcomes, tiny_tasks
 

@@ -9,11 +9,11 @@ import pytest
 
 from nexlify.agent.config import AgentConfig
 from nexlify.cli import main
+from nexlify.commands.preflight_checks import obs_dim, raise_on_failure, replay_bytes, run_preflight
 from nexlify.data.features import feature_names
 from nexlify.data.sources import synthetic_market
 from nexlify.errors import ConfigError, DataError
 from nexlify.market.env import VecMarketEnv
-from nexlify.system.preflight import obs_dim, raise_on_failure, replay_bytes, run_preflight
 from nexlify.train.config import DataConfig, PipelineConfig, RunConfig, TrainConfig
 
 GIB = 1 << 30

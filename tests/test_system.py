@@ -25,8 +25,6 @@ from nexlify.config import EnvConfig, MarketConfig
 from nexlify.data.sources import synthetic_market
 from nexlify.errors import ConfigError, TrainingError
 from nexlify.market.env import VecMarketEnv
-from nexlify.system import batch_size as bs
-from nexlify.system.batch_size import BatchPlanner, OOMBackoff
 from nexlify.system.devices import (
     HostTransfer,
     configure_device,
@@ -40,6 +38,8 @@ from nexlify.system.thermal import (
     discover_sensors,
     sysfs_sensors,
 )
+from nexlify.train import batch_size as bs
+from nexlify.train.batch_size import BatchPlanner, OOMBackoff
 from nexlify.train.config import RunConfig, TrainConfig, load_run_config
 from nexlify.train.trainer import Trainer
 

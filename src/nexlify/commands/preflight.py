@@ -10,7 +10,13 @@ from rich.table import Table
 
 from nexlify.commands import COMMAND_HELP
 from nexlify.commands.options import add_train_options
-from nexlify.system.preflight import FAIL, PASS, CheckResult, raise_on_failure, run_preflight
+from nexlify.commands.preflight_checks import (
+    FAIL,
+    PASS,
+    CheckResult,
+    raise_on_failure,
+    run_preflight,
+)
 from nexlify.train.config import RunConfig
 
 _STYLE = {PASS: "[green]pass[/]", "warn": "[yellow]warn[/]", FAIL: "[bold red]FAIL[/]"}

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from nexlify.commands import COMMAND_HELP
 from nexlify.errors import DataError
-from nexlify.pipeline.auto_retrain import SUMMARY_FILE
+from nexlify.pipeline.data_choice import load_training_market
 from nexlify.report.html import build_run_report
+from nexlify.run_layout import SUMMARY_FILE
+from nexlify.train.config import run_config_from_dict
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=start_report)
 
 
-def load_summary(run_dir: Path) -> dict[str, object]:
+def load_summary(run_dir: Path) -> dict[str, Any]:
     path = run_dir / SUMMARY_FILE
     try:
         summary = json.loads(path.read_text())
@@ -43,6 +47,9 @@ def load_summary(run_dir: Path) -> dict[str, object]:
 def start_report(args: argparse.Namespace, console: Console) -> int:
     """Handler of ``nexlify report``."""
     run_dir = Path(args.run_dir)
-    path = build_run_report(run_dir, load_summary(run_dir))
+    summary = load_summary(run_dir)
+    config = run_config_from_dict(summary["config"])
+    market = load_training_market(config.data, logging.getLogger("nexlify"))
+    path = build_run_report(run_dir, summary, market)
     console.print(f"report written: {path}")
     return 0

@@ -138,6 +138,16 @@ class MarketData:
         return self.slice(0, cut), self.slice(cut, self.n_bars)
 
 
+def holdout_split(
+    market: MarketData, validation_days: float, test_days: float = 0.0
+) -> tuple[MarketData, MarketData, MarketData | None]:
+    """(train, validation, test or None): test = the last ``test_days``, validation = the
+    ``validation_days`` before them, train = everything earlier."""
+    rest, test = market.split_last_days(test_days) if test_days > 0 else (market, None)
+    train, validation = rest.split_last_days(validation_days)
+    return train, validation, test
+
+
 def build_market_data(
     frames: Mapping[str, pd.DataFrame],
     timeframe: str,

@@ -195,7 +195,7 @@ def read_model_edge(model_path: str | Path) -> dict[str, Any] | None:
 
     Raises CheckpointError when the file is missing or is not a checkpoint.
     """
-    from nexlify.pipeline.auto_retrain import SUMMARY_FILE
+    from nexlify.run_layout import SUMMARY_FILE
 
     path = Path(model_path)
     extra = read_checkpoint(path).get("extra") or {}

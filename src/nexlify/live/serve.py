@@ -157,7 +157,7 @@ def status_payload(store: SessionStore) -> dict[str, Any]:
 def curves_payload(store: SessionStore) -> dict[str, Any]:
     """What ``api/curves`` answers: the equity and drawdown figures (plotly JSON), or None
     while the session has not traded a bar."""
-    from nexlify.report.paper import session_equity_figures
+    from nexlify.live.session_report import session_equity_figures
 
     rows = store.rows("SELECT bar_time, equity FROM equity ORDER BY bar_time")
     if not rows:

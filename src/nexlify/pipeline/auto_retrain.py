@@ -61,11 +61,7 @@ from nexlify.pipeline.folds import (
 from nexlify.pipeline.placement import plan_devices, takes_turns, units_at_once
 from nexlify.pipeline.report import write_report
 from nexlify.pipeline.run_files import (
-    ENSEMBLE_MODEL,
     EXECUTION_ONLY,
-    FINAL_MODEL,
-    LOG_FILE,
-    SUMMARY_FILE,
     attach_run_log,
     check_resumable,
     remove_stale_temp_files,
@@ -80,6 +76,7 @@ from nexlify.pipeline.runs import (
     train_unit,
     unit_fingerprint,
 )
+from nexlify.run_layout import ENSEMBLE_MODEL, FINAL_MODEL, LOG_FILE, SUMMARY_FILE
 from nexlify.train.config import PipelineConfig, RunConfig
 from nexlify.train.trainer import validate
 

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from nexlify.data.enrichment import with_external_features
-from nexlify.data.market_data import MarketData, build_market_data
+from nexlify.data.market_data import MarketData, build_market_data, holdout_split
 from nexlify.data.quality import (
     QualityPolicy,
     load_checked_pairs,
@@ -95,8 +95,4 @@ def split_market(
     market: MarketData, config: DataConfig
 ) -> tuple[MarketData, MarketData, MarketData | None]:
     """(train, validation, test or None): test = last test_days, validation = the days before."""
-    rest, test = (
-        market.split_last_days(config.test_days) if config.test_days > 0 else (market, None)
-    )
-    train, validation = rest.split_last_days(config.validation_days)
-    return train, validation, test
+    return holdout_split(market, config.validation_days, config.test_days)

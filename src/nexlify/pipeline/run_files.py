@@ -1,7 +1,6 @@
 """A pipeline run's folder: its log, summary, report, resume checks and identity.
 
-The file names are fixed (``complete_training_summary.json``, ``training.log``,
-``final_model.pt``, ``ensemble_model.pt``); a run is identified by :func:`run_key`, the hash of
+The file names are in :mod:`nexlify.run_layout`; a run is identified by :func:`run_key`, the hash of
 everything its results depend on, so a resume can refuse other data.
 """
 
@@ -20,12 +19,8 @@ from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError
 from nexlify.io import atomic_write_json
 from nexlify.pipeline.runs import market_fingerprint
+from nexlify.run_layout import LOG_FILE, SUMMARY_FILE
 from nexlify.train.config import RunConfig
-
-SUMMARY_FILE = "complete_training_summary.json"
-LOG_FILE = "training.log"
-FINAL_MODEL = "final_model.pt"
-ENSEMBLE_MODEL = "ensemble_model.pt"
 
 
 def versions() -> dict[str, str]:

@@ -28,10 +28,10 @@ from nexlify.data.market_data import MarketData
 from nexlify.errors import CheckpointError
 from nexlify.io import atomic_write_json
 from nexlify.system import core_share
-from nexlify.system.batch_size import BatchPlanner
 from nexlify.system.devices import configure_device
 from nexlify.system.lifetime import die_with_parent
 from nexlify.system.thermal import ThermalGuard
+from nexlify.train.batch_size import BatchPlanner
 from nexlify.train.config import RunConfig
 from nexlify.train.resume import RESUME_FILE, ResumePoint
 from nexlify.train.tensorboard import TensorBoardLogger

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import html
-import logging
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,7 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from nexlify.agent.ensemble import load_policy
-from nexlify.data.market_data import MarketData
+from nexlify.data.market_data import MarketData, holdout_split
 from nexlify.errors import DataError
 from nexlify.evaluation.backtest import METRIC_COLUMNS, BacktestResult
 from nexlify.evaluation.edge import describe_edge, excess_daily_return, format_excess
@@ -198,17 +197,12 @@ def edge_section(summary: dict[str, Any]) -> str:
     return f"<p class='{style}'>{html.escape(describe_edge(edge))}</p>{note}"
 
 
-def build_run_report(
-    out_dir: Path, summary: dict[str, Any], market: MarketData | None = None
-) -> Path:
-    """Rebuild ``report.html`` of a pipeline run (the market is reloaded when not given)."""
-    from nexlify.pipeline.data_choice import load_training_market, split_market
+def build_run_report(out_dir: Path, summary: dict[str, Any], market: MarketData) -> Path:
+    """Write ``report.html`` of a pipeline run from its summary and the market it ran on."""
     from nexlify.train.config import run_config_from_dict
 
     config = run_config_from_dict(summary["config"])
-    if market is None:
-        market = load_training_market(config.data, logging.getLogger("nexlify"))
-    train, val, _ = split_market(market, config.data)
+    train, val, _ = holdout_split(market, config.data.validation_days, config.data.test_days)
     if (
         val.pairs != tuple(summary["data"]["pairs"])
         or val.n_bars != summary["validation_window"]["bars"]

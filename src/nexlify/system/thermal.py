@@ -25,14 +25,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from nexlify.errors import TrainingError
 
-if TYPE_CHECKING:
-    from nexlify.train.config import TrainConfig
+
+class ThermalSettings(Protocol):
+    """The settings the guard reads (``TrainConfig`` has them; system/ imports no config)."""
+
+    @property
+    def thermal_pause_c(self) -> float: ...
+    @property
+    def thermal_resume_c(self) -> float: ...
+    @property
+    def thermal_action(self) -> str: ...
+
 
 THERMAL_ACTIONS = ("pause", "slow")
 """What the guard does while too hot."""
@@ -243,8 +252,8 @@ class ThermalGuard:
 
     @classmethod
     def from_train_config(
-        cls, train: TrainConfig, device: str | torch.device, log: logging.Logger | None = None,
-        label: str = "run",
+        cls, train: ThermalSettings, device: str | torch.device,
+        log: logging.Logger | None = None, label: str = "run",
     ) -> ThermalGuard | None:  # fmt: skip
         """The guard ``train`` asks for (None when train.thermal_pause_c is 0: no guard)."""
         if not train.thermal_pause_c:

@@ -65,7 +65,7 @@ class TrainConfig:
     """Learning-rate multiplier applied at each rollback."""
     auto_batch: bool = False
     """Pick agent.batch_size and agent.buffer_size from free memory and the network size
-    (see nexlify.system.batch_size); the planned values are logged and saved with the model."""
+    (see nexlify.train.batch_size); the planned values are logged and saved with the model."""
     auto_batch_max: int = 1024
     """Largest batch auto_batch picks for a GPU (on the CPU it stays at most agent.batch_size)."""
     memory_fraction: float = 0.5

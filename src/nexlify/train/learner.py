@@ -14,7 +14,7 @@ import numpy as np
 
 from nexlify.agent.dqn import DQNAgent
 from nexlify.agent.replay import ReplayBuffer
-from nexlify.system.batch_size import OOMBackoff
+from nexlify.train.batch_size import OOMBackoff
 from nexlify.train.divergence import CHECK_EVERY, DivergenceGuard
 from nexlify.train.swa import WeightAverager
 

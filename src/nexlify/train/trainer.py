@@ -24,9 +24,9 @@ from nexlify.config import MarketConfig
 from nexlify.data.market_data import MarketData
 from nexlify.errors import TrainingError
 from nexlify.market.env import VecMarketEnv
-from nexlify.system.batch_size import BatchPlanner, OOMBackoff
 from nexlify.system.core_share import CoreShare
 from nexlify.system.thermal import ThermalGuard
+from nexlify.train.batch_size import BatchPlanner, OOMBackoff
 from nexlify.train.callbacks import (
     Callback,
     EarlyStopping,

@@ -31,6 +31,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from nexlify.errors import ConfigError, DataError, NexlifyError
+from nexlify.system.memory import available_memory
 from nexlify.train.config import RunConfig
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -67,20 +68,6 @@ def replay_bytes(config: RunConfig) -> int:
     if getattr(config.agent, "prioritized_replay", False):
         total += n * 8 * 2 * 2
     return total
-
-
-def available_memory() -> int | None:
-    """Bytes of RAM available now (Linux MemAvailable, else free pages), None if unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _gib(n: float) -> str:

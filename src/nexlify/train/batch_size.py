@@ -27,7 +27,6 @@ rather than go below ``train.min_batch_size``. The smaller batch is kept for the
 from __future__ import annotations
 
 import dataclasses
-import gc
 import itertools
 import logging
 from collections.abc import Callable
@@ -38,7 +37,7 @@ import torch
 
 from nexlify.agent.config import AgentConfig
 from nexlify.errors import TrainingError
-from nexlify.system.preflight import available_memory
+from nexlify.system.memory import available_memory, device_free_memory, free_cached_memory
 
 if TYPE_CHECKING:
     from nexlify.train.config import TrainConfig
@@ -97,22 +96,6 @@ def replay_bytes_per_transition(obs_dim: int, config: AgentConfig) -> int:
     """Host memory of one stored transition (obs and next obs, action, reward, two flags)."""
     tree = 64 if config.prioritized_replay else 0  # two float64 trees of 2L nodes, L <= 2C
     return obs_dim * 4 * 2 + 8 + 4 + 1 + 1 + tree
-
-
-def device_free_memory(device: torch.device) -> int | None:
-    """Free bytes on ``device``: CUDA/ROCm from the driver, MPS where torch says, CPU RAM."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type == "mps":
-        mps = getattr(torch, "mps", None)
-        try:
-            limit = mps.recommended_max_memory()  # type: ignore[union-attr]
-            used = mps.driver_allocated_memory()  # type: ignore[union-attr]
-        except (AttributeError, RuntimeError):
-            return available_memory()  # unified memory: RAM is the limit
-        return int(limit - used)
-    return available_memory()
 
 
 @dataclass(frozen=True)
@@ -237,15 +220,6 @@ class BatchPlanner:
 
 def _power_of_two_at_most(n: int) -> int:
     return 1 << (n.bit_length() - 1) if n >= 1 else 0
-
-
-def free_cached_memory(device: torch.device) -> None:
-    """Give memory held by dead tensors back: Python's cycles, then the CUDA caching allocator."""
-    gc.collect()
-    if device.type == "cuda" and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    elif device.type == "mps" and hasattr(torch, "mps"):
-        torch.mps.empty_cache()
 
 
 class OOMBackoff:
