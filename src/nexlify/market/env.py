@@ -19,7 +19,8 @@ arbitrage) extend the action space after the spot actions and the observation af
 state (see :mod:`nexlify.strategies.layout`); ``strategy_breakdown`` splits an episode's PnL by
 strategy. With spot only (the default) nothing changes.
 
-The step itself is one compiled kernel (``kernels.step_envs``) over preallocated arrays. With
+The step itself is one compiled kernel (``kernels.step_envs``) over preallocated arrays, passed
+grouped (:mod:`nexlify.market.kernel_state`). With
 ``copy_obs=False`` (training loops, benchmarks) nothing is copied: the observation array returned
 by a call stays valid through the next call, and ``infos["final_obs"]`` until the next call.
 """
@@ -43,6 +44,7 @@ from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError, DataError
 from nexlify.market import kernels as K
 from nexlify.market.columns import N_ACCT
+from nexlify.market.kernel_state import MarketTables, SpotBooks, StepOutputs, StrategyBooks
 from nexlify.market.metrics import EpisodeMetrics
 from nexlify.market.obs_layout import spot_obs_size
 from nexlify.strategies import columns as SC
@@ -187,6 +189,15 @@ class VecMarketEnv(VectorEnv):
         self._needs_reset = np.ones(N, dtype=np.bool_)
         self._all = np.ones(N, dtype=np.bool_)
         self._parallel = N >= PARALLEL_MIN_ENVS and numba.get_num_threads() > 1
+        # the kernels' grouped arguments, built once (the arrays are only ever written in place)
+        self._market = tuple(MarketTables(self._day, data.features, data.prices, self.window))
+        self._books = tuple(SpotBooks(self._cursor, self._acct, self._pos, self._kelly,
+                                      self._trade_log, self._trade_count, self._equity_curve,
+                                      self._params))  # fmt: skip
+        self._outs = [
+            tuple(StepOutputs(obs, self._rewards64, self._terminated, self._truncated))
+            for obs in self._obs
+        ]
         self._init_strategy_arrays(N, P, seed)
 
     def _init_strategy_arrays(self, N: int, P: int, seed: int | None) -> None:
@@ -210,18 +221,14 @@ class VecMarketEnv(VectorEnv):
         self._held = np.zeros((N, P, rt.prem.shape[2], SC.N_HELD))  # from _inv, see columns
         self._eta = np.full((N, P), -1.0)
         self._rand = np.ones(N)  # uniform draws for slashing (1.0 = no event)
+        self._strategy_books = self._group_strategy_books()
 
-    def _step_with_strategies(self, acts: np.ndarray, obs: np.ndarray) -> None:
-        """One pass over the envs: each env's strategy books, then its spot step."""
-        if self._slashing:
-            self._strategy_rng.random(out=self._rand)
-        d = self.data
-        both = SK.step_all if self._parallel else SK.step_all_serial
-        both(~self._needs_reset, acts, self._day, d.features, d.prices, self._cursor, self._acct,
-             self._pos, self._kelly, self._trade_log, self._trade_count, self._equity_curve,
-             self._params, self.window, obs, self._rewards64, self._terminated, self._truncated,
-             self._sp, self._ss, self._inv, self._held, self._eta, self._ser, self._prem,
-             self._arb_bar, self._rand, self._spot_obs_size)  # fmt: skip
+    def _group_strategy_books(self) -> tuple[Any, ...]:
+        """The strategy kernels' grouped argument (again after the per-bar inputs change)."""
+        return tuple(StrategyBooks(
+            self._sp, self._ss, self._inv, self._held, self._eta, self._ser, self._prem,
+            self._arb_bar, self._rand, self._spot_obs_size,
+        ))  # fmt: skip
 
     # ----------------------------------------------------------------------------------------
     def _sample_starts(self, count: int) -> np.ndarray:
@@ -235,27 +242,9 @@ class VecMarketEnv(VectorEnv):
         full_starts = np.zeros(self.num_envs, dtype=np.int64)
         full_starts[mask] = starts
         ends = np.minimum(full_starts + self.episode_length, self.data.n_bars - 1)
-        d = self.data
-        K.reset_envs(
-            mask,
-            full_starts,
-            ends,
-            d.features,
-            d.prices,
-            self._cursor,
-            self._acct,
-            self._pos,
-            self._kelly,
-            self._trade_count,
-            self._equity_curve,
-            self._params,
-            self.window,
-            out,
-        )
+        K.reset_envs(mask, full_starts, ends, self._market, self._books, out)
         if self.strategies is not None:
-            SK.reset_strategies(mask, self._cursor, d.prices, self._acct, self._sp, self._ss,
-                                self._inv, self._held, self._eta, self._ser, self._arb_bar, out,
-                                self._spot_obs_size)  # fmt: skip
+            SK.reset_strategies(mask, self._market, self._books, self._strategy_books, out)
         self._needs_reset[mask] = False
 
     def reset(
@@ -301,31 +290,16 @@ class VecMarketEnv(VectorEnv):
             raise DataError("step: the data has no next bar to step into (supply more bars)")
         self._obs_i ^= 1
         obs = self._obs[self._obs_i]
-        d = self.data
+        active = ~self._needs_reset
         if self.strategies is None:
             kernel = K.step_envs if self._parallel else K.step_envs_serial
-            kernel(
-                ~self._needs_reset,
-                acts,
-                self._day,
-                d.features,
-                d.prices,
-                self._cursor,
-                self._acct,
-                self._pos,
-                self._kelly,
-                self._trade_log,
-                self._trade_count,
-                self._equity_curve,
-                self._params,
-                self.window,
-                obs,
-                self._rewards64,
-                self._terminated,
-                self._truncated,
-            )
+            kernel(active, acts, self._market, self._books, self._outs[self._obs_i])
         else:
-            self._step_with_strategies(acts, obs)
+            if self._slashing:
+                self._strategy_rng.random(out=self._rand)
+            both = SK.step_all if self._parallel else SK.step_all_serial
+            both(active, acts, self._market, self._books, self._outs[self._obs_i],
+                 self._strategy_books)  # fmt: skip
         rewards = self._rewards64.astype(np.float32)
         terminated = self._terminated.copy()
         truncated = self._truncated.copy()
@@ -558,17 +532,16 @@ class VecMarketEnv(VectorEnv):
             raise DataError("replace_data: new data is shorter than the bars already stepped")
         self.data = data
         self._day = data.time // 86_400
+        self._market = tuple(MarketTables(self._day, data.features, data.prices, self.window))
         if self.strategies is not None:  # per-bar inputs must cover the new bars
             self.strategies = rt = build_runtime(data, self.config)
             self._sp, self._ser, self._prem, self._arb_bar = rt.sp, rt.ser, rt.prem, rt.arb_bar
+            self._strategy_books = self._group_strategy_books()
         obs = self._obs[self._obs_i]
         for n in range(self.num_envs):
-            K._write_obs(n, data.features, data.prices, self._cursor, self._acct, self._pos,
-                         self._params, self.window, obs[n])  # fmt: skip
+            K._write_obs(n, self._market, self._books, obs[n])
         if self.strategies is not None:
-            SK.write_all_strategy_obs(self._cursor, data.prices, self._acct, self._sp, self._ss,
-                                      self._eta, self._ser, self._arb_bar, obs,
-                                      self._spot_obs_size)  # fmt: skip
+            SK.write_all_strategy_obs(self._market, self._books, self._strategy_books, obs)
         return obs.copy() if self.copy_obs else obs
 
     def run_open_ended(self) -> None:

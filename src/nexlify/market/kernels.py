@@ -25,7 +25,10 @@ bar ``t+1``'s open, accrues over the bar and leaves the books' value at the clos
 ``acct[STRATEGY_VALUE]``, which step 4 adds to equity (0 with spot only). Actions past the
 ``params[P_SPOT_ACTIONS]`` spot ones belong to the strategies and are ignored here.
 
-Arrays use named columns (the constants below) so the kernel reads like the rules above.
+Arrays use named columns (the constants below) so the kernel reads like the rules above; they
+reach the kernel grouped (:mod:`nexlify.market.kernel_state`): the market's tables, the spot books
+and the step's outputs. ``step_envs`` and ``step_envs_serial`` are one loop compiled with and
+without numba's threads.
 """
 
 from __future__ import annotations
@@ -60,6 +63,28 @@ from nexlify.market.columns import (  # per-env account columns: acct[N, N_ACCT]
     START_EQ,
     STEPS,
     STRATEGY_VALUE,
+)
+from nexlify.market.kernel_state import (
+    B_ACCT,
+    B_CURSOR,
+    B_EQUITY_CURVE,
+    B_KELLY_HIST,
+    B_PARAMS,
+    B_POS,
+    B_TRADE_COUNT,
+    B_TRADE_LOG,
+    M_DAY,
+    M_FEATURES,
+    M_PRICES,
+    M_WINDOW,
+    O_OBS,
+    O_REWARDS,
+    O_TERMINATED,
+    O_TRUNCATED,
+    MarketArg,
+    OutputsArg,
+    SpotArg,
+    serial_and_parallel,
 )
 from nexlify.market.obs_layout import PAIR_STATE
 from nexlify.market.prefetch import PREFETCH_DISTANCE, prefetch_rows
@@ -130,20 +155,9 @@ def _kelly_size(hist: np.ndarray, n_closed: float, params: np.ndarray) -> float:
 
 
 @njit(cache=True, inline="always")
-def _close_position(
-    n: int,
-    p: int,
-    price: float,
-    bar: int,
-    reason: int,
-    acct: np.ndarray,
-    pos: np.ndarray,
-    kelly_hist: np.ndarray,
-    trade_log: np.ndarray,
-    trade_count: np.ndarray,
-    params: np.ndarray,
-) -> None:
+def _close_position(n: int, p: int, price: float, bar: int, reason: int, books: SpotArg) -> None:
     """Sell the whole position of pair ``p`` at ``price`` (before slippage) and book the trade."""
+    acct, pos, params = books[B_ACCT], books[B_POS], books[B_PARAMS]
     fill = price * (1.0 - params[P_SLIPPAGE])
     qty = pos[n, p, QTY]
     value = qty * fill
@@ -153,6 +167,7 @@ def _close_position(
     entry_cost = pos[n, p, ENTRY_COST]
     pnl = value - fee - entry_cost
     ret = pnl / entry_cost
+    kelly_hist = books[B_KELLY_HIST]
     k = kelly_hist.shape[1]
     kelly_hist[n, int(acct[n, N_TRADES]) % k] = ret
     acct[n, N_TRADES] += 1.0
@@ -162,36 +177,39 @@ def _close_position(
     else:
         acct[n, GROSS_LOSS] -= pnl
     if params[P_RECORD] != 0.0:
-        m = trade_count[n]
-        if m < trade_log.shape[1]:
-            row = trade_log[n, m]
-            row[TL_PAIR] = p
-            row[TL_ENTRY_BAR] = pos[n, p, ENTRY_BAR]
-            row[TL_EXIT_BAR] = bar
-            row[TL_ENTRY_PRICE] = pos[n, p, ENTRY_PRICE]
-            row[TL_EXIT_PRICE] = fill
-            row[TL_QTY] = qty
-            row[TL_PNL] = pnl
-            row[TL_RETURN] = ret
-            row[TL_REASON] = reason
-            row[TL_FEES] = fee + entry_cost - qty * pos[n, p, ENTRY_PRICE]
-        trade_count[n] = m + 1
+        _log_trade(n, p, fill, bar, reason, pnl, ret, fee, books)
     pos[n, p, QTY] = 0.0
     acct[n, N_OPEN] -= 1.0
 
 
 @njit(cache=True, inline="always")
-def _open_position(
-    n: int,
-    p: int,
-    price: float,
-    bar: int,
-    fraction: float,
-    acct: np.ndarray,
-    pos: np.ndarray,
-    params: np.ndarray,
-) -> bool:
+def _log_trade(
+    n: int, p: int, fill: float, bar: int, reason: int, pnl: float, ret: float, fee: float,
+    books: SpotArg,
+) -> None:  # fmt: skip
+    """Write the trade that closes pair ``p``'s position into the log (record mode)."""
+    pos, trade_log, trade_count = books[B_POS], books[B_TRADE_LOG], books[B_TRADE_COUNT]
+    m = trade_count[n]
+    if m < trade_log.shape[1]:
+        qty = pos[n, p, QTY]
+        row = trade_log[n, m]
+        row[TL_PAIR] = p
+        row[TL_ENTRY_BAR] = pos[n, p, ENTRY_BAR]
+        row[TL_EXIT_BAR] = bar
+        row[TL_ENTRY_PRICE] = pos[n, p, ENTRY_PRICE]
+        row[TL_EXIT_PRICE] = fill
+        row[TL_QTY] = qty
+        row[TL_PNL] = pnl
+        row[TL_RETURN] = ret
+        row[TL_REASON] = reason
+        row[TL_FEES] = fee + pos[n, p, ENTRY_COST] - qty * pos[n, p, ENTRY_PRICE]
+    trade_count[n] = m + 1
+
+
+@njit(cache=True, inline="always")
+def _open_position(n: int, p: int, price: float, bar: int, fraction: float, books: SpotArg) -> bool:
     """Buy ``fraction`` of current equity of pair ``p`` at ``price`` (before slippage)."""
+    acct, pos, params = books[B_ACCT], books[B_POS], books[B_PARAMS]
     fee_rate = params[P_FEE]
     notional = min(fraction * acct[n, EQUITY], acct[n, CASH] / (1.0 + fee_rate))
     if notional <= 0.0:
@@ -209,20 +227,21 @@ def _open_position(
     return True
 
 
-@njit(cache=True)
-def _write_obs(
-    n: int,
-    features: np.ndarray,
-    prices: np.ndarray,
-    cursor: np.ndarray,
-    acct: np.ndarray,
-    pos: np.ndarray,
-    params: np.ndarray,
-    window: int,
-    out: np.ndarray,
-) -> None:
+@njit(cache=True, inline="always")
+def _write_obs(n: int, market: MarketArg, books: SpotArg, out: np.ndarray) -> None:
     """Observation of env ``n`` at its current bar: market features, then pair and account state."""
-    t = cursor[n, T_NOW]
+    t = books[B_CURSOR][n, T_NOW]
+    _write_obs_row(n, t, market[M_WINDOW], market[M_FEATURES], market[M_PRICES], books[B_ACCT],
+                   books[B_POS], books[B_PARAMS], out)  # fmt: skip
+
+
+@njit(cache=True)
+def _write_obs_row(
+    n: int, t: int, window: int, features: np.ndarray, prices: np.ndarray, acct: np.ndarray,
+    pos: np.ndarray, params: np.ndarray, out: np.ndarray,
+) -> None:  # fmt: skip
+    """``_write_obs`` at bar ``t``: a compiled call of its own (the step's cold part) that is
+    passed only the arrays it reads, not whole structures (every array passed costs the call)."""
     n_pairs = features.shape[1]
     n_feat = features.shape[2]
     k = 0
@@ -250,168 +269,102 @@ def _write_obs(
     out[k + 3] = acct[n, N_OPEN] / params[P_MAX_CONCURRENT]
 
 
-@njit(cache=True, inline="always")
-def _reset_one(
-    n: int,
-    starts: np.ndarray,
-    ends: np.ndarray,
-    features: np.ndarray,
-    prices: np.ndarray,
-    cursor: np.ndarray,
-    acct: np.ndarray,
-    pos: np.ndarray,
-    kelly_hist: np.ndarray,
-    trade_count: np.ndarray,
-    equity_curve: np.ndarray,
-    params: np.ndarray,
-    window: int,
-    obs: np.ndarray,
-) -> None:
-    """Start a new episode in env ``n`` at bar ``starts[n]``."""
-    cursor[n, T_NOW] = starts[n]
-    cursor[n, T_START] = starts[n]
-    cursor[n, T_END] = ends[n]
-    acct[n, :] = 0.0
-    initial = params[P_INITIAL]
-    acct[n, CASH] = initial
-    acct[n, EQUITY] = initial
-    acct[n, DAY_START_EQ] = initial
-    acct[n, START_EQ] = initial
-    acct[n, PEAK_EQ] = initial
-    pos[n, :, :] = 0.0
-    kelly_hist[n, :] = 0.0
-    trade_count[n] = 0
-    if params[P_RECORD] != 0.0:
-        equity_curve[n, :] = np.nan
-        equity_curve[n, 0] = initial
-    _write_obs(n, features, prices, cursor, acct, pos, params, window, obs[n])
-
-
 @njit(cache=True)
 def reset_envs(
     mask: np.ndarray,
     starts: np.ndarray,
     ends: np.ndarray,
-    features: np.ndarray,
-    prices: np.ndarray,
-    cursor: np.ndarray,
-    acct: np.ndarray,
-    pos: np.ndarray,
-    kelly_hist: np.ndarray,
-    trade_count: np.ndarray,
-    equity_curve: np.ndarray,
-    params: np.ndarray,
-    window: int,
+    market: MarketArg,
+    books: SpotArg,
     obs: np.ndarray,
 ) -> None:
-    """Start a new episode in every env where ``mask`` is set (one thread: resets are rare)."""
+    """Start a new episode at bar ``starts[n]`` in every env ``n`` where ``mask`` is set (one
+    thread: resets are rare)."""
+    cursor, acct, params = books[B_CURSOR], books[B_ACCT], books[B_PARAMS]
+    initial = params[P_INITIAL]
     for n in range(mask.shape[0]):
-        if mask[n]:
-            _reset_one(
-                n,
-                starts,
-                ends,
-                features,
-                prices,
-                cursor,
-                acct,
-                pos,
-                kelly_hist,
-                trade_count,
-                equity_curve,
-                params,
-                window,
-                obs,
-            )
+        if not mask[n]:
+            continue
+        cursor[n, T_NOW] = starts[n]
+        cursor[n, T_START] = starts[n]
+        cursor[n, T_END] = ends[n]
+        acct[n, :] = 0.0
+        acct[n, CASH] = initial
+        acct[n, EQUITY] = initial
+        acct[n, DAY_START_EQ] = initial
+        acct[n, START_EQ] = initial
+        acct[n, PEAK_EQ] = initial
+        books[B_POS][n, :, :] = 0.0
+        books[B_KELLY_HIST][n, :] = 0.0
+        books[B_TRADE_COUNT][n] = 0
+        if params[P_RECORD] != 0.0:
+            books[B_EQUITY_CURVE][n, :] = np.nan
+            books[B_EQUITY_CURVE][n, 0] = initial
+        _write_obs(n, market, books, obs[n])
+
+
+# --- the step of one env, in the order of the module docstring --------------------------------
 
 
 @njit(cache=True, inline="always")
-def _step_one(
-    n: int,
-    active: np.ndarray,
-    actions: np.ndarray,
-    day: np.ndarray,
-    features: np.ndarray,
-    prices: np.ndarray,
-    cursor: np.ndarray,
-    acct: np.ndarray,
-    pos: np.ndarray,
-    kelly_hist: np.ndarray,
-    trade_log: np.ndarray,
-    trade_count: np.ndarray,
-    equity_curve: np.ndarray,
-    params: np.ndarray,
-    window: int,
-    obs: np.ndarray,
-    rewards: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
-) -> None:
-    """Advance env ``n`` by one bar (see the module docstring for the rules, in order)."""
-    n_pairs = prices.shape[1]
-    if not active[n]:
-        rewards[n] = 0.0
-        terminated[n] = False
-        truncated[n] = False
-        return
-    t = cursor[n, T_NOW]
-    t1 = t + 1
-    equity_before = acct[n, EQUITY]
-
-    # 1. a new UTC day resets the daily-loss reference and lock
+def _start_day(n: int, t: int, t1: int, market: MarketArg, books: SpotArg) -> None:
+    """Rule 1: a new UTC day resets the daily-loss reference and lifts the lock."""
+    day, acct = market[M_DAY], books[B_ACCT]
     if day[t1] != day[t]:
-        acct[n, DAY_START_EQ] = equity_before
+        acct[n, DAY_START_EQ] = acct[n, EQUITY]
         acct[n, LOCKED] = 0.0
 
-    # 2. orders fill at bar t+1's open: sells (and limit liquidation) first, then buys
-    a = actions[n]
+
+@njit(cache=True, inline="always")
+def _close_all(
+    n: int, t1: int, column: int, reason: int, prices: np.ndarray, books: SpotArg
+) -> None:
+    """Close every open position of env ``n`` at bar ``t1``'s price ``column``."""
+    pos = books[B_POS]
+    for p in range(prices.shape[1]):
+        if pos[n, p, QTY] > 0.0:
+            _close_position(n, p, prices[t1, p, column], t1, reason, books)
+
+
+@njit(cache=True, inline="always")
+def _buy(n: int, p: int, t1: int, prices: np.ndarray, books: SpotArg) -> None:
+    """Open a position in pair ``p`` unless it is held, the daily-loss lock is on or the
+    concurrency cap is reached (a blocked entry); sized by ``_kelly_size``."""
+    acct, params = books[B_ACCT], books[B_PARAMS]
+    if books[B_POS][n, p, QTY] != 0.0:
+        return
+    if acct[n, LOCKED] != 0.0 or acct[n, N_OPEN] >= params[P_MAX_CONCURRENT]:
+        acct[n, N_BLOCKED] += 1.0
+    else:
+        fraction = _kelly_size(books[B_KELLY_HIST][n], acct[n, N_TRADES], params)
+        _open_position(n, p, prices[t1, p, OPEN], t1, fraction, books)
+
+
+@njit(cache=True, inline="always")
+def _fill_orders(n: int, a: int, t1: int, prices: np.ndarray, books: SpotArg) -> None:
+    """Rule 2: at bar ``t1``'s open, liquidation on the daily-loss lock (when configured) and
+    the sell, then the buy; actions past the spot ones belong to the strategy kernel."""
+    acct, params = books[B_ACCT], books[B_PARAMS]
     if acct[n, LOCKED] != 0.0 and params[P_CLOSE_ON_LIMIT] != 0.0:
-        for p in range(n_pairs):
-            if pos[n, p, QTY] > 0.0:
-                _close_position(
-                    n,
-                    p,
-                    prices[t1, p, OPEN],
-                    t1,
-                    REASON_LIMIT,
-                    acct,
-                    pos,
-                    kelly_hist,
-                    trade_log,
-                    trade_count,
-                    params,
-                )
+        _close_all(n, t1, OPEN, REASON_LIMIT, prices, books)
     if a > params[P_SPOT_ACTIONS]:
         pass  # a strategy action, filled by the strategy kernel
     elif a > 0 and a % 2 == 0:
         p = (a - 2) // 2
-        if pos[n, p, QTY] > 0.0:
-            _close_position(
-                n,
-                p,
-                prices[t1, p, OPEN],
-                t1,
-                REASON_SIGNAL,
-                acct,
-                pos,
-                kelly_hist,
-                trade_log,
-                trade_count,
-                params,
-            )
+        if books[B_POS][n, p, QTY] > 0.0:
+            _close_position(n, p, prices[t1, p, OPEN], t1, REASON_SIGNAL, books)
     elif a % 2 == 1:
-        p = (a - 1) // 2
-        if pos[n, p, QTY] == 0.0:
-            if acct[n, LOCKED] != 0.0 or acct[n, N_OPEN] >= params[P_MAX_CONCURRENT]:
-                acct[n, N_BLOCKED] += 1.0
-            else:
-                fraction = _kelly_size(kelly_hist[n], acct[n, N_TRADES], params)
-                _open_position(n, p, prices[t1, p, OPEN], t1, fraction, acct, pos, params)
+        _buy(n, (a - 1) // 2, t1, prices, books)
     if acct[n, N_OPEN] > 0.0:
         acct[n, EXPOSED_STEPS] += 1.0
 
-    # 3. stops inside bar t+1 (stop-loss / trailing first, then take-profit)
-    for p in range(n_pairs):
+
+@njit(cache=True, inline="always")
+def _check_stops(n: int, t1: int, prices: np.ndarray, books: SpotArg) -> None:
+    """Rule 3: stop-loss / trailing stop, then take-profit, of every position inside bar ``t1``;
+    the highest high moves up on the positions that stay open."""
+    pos, params = books[B_POS], books[B_PARAMS]
+    for p in range(prices.shape[1]):
         if pos[n, p, QTY] == 0.0:
             continue
         bar_open = prices[t1, p, OPEN]
@@ -427,69 +380,48 @@ def _step_one(
                 reason = REASON_TRAIL
         take_level = entry * (1.0 + params[P_TAKE_PROFIT])
         if stop_level > 0.0 and prices[t1, p, LOW] <= stop_level:
-            _close_position(
-                n,
-                p,
-                min(bar_open, stop_level),
-                t1,
-                reason,
-                acct,
-                pos,
-                kelly_hist,
-                trade_log,
-                trade_count,
-                params,
-            )
+            _close_position(n, p, min(bar_open, stop_level), t1, reason, books)
         elif params[P_TAKE_PROFIT] > 0.0 and prices[t1, p, HIGH] >= take_level:
-            _close_position(
-                n,
-                p,
-                max(bar_open, take_level),
-                t1,
-                REASON_TAKE,
-                acct,
-                pos,
-                kelly_hist,
-                trade_log,
-                trade_count,
-                params,
-            )
+            _close_position(n, p, max(bar_open, take_level), t1, REASON_TAKE, books)
         else:
             pos[n, p, HIGH_WATER] = max(pos[n, p, HIGH_WATER], prices[t1, p, HIGH])
 
-    # 4. mark to market at bar t+1's close (the strategy books were marked by their kernel)
-    equity = acct[n, CASH] + acct[n, STRATEGY_VALUE]
-    for p in range(n_pairs):
+
+@njit(cache=True, inline="always")
+def _marked_equity(n: int, t1: int, prices: np.ndarray, books: SpotArg) -> float:
+    """Cash, strategy books (marked by their kernel) and positions at bar ``t1``'s close."""
+    pos = books[B_POS]
+    equity = books[B_ACCT][n, CASH] + books[B_ACCT][n, STRATEGY_VALUE]
+    for p in range(prices.shape[1]):
         equity += pos[n, p, QTY] * prices[t1, p, CLOSE]
-    ruined = equity < params[P_RUIN] * acct[n, START_EQ]
-    at_end = t1 >= cursor[n, T_END]
+    return equity
+
+
+@njit(cache=True, inline="always")
+def _settle_close(
+    n: int, t1: int, equity: float, ruined: bool, at_end: bool, prices: np.ndarray,
+    books: SpotArg,
+) -> float:  # fmt: skip
+    """Rule 4 after the mark (``equity``): at an episode's end positions are liquidated at the
+    close when configured; equity under the daily-loss limit locks new entries. Returns the
+    equity at bar ``t1``'s close."""
+    acct, params = books[B_ACCT], books[B_PARAMS]
     if (ruined or at_end) and params[P_CLOSE_AT_END] != 0.0 and acct[n, N_OPEN] > 0.0:
-        for p in range(n_pairs):
-            if pos[n, p, QTY] > 0.0:
-                _close_position(
-                    n,
-                    p,
-                    prices[t1, p, CLOSE],
-                    t1,
-                    REASON_END,
-                    acct,
-                    pos,
-                    kelly_hist,
-                    trade_log,
-                    trade_count,
-                    params,
-                )
-        equity = acct[n, CASH] + acct[n, STRATEGY_VALUE]
-        for p in range(n_pairs):
-            equity += pos[n, p, QTY] * prices[t1, p, CLOSE]
+        _close_all(n, t1, CLOSE, REASON_END, prices, books)
+        equity = _marked_equity(n, t1, prices, books)
     acct[n, EQUITY] = equity
     if acct[n, LOCKED] == 0.0 and equity < acct[n, DAY_START_EQ] * (1.0 - params[P_DAILY_LIMIT]):
         acct[n, LOCKED] = 1.0
         acct[n, N_LIMIT_HITS] += 1.0
+    return equity
 
-    # 5. reward, episode statistics, episode end
+
+@njit(cache=True, inline="always")
+def _record_step(n: int, t1: int, equity: float, equity_before: float, books: SpotArg) -> float:
+    """Rule 5's statistics: the reward (change of log equity), running return moments,
+    drawdown and the equity curve (record mode). Returns the reward."""
+    acct = books[B_ACCT]
     reward = math.log(equity / equity_before)
-    rewards[n] = reward
     acct[n, LOG_RETURN] += reward
     ret = equity / equity_before - 1.0
     acct[n, RET_SUM] += ret
@@ -502,20 +434,44 @@ def _step_one(
     drawdown = 1.0 - equity / acct[n, PEAK_EQ]
     if drawdown > acct[n, MAX_DD]:
         acct[n, MAX_DD] = drawdown
-    step = t1 - cursor[n, T_START]
-    if params[P_RECORD] != 0.0 and step < equity_curve.shape[1]:  # open-ended runs outgrow it
-        equity_curve[n, step] = equity
-    terminated[n] = ruined
-    truncated[n] = at_end and not ruined
-    cursor[n, T_NOW] = t1
-    _write_obs(n, features, prices, cursor, acct, pos, params, window, obs[n])
+    step = t1 - books[B_CURSOR][n, T_START]
+    curve = books[B_EQUITY_CURVE]
+    if books[B_PARAMS][P_RECORD] != 0.0 and step < curve.shape[1]:  # open-ended runs outgrow it
+        curve[n, step] = equity
+    return reward
 
 
 @njit(cache=True, inline="always")
-def prefetch_next_bar(
-    n: int, cursor: np.ndarray, day: np.ndarray, features: np.ndarray, prices: np.ndarray,
-    window: int,
-) -> int:  # fmt: skip
+def _step_one(
+    n: int, active: np.ndarray, actions: np.ndarray, market: MarketArg, books: SpotArg,
+    out: OutputsArg,
+) -> None:  # fmt: skip
+    """Advance env ``n`` by one bar (see the module docstring for the rules, in order)."""
+    if not active[n]:
+        out[O_REWARDS][n] = 0.0
+        out[O_TERMINATED][n] = False
+        out[O_TRUNCATED][n] = False
+        return
+    prices, acct, cursor = market[M_PRICES], books[B_ACCT], books[B_CURSOR]
+    t = cursor[n, T_NOW]
+    t1 = t + 1
+    equity_before = acct[n, EQUITY]
+    _start_day(n, t, t1, market, books)
+    _fill_orders(n, actions[n], t1, prices, books)
+    _check_stops(n, t1, prices, books)
+    equity = _marked_equity(n, t1, prices, books)  # rule 4; ruin is judged on it
+    ruined = equity < books[B_PARAMS][P_RUIN] * acct[n, START_EQ]
+    at_end = t1 >= cursor[n, T_END]
+    equity = _settle_close(n, t1, equity, ruined, at_end, prices, books)
+    out[O_REWARDS][n] = _record_step(n, t1, equity, equity_before, books)
+    out[O_TERMINATED][n] = ruined
+    out[O_TRUNCATED][n] = at_end and not ruined
+    cursor[n, T_NOW] = t1
+    _write_obs(n, market, books, out[O_OBS][n])
+
+
+@njit(cache=True, inline="always")
+def prefetch_next_bar(n: int, cursor: np.ndarray, market: MarketArg) -> int:
     """Ask for the table rows env ``n + PREFETCH_DISTANCE`` reads at its next bar
     (:mod:`nexlify.market.prefetch`); returns that bar (-1 past the last env), for the callers
     that prefetch more tables at it."""
@@ -523,101 +479,25 @@ def prefetch_next_bar(
     if m >= cursor.shape[0]:
         return -1
     t1 = cursor[m, T_NOW] + 1
-    prefetch_rows(features, t1 - window + 1, window)
-    prefetch_rows(prices, t1, 1)
-    prefetch_rows(day, t1, 1)
+    window = market[M_WINDOW]
+    prefetch_rows(market[M_FEATURES], t1 - window + 1, window)
+    prefetch_rows(market[M_PRICES], t1, 1)
+    prefetch_rows(market[M_DAY], t1, 1)
     return t1
 
 
-@njit(cache=True, parallel=True, **NO_REFCOUNT)
-def step_envs(
-    active: np.ndarray,
-    actions: np.ndarray,
-    day: np.ndarray,
-    features: np.ndarray,
-    prices: np.ndarray,
-    cursor: np.ndarray,
-    acct: np.ndarray,
-    pos: np.ndarray,
-    kelly_hist: np.ndarray,
-    trade_log: np.ndarray,
-    trade_count: np.ndarray,
-    equity_curve: np.ndarray,
-    params: np.ndarray,
-    window: int,
-    obs: np.ndarray,
-    rewards: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
-) -> None:
-    """Advance every active env by one bar, envs spread over numba's threads (large batches)."""
+def _step_envs(
+    active: np.ndarray, actions: np.ndarray, market: MarketArg, books: SpotArg,
+    out: OutputsArg,
+) -> None:  # fmt: skip
     for n in prange(actions.shape[0]):
-        prefetch_next_bar(n, cursor, day, features, prices, window)
-        _step_one(
-            n,
-            active,
-            actions,
-            day,
-            features,
-            prices,
-            cursor,
-            acct,
-            pos,
-            kelly_hist,
-            trade_log,
-            trade_count,
-            equity_curve,
-            params,
-            window,
-            obs,
-            rewards,
-            terminated,
-            truncated,
-        )
+        prefetch_next_bar(n, books[B_CURSOR], market)
+        _step_one(n, active, actions, market, books, out)
 
 
-@njit(cache=True, **NO_REFCOUNT)
-def step_envs_serial(
-    active: np.ndarray,
-    actions: np.ndarray,
-    day: np.ndarray,
-    features: np.ndarray,
-    prices: np.ndarray,
-    cursor: np.ndarray,
-    acct: np.ndarray,
-    pos: np.ndarray,
-    kelly_hist: np.ndarray,
-    trade_log: np.ndarray,
-    trade_count: np.ndarray,
-    equity_curve: np.ndarray,
-    params: np.ndarray,
-    window: int,
-    obs: np.ndarray,
-    rewards: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
-) -> None:
-    """Same as ``step_envs`` on one thread: cheaper for small batches (no thread barrier)."""
-    for n in range(actions.shape[0]):
-        prefetch_next_bar(n, cursor, day, features, prices, window)
-        _step_one(
-            n,
-            active,
-            actions,
-            day,
-            features,
-            prices,
-            cursor,
-            acct,
-            pos,
-            kelly_hist,
-            trade_log,
-            trade_count,
-            equity_curve,
-            params,
-            window,
-            obs,
-            rewards,
-            terminated,
-            truncated,
-        )
+step_envs, step_envs_serial = serial_and_parallel(
+    _step_envs,
+    "step_envs",
+    "Advance every active env (``active``) by one bar on ``actions``, writing ``out``.",
+    **NO_REFCOUNT,
+)

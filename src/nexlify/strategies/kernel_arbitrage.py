@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from nexlify.data.market_data import CLOSE, OPEN
-from nexlify.market.columns import CASH, EQUITY, FEES
+from nexlify.market.columns import CASH, FEES
 from nexlify.market.kernels import NO_REFCOUNT
 from nexlify.strategies.columns import (
     AB_CLOSE,
@@ -37,7 +37,6 @@ from nexlify.strategies.columns import (
     AR_TRADES,
     AR_TRANSFERS,
     AR_WFEES,
-    DUST,
     FLOW_IN,
     HELD_BASE,
     HELD_QUOTE,
@@ -64,7 +63,7 @@ from nexlify.strategies.columns import (
     SP_AR_WFEE_Q,
     VALUE,
 )
-from nexlify.strategies.kernel_book import blocked, collect_cash, room, sell_asset
+from nexlify.strategies.kernel_book import allocation, blocked, collect_cash, sell_asset
 
 
 @njit(cache=True, inline="always")
@@ -129,8 +128,9 @@ def arb_fund(
     A refusal counts as a blocked entry unless ``quiet`` (rule mode retries every bar)."""
     n_pairs, n_venues = inv.shape[1], int(sp[SP_AR_N_VENUES])
     s = S_ARBITRAGE
-    amount = min(sp[SP_AR_SIZE] * acct[n, EQUITY], room(n, s, sp[SP_AR_CAP], sp, ss, acct))
-    if locked or ss[n, AR_FUNDED] != 0.0 or amount <= DUST * acct[n, EQUITY]:
+    refused = locked or ss[n, AR_FUNDED] != 0.0
+    ok, amount = allocation(n, s, sp[SP_AR_SIZE], sp[SP_AR_CAP], 0.0, 0.0, refused, sp, ss, acct)
+    if not ok:
         if not quiet:
             blocked(n, acct)
         return

@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit
 
 from nexlify.market.columns import CASH, EQUITY, FEES, N_BLOCKED
-from nexlify.strategies.columns import FLOW_IN, FLOW_OUT, N_STRATEGIES, SP_TOTAL_CAP, VALUE
+from nexlify.strategies.columns import DUST, FLOW_IN, FLOW_OUT, N_STRATEGIES, SP_TOTAL_CAP, VALUE
 
 
 @njit(cache=True, inline="always")
@@ -30,6 +30,22 @@ def room(n: int, s: int, cap: float, sp: np.ndarray, ss: np.ndarray, acct: np.nd
         total += ss[n, VALUE + k]
     left = min(cap * equity - ss[n, VALUE + s], sp[SP_TOTAL_CAP] * equity - total)
     return min(left, acct[n, CASH])
+
+
+@njit(cache=True, inline="always")
+def allocation(
+    n: int, s: int, size: float, cap: float, fee: float, floor: float, refused: bool,
+    sp: np.ndarray, ss: np.ndarray, acct: np.ndarray,
+) -> tuple[bool, float]:  # fmt: skip
+    """Whether strategy ``s`` may open a new allocation, and its quote amount: ``size`` of
+    equity within the ``room`` left, net of the ``fee`` the purchase will pay (0 when nothing
+    is bought). Refused when the caller says so (``refused``: the daily-loss lock, a book
+    already open) or when the amount does not beat ``floor`` (gas) plus dust."""
+    equity = acct[n, EQUITY]
+    amount = min(size * equity, room(n, s, cap, sp, ss, acct) / (1.0 + fee))
+    if refused or amount <= floor + DUST * equity:
+        return False, 0.0
+    return True, amount
 
 
 @njit(cache=True, inline="always")

@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from nexlify.market.columns import CASH, EQUITY
+from nexlify.market.columns import CASH
 from nexlify.market.kernels import NO_REFCOUNT
 from nexlify.strategies.columns import (
-    DUST,
     FLOW_IN,
     LD_BAL,
     LD_INTEREST,
@@ -26,13 +25,7 @@ from nexlify.strategies.columns import (
     SP_LD_SIZE,
     VALUE,
 )
-from nexlify.strategies.kernel_book import (
-    blocked,
-    buy_asset,
-    collect_cash,
-    room,
-    sell_asset,
-)
+from nexlify.strategies.kernel_book import allocation, blocked, buy_asset, collect_cash, sell_asset
 
 
 @njit(cache=True, **NO_REFCOUNT)
@@ -50,11 +43,10 @@ def lending_action(
     """``k`` 0: supply (a base asset bought at ``price``, bar ``t1``'s open); 1: withdraw all."""
     p = int(sp[SP_LD_PAIR])
     if k == 0:
-        left = room(n, S_LENDING, sp[SP_LD_CAP], sp, ss, acct)
-        if p >= 0:
-            left /= 1.0 + fee
-        amount = min(sp[SP_LD_SIZE] * acct[n, EQUITY], left)
-        if locked or amount <= DUST * acct[n, EQUITY]:
+        buy_fee = fee if p >= 0 else 0.0  # the quote currency is supplied as it is
+        ok, amount = allocation(n, S_LENDING, sp[SP_LD_SIZE], sp[SP_LD_CAP], buy_fee, 0.0, locked,
+                                sp, ss, acct)  # fmt: skip
+        if not ok:
             blocked(n, acct)
             return
         if p < 0:

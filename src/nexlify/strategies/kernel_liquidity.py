@@ -15,10 +15,9 @@ import math
 import numpy as np
 from numba import njit
 
-from nexlify.market.columns import CASH, EQUITY, FEES
+from nexlify.market.columns import CASH, FEES
 from nexlify.market.kernels import NO_REFCOUNT
 from nexlify.strategies.columns import (
-    DUST,
     FLOW_IN,
     LP_BARS,
     LP_FEES,
@@ -43,7 +42,7 @@ from nexlify.strategies.columns import (
     SP_LP_WIDTH,
     VALUE,
 )
-from nexlify.strategies.kernel_book import blocked, collect_cash, room, sell_asset
+from nexlify.strategies.kernel_book import allocation, blocked, collect_cash, sell_asset
 from nexlify.strategies.uniswap_v3 import (
     amounts_for_liquidity,
     fee_share,
@@ -122,8 +121,10 @@ def liquidity_action(
     """``k`` 0: provide, 1: rebalance (burn and mint around ``price``), 2: remove."""
     s = S_LIQUIDITY
     if k == 0:
-        amount = min(sp[SP_LP_SIZE] * acct[n, EQUITY], room(n, s, sp[SP_LP_CAP], sp, ss, acct))
-        if locked or ss[n, LP_L] > 0.0 or amount <= sp[SP_LP_GAS] + DUST * acct[n, EQUITY]:
+        refused = locked or ss[n, LP_L] > 0.0  # one position at a time
+        ok, amount = allocation(n, s, sp[SP_LP_SIZE], sp[SP_LP_CAP], 0.0, sp[SP_LP_GAS], refused,
+                                sp, ss, acct)  # fmt: skip
+        if not ok:
             blocked(n, acct)
             return
         acct[n, CASH] -= amount

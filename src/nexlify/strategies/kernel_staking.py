@@ -12,10 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from nexlify.market.columns import EQUITY
 from nexlify.market.kernels import NO_REFCOUNT
 from nexlify.strategies.columns import (
-    DUST,
     OBS_CLIP,
     S_STAKING,
     SP_ST_APY,
@@ -37,7 +35,7 @@ from nexlify.strategies.columns import (
     ST_UNBOND_QTY,
     VALUE,
 )
-from nexlify.strategies.kernel_book import blocked, buy_asset, room, sell_asset
+from nexlify.strategies.kernel_book import allocation, blocked, buy_asset, sell_asset
 
 
 @njit(cache=True, **NO_REFCOUNT)
@@ -55,11 +53,9 @@ def staking_action(
 ) -> None:
     """``k`` 0: stake at ``price`` (bar ``t1``'s open); 1: unstake (everything unbonds)."""
     if k == 0:
-        amount = min(
-            sp[SP_ST_SIZE] * acct[n, EQUITY],
-            room(n, S_STAKING, sp[SP_ST_CAP], sp, ss, acct) / (1.0 + fee),
-        )
-        if locked or amount <= DUST * acct[n, EQUITY]:
+        ok, amount = allocation(n, S_STAKING, sp[SP_ST_SIZE], sp[SP_ST_CAP], fee, 0.0, locked,
+                                sp, ss, acct)  # fmt: skip
+        if not ok:
             blocked(n, acct)
             return
         ss[n, ST_QTY] += buy_asset(n, S_STAKING, amount, price, fee, slip, acct, ss)
