@@ -15,7 +15,7 @@ from rich.live import Live
 from nexlify.commands import COMMAND_HELP
 from nexlify.config import TIMEFRAMES
 from nexlify.data.candles import read_candles
-from nexlify.data.market_data import build_market_data
+from nexlify.data.market_data import MarketData, build_market_data
 from nexlify.data.resample import read_pair_candles
 from nexlify.errors import ConfigError, DataError
 from nexlify.evaluation.backtest import model_spec
@@ -31,9 +31,10 @@ from nexlify.live.feeds import Feed, ReplayFeed
 from nexlify.live.notify import close_notifier, start_notifier, webhook_url
 from nexlify.live.polling import PollingFeed
 from nexlify.live.secrets import Credentials, install_redaction
-from nexlify.live.session import SessionSettings, open_session, run_session
+from nexlify.live.session import SessionProgress, SessionSettings, open_session, run_session
 from nexlify.live.status import closing_line, render_status, status_json, status_snapshot
 from nexlify.live.store import SessionStore
+from nexlify.live.trader import PaperTrader
 from nexlify.live.venue import SPOT_OPTIONS, Venue, check_position_size, enable_sandbox
 
 CONFIRM_FLAG = "--i-understand-this-trades-real-money"
@@ -192,9 +193,15 @@ def _make_exchange(
     return exchange
 
 
-def _last_closes(store: SessionStore, pairs: tuple[str, ...]) -> dict[str, float]:
+def _session_closes(
+    store: SessionStore, pairs: tuple[str, ...], replay: MarketData | None
+) -> dict[str, float]:
+    """The last close per pair: stored candles, else (a new replay) the replayed data's."""
     candles = store.candles(list(pairs))
-    return {p: float(rows[-1, 4]) for p, rows in candles.items() if len(rows)}
+    closes = {p: float(rows[-1, 4]) for p, rows in candles.items() if len(rows)}
+    if not closes and replay is not None:
+        closes = dict(zip(replay.pairs, replay.prices[-1, :, 3].tolist(), strict=True))
+    return closes
 
 
 def _request_stop(args: argparse.Namespace, console: Console) -> int:
@@ -257,30 +264,58 @@ def start_paper(
 
         return start_serve(args, console)
     if args.action == "report":
-        from nexlify.io import atomic_write_text
-        from nexlify.report.paper import paper_report_html
-
-        out = args.out or str(Path(args.db).with_suffix(".html"))
-        atomic_write_text(out, paper_report_html(args.db))
-        console.print(f"report written: {out}")
-        return 0
+        return _write_report(args, console)
     if args.action == "stop":
         return _request_stop(args, console)
     if args.action == "status":
-        if not Path(args.db).is_file():
-            raise DataError(f"{args.db}: no such session database")
-        store = SessionStore(args.db)
-        snap = status_snapshot(store)
-        print(status_json(snap)) if args.json else Console().print(render_status(snap))
-        store.close()
-        return 0
+        return _print_status(args)
+    return _run(args, console, exchange_factory)
+
+
+def _write_report(args: argparse.Namespace, console: Console) -> int:
+    from nexlify.io import atomic_write_text
+    from nexlify.live.session_report import paper_report_html
+
+    out = args.out or str(Path(args.db).with_suffix(".html"))
+    atomic_write_text(out, paper_report_html(args.db))
+    console.print(f"report written: {out}")
+    return 0
+
+
+def _print_status(args: argparse.Namespace) -> int:
+    if not Path(args.db).is_file():
+        raise DataError(f"{args.db}: no such session database")
+    store = SessionStore(args.db)
+    snap = status_snapshot(store)
+    print(status_json(snap)) if args.json else Console().print(render_status(snap))
+    store.close()
+    return 0
+
+
+def _live_credentials(args: argparse.Namespace) -> Credentials | None:
+    """The keys for ``--live`` (after its confirmation), None for paper trading."""
+    if not args.live:
+        return None
+    if not args.confirm_real_money and not args.sandbox:
+        raise ConfigError(f"--live places real orders; add {CONFIRM_FLAG} to confirm")
+    return Credentials.from_environment()
+
+
+def _replay_feed(args: argparse.Namespace, spec: Any) -> tuple[ReplayFeed, MarketData, int | None]:
+    """The replay feed, its data (for the feature check) and the ``--start`` time."""
+    if not args.data:
+        raise ConfigError("--feed replay needs --data FILE [FILE ...]")
+    frames = _replay_frames(args.data, spec.pairs, spec.timeframe)
+    check = build_market_data(frames, spec.timeframe, "replay")
+    start = int(pd.Timestamp(args.start, tz="UTC").timestamp()) if args.start else None
+    return ReplayFeed(frames, spec.timeframe, args.speed), check, start
+
+
+def _run(args: argparse.Namespace, console: Console, exchange_factory: ExchangeFactory) -> int:
+    """``nexlify paper [run]``: open or continue the session and run it over its feed."""
     if not args.model:
         raise ConfigError("--model is required to run a session")
-    credentials = None
-    if args.live:
-        if not args.confirm_real_money and not args.sandbox:
-            raise ConfigError(f"--live places real orders; add {CONFIRM_FLAG} to confirm")
-        credentials = Credentials.from_environment()
+    credentials = _live_credentials(args)
     log = _setup_logging(args)
     if credentials is not None:
         install_redaction(credentials, log)
@@ -293,23 +328,16 @@ def start_paper(
     if args.timeframe and args.timeframe != spec.timeframe:
         raise ConfigError(f"--timeframe {args.timeframe}: the model uses {spec.timeframe}")
     feed: Feed
-    check = None
-    start = None
+    check, start = None, None
     if args.feed == "replay":
-        if not args.data:
-            raise ConfigError("--feed replay needs --data FILE [FILE ...]")
-        frames = _replay_frames(args.data, spec.pairs, spec.timeframe)
-        check = build_market_data(frames, spec.timeframe, "replay")
-        feed = ReplayFeed(frames, spec.timeframe, args.speed)
-        if args.start:
-            start = int(pd.Timestamp(args.start, tz="UTC").timestamp())
+        feed, check, start = _replay_feed(args, spec)
     exchange = None
     if args.feed == "poll" or args.live:
         exchange = _make_exchange(args, credentials, exchange_factory)
     elif args.sandbox:
         raise ConfigError("--sandbox applies to --feed poll or --live (replay uses no exchange)")
     venue = None
-    if credentials is not None and exchange is not None:
+    if credentials is not None:
         venue = Venue(exchange, spec.pairs, log)
         venue.load()  # a venue without the pairs is refused before anything is written
     if args.feed == "poll":
@@ -333,26 +361,13 @@ def start_paper(
     if credentials is not None and venue is not None:
         money = "test money (sandbox)" if args.sandbox else "REAL orders will be placed"
         console.print(f"[bold red]LIVE TRADING: {money}[/]")
-        closes = _last_closes(store, spec.pairs)
-        if not closes and check is not None:  # replay: nothing stored yet
-            closes = dict(zip(check.pairs, check.prices[-1, :, 3].tolist(), strict=True))
-        check_position_size(venue, spec.market, closes)
+        check_position_size(venue, spec.market, _session_closes(store, spec.pairs, check))
         broker = LiveBroker(exchange, store, credentials, log, venue=venue, feed=inner_feed)
         broker.start(trader)
     notifier = start_notifier(args.notify, store.path, log, credentials)
     restore_sigterm = sigterm.install(log)
     try:
-        if args.no_view or not console.is_terminal:
-            progress = run_session(trader, feed, broker=broker, max_bars=args.max_bars)
-        else:
-            with Live(render_status(status_snapshot(store)), console=console) as view:
-
-                def refresh() -> None:
-                    view.update(render_status(status_snapshot(store)))
-
-                progress = run_session(
-                    trader, feed, broker=broker, max_bars=args.max_bars, on_update=refresh
-                )
+        progress = _loop(args, console, trader, feed, broker, store)
         console.print(closing_line(status_snapshot(store), progress.new_bars, progress.traded))
         _finish_stop(store, broker, console)
     finally:
@@ -360,3 +375,22 @@ def start_paper(
         store.close()
         close_notifier(notifier)
     return 0
+
+
+def _loop(
+    args: argparse.Namespace,
+    console: Console,
+    trader: PaperTrader,
+    feed: Feed,
+    broker: LiveBroker | None,
+    store: SessionStore,
+) -> SessionProgress:
+    """Run the session with the live status view (or log lines only)."""
+    if args.no_view or not console.is_terminal:
+        return run_session(trader, feed, broker=broker, max_bars=args.max_bars)
+    with Live(render_status(status_snapshot(store)), console=console) as view:
+
+        def refresh() -> None:
+            view.update(render_status(status_snapshot(store)))
+
+        return run_session(trader, feed, broker=broker, max_bars=args.max_bars, on_update=refresh)
