@@ -27,7 +27,7 @@ from nexlify.agent.config import AgentConfig
 from nexlify.errors import CheckpointError
 from nexlify.system.devices import HostTransfer
 
-_FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated", "truncated")
+REPLAY_FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated", "truncated")
 
 
 @dataclass(frozen=True)
@@ -314,16 +314,16 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, Any]:
         """Storage arrays (by reference, not copied), ring pointers and the sampler's state."""
-        state: dict[str, Any] = {name: getattr(self, name) for name in _FIELDS}
+        state: dict[str, Any] = {name: getattr(self, name) for name in REPLAY_FIELDS}
         state.update(pos=self.pos, filled_rows=self.filled_rows, sampler=self.sampler.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output (same layout, else CheckpointError)."""
-        missing = [k for k in (*_FIELDS, "pos", "filled_rows", "sampler") if k not in state]
+        missing = [k for k in (*REPLAY_FIELDS, "pos", "filled_rows", "sampler") if k not in state]
         if missing:
             raise CheckpointError(f"replay state: missing keys {missing}")
-        for name in _FIELDS:
+        for name in REPLAY_FIELDS:
             mine: np.ndarray = getattr(self, name)
             theirs = np.asarray(state[name])
             if theirs.shape != mine.shape or theirs.dtype != mine.dtype:
@@ -337,7 +337,7 @@ class ReplayBuffer:
                 f"replay state: pos={pos} / filled_rows={filled} outside capacity_per_env="
                 f"{self.capacity_per_env}"
             )
-        for name in _FIELDS:
+        for name in REPLAY_FIELDS:
             np.copyto(getattr(self, name), state[name])
         self.pos, self.filled_rows = pos, filled
         self.sampler.load_state_dict(state["sampler"])

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from nexlify.config import timeframe_seconds
-from nexlify.data.candles import _NS, OHLCV_COLUMNS, _count, _fmt_ts
+from nexlify.data.candles import NS_PER_SECOND, OHLCV_COLUMNS, count_noun, format_time_ns
 from nexlify.errors import DataError
 
 
@@ -39,6 +39,11 @@ class AlignedCandles:
         return int(self.time.shape[0])
 
 
+def _at(seconds: int) -> str:
+    """A bar time in unix seconds as messages show it."""
+    return format_time_ns(seconds * NS_PER_SECOND)
+
+
 def _frame_seconds(pair: str, frame: pd.DataFrame, step: int, timeframe: str) -> np.ndarray:
     """Bar open times of a candle frame in unix seconds, checking the frame is usable."""
     hint = "build candle frames with read_candles or candles_from_dataframe"
@@ -52,15 +57,15 @@ def _frame_seconds(pair: str, frame: pd.DataFrame, step: int, timeframe: str) ->
     ns = idx.tz_convert("UTC").as_unit("ns").asi8
     if (np.diff(ns) <= 0).any():
         raise DataError(f"{pair}: candle times are not strictly increasing; {hint}")
-    off = ns % (step * _NS) != 0
+    off = ns % (step * NS_PER_SECOND) != 0
     if off.any():
         first = int(np.argmax(off))
         raise DataError(
             f"{pair}: {int(off.sum())} bars are not on the {timeframe} grid, first at "
-            f"{_fmt_ts(ns[first])} (bar open times must be multiples of {step} s since "
+            f"{format_time_ns(ns[first])} (bar open times must be multiples of {step} s since "
             f"1970-01-01 UTC); resample the candles to {timeframe} or use their own timeframe"
         )
-    return ns // _NS
+    return ns // NS_PER_SECOND
 
 
 def _gap_note(pair: str, missing: np.ndarray, grid: np.ndarray) -> str:
@@ -70,9 +75,9 @@ def _gap_note(pair: str, missing: np.ndarray, grid: np.ndarray) -> str:
     k = int(np.argmax(lengths))
     n, g = int(missing.sum()), len(starts)
     return (
-        f"{pair}: {_count(n, 'missing bar')} filled flat at the previous close, in "
-        f"{_count(g, 'gap')} (longest gap {_count(lengths[k], 'bar')} at "
-        f"{_fmt_ts(grid[starts[k]] * _NS)})"
+        f"{pair}: {count_noun(n, 'missing bar')} filled flat at the previous close, in "
+        f"{count_noun(g, 'gap')} (longest gap {count_noun(lengths[k], 'bar')} at "
+        f"{_at(grid[starts[k]])})"
     )
 
 
@@ -117,9 +122,7 @@ def align_candles(frames: Mapping[str, pd.DataFrame], timeframe: str) -> Aligned
     start = max(int(t[0]) for t in times.values())
     end = min(int(t[-1]) for t in times.values())
     if start > end:
-        spans = "; ".join(
-            f"{p} {_fmt_ts(t[0] * _NS)} .. {_fmt_ts(t[-1] * _NS)}" for p, t in times.items()
-        )
+        spans = "; ".join(f"{p} {_at(t[0])} .. {_at(t[-1])}" for p, t in times.items())
         raise DataError(
             f"the candles of {', '.join(pairs)} have no common period ({spans}); "
             "pick pairs whose histories overlap"
@@ -128,8 +131,8 @@ def align_candles(frames: Mapping[str, pd.DataFrame], timeframe: str) -> Aligned
     ohlcv = np.empty((grid.size, len(pairs), 5), dtype=np.float64)
     filled = np.zeros((grid.size, len(pairs)), dtype=bool)
     notes = [
-        f"common span {_fmt_ts(start * _NS)} .. {_fmt_ts(end * _NS)}: {grid.size} bars of "
-        f"{timeframe} for {_count(len(pairs), 'pair')}"
+        f"common span {_at(start)} .. {_at(end)}: {grid.size} bars of "
+        f"{timeframe} for {count_noun(len(pairs), 'pair')}"
     ]
     for j, pair in enumerate(pairs):
         t = times[pair]
@@ -188,16 +191,14 @@ def align_venues(frames_by_exchange: Mapping[str, pd.DataFrame], timeframe: str)
     start = max(int(t[0]) for t in times.values())
     end = min(int(t[-1]) for t in times.values())
     if start > end:
-        spans = "; ".join(
-            f"{v} {_fmt_ts(t[0] * _NS)} .. {_fmt_ts(t[-1] * _NS)}" for v, t in times.items()
-        )
+        spans = "; ".join(f"{v} {_at(t[0])} .. {_at(t[-1])}" for v, t in times.items())
         raise DataError(f"the venues {', '.join(venues)} have no common period ({spans})")
     grid = np.arange(start, end + step, step, dtype=np.int64)
     ohlcv = np.empty((grid.size, len(venues), 5), dtype=np.float64)
     filled = np.zeros((grid.size, len(venues)), dtype=bool)
     notes = [
-        f"common span {_fmt_ts(start * _NS)} .. {_fmt_ts(end * _NS)}: {grid.size} bars of "
-        f"{timeframe} on {_count(len(venues), 'venue')}"
+        f"common span {_at(start)} .. {_at(end)}: {grid.size} bars of "
+        f"{timeframe} on {count_noun(len(venues), 'venue')}"
     ]
     for j, venue in enumerate(venues):
         t = times[venue]

@@ -34,13 +34,13 @@ CANDLE_SUFFIXES: tuple[str, ...] = (".parquet", ".feather", ".csv", ".csv.gz")
 """File types :func:`find_candle_file` looks for, in order of preference."""
 
 _PAIR_RE = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+$")
-_NS = 1_000_000_000
+NS_PER_SECOND = 1_000_000_000
 # Timestamps outside these bounds are treated as unparsable (mostly epoch values in the wrong unit).
-_EARLIEST = pd.Timestamp("1970-01-01", tz="UTC")
-_LATEST = pd.Timestamp("2200-01-01", tz="UTC")
+EARLIEST_CANDLE = pd.Timestamp("1970-01-01", tz="UTC")
+LATEST_CANDLE = pd.Timestamp("2200-01-01", tz="UTC")
 # Median epoch magnitude below which a file's integers are read in this unit.
-_EPOCH_UNITS: tuple[tuple[float, str, int], ...] = (
-    (1e11, "seconds", _NS),
+EPOCH_UNITS: tuple[tuple[float, str, int], ...] = (
+    (1e11, "seconds", NS_PER_SECOND),
     (1e14, "milliseconds", 1_000_000),
     (1e17, "microseconds", 1_000),
     (np.inf, "nanoseconds", 1),
@@ -65,32 +65,32 @@ def pair_to_stem(pair: str, timeframe: str) -> str:
     return f"{base}_{quote}-{timeframe}"
 
 
-def _fmt_ts(ns: int) -> str:
+def format_time_ns(ns: int) -> str:
     ts = pd.Timestamp(int(ns), unit="ns", tz="UTC")
     return ts.strftime("%Y-%m-%d %H:%M:%S UTC" if ts.second else "%Y-%m-%d %H:%M UTC")
 
 
-def _count(n: int | np.integer, noun: str) -> str:
+def count_noun(n: int | np.integer, noun: str) -> str:
     return f"{int(n)} {noun}{'' if n == 1 else 's'}"
 
 
-def _cell(x: Any) -> str:
+def describe_cell(x: Any) -> str:
     """A table cell as the file wrote it, for messages."""
     if x is None or (isinstance(x, float) and np.isnan(x)) or x is pd.NA or x is pd.NaT:
         return "empty cell"
     return repr(x) if isinstance(x, str) else str(x)
 
 
-def _find_column(raw: pd.DataFrame, names: Sequence[str]) -> object | None:
+def find_column(raw: pd.DataFrame, names: Sequence[str]) -> object | None:
     lowered: dict[str, object] = {}
     for col in raw.columns:
         lowered.setdefault(str(col).strip().lower(), col)
     return next((lowered[n] for n in names if n in lowered), None)
 
 
-def _with_date_column(raw: pd.DataFrame) -> tuple[pd.DataFrame, object | None]:
+def with_date_column(raw: pd.DataFrame) -> tuple[pd.DataFrame, object | None]:
     """The table and the label of its date column, taking the index when it holds the dates."""
-    col = _find_column(raw, DATE_COLUMNS)
+    col = find_column(raw, DATE_COLUMNS)
     if col is not None:
         return raw, col
     idx = raw.index
@@ -101,7 +101,7 @@ def _with_date_column(raw: pd.DataFrame) -> tuple[pd.DataFrame, object | None]:
     return raw, None
 
 
-def _parse_dates(col: pd.Series) -> tuple[np.ndarray, np.ndarray, str]:
+def parse_dates(col: pd.Series) -> tuple[np.ndarray, np.ndarray, str]:
     """(ns since epoch int64, valid bool, how the values were read), all vectorised."""
     if pd.api.types.is_datetime64_any_dtype(col.dtype):
         idx = pd.DatetimeIndex(col)
@@ -118,7 +118,7 @@ def _parse_dates(col: pd.Series) -> tuple[np.ndarray, np.ndarray, str]:
         parsed = pd.to_datetime(col, utc=True, errors="coerce", format="ISO8601")
         idx = pd.DatetimeIndex(parsed)
         how = "ISO 8601"
-    valid = np.asarray(idx.notna() & (idx >= _EARLIEST) & (idx < _LATEST), dtype=bool)
+    valid = np.asarray(idx.notna() & (idx >= EARLIEST_CANDLE) & (idx < LATEST_CANDLE), dtype=bool)
     ns = pd.DatetimeIndex(idx.where(valid)).as_unit("ns").asi8.copy()
     return ns, valid, how
 
@@ -126,9 +126,11 @@ def _parse_dates(col: pd.Series) -> tuple[np.ndarray, np.ndarray, str]:
 def _parse_epoch(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     finite = np.isfinite(values)
     magnitude = float(np.median(np.abs(values[finite]))) if finite.any() else 0.0
-    unit, per = next((u, p) for bound, u, p in _EPOCH_UNITS if magnitude < bound)
-    seconds = np.where(finite, values, 0.0) * (per / _NS)
-    valid = finite & (seconds >= _EARLIEST.timestamp()) & (seconds < _LATEST.timestamp())
+    unit, per = next((u, p) for bound, u, p in EPOCH_UNITS if magnitude < bound)
+    seconds = np.where(finite, values, 0.0) * (per / NS_PER_SECOND)
+    valid = (
+        finite & (seconds >= EARLIEST_CANDLE.timestamp()) & (seconds < LATEST_CANDLE.timestamp())
+    )
     safe = np.where(valid, values, 0.0)
     if np.array_equal(safe, np.round(safe)):  # integer arithmetic keeps ms epochs exact
         ns = safe.astype(np.int64) * per
@@ -145,7 +147,7 @@ def _row_checks(
     raw: pd.DataFrame, cols: Mapping[str, object], step: int | None
 ) -> tuple[list[_Check], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Every row-level check, vectorised. Returns (checks, ns, dates_ok, numeric columns)."""
-    ns, ok, how = _parse_dates(raw[cols["date"]])
+    ns, ok, how = parse_dates(raw[cols["date"]])
     v = {
         k: pd.to_numeric(raw[cols[k]], errors="coerce").to_numpy(np.float64, na_value=np.nan)
         for k in OHLCV_COLUMNS
@@ -182,7 +184,7 @@ def _row_checks(
         ]
         if step is not None:
             grid = f"not on the {step} s grid of the timeframe (multiples of {step} s since 1970)"
-            checks.append(("timestamps off the grid", ns % (step * _NS) != 0, grid))
+            checks.append(("timestamps off the grid", ns % (step * NS_PER_SECOND) != 0, grid))
     return checks, ns, ok, v
 
 
@@ -206,26 +208,26 @@ def _problem_report(
     i, k = found[0]
     what = checks[k][2].format(
         **{c: repr(float(x[i])) for c, x in v.items()},
-        **{f"raw_{c}": _cell(raw[col].iloc[i]) for c, col in cols.items()},
-        prev=_fmt_ts(ns[i - 1]) if i > 0 and ok[i - 1] else "?",
+        **{f"raw_{c}": describe_cell(raw[col].iloc[i]) for c, col in cols.items()},
+        prev=format_time_ns(ns[i - 1]) if i > 0 and ok[i - 1] else "?",
         same=int(np.argmax(ns == ns[i])) + 1,
     )
     n = int(checks[k][1].sum())
-    when = f" ({_fmt_ts(ns[i])})" if ok[i] else ""
-    msg = f"{source} row {i + 1}{when}: {what} ({_count(n, 'row')} with this problem)"
+    when = f" ({format_time_ns(ns[i])})" if ok[i] else ""
+    msg = f"{source} row {i + 1}{when}: {what} ({count_noun(n, 'row')} with this problem)"
     also = [
-        f"{checks[j][0]} ({_count(checks[j][1].sum(), 'row')}, first row {r + 1})"
+        f"{checks[j][0]} ({count_noun(checks[j][1].sum(), 'row')}, first row {r + 1})"
         for r, j in found[1:]
     ]
     return msg + (". Also found: " + "; ".join(also) if also else "")
 
 
-def _resolve_columns(
+def resolve_columns(
     raw: pd.DataFrame, source: str
 ) -> tuple[pd.DataFrame, object, dict[str, object]]:
     """(table, date column, {ohlcv name: column}); DataError naming what is missing."""
-    raw, date_col = _with_date_column(raw)
-    cols = {name: _find_column(raw, (name,)) for name in OHLCV_COLUMNS}
+    raw, date_col = with_date_column(raw)
+    cols = {name: find_column(raw, (name,)) for name in OHLCV_COLUMNS}
     missing = [name for name, col in cols.items() if col is None]
     if date_col is None:
         missing.append(f"date (one of {', '.join(DATE_COLUMNS)})")
@@ -240,7 +242,7 @@ def _resolve_columns(
 def _validate_candles(raw: pd.DataFrame, source: str, timeframe: str | None) -> pd.DataFrame:
     """Check a raw table of candles and return it as a candle frame (the one validation path)."""
     step = timeframe_seconds(timeframe) if timeframe is not None else None
-    raw, date_col, cols = _resolve_columns(raw, source)
+    raw, date_col, cols = resolve_columns(raw, source)
     if len(raw) == 0:
         raise DataError(f"{source}: empty, no data rows")
     named = {"date": date_col, **cols}
@@ -248,10 +250,10 @@ def _validate_candles(raw: pd.DataFrame, source: str, timeframe: str | None) -> 
     report = _problem_report(source, checks, raw, named, ns, ok, values)
     if report:
         raise DataError(report)
-    return _frame_from_ns(ns, np.stack([values[k] for k in OHLCV_COLUMNS], axis=1))
+    return frame_from_ns(ns, np.stack([values[k] for k in OHLCV_COLUMNS], axis=1))
 
 
-def _frame_from_ns(ns: np.ndarray, ohlcv: np.ndarray) -> pd.DataFrame:
+def frame_from_ns(ns: np.ndarray, ohlcv: np.ndarray) -> pd.DataFrame:
     index = pd.DatetimeIndex(ns.view("datetime64[ns]"), name="date").tz_localize("UTC")
     data = np.asarray(ohlcv, dtype=np.float64)
     return pd.DataFrame({k: data[:, j] for j, k in enumerate(OHLCV_COLUMNS)}, index=index)
@@ -259,7 +261,7 @@ def _frame_from_ns(ns: np.ndarray, ohlcv: np.ndarray) -> pd.DataFrame:
 
 def candle_frame(time: np.ndarray, ohlcv: np.ndarray) -> pd.DataFrame:
     """Candle frame from bar open times (int unix seconds [T]) and ``ohlcv`` [T, 5], unchecked."""
-    return _frame_from_ns(np.asarray(time, dtype=np.int64) * _NS, ohlcv)
+    return frame_from_ns(np.asarray(time, dtype=np.int64) * NS_PER_SECOND, ohlcv)
 
 
 def candles_from_dataframe(
@@ -274,7 +276,7 @@ def candles_from_dataframe(
     return _validate_candles(df, name, timeframe)
 
 
-def _read_raw(path: Path) -> pd.DataFrame:
+def read_raw_table(path: Path) -> pd.DataFrame:
     """Raw I/O only: the file's table as pandas reads it, without any checks."""
     lower = path.name.lower()
     try:
@@ -303,7 +305,7 @@ def read_candles(path: str | Path, timeframe: str | None = None) -> pd.DataFrame
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such candle file")
-    return _validate_candles(_read_raw(p), str(p), timeframe)
+    return _validate_candles(read_raw_table(p), str(p), timeframe)
 
 
 def _first_existing(folder: Path, names: Sequence[str]) -> Path | None:

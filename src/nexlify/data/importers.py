@@ -44,12 +44,12 @@ import pandas as pd
 from nexlify.config import TIMEFRAMES
 from nexlify.data.candles import (
     OHLCV_COLUMNS,
-    _cell,
-    _parse_dates,
-    _read_raw,
-    _with_date_column,
     candles_from_dataframe,
+    describe_cell,
+    parse_dates,
     parse_pair,
+    read_raw_table,
+    with_date_column,
 )
 from nexlify.data.quality import QualityPolicy, SourceReport, check_table
 from nexlify.data.quality_findings import epoch_units
@@ -239,7 +239,7 @@ def _read_cryptodatadownload(path: Path, pair: str | None) -> ImportedTable:
     if not ok.all():
         k = int(np.argmin(ok))
         line = k + 2 + int(title)
-        cell = _cell(raw[time_col].iloc[k])
+        cell = describe_cell(raw[time_col].iloc[k])
         raise DataError(
             f"{path} line {line} (data row {k + 1}): {time_col} {cell} is not a unix time"
         )
@@ -283,7 +283,7 @@ def _read_in_format(p: Path, fmt: str, pair: str | None) -> ImportedTable:
     elif fmt == "csv":
         raw = _read_csv(p)
     else:
-        raw = _read_raw(p)
+        raw = read_raw_table(p)
     named_pair = pair or (named[0] if named else None)
     raw, notes = _with_quote_volume(raw, parse_pair(named_pair)[1] if named_pair else None)
     return ImportedTable(
@@ -321,10 +321,10 @@ def read_import_table(
 
 def _times(raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(ns, valid) of a raw table's date column; numbers read per row by magnitude."""
-    raw, col = _with_date_column(raw)
+    raw, col = with_date_column(raw)
     if col is None:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
-    ns, ok, how = _parse_dates(raw[col])
+    ns, ok, how = parse_dates(raw[col])
     if how.startswith("unix epoch"):
         values = pd.to_numeric(raw[col], errors="coerce").to_numpy(np.float64, na_value=np.nan)
         ns, ok, _ = epoch_units(values)

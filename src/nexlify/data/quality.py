@@ -58,15 +58,15 @@ import pandas as pd
 
 from nexlify.config import timeframe_seconds
 from nexlify.data.candles import (
-    _NS,
+    NS_PER_SECOND,
     OHLCV_COLUMNS,
-    _count,
-    _find_column,
-    _fmt_ts,
-    _frame_from_ns,
-    _parse_dates,
-    _read_raw,
-    _resolve_columns,
+    count_noun,
+    find_column,
+    format_time_ns,
+    frame_from_ns,
+    parse_dates,
+    read_raw_table,
+    resolve_columns,
 )
 from nexlify.data.quality_findings import (
     EPOCH_UNIT_NAMES,
@@ -157,7 +157,7 @@ class QualityPolicy:
 
 
 def _times(ns: np.ndarray, mask: np.ndarray) -> list[str]:
-    return [_fmt_ts(int(x)) for x in ns[mask][:SHOWN]]
+    return [format_time_ns(int(x)) for x in ns[mask][:SHOWN]]
 
 
 def _add(report: SourceReport, kind: str, mask: np.ndarray, ns: np.ndarray, action: str) -> None:
@@ -172,7 +172,7 @@ def _add_runs(
     starts, lengths = runs(mask)
     if starts.size:
         longest = int(lengths.max())
-        detail = f"{_count(starts.size, what)}, longest {_count(longest, 'bar')}"
+        detail = f"{count_noun(starts.size, what)}, longest {count_noun(longest, 'bar')}"
         where = span_labels(ns, starts, lengths)
         report.findings.append(
             Finding(kind, int(mask.sum()), action, where, detail, int(starts.size))
@@ -183,10 +183,10 @@ def _parse_table(
     raw: pd.DataFrame, source: str, report: SourceReport, policy: QualityPolicy
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ns int64 [n], date ok bool [n], float64 [n, 5] OHLCV) of a raw table."""
-    raw, date_col, cols = _resolve_columns(raw, source)
+    raw, date_col, cols = resolve_columns(raw, source)
     if len(raw) == 0:
         raise DataError(f"{source}: empty, no data rows")
-    ns, ok, how = _parse_dates(raw[date_col])
+    ns, ok, how = parse_dates(raw[date_col])
     if how.startswith("unix epoch"):
         ns, ok = _unit_problems(raw[date_col], report, policy)
     values = np.stack(
@@ -226,7 +226,7 @@ def _volume_unit_problems(
     """Rows whose volume holds quote units (``volume_units``), when the table has a
     ``quote_volume`` column (the importers name a file's quote volume so); ``repair`` writes
     the base volume into ``v``. Volume features would otherwise jump by the price factor."""
-    col = _find_column(raw, ("quote_volume",))
+    col = find_column(raw, ("quote_volume",))
     if col is None:
         return
     quote = pd.to_numeric(raw[col], errors="coerce").to_numpy(np.float64, na_value=np.nan)
@@ -238,11 +238,11 @@ def _volume_unit_problems(
     rows = np.flatnonzero(ok)
     rows = rows[np.argsort(ns[rows], kind="stable")]  # spans in time order
     starts, lengths = runs(swapped[rows])
-    first, last = _fmt_ts(int(ns[swapped].min())), _fmt_ts(int(ns[swapped].max()))
+    first, last = format_time_ns(int(ns[swapped].min())), format_time_ns(int(ns[swapped].max()))
     neither = int((mismatched & ok).sum())
     detail = (
-        f"volume in quote units on {_count(int(swapped.sum()), 'row')} from {first} to {last}"
-        f" ({_count(starts.size, 'run')}; on {int((columns & ok).sum())} the quote column holds"
+        f"volume in quote units on {count_noun(int(swapped.sum()), 'row')} from {first} to {last}"
+        f" ({count_noun(starts.size, 'run')}; on {int((columns & ok).sum())} the quote column holds"
         " the base volume)" + (f"; {neither} other rows match neither unit" if neither else "")
         + ("; volume set to the base volume" if action == "repair" else "")
     )  # fmt: skip
@@ -310,7 +310,7 @@ def _bar_problems(
 
 
 def _span(first_ns: int, last_ns: int, bars: int) -> str:
-    return f"{_fmt_ts(first_ns)} .. {_fmt_ts(last_ns)} ({_count(bars, 'bar')})"
+    return f"{format_time_ns(first_ns)} .. {format_time_ns(last_ns)} ({count_noun(bars, 'bar')})"
 
 
 def _latest_segment(
@@ -334,7 +334,7 @@ def _latest_segment(
         for a, b, g in zip(bounds[:-2], bounds[1:-1], long_gaps, strict=True)
     ]
     return first, (
-        f"; {_count(long_gaps.size, 'gap')} longer than {max_fill} bars split the data: "
+        f"; {count_noun(long_gaps.size, 'gap')} longer than {max_fill} bars split the data: "
         f"kept the latest segment {kept}; dropped {'; '.join(dropped)} (quality gap=fail refuses "
         "such data instead)"
     )
@@ -354,7 +354,8 @@ def _gap_problems(ns: np.ndarray, report: SourceReport, policy: QualityPolicy, s
         first, split = _latest_segment(ns, starts, lengths, policy.max_fill_bars, step)
         detail += split
     where = [
-        _fmt_ts(int(start)) + (f" .. {_fmt_ts(int(start + (n - 1) * step))}" if n > 1 else "")
+        format_time_ns(int(start))
+        + (f" .. {format_time_ns(int(start + (n - 1) * step))}" if n > 1 else "")
         for start, n in zip(starts[:SHOWN], lengths[:SHOWN], strict=True)
     ]
     total = int(lengths.sum())
@@ -367,7 +368,7 @@ def check_table(
 ) -> tuple[SourceReport, pd.DataFrame | None]:
     """Check a raw candle table; (report, cleaned candle frame or None when nothing is left)."""
     policy = policy or QualityPolicy()
-    step = timeframe_seconds(timeframe) * _NS
+    step = timeframe_seconds(timeframe) * NS_PER_SECOND
     report = SourceReport(source, len(raw))
     ns, ok, v = _parse_table(raw, source, report, policy)
     _volume_unit_problems(raw, ns, ok, v, report, policy)
@@ -378,7 +379,7 @@ def check_table(
     if ns.size:
         first = _gap_problems(ns, report, policy, step)
         ns, v = ns[first:], v[first:]
-    frame = _frame_from_ns(ns, v) if ns.size else None
+    frame = frame_from_ns(ns, v) if ns.size else None
     return report, frame
 
 
@@ -388,8 +389,8 @@ def rows_before(raw: pd.DataFrame, source: str, before: pd.Timestamp) -> pd.Data
 
     An out-of-sample study cuts here, before any check, repair or feature sees a later bar.
     """
-    table, date_col, _ = _resolve_columns(raw, source)
-    ns, ok, how = _parse_dates(table[date_col])
+    table, date_col, _ = resolve_columns(raw, source)
+    ns, ok, how = parse_dates(table[date_col])
     if how.startswith("unix epoch"):  # several units in one file: each row in its own
         numbers = pd.to_numeric(table[date_col], errors="coerce")
         ns, ok, _ = epoch_units(numbers.to_numpy(np.float64, na_value=np.nan))
@@ -408,7 +409,7 @@ def check_file(
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such candle file")
-    raw = _read_raw(p)
+    raw = read_raw_table(p)
     if before is not None:
         raw = rows_before(raw, str(p), before)
     return check_table(raw, str(p), timeframe, policy)

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from nexlify.data.candles import _EARLIEST, _EPOCH_UNITS, _NS, _fmt_ts
+from nexlify.data.candles import EARLIEST_CANDLE, EPOCH_UNITS, NS_PER_SECOND, format_time_ns
 
-EPOCH_UNIT_NAMES: tuple[str, ...] = tuple(name for _, name, _ in _EPOCH_UNITS)
+EPOCH_UNIT_NAMES: tuple[str, ...] = tuple(name for _, name, _ in EPOCH_UNITS)
 """Units an epoch number can be in, smallest magnitude first: seconds, milliseconds, ..."""
 _LATEST_S = 7_258_118_400  # 2200-01-01 UTC, the upper bound candles.py uses too
 SHOWN = 5
@@ -89,8 +89,8 @@ def span_labels(ns: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> list
     """``"first .. last"`` (or one time) of the first SHOWN runs of rows with times ``ns``."""
     out = []
     for s, n in zip(starts[:SHOWN].tolist(), lengths[:SHOWN].tolist(), strict=True):
-        last = f" .. {_fmt_ts(int(ns[s + n - 1]))}" if n > 1 else ""
-        out.append(_fmt_ts(int(ns[s])) + last)
+        last = f" .. {format_time_ns(int(ns[s + n - 1]))}" if n > 1 else ""
+        out.append(format_time_ns(int(ns[s])) + last)
     return out
 
 
@@ -142,11 +142,11 @@ def epoch_units(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """
     finite = np.isfinite(values)
     magnitude = np.abs(np.where(finite, values, 0.0))
-    bounds = np.array([b for b, _, _ in _EPOCH_UNITS])
+    bounds = np.array([b for b, _, _ in EPOCH_UNITS])
     unit = np.where(finite, np.searchsorted(bounds, magnitude, side="right"), -1)
-    per = np.array([p for _, _, p in _EPOCH_UNITS], dtype=np.int64)[np.maximum(unit, 0)]
-    seconds = np.where(finite, values, 0.0) * (per / _NS)
-    valid = finite & (seconds >= _EARLIEST.timestamp()) & (seconds < _LATEST_S)
+    per = np.array([p for _, _, p in EPOCH_UNITS], dtype=np.int64)[np.maximum(unit, 0)]
+    seconds = np.where(finite, values, 0.0) * (per / NS_PER_SECOND)
+    valid = finite & (seconds >= EARLIEST_CANDLE.timestamp()) & (seconds < _LATEST_S)
     safe = np.where(valid, values, 0.0)
     whole = safe == np.round(safe)
     ns = np.where(whole, safe.astype(np.int64) * per, np.round(safe * per).astype(np.int64)).astype(

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 
 from nexlify.errors import DataError
 from nexlify.live.store import SessionStore
-from nexlify.report.html import _figure, _table, render_page
+from nexlify.report.html import figure_html, render_page, table_html
 
 
 def session_equity_figures(bar_times: list[int], equity: np.ndarray) -> tuple[go.Figure, go.Figure]:
@@ -54,8 +54,8 @@ def paper_report_html(db_path: str | Path) -> str:
                     f"{html.escape(', '.join(pairs))} ({html.escape(session['timeframe'])}), "
                     f"{len(equity)} bars processed, {len(trades)} closed trades; final equity "
                     f"{values[-1]:,.2f}.</p>"),
-        ("Equity", _figure(curve)),
-        ("Drawdown", _figure(dd)),
+        ("Equity", figure_html(curve)),
+        ("Drawdown", figure_html(dd)),
     ]  # fmt: skip
     for pair in pairs:
         rows = candles.get(pair)
@@ -74,8 +74,8 @@ def paper_report_html(db_path: str | Path) -> str:
                 y=[t["exit_price"] for t in mine], mode="markers", name="exit",
                 marker={"symbol": "triangle-down", "size": 9, "color": "#d62728"}))  # fmt: skip
         fig.update_layout(title=f"{pair}: trades ({len(mine)})", height=340)
-        sections.append((f"Trades: {pair}", _figure(fig)))
-    table = _table(
+        sections.append((f"Trades: {pair}", figure_html(fig)))
+    table = table_html(
         ["pair", "entry", "exit", "entry price", "exit price", "return %", "pnl", "reason"],
         [[t["pair"], str(pd.Timestamp(t["entry_time"], unit="s", tz="UTC")),
           str(pd.Timestamp(t["exit_time"], unit="s", tz="UTC")), f"{t['entry_price']:.4f}",

@@ -50,11 +50,11 @@ text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:
 .warn{color:#b00;font-weight:bold}.good{color:#070;font-weight:bold}.note{color:#555}"""
 
 
-def _figure(fig: go.Figure) -> str:
+def figure_html(fig: go.Figure) -> str:
     return str(fig.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True}))
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def table_html(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
@@ -79,11 +79,11 @@ def metrics_table(runs: dict[str, EvaluationResult], data: MarketData | None = N
         rows.append(row)
     header = ["policy"] + [title for _, title, _ in METRIC_COLUMNS]
     if data is None:
-        return _table(header, rows)
+        return table_html(header, rows)
     method = excess_daily_return(data, runs["model"])["method"] if "model" in runs else ""
     note = (f"<p class='note'>excess %/day: mean daily return over cash (which earns 0), "
             f"[95% interval] by {html.escape(method)}.</p>")  # fmt: skip
-    return _table([*header, "excess %/day [95% CI]"], rows) + note
+    return table_html([*header, "excess %/day [95% CI]"], rows) + note
 
 
 def render_page(title: str, sections: list[tuple[str, str]]) -> str:
@@ -110,7 +110,7 @@ def strategy_table(runs: dict[str, EvaluationResult]) -> str:
     notes = "; ".join(APPROXIMATIONS)
     if any(b.get("arb_spreads_simulated") for b in with_books.values()):
         notes = "Arbitrage ran on SIMULATED venue spreads. " + notes
-    return _table(["policy", *names], rows) + f"<p class='note'>{html.escape(notes)}.</p>"
+    return table_html(["policy", *names], rows) + f"<p class='note'>{html.escape(notes)}.</p>"
 
 
 def _policy_sections(data: MarketData, runs: dict[str, EvaluationResult]) -> list[tuple[str, str]]:
@@ -119,11 +119,11 @@ def _policy_sections(data: MarketData, runs: dict[str, EvaluationResult]) -> lis
     sections = [
         ("Results", note + metrics_table(runs, data)),
         *([("PnL by strategy", table)] if (table := strategy_table(runs)) else []),
-        ("Equity", _figure(equity_figure(data, runs))),
-        ("Drawdown", _figure(drawdown_figure(data, runs))),
+        ("Equity", figure_html(equity_figure(data, runs))),
+        ("Drawdown", figure_html(drawdown_figure(data, runs))),
     ]
     for pair in data.pairs:
-        sections.append((f"Trades: {pair}", _figure(trades_figure(data, runs["model"], pair))))
+        sections.append((f"Trades: {pair}", figure_html(trades_figure(data, runs["model"], pair))))
     return sections
 
 
@@ -180,7 +180,7 @@ def statistics_section(
         rows.append(["final model: training vs validation score",
                      f"{gap['train_score']:.3f} vs {gap['validation_score']:.3f} "
                      f"({gap['relative'] * 100:+.0f}%){flag}"])  # fmt: skip
-    return _table(["statistic", "value"], rows)
+    return table_html(["statistic", "value"], rows)
 
 
 def edge_section(summary: dict[str, Any]) -> str:
@@ -235,7 +235,10 @@ def build_run_report(out_dir: Path, summary: dict[str, Any], market: MarketData)
     sections = [
         ("Run", intro),
         ("Edge over cash", edge_section(summary)),
-        ("Score progress", _figure(progress_figure(summary)) + _figure(history_figure(summary))),
+        (
+            "Score progress",
+            figure_html(progress_figure(summary)) + figure_html(history_figure(summary)),
+        ),
         ("Statistics", statistics_section(summary, returns, final, gap)),
         *_policy_sections(val, runs),
     ]

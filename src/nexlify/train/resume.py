@@ -32,8 +32,7 @@ import numpy as np
 import torch
 
 from nexlify.agent.dqn import DQNAgent
-from nexlify.agent.replay import _FIELDS as REPLAY_FIELDS
-from nexlify.agent.replay import ReplayBuffer
+from nexlify.agent.replay import REPLAY_FIELDS, ReplayBuffer
 from nexlify.errors import CheckpointError
 from nexlify.io import atomic_write
 
