@@ -520,3 +520,31 @@ def test_a_reconnect_reconciles_and_finds_what_changed_meanwhile(
     last_entry = db_rows(db, "SELECT MAX(bar_time) AS t FROM orders WHERE role='entry'")[0]["t"]
     reconnect_bar = ReplayFeed(live_setup["frames"], "1h").bars[400].time
     assert last_entry < reconnect_bar  # no entry after the surprise
+
+
+def test_an_entry_below_the_minimum_is_refused_once_and_never_sent(
+    live_setup: dict[str, Any],
+) -> None:
+    """The start check passes (the largest position, 500 USDT, is above a 100 USDT minimum),
+    but Kelly-sized entries of about 50 USDT are refused before sending, once per position."""
+    book, db = live_setup["book"], live_setup["db"]
+    for symbol in book.info["symbols"]:
+        for f in symbol["filters"]:
+            if f["filterType"] == "NOTIONAL":
+                f["minNotional"] = "100.00000000"
+    assert _run(live_setup) == 0
+    refused = db_rows(db, "SELECT * FROM orders WHERE status = 'refused'")
+    assert refused and all(r["role"] == "entry" for r in refused)
+    assert all(
+        "below the minimum cost 100" in r["error"] and r["pair"] in r["error"] for r in refused
+    )
+    sim_buys = db_rows(db, "SELECT * FROM orders WHERE kind='sim' AND side='buy'")
+    assert len(refused) < len(sim_buys)  # once per position, not once per bar
+    events = db_rows(db, "SELECT * FROM events WHERE kind = 'order_refused'")
+    assert len(events) == len(refused)
+    posted = [p for m, _, path, p in live_setup["https"][0].log if m == "POST"]
+    floor = {"BTCUSDT": 20_000, "ETHUSDT": 1_500}  # below the synthetic prices' lows
+    assert all(float(p["quantity"]) * floor[p["symbol"]] >= 100 for p in posted)  # none small
+    assert not [r for r in db_rows(db, "SELECT * FROM orders") if "NOTIONAL" in (r["error"] or "")]
+    assert not db_rows(db, "SELECT * FROM orders WHERE status = 'failed' AND role = 'entry'")
+    assert_agree(db, book)

@@ -154,11 +154,12 @@ class LiveBroker:
     def _mirrored(self, pair: str, decided: int) -> bool:
         """Whether the simulator's position decided at ``decided`` was already bought live (it
         may be gone since: stopped out on the exchange, or flattened by the kill switch; either
-        way it is not bought again)."""
+        way it is not bought again), or refused as below the venue's minimum (asking again
+        each bar would not change the answer)."""
         return bool(
             self.store.rows(
                 "SELECT id FROM orders WHERE kind='live' AND role='entry' AND pair=? "
-                "AND bar_time>=? AND filled>0 LIMIT 1",
+                "AND bar_time>=? AND (filled>0 OR status='refused') LIMIT 1",
                 (pair, decided),
             )
         )

@@ -143,6 +143,29 @@ class OrderDesk:
             )
         return True
 
+    def _record_refused(self, intent: OrderIntent, bar_time: int, cid: str, reason: str) -> None:
+        """An order refused before sending (below the venue's minimum): a row that says so."""
+        self.log.error(reason)
+        with self.store.transaction() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO orders (kind, bar_time, pair, side, amount, price, "
+                "status, client_order_id, error, role, created_at, updated_at) "
+                "VALUES ('live', ?, ?, ?, ?, ?, 'refused', ?, ?, ?, ?, ?)",
+                (
+                    bar_time,
+                    intent.pair,
+                    intent.side,
+                    intent.amount,
+                    intent.price,
+                    cid,
+                    reason,
+                    intent.role,
+                    utc_now(),
+                    utc_now(),
+                ),
+            )
+            self.store.add_event("order_refused", reason, "error", None, c)
+
     def fail(self, cid: str | None, message: str, kind: str = "order_failed") -> None:
         self.log.error(message)
         with self.store.transaction() as c:
@@ -162,7 +185,7 @@ class OrderDesk:
         try:
             amount = self.venue.amount(intent.pair, intent.amount, intent.price or 0.0)
         except OrderRefusedError as exc:
-            self.fail(None, str(exc), "order_refused")
+            self._record_refused(intent, bar_time, cid, str(exc))
             return {"client_order_id": cid, "status": "refused", "filled": 0.0}
         intent = OrderIntent(intent.pair, intent.side, amount, intent.role, intent.price)
         if not self._record_pending(intent, bar_time, cid):

@@ -19,8 +19,12 @@ Schema (times are unix seconds UTC of a bar's *open*; ``bar_time`` is the bar ju
 ``trades``       closed trades as the simulator booked them (pair, entry/exit time and price,
                  quantity, pnl, return, fees, reason); unique on (pair, entry_time, exit_time).
 ``orders``       ``kind='sim'``: the simulator's fills (status ``filled``); ``kind='live'``:
-                 exchange orders (``pending`` -> ``filled``/``failed``/``unconfirmed``) with the
-                 client and exchange order ids. Never any credential.
+                 exchange orders with the client and exchange order ids: ``pending`` (written
+                 before sending) -> ``filled``, ``open`` (resting), ``cancelled``, ``failed``
+                 (the exchange refused), ``not_sent`` (the exchange never got it),
+                 ``unconfirmed`` (fate unknown: the pair is not traded), ``missing`` (a resting
+                 order gone from the exchange), or ``refused`` (below the venue's minimum,
+                 never sent). Never any credential.
 ``positions``    open positions after the last bar (pair, quantity, entry price and time, high).
 ``equity``       one snapshot per processed bar: equity, cash, day-start equity, daily-loss lock,
                  open positions.
