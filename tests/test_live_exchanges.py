@@ -144,6 +144,7 @@ def _setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, venue: str) -> dict[
                 str(db),
                 "--no-view",
                 "--live",
+                "--allow-no-edge",  # a hand-made model: no verdict of the no-edge gate
                 *mode,
                 *extra,
             ]
@@ -548,3 +549,46 @@ def test_an_entry_below_the_minimum_is_refused_once_and_never_sent(
     assert not [r for r in db_rows(db, "SELECT * FROM orders") if "NOTIONAL" in (r["error"] or "")]
     assert not db_rows(db, "SELECT * FROM orders WHERE status = 'failed' AND role = 'entry'")
     assert_agree(db, book)
+
+
+class ProcessDied(BaseException):
+    """Stands for SIGKILL at one exact point: nothing after it runs, no handler catches it."""
+
+
+def test_death_right_after_an_order_reached_the_exchange_is_recovered_not_resent(
+    live_setup: dict[str, Any],
+) -> None:
+    """The order row is committed as pending, the exchange executes the order, the process
+    dies before reading the reply. The next start finds the order by its client id."""
+    book, db = live_setup["book"], live_setup["db"]
+    factory = live_setup["factory"]
+    died: list[str] = []
+
+    def dying(exchange_id: str, config: dict[str, Any]) -> Any:
+        exchange = factory(exchange_id, config)
+        original = exchange.session.request
+
+        def request(method: str, url: str, **kw: Any) -> Any:
+            reply = original(method, url, **kw)
+            if method == "POST" and not died:
+                died.append(url)
+                raise ProcessDied
+            return reply
+
+        exchange.session.request = request
+        return exchange
+
+    live_setup["factory"] = dying
+    with pytest.raises(ProcessDied):
+        _run(live_setup)
+    pending = db_rows(db, "SELECT * FROM orders WHERE status = 'pending'")
+    assert len(pending) == 1 and len(book.state["orders"]) == 1  # sent, reply never read
+    live_setup["factory"] = factory
+    assert _run(live_setup) == 0
+    row = db_rows(
+        db, "SELECT * FROM orders WHERE client_order_id = ?", (pending[0]["client_order_id"],)
+    )[0]
+    assert row["status"] == "filled" and row["filled"] > 0
+    events = db_rows(db, "SELECT * FROM events WHERE kind = 'recovered'")
+    assert len(events) == 1 and pending[0]["client_order_id"] in events[0]["message"]
+    assert_agree(db, book)  # includes: that client id is on the exchange once
