@@ -375,7 +375,45 @@ def test_a_live_trading_failure_exits_7_through_the_cli(
     files = write_candles(tmp_path / "data", candles())
     code = main(["paper", "--model", str(model), "--feed", "replay", "--data", *files,
                  "--db", str(tmp_path / "live.db"), "--no-view", "--exchange", "binance",
-                 "--live", "--i-understand-this-trades-real-money"])  # fmt: skip
+                 "--live", "--i-understand-this-trades-real-money",
+                 "--allow-no-edge"])  # fmt: skip
     assert code == 7
     err = " ".join(capsys.readouterr().err.split())
     assert "below the minimum cost 1000000000.0" in err and "raise the capital" in err
+
+
+@pytest.mark.parametrize("verdict", [None, {"found": False}, {"found": True}])
+def test_live_trading_refuses_a_model_without_an_edge(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    verdict: dict[str, bool] | None,
+) -> None:
+    """Real money needs the no-edge gate's yes (or --allow-no-edge); sandbox money does not."""
+    import ccxt
+
+    from nexlify.evaluation.edge import write_model_edge
+    from nexlify.live.secrets import KEY_ENV, SECRET_ENV
+    from tests.test_paper_support import candles, save_model, write_candles
+
+    monkeypatch.setenv(KEY_ENV, "nxKEY-test")
+    monkeypatch.setenv(SECRET_ENV, "nxSECRET-test")
+    monkeypatch.setattr(ccxt, "binance", _VenueWithHugeMinimums)  # no network, no orders
+    model = save_model(tmp_path / "model.pt")
+    if verdict is not None:
+        edge = {"test": "deflated_sharpe", "p": 0.01 if verdict["found"] else 0.6, "alpha": 0.05,
+                "trials": 12, "sharpe": 1.0, "sharpe_luck_alone": 0.5,
+                "excess_daily_return": {"mean_pct": 0.01}, **verdict}  # fmt: skip
+        write_model_edge(model, edge)
+    files = write_candles(tmp_path / "data", candles())
+    args = ["paper", "--model", str(model), "--feed", "replay", "--data", *files,
+            "--db", str(tmp_path / "live.db"), "--no-view", "--exchange", "binance",
+            "--live", "--i-understand-this-trades-real-money"]  # fmt: skip
+    code = main(args)
+    err = " ".join(capsys.readouterr().err.split())
+    if verdict is not None and verdict["found"]:
+        assert code == 7  # past the gate: refused later, by the venue's minimum order
+        return
+    assert code == 2 and "showed no edge over cash" in err and "--allow-no-edge" in err
+    assert not (tmp_path / "live.db").exists()  # refused before anything was written
+    assert main([*args, "--allow-no-edge"]) == 7  # let through; the venue refuses next

@@ -157,6 +157,7 @@ def _live_args(tmp_path: Path, *extra: str) -> argparse.Namespace:
             "--log",
             str(tmp_path / "paper.log"),
             "--live",
+            "--allow-no-edge",  # a hand-made model: no verdict of the no-edge gate
             *extra,
         ]
     )

@@ -19,6 +19,7 @@ from nexlify.data.market_data import MarketData, build_market_data
 from nexlify.data.resample import read_pair_candles
 from nexlify.errors import ConfigError, DataError
 from nexlify.evaluation.backtest import model_spec
+from nexlify.evaluation.edge import describe_edge, read_model_edge
 from nexlify.live.broker import LiveBroker
 from nexlify.live.control import (
     StoppableFeed,
@@ -131,7 +132,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--live",
         action="store_true",
-        help="place REAL orders (keys from NEXLIFY_API_KEY / NEXLIFY_API_SECRET)",
+        help="place REAL orders (keys from NEXLIFY_API_KEY / NEXLIFY_API_SECRET); refused for a "
+        "model the pipeline's no-edge gate did not pass, unless --allow-no-edge",
+    )
+    p.add_argument(
+        "--allow-no-edge",
+        action="store_true",
+        help="with --live: trade a model that showed no edge over cash anyway (logged)",
     )
     p.add_argument(
         CONFIRM_FLAG,
@@ -311,6 +318,26 @@ def _replay_feed(args: argparse.Namespace, spec: Any) -> tuple[ReplayFeed, Marke
     return ReplayFeed(frames, spec.timeframe, args.speed), check, start
 
 
+def _check_edge(args: argparse.Namespace, log: logging.Logger) -> None:
+    """Real money only for a model the no-edge gate passed, unless ``--allow-no-edge``."""
+    if not args.live or args.sandbox:
+        return
+    edge = read_model_edge(args.model)
+    if edge is not None and edge.get("found"):
+        return
+    why = (
+        "it carries no edge verdict (trained before the no-edge gate, or not by the pipeline)"
+        if edge is None
+        else describe_edge(edge)
+    )
+    if not args.allow_no_edge:
+        raise ConfigError(
+            f"--live: {args.model} showed no edge over cash: {why}. Paper-trade it, or retrain; "
+            "add --allow-no-edge to trade it with real money anyway"
+        )
+    log.warning("--allow-no-edge: trading %s with real money although %s", args.model, why)
+
+
 def _run(args: argparse.Namespace, console: Console, exchange_factory: ExchangeFactory) -> int:
     """``nexlify paper [run]``: open or continue the session and run it over its feed."""
     if not args.model:
@@ -323,6 +350,7 @@ def _run(args: argparse.Namespace, console: Console, exchange_factory: ExchangeF
 
     policy, meta = load_policy(args.model)
     spec = model_spec(meta, args.model)
+    _check_edge(args, log)
     if args.pairs and tuple(args.pairs) != spec.pairs:
         raise ConfigError(f"--pairs {args.pairs}: the model trades {list(spec.pairs)}")
     if args.timeframe and args.timeframe != spec.timeframe:
