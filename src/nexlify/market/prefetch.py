@@ -7,10 +7,8 @@ hardware prefetchers follow them, but these rows are a cache miss each, paid one
 because an env's step is too long for the CPU to look ahead into the next env's loads. The step
 loops therefore ask for the rows of env ``n + PREFETCH_DISTANCE`` while stepping env ``n``.
 
-Its effect, together with the spot step's dropped reference counting, is measured by
-``benchmarks/bench_env_ab.py`` (old and new code alternately; ``results/env_kernel_ab.json``).
-The gain depends on how contended the machine's memory is: at N = 4096 it ranged from about 10%
-on a quiet moment to about 2x for the all-strategies step on a busy one.
+``benchmarks/bench_env_ab.py`` measures its effect (old and new code alternately); it is largest
+when the machine's memory is contended.
 
 A prefetch is a hint: it never faults, changes no value and is dropped by CPUs without one
 (``llvm.prefetch``; x86 ``prefetcht0``, ARM ``prfm``). Row indices are still clamped to the

@@ -59,9 +59,7 @@ def default_workers(n_units: int, cores: int, share_cores: bool = True) -> int:
 
     Without turns the default stays at the core count: units the OS scheduler alone spread over
     fewer cores ran each slower, and the wall-time gain was within the machine's noise while
-    the CPU cost was not (``benchmarks/bench_scaling.py``, 3 seeds, 48 episodes, 2 cores:
-    25.6 s and 50 CPU-seconds with 3 workers against 26.0 s and 40 with 2 in one run; 42.2 s and
-    80 against 47.7 s and 68 in another).
+    the CPU cost, about a fifth more, was not (``benchmarks/bench_scaling.py``).
     """
     fewest = max(1, min(n_units, cores))
     if not share_cores:

@@ -2,8 +2,7 @@
 
 Loading torch, numba and the trainer here means each worker starts with them in memory instead
 of importing them again (seconds of CPU per worker). That includes ``torch._dynamo``: torch's
-optimizers import it the first time one is built, which took 1.9 s of CPU in every worker
-(measured: the first unit of a fresh process took 2.5 s where later ones took 1.0 s).
+optimizers import it the first time one is built, about two seconds of CPU in every worker.
 
 Importing this module also binds the fork server to the pipeline process: when the pipeline
 dies, even by SIGKILL, the fork server dies, and with it every worker (each worker binds itself

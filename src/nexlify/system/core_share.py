@@ -2,15 +2,9 @@
 
 Three equal units on two cores finish soonest all at once (1.5 unit-times instead of 2 for two
 at once, then the third alone: :func:`nexlify.pipeline.placement.phase_time`). Left to the OS
-scheduler, three CPU-bound trainings on two cores sometimes ran much slower than their share.
-Measured on the 2-core machine (48 episodes per seed):
-
-- three one-seed processes started together: 44-50 s wall and 88-98 CPU-seconds; the same
-  three made to take turns (stopped and continued from outside, two running at any moment,
-  the pair changing every 0.5 s): 38-40 s and 74-78 (three alternating pairs);
-- the pipeline's 3 seeds, interleaved: taking turns 31.6, 37.0 and 42.0 s against 36.7, 45.8
-  and 39.7 s without; in ``benchmarks/bench_scaling.py`` the same day both had a median of
-  34.8 s. So turns help when the scheduler does badly and cost nothing measurable otherwise.
+scheduler, three CPU-bound trainings on two cores sometimes ran much slower than their share;
+taking turns helps when the scheduler does badly and costs nothing measurable otherwise
+(``benchmarks/bench_scaling.py``).
 
 When a phase runs more units than cores (``pipeline.share_cores``, on by default) the units
 share the cores here, in slices of :data:`SLICE_SECONDS`:

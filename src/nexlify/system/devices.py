@@ -176,12 +176,11 @@ def denormals_flushed() -> Iterator[bool]:
     stays at the smallest subnormal, where rounding keeps it; every optimizer step then computes
     on thousands of subnormals, which x86 CPUs handle in slow microcode. A C51 head trained for
     24 episodes held about 10,000 of its 46,000 first moments there (plain DQN's 7-wide head: a
-    handful); with 12,000 such moments an Adam step took 110 us, 89 us flushed (the 2-core EPYC
-    VM; about 1% of a C51 gradient step). The values flushed are below 1.2e-38: an update
-    of that size does not change a float32 weight, so learning is the same to any precision
-    that matters, and a run is as deterministic as before. Only the calling thread is switched
-    (torch's intra-op threads, when there are several, keep their mode), and only for the
-    block: acting, evaluation and the market simulator compute as before.
+    handful), enough to make its Adam step about a quarter slower. The values flushed are below
+    1.2e-38: an update of that size does not change a float32 weight, so learning is the same
+    to any precision that matters, and a run is as deterministic as before. Only the calling
+    thread is switched (torch's intra-op threads, when there are several, keep their mode), and
+    only for the block: acting, evaluation and the market simulator compute as before.
     """
     before = denormals_are_flushed()
     supported = bool(torch.set_flush_denormal(True))

@@ -293,8 +293,9 @@ class PipelineConfig:
     1 = in this process). Results do not depend on it."""
     share_cores: bool = True
     """With more units at once than cores (e.g. 3 seeds on 2 cores), local worker processes take
-    turns on the cores in 0.5 s slices instead of all running at once, which on the 2-core
-    machine was faster (``nexlify.system.core_share``). Results do not depend on it."""
+    turns on the cores in 0.5 s slices instead of all competing for them, which the OS
+    scheduler sometimes shares badly (``nexlify.system.core_share``). Results do not depend on
+    it."""
     backend: str = "process"
     """Where units run: inprocess (one by one, for debugging), process (local worker
     processes) or ray (a Ray cluster, ``pip install 'nexlify[ray]'``). Results do not depend on
