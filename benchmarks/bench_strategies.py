@@ -36,7 +36,7 @@ from nexlify.data.market_data import MarketData
 from nexlify.data.sources import market_from_files, synthetic_market
 from nexlify.evaluation.stats import bootstrap_ci
 from nexlify.market.env import VecMarketEnv
-from nexlify.strategies.arbitrage import load_alignment, scan_alignment
+from nexlify.market.strategies.arbitrage import load_alignment, scan_alignment
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "market"

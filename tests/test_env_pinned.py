@@ -25,7 +25,7 @@ from nexlify.config import EnvConfig, MarketConfig, RiskConfig, from_dict, to_di
 from nexlify.data.sources import synthetic_market
 from nexlify.market.columns import N_BLOCKED, N_LIMIT_HITS
 from nexlify.market.env import VecMarketEnv
-from nexlify.strategies.columns import FLOW_IN, N_STRATEGIES
+from nexlify.market.strategies.columns import FLOW_IN, N_STRATEGIES
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pinned_env.json"
 STEPS = 300

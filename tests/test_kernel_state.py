@@ -45,9 +45,9 @@ from nexlify.market.kernel_state import (
     StrategyBooks,
     serial_and_parallel,
 )
-from nexlify.strategies import kernel as SK
-from nexlify.strategies.columns import N_SP, N_SS, S_LENDING, S_STAKING, SP_TOTAL_CAP, VALUE
-from nexlify.strategies.kernel_book import allocation
+from nexlify.market.strategies import kernel as SK
+from nexlify.market.strategies.columns import N_SP, N_SS, S_LENDING, S_STAKING, SP_TOTAL_CAP, VALUE
+from nexlify.market.strategies.kernel_book import allocation
 
 
 @pytest.mark.parametrize(

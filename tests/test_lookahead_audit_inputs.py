@@ -16,8 +16,8 @@ from nexlify.commands.audit import LEAK_EXIT_CODE
 from nexlify.data import enrichment
 from nexlify.data.synthetic import generate_synthetic_candles
 from nexlify.evaluation.lookahead_inputs import published_at
-from nexlify.strategies import columns as SC
-from nexlify.strategies import layout
+from nexlify.market.strategies import columns as SC
+from nexlify.market.strategies import layout
 
 START = "2022-01-01"
 

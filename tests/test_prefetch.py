@@ -14,7 +14,7 @@ from nexlify.data.sources import synthetic_market
 from nexlify.market import kernels as K
 from nexlify.market.env import VecMarketEnv
 from nexlify.market.prefetch import prefetch_rows
-from nexlify.strategies import kernel as SK
+from nexlify.market.strategies import kernel as SK
 
 
 @njit(cache=False)

@@ -16,7 +16,7 @@ import pytest
 from nexlify.config import MarketConfig, from_dict, to_dict
 from nexlify.errors import ConfigError, DataError
 from nexlify.market.env import VecMarketEnv, action_names
-from nexlify.strategies import kernel as SK
+from nexlify.market.strategies import kernel as SK
 from tests.helpers import FLAT, assert_threaded_matches_serial, bars_market, market_config
 
 HOURS_PER_YEAR = 8760.0

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from nexlify.strategies.arbitrage import round_trip_pnl
-from nexlify.strategies.rates import borrow_rate, epoch_growth, supply_rate
-from nexlify.strategies.uniswap_v3 import (
+from nexlify.market.strategies.arbitrage import round_trip_pnl
+from nexlify.market.strategies.rates import borrow_rate, epoch_growth, supply_rate
+from nexlify.market.strategies.uniswap_v3 import (
     amounts_for_liquidity,
     fee_share,
     impermanent_loss,

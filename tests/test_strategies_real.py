@@ -9,7 +9,7 @@ import pytest
 from nexlify.config import MarketConfig, from_dict, to_dict
 from nexlify.data.sources import market_from_files
 from nexlify.market.env import VecMarketEnv
-from nexlify.strategies.arbitrage import load_alignment, scan_alignment
+from nexlify.market.strategies.arbitrage import load_alignment, scan_alignment
 from tests.helpers import shared_data_or_skip
 
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from nexlify.config import MarketConfig, from_dict, to_dict
+from nexlify.config.strategies import LiquidityConfig
 from nexlify.errors import ConfigError, DataError
 from nexlify.market.env import VecMarketEnv
-from nexlify.strategies import columns as SC
-from nexlify.strategies import tick_math as TM
-from nexlify.strategies.config import LiquidityConfig
-from nexlify.strategies.uniswap_v3 import (
+from nexlify.market.strategies import columns as SC
+from nexlify.market.strategies import tick_math as TM
+from nexlify.market.strategies.uniswap_v3 import (
     amounts_for_liquidity,
     liquidity_for_amounts,
     price_at_tick,

@@ -11,7 +11,7 @@ import argparse
 from typing import Any
 
 from nexlify.config import TIMEFRAMES
-from nexlify.strategies import STRATEGIES
+from nexlify.market.strategies import STRATEGIES
 from nexlify.train.config import BACKENDS, SOURCES, RunConfig
 
 _MARKET_PARTS = ("risk", "execution", "env")

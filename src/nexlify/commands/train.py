@@ -17,6 +17,7 @@ from rich.table import Table
 
 from nexlify.commands.options import overrides_from_args
 from nexlify.commands.preflight import run_and_report
+from nexlify.config.strategies import STAKING_DEFAULTS, StrategiesConfig
 from nexlify.errors import ConfigError
 from nexlify.pipeline.auto_retrain import (
     SUMMARY_FILE,
@@ -27,7 +28,6 @@ from nexlify.pipeline.auto_retrain import (
 )
 from nexlify.pipeline.backends import prestart_workers
 from nexlify.pipeline.data_choice import load_training_market
-from nexlify.strategies.config import STAKING_DEFAULTS, StrategiesConfig
 from nexlify.train.config import RunConfig, load_run_config, run_config_from_dict
 from nexlify.train.tensorboard import require_tensorboard
 from nexlify.train.trainer import resolve_device

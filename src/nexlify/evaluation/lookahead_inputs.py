@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nexlify.config.strategies import StrategiesConfig
 from nexlify.data.candles import find_candle_file, read_candles
 from nexlify.data.enrichment import external_features
 from nexlify.data.external import load_series, provider, save_series
 from nexlify.errors import DataError
-from nexlify.strategies.config import StrategiesConfig
-from nexlify.strategies.series import read_timed_csv
+from nexlify.market.strategies.series import read_timed_csv
 
 DAY = 86_400
 

@@ -1,6 +1,6 @@
 """Column indices of the market kernel's per-env account array ``acct[N, N_ACCT]`` (float64).
 
-Shared by the spot kernel (``kernels``) and the strategy kernel (``nexlify.strategies.kernel``).
+Shared by the spot kernel (``kernels``) and the strategy kernel (``strategies.kernel``).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ within the same ``step`` call; its last observation is in ``infos["final_obs"]``
 
 Strategies beyond spot (``MarketConfig.strategies``: staking, lending, Uniswap V3 liquidity,
 arbitrage) extend the action space after the spot actions and the observation after the account
-state (see :mod:`nexlify.strategies.layout`); ``strategy_breakdown`` splits an episode's PnL by
-strategy. With spot only (the default) nothing changes.
+state (see :mod:`nexlify.market.strategies.layout`); ``strategy_breakdown`` splits an
+episode's PnL by strategy. With spot only (the default) nothing changes.
 
 The step itself is one compiled kernel (``kernels.step_envs``) over preallocated arrays, passed
 grouped (:mod:`nexlify.market.kernel_state`). With
@@ -47,9 +47,9 @@ from nexlify.market.columns import N_ACCT
 from nexlify.market.kernel_state import MarketTables, SpotBooks, StepOutputs, StrategyBooks
 from nexlify.market.metrics import EpisodeMetrics
 from nexlify.market.obs_layout import spot_obs_size
-from nexlify.strategies import columns as SC
-from nexlify.strategies import kernel as SK
-from nexlify.strategies.layout import StrategyRuntime, breakdown, build_runtime
+from nexlify.market.strategies import columns as SC
+from nexlify.market.strategies import kernel as SK
+from nexlify.market.strategies.layout import StrategyRuntime, breakdown, build_runtime
 
 log = logging.getLogger("nexlify.market")
 

@@ -1,6 +1,6 @@
 """What the compiled step kernels read and write, grouped, and how one loop is built twice.
 
-The kernels (:mod:`nexlify.market.kernels`, :mod:`nexlify.strategies.kernel`) take a few
+The kernels (:mod:`nexlify.market.kernels`, :mod:`nexlify.market.strategies.kernel`) take a few
 structures instead of two dozen positional arrays: the market's tables, the spot books of every
 env, the step's outputs and (with strategies on) the strategy books. Each is declared here as a
 ``NamedTuple`` (its fields documented) and reaches the kernels as a plain tuple (``tuple(...)``),

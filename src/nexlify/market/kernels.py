@@ -20,8 +20,8 @@ Market semantics (``DESIGN.md``), per env, for one decision taken after bar ``t`
    ``truncated``. Either way, open positions are liquidated at that close when ``close_at_end``.
 
 Strategies beyond spot (staking, lending, liquidity, arbitrage) run in their own kernel just
-before this one in the same step (:mod:`nexlify.strategies.kernel`): it fills their actions at
-bar ``t+1``'s open, accrues over the bar and leaves the books' value at the close in
+before this one in the same step (:mod:`nexlify.market.strategies.kernel`): it fills their
+actions at bar ``t+1``'s open, accrues over the bar and leaves the books' value at the close in
 ``acct[STRATEGY_VALUE]``, which step 4 adds to equity (0 with spot only). Actions past the
 ``params[P_SPOT_ACTIONS]`` spot ones belong to the strategies and are ignored here.
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nexlify.strategies import columns as SC
+from nexlify.market.strategies import columns as SC
 
 if TYPE_CHECKING:
     from nexlify.config import MarketConfig
-    from nexlify.strategies.config import StrategiesConfig
+    from nexlify.config.strategies import StrategiesConfig
 
 PAIR_STATE = 3  # in_position, unrealised PnL (x10), time in trade (weeks of bars / 168, capped)
 GLOBAL_STATE = 4  # cash share, episode log-return (x10), daily-loss lock, open-trade share

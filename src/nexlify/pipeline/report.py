@@ -7,7 +7,7 @@ from typing import Any
 
 from nexlify.evaluation.edge import describe_edge
 from nexlify.io import atomic_write_text
-from nexlify.strategies import APPROXIMATIONS, STRATEGIES, strategy_pnl
+from nexlify.market.strategies import APPROXIMATIONS, STRATEGIES, strategy_pnl
 
 REPORT_FILE = "training_report.md"
 

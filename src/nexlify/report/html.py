@@ -99,7 +99,7 @@ def render_page(title: str, sections: list[tuple[str, str]]) -> str:
 
 def strategy_table(runs: dict[str, EvaluationResult]) -> str:
     """PnL by strategy per policy ("" when only spot is on), with the modelling approximations."""
-    from nexlify.strategies import APPROXIMATIONS, STRATEGIES
+    from nexlify.market.strategies import APPROXIMATIONS, STRATEGIES
 
     with_books = {name: r.strategies[0] for name, r in runs.items() if r.strategies}
     if not with_books:

@@ -12,7 +12,7 @@ from numba import njit
 
 from nexlify.market.columns import CASH
 from nexlify.market.kernels import NO_REFCOUNT
-from nexlify.strategies.columns import (
+from nexlify.market.strategies.columns import (
     FLOW_IN,
     LD_BAL,
     LD_INTEREST,
@@ -25,7 +25,13 @@ from nexlify.strategies.columns import (
     SP_LD_SIZE,
     VALUE,
 )
-from nexlify.strategies.kernel_book import allocation, blocked, buy_asset, collect_cash, sell_asset
+from nexlify.market.strategies.kernel_book import (
+    allocation,
+    blocked,
+    buy_asset,
+    collect_cash,
+    sell_asset,
+)
 
 
 @njit(cache=True, **NO_REFCOUNT)

@@ -85,8 +85,8 @@ from nexlify.market.kernels import (
     prefetch_next_bar,
 )
 from nexlify.market.prefetch import prefetch_rows
-from nexlify.strategies import columns
-from nexlify.strategies.columns import (
+from nexlify.market.strategies import columns
+from nexlify.market.strategies.columns import (
     LD_BAL,
     LP_L,
     N_STRATEGIES,
@@ -114,28 +114,28 @@ from nexlify.strategies.columns import (
     ST_UNBOND_QTY,
     VALUE,
 )
-from nexlify.strategies.kernel_arbitrage import (
+from nexlify.market.strategies.kernel_arbitrage import (
     arb_close,
     arbitrage_action,
     arbitrage_at_open,
     arbitrage_mark,
     arbitrage_obs,
 )
-from nexlify.strategies.kernel_lending import (
+from nexlify.market.strategies.kernel_lending import (
     lending_accrue,
     lending_action,
     lending_liquidate,
     lending_mark,
     lending_obs,
 )
-from nexlify.strategies.kernel_liquidity import (
+from nexlify.market.strategies.kernel_liquidity import (
     liquidity_accrue,
     liquidity_action,
     liquidity_liquidate,
     liquidity_mark,
     liquidity_obs,
 )
-from nexlify.strategies.kernel_staking import (
+from nexlify.market.strategies.kernel_staking import (
     staking_accrue,
     staking_action,
     staking_liquidate,

@@ -28,15 +28,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from nexlify.config import MarketConfig
+from nexlify.config.strategies import STAKING_DEFAULTS, StrategiesConfig
 from nexlify.data.market_data import MarketData
 from nexlify.market.obs_layout import strategy_obs_size
-from nexlify.strategies import columns as SC
-from nexlify.strategies.config import STAKING_DEFAULTS, StrategiesConfig
-from nexlify.strategies.kernel_arbitrage import arbitrage_bar_table
-from nexlify.strategies.rates import SECONDS_PER_YEAR, epoch_growth
-from nexlify.strategies.series import strategy_series, venue_spreads
+from nexlify.market.strategies import columns as SC
+from nexlify.market.strategies.kernel_arbitrage import arbitrage_bar_table
+from nexlify.market.strategies.rates import SECONDS_PER_YEAR, epoch_growth
+from nexlify.market.strategies.series import strategy_series, venue_spreads
 
-log = logging.getLogger("nexlify.strategies")
+log = logging.getLogger("nexlify.market.strategies")
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,23 +1,24 @@
 """Strategies beyond spot trading, simulated inside the same env: staking, lending (Aave-style),
 Uniswap V3 liquidity and cross-exchange arbitrage.
 
-- :mod:`nexlify.strategies.config`: typed settings and the documented defaults (ETH, SOL staking);
-- :mod:`nexlify.strategies.rates`: the kinked interest-rate curve and staking epoch growth;
-- :mod:`nexlify.strategies.uniswap_v3`: concentrated-liquidity math (whitepaper formulas);
-- :mod:`nexlify.strategies.series`: per-bar inputs (utilisation, pool volume and depth, venue
+- :mod:`nexlify.config.strategies`: typed settings and the documented defaults (ETH, SOL staking);
+- :mod:`.rates`: the kinked interest-rate curve and staking epoch growth;
+- :mod:`.uniswap_v3`: concentrated-liquidity math (whitepaper formulas);
+- :mod:`.series`: per-bar inputs (utilisation, pool volume and depth, venue
   spreads) from config, CSV files, other venues' candles or a seeded simulation;
-- :mod:`nexlify.strategies.kernel`: the compiled per-env strategy step the env runs before each
+- :mod:`.kernel`: the compiled per-env strategy step the env runs before each
   spot step, dispatching to one module per book (``kernel_staking``, ``kernel_lending``,
   ``kernel_liquidity``, ``kernel_arbitrage``; shared money moves in ``kernel_book``; array
   columns in ``columns``);
-- :mod:`nexlify.strategies.layout`: actions, observations and arrays the env builds from config;
-- :mod:`nexlify.strategies.arbitrage`: offline spread scan over aligned venues (real candles).
+- :mod:`.layout`: actions, observations and arrays the env builds from config;
+- :mod:`.arbitrage`: offline spread scan over aligned venues (real candles).
 """
 
 from __future__ import annotations
 
-STRATEGIES = ("spot", "staking", "lending", "liquidity", "arbitrage")
-"""Every strategy name ``--strategies`` accepts, in the order their actions are laid out."""
+from nexlify.config.strategies import STRATEGIES
+
+__all__ = ["APPROXIMATIONS", "PNL_PREFIX", "STRATEGIES", "strategy_pnl"]
 
 APPROXIMATIONS = (
     "pool price = the pair's candle price; the tick grid is laid on that price (token decimals "

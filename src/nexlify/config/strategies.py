@@ -9,8 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nexlify.config import is_finite_number, require
-from nexlify.strategies import STRATEGIES
-from nexlify.strategies.uniswap_v3 import FEE_TIERS
+
+STRATEGIES = ("spot", "staking", "lending", "liquidity", "arbitrage")
+"""Every strategy name ``--strategies`` accepts, in the order their actions are laid out."""
+
+FEE_TIERS = (0.0001, 0.0005, 0.003, 0.01)
+"""Uniswap V3's fee tiers as fractions."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,14 @@ import numpy as np
 from numba import njit
 
 from nexlify.market.columns import CASH, EQUITY, FEES, N_BLOCKED
-from nexlify.strategies.columns import DUST, FLOW_IN, FLOW_OUT, N_STRATEGIES, SP_TOTAL_CAP, VALUE
+from nexlify.market.strategies.columns import (
+    DUST,
+    FLOW_IN,
+    FLOW_OUT,
+    N_STRATEGIES,
+    SP_TOTAL_CAP,
+    VALUE,
+)
 
 
 @njit(cache=True, inline="always")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from nexlify.errors import ConfigError
 
 if TYPE_CHECKING:
-    from nexlify.strategies.config import StrategiesConfig
+    from nexlify.config.strategies import StrategiesConfig
 
 TIMEFRAMES: dict[str, int] = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
 """Supported candle timeframes and their length in seconds."""
@@ -239,8 +239,8 @@ class MarketConfig:
 
 
 def _default_strategies() -> StrategiesConfig:
-    # Imported here: nexlify.strategies.config uses this module's validation helpers.
-    from nexlify.strategies.config import StrategiesConfig
+    # Imported here: nexlify.config.strategies uses this module's validation helpers.
+    from nexlify.config.strategies import StrategiesConfig
 
     return StrategiesConfig()
 

@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nexlify.config.strategies import ArbitrageConfig, LendingConfig, LiquidityConfig
 from nexlify.data.candles import find_candle_file, read_candles
 from nexlify.data.market_data import CLOSE, MarketData
 from nexlify.errors import ConfigError, DataError
-from nexlify.strategies import columns as SC
-from nexlify.strategies.config import ArbitrageConfig, LendingConfig, LiquidityConfig
-from nexlify.strategies.rates import supply_rate
-from nexlify.strategies.uniswap_v3 import pool_liquidity_from_depth
+from nexlify.market.strategies import columns as SC
+from nexlify.market.strategies.rates import supply_rate
+from nexlify.market.strategies.uniswap_v3 import pool_liquidity_from_depth
 
 _TIME_COLUMNS = ("timestamp", "date", "time", "datetime")
 

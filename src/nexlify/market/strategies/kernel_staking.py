@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from nexlify.market.kernels import NO_REFCOUNT
-from nexlify.strategies.columns import (
+from nexlify.market.strategies.columns import (
     OBS_CLIP,
     S_STAKING,
     SP_ST_APY,
@@ -35,7 +35,7 @@ from nexlify.strategies.columns import (
     ST_UNBOND_QTY,
     VALUE,
 )
-from nexlify.strategies.kernel_book import allocation, blocked, buy_asset, sell_asset
+from nexlify.market.strategies.kernel_book import allocation, blocked, buy_asset, sell_asset
 
 
 @njit(cache=True, **NO_REFCOUNT)

@@ -13,7 +13,7 @@ a position's share of a swap's fee is ``L / (L + L_pool)``.
 Range bounds sit on ticks, as real positions do: ``price(tick) = 1.0001^tick`` with ticks a
 multiple of the fee tier's spacing (0.01% -> 1, 0.05% -> 10, 0.3% -> 60, 1% -> 200); the lower
 bound is floored and the upper one ceiled to that grid (:func:`range_ticks`). These are the
-contract's formulas in floating point; :mod:`nexlify.strategies.tick_math` holds the exact
+contract's formulas in floating point; :mod:`nexlify.market.strategies.tick_math` holds the exact
 Q64.96 integer versions they are tested against. The grid is laid on the quoted price (token
 decimals taken as equal), which can shift it against a real pool's grid by less than a spacing.
 """
@@ -24,10 +24,10 @@ import math
 
 from numba import njit
 
+from nexlify.config.strategies import FEE_TIERS
+
 LOG_TICK_BASE = math.log(1.0001)
 """ln(1.0001): one tick is a 0.01% price step."""
-FEE_TIERS = (0.0001, 0.0005, 0.003, 0.01)
-"""Uniswap V3's fee tiers as fractions."""
 TICK_SPACINGS = (1, 10, 60, 200)
 """Tick spacing of each fee tier in ``FEE_TIERS``."""
 MIN_TICK, MAX_TICK = -887272, 887272

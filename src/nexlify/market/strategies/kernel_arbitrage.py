@@ -28,7 +28,7 @@ from numba import njit
 from nexlify.data.market_data import CLOSE, OPEN
 from nexlify.market.columns import CASH, FEES
 from nexlify.market.kernels import NO_REFCOUNT
-from nexlify.strategies.columns import (
+from nexlify.market.strategies.columns import (
     AB_CLOSE,
     AB_EDGE,
     AB_SPREAD_OBS,
@@ -63,7 +63,7 @@ from nexlify.strategies.columns import (
     SP_AR_WFEE_Q,
     VALUE,
 )
-from nexlify.strategies.kernel_book import allocation, blocked, collect_cash, sell_asset
+from nexlify.market.strategies.kernel_book import allocation, blocked, collect_cash, sell_asset
 
 
 @njit(cache=True, inline="always")

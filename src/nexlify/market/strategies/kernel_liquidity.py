@@ -5,7 +5,7 @@ pool's tick grid as its range (lower tick floored, upper ceiled to the fee tier'
 holds the token mix the range needs (only the difference is swapped, with fee and slippage).
 Every transaction pays gas. Over a bar it earns the pool volume x fee tier x its share of in-range
 liquidity x the share of the bar's high-low range inside its range. The math is in
-:mod:`nexlify.strategies.uniswap_v3`.
+:mod:`nexlify.market.strategies.uniswap_v3`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from numba import njit
 
 from nexlify.market.columns import CASH, FEES
 from nexlify.market.kernels import NO_REFCOUNT
-from nexlify.strategies.columns import (
+from nexlify.market.strategies.columns import (
     FLOW_IN,
     LP_BARS,
     LP_FEES,
@@ -42,8 +42,8 @@ from nexlify.strategies.columns import (
     SP_LP_WIDTH,
     VALUE,
 )
-from nexlify.strategies.kernel_book import allocation, blocked, collect_cash, sell_asset
-from nexlify.strategies.uniswap_v3 import (
+from nexlify.market.strategies.kernel_book import allocation, blocked, collect_cash, sell_asset
+from nexlify.market.strategies.uniswap_v3 import (
     amounts_for_liquidity,
     fee_share,
     in_range_fraction,
