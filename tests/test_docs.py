@@ -159,7 +159,8 @@ def test_every_name_in_the_where_to_find_table_is_defined_there() -> None:
         source = (ROOT / path).read_text(encoding="utf-8")
         for dotted in re.findall(r"`([\w.]+)`", names):
             for part in dotted.split("."):
-                assert re.search(rf"^\s*(?:def|class) {part}\b", source, re.MULTILINE), (
+                defined = rf"^(?:\s*(?:def|class) {part}\b|{part}\b[\w, ]*=)"
+                assert re.search(defined, source, re.MULTILINE), (
                     f"docs/architecture.md: {dotted} is not defined in {path}"
                 )
 
