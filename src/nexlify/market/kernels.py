@@ -442,7 +442,7 @@ def _record_step(n: int, t1: int, equity: float, equity_before: float, books: Sp
 
 
 @njit(cache=True, inline="always")
-def _step_one(
+def spot_step_one(
     n: int, active: np.ndarray, actions: np.ndarray, market: MarketArg, books: SpotArg,
     out: OutputsArg,
 ) -> None:  # fmt: skip
@@ -492,7 +492,7 @@ def _step_envs(
 ) -> None:  # fmt: skip
     for n in prange(actions.shape[0]):
         prefetch_next_bar(n, books[B_CURSOR], market)
-        _step_one(n, active, actions, market, books, out)
+        spot_step_one(n, active, actions, market, books, out)
 
 
 step_envs, step_envs_serial = serial_and_parallel(

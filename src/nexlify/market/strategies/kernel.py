@@ -1,7 +1,7 @@
 """Compiled per-env strategy step: staking, lending, Uniswap V3 liquidity, arbitrage inventory.
 
 ``step_all`` runs each env's strategy step just before its spot step
-(``nexlify.market.kernels._step_one``) in one pass over the envs, only when a strategy beyond
+(``nexlify.market.kernels.spot_step_one``) in one pass over the envs, only when a strategy beyond
 spot is enabled (spot-only runs never enter this module). It leaves the books' value at the
 close in ``acct[STRATEGY_VALUE]``, which the spot step adds to equity. Order for one env,
 after the decision at bar ``t``'s close:
@@ -81,8 +81,8 @@ from nexlify.market.kernels import (
     P_SLIPPAGE,
     T_END,
     T_NOW,
-    _step_one,
     prefetch_next_bar,
+    spot_step_one,
 )
 from nexlify.market.prefetch import prefetch_rows
 from nexlify.market.strategies import columns
@@ -346,14 +346,14 @@ def _step_all(
     for n in prange(actions.shape[0]):
         _prefetch_bar(n, spot[B_CURSOR], market, books)
         _strategy_step_one(n, active, actions, market, spot, books, out[O_OBS])
-        _step_one(n, active, actions, market, spot, out)
+        spot_step_one(n, active, actions, market, spot, out)
 
 
 step_all, step_all_serial = serial_and_parallel(
     _step_all,
     "step_all",
     """Advance every active env one bar: for each env its strategy books (this module), then
-its spot step (``nexlify.market.kernels._step_one``), in one pass so both read the env's bar
+its spot step (``nexlify.market.kernels.spot_step_one``), in one pass so both read the env's bar
 while it is in cache; the table rows of the env ``PREFETCH_DISTANCE`` ahead are prefetched
 (:mod:`nexlify.market.prefetch`).""",
     **NO_REFCOUNT,
