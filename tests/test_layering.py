@@ -84,3 +84,14 @@ def test_the_lower_layers_import_nothing_above_them() -> None:
     }
     for layer, allowed in below.items():
         assert edges[layer] <= allowed, (layer, edges[layer] - allowed)
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    private = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nexlify"):
+                names = [alias.name for alias in node.names]
+                private += [f"{path.name}: {node.module}.{name}" for name in names
+                            if name.startswith("_") and not name.startswith("__")]  # fmt: skip
+    assert private == []
