@@ -181,7 +181,10 @@ def start_study(args: argparse.Namespace, console: Console) -> int:
 
 
 def _table(results: dict[str, Any]) -> Table:
-    table = Table(title=f"Out-of-sample study ({results['n_trials']} configurations tried)")
+    tried = results["n_trials"]
+    table = Table(
+        title=f"Out-of-sample study ({tried} configuration{'' if tried == 1 else 's'} tried)"
+    )
     for column in (
         "year",
         "venue",
