@@ -61,3 +61,18 @@ def test_a_gate_that_cannot_run_says_no_edge(
     assert any(r.levelno == logging.ERROR and "edge test" in r.getMessage()
                for r in caplog.records)  # fmt: skip
     assert caplog.records[-1].getMessage().startswith("NO EDGE SHOWN")
+
+
+def test_the_train_command_ends_with_the_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nexlify.cli import main
+
+    code = main(["train", "--quick-test", "--automated", "--output-dir", str(tmp_path / "run"),
+                 "--initial-episodes", "2", "--retrain-episodes", "1", "--max-iterations", "1",
+                 "--episode-length", "168", "--workers", "1"])  # fmt: skip
+    assert code == 0
+    summary = json.loads((tmp_path / "run" / auto_retrain.SUMMARY_FILE).read_text())
+    last = " ".join(capsys.readouterr().err.split()).rsplit("SYNTHETIC market", 1)[-1]
+    expected = "EDGE OVER CASH" if summary["edge"]["found"] else "NO EDGE OVER CASH"
+    assert expected in last and f"p = {summary['edge']['p']:.3f}" in last

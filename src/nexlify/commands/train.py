@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -19,6 +20,7 @@ from nexlify.commands.options import overrides_from_args
 from nexlify.commands.preflight import run_and_report
 from nexlify.config.strategies import STAKING_DEFAULTS, StrategiesConfig
 from nexlify.errors import ConfigError
+from nexlify.evaluation.edge import describe_edge
 from nexlify.pipeline.auto_retrain import (
     SUMMARY_FILE,
     attach_run_log,
@@ -255,6 +257,10 @@ def start_train(args: argparse.Namespace, console: Console) -> int:
     )
     if summary["data_source"] == "synthetic":
         console.print("[bold yellow]trained on the SYNTHETIC market (no real data given)[/]")
+    edge = summary.get("edge") or {}
+    verdict = describe_edge(edge) if edge else "NO EDGE SHOWN: the edge test did not run"
+    style = "bold green" if edge.get("found") else "bold red"
+    console.print(f"[{style}]{escape(verdict)}[/]", highlight=False)
     return 0
 
 
