@@ -8,6 +8,7 @@ agreeing after every bar. Bad input is refused before any order.
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -73,6 +74,23 @@ def assert_agree(db: Path, book: Book) -> None:
     assert set(on_exchange) <= set(sent)  # the exchange has nothing the database does not know
 
 
+def assert_page_agrees(db: Path, book: Book) -> None:
+    """What ``nexlify paper serve`` shows (its ``/api/status`` payload) says the same as the
+    database and the exchange: the same positions, the same resting orders, no key."""
+    from nexlify.live.serve import read_session, status_payload
+
+    if not db.exists() or not db_rows(db, "SELECT name FROM sqlite_master WHERE name='orders'"):
+        return
+    page = read_session(db, status_payload)
+    shown = [o for p in page["positions"] for o in p["orders"]] + page["orders_without_position"]
+    resting = {o["client_order_id"] for o in shown if o["status"] == "open"}
+    assert resting == {o["client_id"] for o in book.open_orders()}
+    stored = {r["pair"]: r["quantity"] for r in db_rows(db, "SELECT * FROM positions")}
+    assert {p["pair"]: p["quantity"] for p in page["positions"]} == stored
+    text = json.dumps(page, default=str)
+    assert KEY not in text and SECRET not in text
+
+
 class MarketMovingFeed(ReplayFeed):
     """Replay whose bars also move the recorded exchange: during a bar the market trades
     through its low..high (resting stops fire), and market orders after it fill at its close.
@@ -88,6 +106,7 @@ class MarketMovingFeed(ReplayFeed):
     def next_bars(self, after: int | None) -> list[Bar] | None:
         if self.check:
             assert_agree(self.db, self.book)
+            assert_page_agrees(self.db, self.book)
         bars = super().next_bars(after)
         for bar in bars or []:
             hook = self.hooks.get(self.bars.index(bar))
@@ -201,6 +220,39 @@ def test_sandbox_session_places_protects_trails_and_agrees_with_the_exchange(
     ids = [p["newClientOrderId"] for p in posted]
     assert len(ids) == len(set(ids)) and all(i.startswith("nx") for i in ids)
     assert all(len(i) <= 36 for i in ids)
+
+
+def test_the_served_page_shows_what_the_database_and_the_exchange_hold(
+    live_setup: dict[str, Any],
+) -> None:
+    """After a sandbox session, ``paper serve``'s own HTTP endpoint answers what the database
+    holds and the exchange rests (checked before every bar by the feed as well)."""
+    import threading
+    import urllib.request
+
+    from nexlify.live.serve import make_server
+
+    book, db = live_setup["book"], live_setup["db"]
+    assert _run(live_setup) == 0
+    assert book.open_orders()  # the session ended with protected positions resting
+    server = make_server(db, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with urllib.request.urlopen(f"{server.url}api/status", timeout=10) as reply:
+            body = reply.read().decode()
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    page = json.loads(body)
+    shown = [o for p in page["positions"] for o in p["orders"]] + page["orders_without_position"]
+    assert {o["client_order_id"] for o in shown if o["status"] == "open"} == {
+        o["client_id"] for o in book.open_orders()
+    }
+    assert {p["pair"] for p in page["positions"]} == {
+        r["pair"] for r in db_rows(db, "SELECT pair FROM positions")
+    }
+    assert KEY not in body and SECRET not in body
 
 
 def test_stop_request_from_another_process_flattens_and_is_recorded(
