@@ -52,6 +52,35 @@ def _processed(db: Path) -> int:
 
 
 @pytest.mark.slow  # four process starts (torch import) of a few seconds each
+def kill_at_random_moments(
+    command: list[str],
+    env: dict[str, str],
+    db: Path,
+    targets: list[int],
+    rng: np.random.Generator,
+    timeout: float,
+) -> int:
+    """Start ``command`` once per target, SIGKILL it a random moment after the session has
+    processed that many bars, then let one last start finish; returns the kills made."""
+    kills = 0
+    for target in [*targets, None]:
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if target is None:
+            assert proc.wait(timeout=timeout) == 0
+            break
+        deadline = time.monotonic() + timeout
+        while _processed(db) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(float(rng.uniform(0.0, 0.05)))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=30)
+    return kills
+
+
 def test_sigkill_at_random_moments_then_restart_gives_the_uninterrupted_trades(
     tmp_path: Path,
 ) -> None:
@@ -67,22 +96,7 @@ def test_sigkill_at_random_moments_then_restart_gives_the_uninterrupted_trades(
     total = len(next(iter(frames.values())))
     # Kill points: while warming up, while trading, and late; each plus a random delay.
     targets = sorted(rng.integers(50, total - 10, size=3).tolist())
-    kills = 0
-    for target in [*targets, None]:
-        proc = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        if target is None:
-            assert proc.wait(timeout=120) == 0
-            break
-        deadline = time.monotonic() + 120
-        while _processed(db) < target and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(float(rng.uniform(0.0, 0.05)))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait(timeout=30)
+    kills = kill_at_random_moments(command, env, db, targets, rng, timeout=120)
     assert kills >= 2
     # An uninterrupted session equals the backtest (test_paper_agreement), so compare with it.
     trades, equity = _uninterrupted(model, frames)
@@ -220,22 +234,7 @@ def test_live_sigkill_then_restart_never_sends_an_order_twice(tmp_path: Path) ->
     total = len(next(iter(frames.values())))
     # kill points while trading (the warm-up ends 160 bars before the end)
     targets = sorted(rng.integers(total - 150, total - 10, size=3).tolist())
-    kills = 0
-    for target in [*targets, None]:
-        proc = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        if target is None:
-            assert proc.wait(timeout=180) == 0
-            break
-        deadline = time.monotonic() + 180
-        while _processed(db) < target and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(float(rng.uniform(0.0, 0.05)))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait(timeout=30)
+    kills = kill_at_random_moments(command, env, db, targets, rng, timeout=180)
     assert kills >= 2
     trades, equity = _uninterrupted(model, frames)
     assert session_trades(db) == trades
