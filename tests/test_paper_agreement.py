@@ -110,3 +110,17 @@ def test_model_with_other_features_is_refused_before_anything_is_written(
     with pytest.raises(Exception, match="expects features"):
         open_session(settings, HashPolicy(), other, ReplayFeed(frames, "1h"), data)
     assert db_rows(db, "SELECT * FROM session") == []
+
+
+def test_warm_up_progress_by_hand() -> None:
+    from nexlify.data.features import FEATURE_WARMUP
+    from nexlify.live.trader import warmup_progress
+
+    hour = 3600
+    need = FEATURE_WARMUP + 2  # the features' warm-up, then MarketData's two bars
+    assert warmup_progress(None, None, hour, 1) == (0, need)
+    assert warmup_progress((0, 99 * hour), None, hour, 1) == (100, need)
+    assert warmup_progress((0, 99 * hour), None, hour, 5) == (100, FEATURE_WARMUP + 5)
+    # a start 400 bars in: every bar before it, then the decision bar itself
+    assert warmup_progress((0, 0), 400 * hour, hour, 1) == (1, 401)
+    assert warmup_progress((0, 0), 400 * hour + 1, hour, 1) == (1, 402)  # the next bar's open

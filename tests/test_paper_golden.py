@@ -27,7 +27,7 @@ from nexlify.evaluation.backtest import backtest, cut_period, load_model_for_bac
 from nexlify.live.feeds import ReplayFeed
 from nexlify.live.session import SessionSettings, open_session, run_session
 from nexlify.live.status import closing_line, status_snapshot
-from nexlify.live.trader import paper_market_config
+from nexlify.live.trader import paper_market_config, warmup_progress
 from tests.helpers import shared_data_or_skip
 from tests.test_paper_agreement import TRADE_KEYS, db_rows, session_equity, session_trades
 from tests.test_paper_support import write_candles
@@ -167,7 +167,10 @@ def test_status_during_the_warm_up_says_how_far_it_is(
     progress = run_session(trader, feed)
     assert (progress.new_bars, progress.traded) == (100, 0)
     need = FEATURE_WARMUP + 2
-    assert trader.warmup_progress() == (100, need)
+    assert warmup_progress(trader.history.span(), None, 3600, spec.market.env.obs_window) == (
+        100,
+        need,
+    )
     line = closing_line(status_snapshot(store), progress.new_bars, progress.traded)
     store.close()
     assert f"warming up (100 of {need} bars)" in line and "equity" not in line

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
+from nexlify.data.candles import NS_PER_SECOND, format_time_ns
 from nexlify.data.market_data import MarketData
 from nexlify.errors import DataError
 from nexlify.evaluation.backtest import ModelSpec, check_compatible
@@ -58,15 +57,14 @@ def _check_features(spec: ModelSpec, data: MarketData | None, settings: SessionS
             "needs more history); give more candles (--history-bars)"
         )
     check_compatible(spec, data, settings.model_path)
-    if settings.start_time is not None and settings.start_time > int(data.time[-1]):
+    last_bar = int(data.time[-1])
+    if settings.start_time is not None and settings.start_time > last_bar:
+        start = format_time_ns(settings.start_time * NS_PER_SECOND)
+        last = format_time_ns(last_bar * NS_PER_SECOND)
         raise DataError(
-            f"--start {_iso(settings.start_time)}: after the last candle of the "
-            f"{settings.feed} data ({_iso(int(data.time[-1]))}); give a start inside the data"
+            f"--start {start}: after the last candle of the {settings.feed} data ({last}); "
+            "give a start inside the data"
         )
-
-
-def _iso(t: int) -> str:
-    return str(pd.Timestamp(t, unit="s", tz="UTC"))
 
 
 def open_session(

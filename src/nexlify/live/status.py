@@ -13,7 +13,7 @@ from rich.table import Table
 
 from nexlify.config import timeframe_seconds
 from nexlify.live.store import SessionStore
-from nexlify.live.trader import warmup_bars_needed
+from nexlify.live.trader import warmup_progress
 from nexlify.market.env import action_names
 
 
@@ -86,12 +86,11 @@ def _warmup(store: SessionStore, session: dict[str, Any]) -> dict[str, int]:
     )
     window = int(((session.get("market_config") or {}).get("env") or {}).get("obs_window", 1))
     step = timeframe_seconds(session["timeframe"]) if session.get("timeframe") else 1
-    if not pairs or len(spans) < len(pairs):
-        return {"have": 0, "need": warmup_bars_needed(0, None, step, window)}
-    first = max(int(r["first"]) for r in spans)
-    last = min(int(r["last"]) for r in spans)
-    need = warmup_bars_needed(first, session.get("start_time"), step, window)
-    return {"have": max(0, (last - first) // step + 1), "need": need}
+    span = None
+    if pairs and len(spans) >= len(pairs):
+        span = max(int(r["first"]) for r in spans), min(int(r["last"]) for r in spans)
+    have, need = warmup_progress(span, session.get("start_time"), step, window)
+    return {"have": have, "need": need}
 
 
 def warmup_text(warmup: dict[str, int]) -> str:

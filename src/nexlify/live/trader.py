@@ -78,6 +78,17 @@ def warmup_bars_needed(first_time: int, start_time: int | None, step: int, windo
     return max(FEATURE_WARMUP + 2, max(FEATURE_WARMUP, start_index) + window)
 
 
+def warmup_progress(
+    span: tuple[int, int] | None, start_time: int | None, step: int, window: int
+) -> tuple[int, int]:
+    """(candles held, candles needed) of a session still warming up, from the ``span`` (first,
+    last bar time) every pair's candles cover (None before each pair has one)."""
+    if span is None:
+        return 0, warmup_bars_needed(0, None, step, window)
+    first, last = span
+    return max(0, (last - first) // step + 1), warmup_bars_needed(first, start_time, step, window)
+
+
 class CandleHistory:
     """Every closed candle of the session per pair, and the MarketData built from them."""
 
@@ -184,18 +195,6 @@ class PaperTrader:
         """An env over the first ``n_bars`` bars of ``data`` (default all) and a placeholder."""
         placed = with_placeholder_bar(data, n_bars)
         return VecMarketEnv(placed, self.config, autoreset=False, record=True)
-
-    def warmup_progress(self) -> tuple[int, int] | None:
-        """(candles held, candles needed) while the session is still warming up, else None."""
-        if self.env is not None:
-            return None
-        span = self.history.span()
-        if span is None:
-            return 0, FEATURE_WARMUP + 2
-        first, last = span
-        have = (last - first) // self.history.step + 1
-        need = warmup_bars_needed(first, self.start_time, self.history.step, self.window)
-        return have, need
 
     def _first_decision_bar(self, data: MarketData) -> int:
         first = 0
