@@ -87,3 +87,14 @@ def test_pbo_of_a_real_edge_is_zero_and_of_noise_is_about_half() -> None:
         for seed in range(10)
     ]
     assert 0.35 < float(np.mean(pbos)) < 0.65
+
+
+def test_skew_kurtosis_by_hand() -> None:
+    from nexlify.evaluation.stats import skew_kurtosis
+
+    # -1, 0, 0, 1: mean 0, population std sqrt(1/2); z = -sqrt2, 0, 0, sqrt2
+    skew, kurt = skew_kurtosis([-1.0, 0.0, 0.0, 1.0])
+    assert skew == pytest.approx(0.0) and kurt == pytest.approx((4 + 0 + 0 + 4) / 4)
+    assert skew_kurtosis([0.0, 0.0, 3.0])[0] == pytest.approx(1 / math.sqrt(2))
+    assert skew_kurtosis([0.2, 0.2, 0.2]) == (0.0, 3.0)  # flat: a normal's
+    assert skew_kurtosis([0.1, 0.3]) == (0.0, 3.0)  # too few to estimate

@@ -17,6 +17,7 @@ import yaml
 from nexlify.cli import main
 from nexlify.data.synthetic import generate_synthetic_candles
 from nexlify.errors import DataError
+from nexlify.evaluation.edge import window_daily_returns
 from nexlify.pipeline.auto_retrain import SUMMARY_FILE
 from nexlify.pipeline.study import (
     RESULTS_FILE,
@@ -25,7 +26,7 @@ from nexlify.pipeline.study import (
     prepare_markets,
     run_study,
 )
-from nexlify.pipeline.study_stats import daily_returns, deflated_sharpe
+from nexlify.pipeline.study_stats import deflated_sharpe
 from nexlify.train.config import run_config_from_dict
 
 PAIRS = ("BTC/USDT", "ETH/USDT")
@@ -197,7 +198,7 @@ def test_daily_returns_mark_each_utc_day_once() -> None:
     # decision bar 2024-01-01 22:00; the 4 steps close at 23:00, 00:00, 01:00 and 02:00
     first = pd.Timestamp("2024-01-01 22:00", tz="UTC").value // 10**9
     data = SimpleNamespace(time=first + 3600 * np.arange(5, dtype=np.int64))
-    r = daily_returns(result, data)  # type: ignore[arg-type]
+    r = window_daily_returns(data, result)  # type: ignore[arg-type]
     np.testing.assert_allclose(r, [101 / 100 - 1, 99 / 101 - 1])
 
 

@@ -31,6 +31,7 @@ from nexlify.evaluation.stats import (
     default_mean_block,
     deflated_sharpe_ratio,
     expected_max_sharpe,
+    skew_kurtosis,
     stationary_bootstrap_ci,
 )
 from nexlify.io import atomic_write
@@ -105,15 +106,6 @@ def format_excess(excess: dict[str, Any]) -> str:
     return text
 
 
-def _moments(returns: np.ndarray) -> tuple[float, float, float]:
-    """Per-bar Sharpe ratio, skewness and raw kurtosis (0, 0, 3 for a flat curve)."""
-    std = float(returns.std(ddof=1)) if returns.size >= 2 else 0.0
-    if std <= 1e-12:
-        return 0.0, 0.0, 3.0
-    centred = (returns - returns.mean()) / returns.std()
-    return float(returns.mean()) / std, float((centred**3).mean()), float((centred**4).mean())
-
-
 def edge_verdict(
     data: MarketData,
     result: EvaluationResult,
@@ -131,7 +123,9 @@ def edge_verdict(
         raise ValueError("edge_verdict: no trials (the selection scored no candidate)")
     scale = math.sqrt(bars_per_year(data.timeframe))
     returns = simple_returns(result.equity_curves[0])
-    sharpe, skew, kurtosis = _moments(returns)
+    std = float(returns.std(ddof=1)) if returns.size >= 2 else 0.0
+    sharpe = float(returns.mean()) / std if std > 1e-12 else 0.0  # per bar; a flat curve: 0
+    skew, kurtosis = skew_kurtosis(returns)
     per_bar = np.asarray(trial_sharpes, dtype=np.float64) / scale
     variance = float(per_bar.var(ddof=1)) if per_bar.size >= 2 else 0.0
     dsr = deflated_sharpe_ratio(sharpe, len(per_bar), variance, returns.size, skew, kurtosis)

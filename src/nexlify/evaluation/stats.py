@@ -136,6 +136,17 @@ def daily_returns(
     return np.asarray(closes[1:] / closes[:-1] - 1.0)
 
 
+def skew_kurtosis(returns: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """(skewness, raw kurtosis) of a return series: (0, 3), a normal's, when it has fewer than
+    three values or no spread (a flat curve), where neither can be estimated."""
+    r = np.asarray(returns, dtype=np.float64)
+    std = float(r.std()) if r.size >= 3 else 0.0
+    if std <= 1e-12:
+        return 0.0, 3.0
+    z = (r - r.mean()) / std
+    return float(np.mean(z**3)), float(np.mean(z**4))
+
+
 def sharpe_ratio(returns: Sequence[float] | np.ndarray) -> float:
     """Per-observation Sharpe ratio mean / std (ddof=1); 0 when the std is 0."""
     r = np.asarray(returns, dtype=np.float64)

@@ -29,13 +29,13 @@ from nexlify.data.market_data import MarketData, build_market_data
 from nexlify.data.quality import load_checked_pairs, quality_notes
 from nexlify.errors import ConfigError, DataError
 from nexlify.evaluation.backtest import backtest, check_compatible, load_model_for_backtest
+from nexlify.evaluation.edge import window_daily_returns
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.pipeline.auto_retrain import EXECUTION_ONLY, ProgressSink, run_pipeline
 from nexlify.pipeline.data_choice import quality_policy
 from nexlify.pipeline.runs import market_fingerprint
 from nexlify.pipeline.study_report import study_markdown
 from nexlify.pipeline.study_stats import (
-    daily_returns,
     deflate_all,
     policy_row,
     pooled_excess,
@@ -219,11 +219,13 @@ def _test_year(model_path: str, markets: YearMarkets, seed: int) -> dict[str, di
         check_compatible(spec, data, model_path)
         result = backtest(agent, spec, data, seed=seed)
         cash = result.baselines.get("cash")
-        cash_daily = daily_returns(cash, data) if cash is not None else None
+        cash_daily = window_daily_returns(data, cash) if cash is not None else None
         rows = {"model": policy_row(result.model, data, cash_daily, seed)}
         for name, baseline in result.baselines.items():
             rows[name] = policy_row(baseline, data, cash_daily, seed)
-        excess = daily_returns(result.model, data) - (cash_daily if cash_daily is not None else 0)
+        excess = window_daily_returns(data, result.model) - (
+            cash_daily if cash_daily is not None else 0
+        )
         end = data.span()[1]
         out[venue] = {
             "test": {"start": f"{markets.year}-01-01T00:00:00+00:00", "end": end.isoformat(),

@@ -13,36 +13,17 @@ import numpy as np
 
 from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError
-from nexlify.evaluation.stats import (
-    daily_returns as stats_daily_returns,
-)
+from nexlify.evaluation.edge import window_daily_returns
 from nexlify.evaluation.stats import (
     deflated_sharpe_ratio,
     sharpe_ratio,
+    skew_kurtosis,
     stationary_bootstrap_ci,
 )
 from nexlify.io import atomic_write_json
 from nexlify.market.evaluate import EvaluationResult
 
 # ---- per-policy statistics -------------------------------------------------------------------
-
-
-def daily_returns(result: EvaluationResult, data: MarketData) -> np.ndarray:
-    """Simple returns of the equity at each UTC day's last bar (the first day from the start)."""
-    equity = result.equity_curves[0]
-    start = result.starts[0]
-    # equity[k] is marked at the close of bar start + k: it belongs to that bar's day
-    days = data.time[start : start + equity.size] // 86400
-    return stats_daily_returns(equity, days)
-
-
-def _moments(r: np.ndarray) -> tuple[float, float]:
-    """(skewness, raw kurtosis) of r; (0, 3) when r has no spread (a flat line)."""
-    std = r.std()
-    if r.size < 3 or std == 0:
-        return 0.0, 3.0
-    z = (r - r.mean()) / std
-    return float(np.mean(z**3)), float(np.mean(z**4))
 
 
 def policy_row(
@@ -52,10 +33,10 @@ def policy_row(
     stationary-bootstrap interval (daily returns are serially dependent; blocks of mean
     length n^(1/3) days keep that)."""
     metrics = result.metrics[0].to_dict()
-    daily = daily_returns(result, data)
+    daily = window_daily_returns(data, result)
     excess = daily - cash_daily if cash_daily is not None else daily
     low, high = stationary_bootstrap_ci(excess, seed=seed)
-    skew, kurt = _moments(excess)
+    skew, kurt = skew_kurtosis(excess)
     return {
         **{k: metrics[k] for k in ("total_return_pct", "sharpe", "max_drawdown_pct",
                                    "n_trades", "fees_paid")},
