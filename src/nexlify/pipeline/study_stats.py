@@ -13,12 +13,11 @@ import numpy as np
 
 from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError
-from nexlify.evaluation.edge import window_daily_returns
+from nexlify.evaluation.edge import excess_of_returns, window_daily_returns
 from nexlify.evaluation.stats import (
     deflated_sharpe_ratio,
     sharpe_ratio,
     skew_kurtosis,
-    stationary_bootstrap_ci,
 )
 from nexlify.io import atomic_write_json
 from nexlify.market.evaluate import EvaluationResult
@@ -35,13 +34,11 @@ def policy_row(
     metrics = result.metrics[0].to_dict()
     daily = window_daily_returns(data, result)
     excess = daily - cash_daily if cash_daily is not None else daily
-    low, high = stationary_bootstrap_ci(excess, seed=seed)
     skew, kurt = skew_kurtosis(excess)
     return {
         **{k: metrics[k] for k in ("total_return_pct", "sharpe", "max_drawdown_pct",
                                    "n_trades", "fees_paid")},
-        "excess_daily_pct": float(excess.mean() * 100),
-        "excess_daily_ci95_pct": [low * 100, high * 100],
+        **_excess_fields(excess, seed),
         "daily_sharpe": sharpe_ratio(excess),
         "days": int(excess.size),
         "skew": skew,
@@ -116,10 +113,14 @@ def pooled_excess(results: Mapping[str, Any], venue: str) -> dict[str, Any] | No
     if not daily:
         return None
     pooled = np.concatenate(daily)
-    low, high = stationary_bootstrap_ci(pooled, seed=0)
+    return {"years": len(daily), "days": int(pooled.size), **_excess_fields(pooled, 0)}
+
+
+def _excess_fields(excess: np.ndarray, seed: int) -> dict[str, Any]:
+    """The study's names for :func:`~nexlify.evaluation.edge.excess_of_returns`' mean daily
+    excess over cash and its 95% stationary-bootstrap interval, in percent."""
+    found = excess_of_returns(excess, seed=seed)
     return {
-        "years": len(daily),
-        "days": int(pooled.size),
-        "excess_daily_pct": float(pooled.mean() * 100),
-        "excess_daily_ci95_pct": [low * 100, high * 100],
+        "excess_daily_pct": found["mean_pct"],
+        "excess_daily_ci95_pct": [found["low_pct"], found["high_pct"]],
     }
