@@ -8,6 +8,7 @@ dataclass defaults through ``{default}`` (:func:`option_help`), never a copy of 
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 from nexlify.config import TIMEFRAMES
@@ -287,10 +288,16 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     _add(parser, BACKEND_OPTIONS)
 
 
+@functools.cache
+def _default_config() -> RunConfig:
+    """Built once per process: the help text of every option reads its default here."""
+    return RunConfig()
+
+
 def config_default(section: str, name: str) -> Any:
     """The default of the config field an option sets (``risk``/``execution``/``env`` live in
     ``market``; ``__`` nests, e.g. ``strategies__staking__apy``)."""
-    config = RunConfig()
+    config = _default_config()
     owner: Any = (
         getattr(config.market, section) if section in _MARKET_PARTS else getattr(config, section)
     )

@@ -16,7 +16,7 @@ import yaml
 
 from nexlify.agent.config import AgentConfig
 from nexlify.config import TIMEFRAMES, MarketConfig, from_dict, is_int, require, to_dict
-from nexlify.data.augment import AugmentConfig
+from nexlify.config.augment import AugmentConfig
 from nexlify.errors import ConfigError
 
 SOURCES = ("auto", "files", "store", "synthetic")
