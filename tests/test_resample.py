@@ -87,3 +87,15 @@ def test_paper_replays_4h_bars_from_a_folder_of_1h_files(tmp_path: Path) -> None
     frames = _replay_frames([str(tmp_path)], ("BTC/USDT",), "4h")
     assert len(frames["BTC/USDT"]) == 12
     assert frames["BTC/USDT"]["volume"].tolist() == [4.0] * 12
+
+
+def test_several_files_of_the_asked_timeframe_stay_an_error(tmp_path: Path) -> None:
+    """Resampling stands in for a missing file, never for an ambiguous choice of exchange."""
+    frame = hourly("2024-01-01 00:00", [(1.0, 2.0, 0.5, 1.5, 1.0)] * 48)
+    write_candles(tmp_path / "binance", {"BTC/USDT": frame})  # 1h in one folder
+    four_hours, _ = resample_candles(frame, "1h", "4h")
+    for venue in ("binance", "kucoin"):  # 4h in two
+        (tmp_path / venue).mkdir(exist_ok=True)
+        four_hours.reset_index().to_csv(tmp_path / venue / "BTC_USDT-4h.csv", index=False)
+    with pytest.raises(DataError, match="several exchange folders"):
+        find_candle_source(tmp_path, "BTC/USDT", "4h")

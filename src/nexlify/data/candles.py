@@ -312,22 +312,28 @@ def _first_existing(folder: Path, names: Sequence[str]) -> Path | None:
     return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
+def candle_files(data_dir: str | Path, pair: str, timeframe: str) -> list[Path]:
+    """The pair's ``timeframe`` candle file in ``data_dir`` itself (one), else one per exchange
+    subfolder that has it (none, one or several)."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"data directory {root} does not exist or is not a directory")
+    names = [pair_to_stem(pair, timeframe) + s for s in CANDLE_SUFFIXES]
+    direct = _first_existing(root, names)
+    if direct is not None:
+        return [direct]
+    subfolders = (d for d in sorted(root.iterdir()) if d.is_dir())
+    return [f for d in subfolders if (f := _first_existing(d, names)) is not None]
+
+
 def find_candle_file(data_dir: str | Path, pair: str, timeframe: str) -> Path:
     """Path of a pair's candle file in ``data_dir`` or in exactly one exchange subfolder of it.
 
     Looks for ``<BASE>_<QUOTE>-<timeframe>`` with the suffixes of ``CANDLE_SUFFIXES`` (first found
     wins within a folder).
     """
-    stem = pair_to_stem(pair, timeframe)
     root = Path(data_dir)
-    if not root.is_dir():
-        raise DataError(f"data directory {root} does not exist or is not a directory")
-    names = [stem + s for s in CANDLE_SUFFIXES]
-    direct = _first_existing(root, names)
-    if direct is not None:
-        return direct
-    entries = sorted(root.iterdir())
-    found = [f for d in entries if d.is_dir() and (f := _first_existing(d, names)) is not None]
+    found = candle_files(root, pair, timeframe)
     if len(found) == 1:
         return found[0]
     if found:
@@ -336,6 +342,8 @@ def find_candle_file(data_dir: str | Path, pair: str, timeframe: str) -> Path:
             f"{', '.join(str(f.relative_to(root)) for f in found)}; pick one exchange by passing "
             f"its folder as the data directory (e.g. {found[0].parent})"
         )
+    names = [pair_to_stem(pair, timeframe) + s for s in CANDLE_SUFFIXES]
+    entries = sorted(root.iterdir())
     listing = [e.name + ("/" if e.is_dir() else "") for e in entries[:10]]
     more = f" and {len(entries) - 10} more" if len(entries) > 10 else ""
     raise DataError(

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from nexlify.config import TIMEFRAMES, timeframe_seconds
-from nexlify.data.candles import find_candle_file
+from nexlify.data.candles import candle_files, find_candle_file
 from nexlify.errors import DataError
 
 _SUMMED = ("volume", "quote_volume")
@@ -30,16 +30,17 @@ def finer_timeframes(timeframe: str) -> list[str]:
 
 def find_candle_source(data_dir: str | Path, pair: str, timeframe: str) -> tuple[Path, str]:
     """(file, its timeframe): the pair's ``timeframe`` file, else the coarsest finer file to
-    resample from; the DataError for the missing ``timeframe`` file when there is neither."""
-    try:
-        return find_candle_file(data_dir, pair, timeframe), timeframe
-    except DataError as missing:
-        for finer in finer_timeframes(timeframe):
-            try:
-                return find_candle_file(data_dir, pair, finer), finer
-            except DataError:
-                continue
-        raise missing from None
+    resample from (only when no ``timeframe`` file exists: several of them stay an error); the
+    DataError for the missing ``timeframe`` file when there is neither."""
+    source_tf = next(
+        (
+            tf
+            for tf in (timeframe, *finer_timeframes(timeframe))
+            if candle_files(data_dir, pair, tf)
+        ),
+        timeframe,
+    )
+    return find_candle_file(data_dir, pair, source_tf), source_tf
 
 
 def resample_candles(
