@@ -17,12 +17,12 @@ from nexlify.data.market_data import build_market_data
 from nexlify.data.sources import synthetic_market
 from nexlify.data.synthetic import synthetic_trend_candles
 from nexlify.market.baselines import random_policy
-from nexlify.market.evaluate import evaluate_policy
+from nexlify.market.evaluate import evaluate_policy, greedy_policy
 from nexlify.pipeline import auto_retrain
 from nexlify.pipeline.auto_retrain import retrain_decision, run_pipeline
 from nexlify.pipeline.data_choice import split_market
 from nexlify.train.config import PipelineConfig, run_config_from_dict
-from nexlify.train.trainer import Trainer, envs_for, greedy_policy, validate
+from nexlify.train.trainer import Trainer, envs_for, validate
 
 TINY: dict[str, dict[str, Any]] = {
     "data": {"pairs": ["BTC/USDT"], "validation_days": 10, "synthetic_days": 60},

@@ -16,9 +16,9 @@ from nexlify.data.synthetic import generate_synthetic_candles
 from nexlify.evaluation.backtest import load_model_for_backtest
 from nexlify.evaluation.lookahead import AuditReport, audit_lookahead
 from nexlify.evaluation.lookahead_inputs import ExternalInputs
+from nexlify.market.evaluate import GreedyActor
 from nexlify.pipeline.data_choice import external_folder
 from nexlify.train.config import DataConfig
-from nexlify.train.trainer import GreedyActor
 
 LEAK_EXIT_CODE = 6
 

@@ -22,8 +22,7 @@ from nexlify.data.market_data import MarketData
 from nexlify.errors import CheckpointError, DataError
 from nexlify.evaluation.edge import excess_daily_return
 from nexlify.market.baselines import run_baselines
-from nexlify.market.evaluate import EvaluationResult, evaluate_policy
-from nexlify.train.trainer import GreedyActor
+from nexlify.market.evaluate import EvaluationResult, GreedyActor, evaluate_policy
 
 METRIC_COLUMNS = (
     ("total_return_pct", "return %", "+.2f"),

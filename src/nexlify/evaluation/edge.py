@@ -250,7 +250,7 @@ def run_edge_gate(
     """The gate on a pipeline's final model: one continuous greedy run over its validation
     data, judged against every candidate in ``summary`` (see :func:`edge_verdict`)."""
     from nexlify.agent.ensemble import load_policy
-    from nexlify.train.trainer import greedy_policy
+    from nexlify.market.evaluate import greedy_policy
 
     agent, _ = load_policy(model_path)
     config = replace(market, env=replace(market.env, episode_length=0))

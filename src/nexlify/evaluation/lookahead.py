@@ -31,7 +31,7 @@ from nexlify.evaluation.lookahead_inputs import (
     truncated_strategies,
 )
 from nexlify.market.env import VecMarketEnv
-from nexlify.train.trainer import GreedyActor
+from nexlify.market.evaluate import GreedyActor
 
 FeatureFn = Callable[[np.ndarray], tuple[np.ndarray, tuple[str, ...]]]
 """Computes features [T, P, F] (NaN during warm-up) and their names from ohlcv [T, P, 5]."""

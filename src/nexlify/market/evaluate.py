@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -26,6 +26,17 @@ from nexlify.market.metrics import (
 Policy = Callable[[np.ndarray, VecMarketEnv], np.ndarray]
 """A policy maps a batch of observations [N, D] (and the env, for rule-based baselines) to
 actions [N]."""
+
+
+class GreedyActor(Protocol):
+    """Anything with a greedy policy: a DQNAgent or an EnsembleAgent."""
+
+    def greedy(self, obs_ND: np.ndarray) -> np.ndarray: ...
+
+
+def greedy_policy(agent: GreedyActor) -> Policy:
+    """The agent's greedy policy in the form ``evaluate_policy`` takes."""
+    return lambda obs, env: agent.greedy(obs)
 
 
 @dataclass

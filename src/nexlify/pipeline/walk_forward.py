@@ -26,12 +26,11 @@ from nexlify.evaluation.edge import excess_of_returns, window_daily_returns
 from nexlify.evaluation.stats import iqm
 from nexlify.io import atomic_write_json
 from nexlify.market.baselines import run_baselines
-from nexlify.market.evaluate import evaluate_policy
+from nexlify.market.evaluate import evaluate_policy, greedy_policy
 from nexlify.pipeline.auto_retrain import LOG_FILE, ProgressSink, run_initial_phase
 from nexlify.pipeline.placement import units_at_once
 from nexlify.pipeline.runs import UnitTask
 from nexlify.train.config import RunConfig
-from nexlify.train.trainer import greedy_policy
 
 SUMMARY_FILE = "walk_forward_summary.json"
 HEADLINE = ("total_return_pct", "sharpe", "max_drawdown_pct", "win_rate", "n_trades")

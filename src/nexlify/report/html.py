@@ -30,7 +30,7 @@ from nexlify.evaluation.stats import (
 )
 from nexlify.io import atomic_write_text
 from nexlify.market.baselines import run_baselines
-from nexlify.market.evaluate import EvaluationResult, evaluate_policy
+from nexlify.market.evaluate import EvaluationResult, evaluate_policy, greedy_policy
 from nexlify.report.figures import (
     drawdown_figure,
     equity_figure,
@@ -38,7 +38,6 @@ from nexlify.report.figures import (
     progress_figure,
     trades_figure,
 )
-from nexlify.train.trainer import greedy_policy
 
 REPORT_HTML = "report.html"
 GAP_FLAG = -0.5

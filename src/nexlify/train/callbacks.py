@@ -20,7 +20,7 @@ import numpy as np
 
 from nexlify.config import MarketConfig
 from nexlify.data.market_data import MarketData
-from nexlify.market.evaluate import EvaluationResult, evaluate_policy
+from nexlify.market.evaluate import EvaluationResult, GreedyActor, evaluate_policy, greedy_policy
 
 if TYPE_CHECKING:
     from nexlify.system.core_share import CoreShare
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from nexlify.train.resume import ResumePoint
     from nexlify.train.run_state import TrainingRun
     from nexlify.train.tensorboard import TensorBoardLogger
-    from nexlify.train.trainer import GreedyActor
 
 ValidationCallback = Callable[[int, float], None]
 """Called with (episodes done, validation score) after every validation."""
@@ -59,7 +58,7 @@ class EarlyStopping:
 
 def validate(agent: GreedyActor, data: MarketData, config: MarketConfig) -> EvaluationResult:
     """Greedy policy over the validation windows."""
-    return evaluate_policy(lambda obs, env: agent.greedy(obs), data, config)
+    return evaluate_policy(greedy_policy(agent), data, config)
 
 
 class Callback:

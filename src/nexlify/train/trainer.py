@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -88,17 +87,6 @@ def envs_for(episodes: int, num_envs: int) -> int:
     """
     best = max(d for d in range(1, min(num_envs, episodes) + 1) if episodes % d == 0)
     return best if 2 * best >= min(num_envs, episodes) else num_envs
-
-
-class GreedyActor(Protocol):
-    """Anything with a greedy policy: a DQNAgent or an EnsembleAgent."""
-
-    def greedy(self, obs_ND: np.ndarray) -> np.ndarray: ...
-
-
-def greedy_policy(agent: GreedyActor) -> Callable[[np.ndarray, VecMarketEnv], np.ndarray]:
-    """The agent's greedy policy in the form ``evaluate_policy`` takes."""
-    return lambda obs, env: agent.greedy(obs)
 
 
 class Trainer:
