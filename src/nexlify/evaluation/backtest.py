@@ -22,7 +22,7 @@ from nexlify.data.market_data import MarketData
 from nexlify.errors import CheckpointError, DataError
 from nexlify.evaluation.edge import excess_daily_return
 from nexlify.market.baselines import run_baselines
-from nexlify.market.evaluate import EvaluationResult, GreedyActor, evaluate_policy
+from nexlify.market.evaluate import EvaluationResult, GreedyActor, greedy_run
 
 METRIC_COLUMNS = (
     ("total_return_pct", "return %", "+.2f"),
@@ -142,7 +142,7 @@ def backtest(
     """Greedy run of ``agent`` over all of ``data``, and the baselines over the same bars
     (``history``: the market ``data`` was cut from, whose earlier bars the trend may use)."""
     config = replace(spec.market, env=replace(spec.market.env, episode_length=0))
-    model = evaluate_policy(lambda obs, env: agent.greedy(obs), data, config, episode_length=0)
+    model = greedy_run(agent, data, config)
     baselines = run_baselines(data, config, episode_length=0, seed=seed, history=history)
     return BacktestResult(model=model, baselines=baselines, data=data)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from nexlify.evaluation.stats import (
     stationary_bootstrap_ci,
 )
 from nexlify.io import atomic_write
-from nexlify.market.evaluate import EvaluationResult, evaluate_policy
+from nexlify.market.evaluate import EvaluationResult, greedy_run
 from nexlify.market.metrics import annualised_sharpe, simple_returns
 
 EDGE_ALPHA = 0.05
@@ -250,9 +249,7 @@ def run_edge_gate(
     """The gate on a pipeline's final model: one continuous greedy run over its validation
     data, judged against every candidate in ``summary`` (see :func:`edge_verdict`)."""
     from nexlify.agent.ensemble import load_policy
-    from nexlify.market.evaluate import greedy_policy
 
     agent, _ = load_policy(model_path)
-    config = replace(market, env=replace(market.env, episode_length=0))
-    result = evaluate_policy(greedy_policy(agent), val, config, episode_length=0)
+    result = greedy_run(agent, val, market)
     return edge_verdict(val, result, candidate_sharpes(summary), seed=seed)

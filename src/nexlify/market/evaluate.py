@@ -61,6 +61,11 @@ class EvaluationResult:
         return validation_score(self.metrics)
 
 
+def greedy_run(agent: GreedyActor, data: MarketData, config: MarketConfig) -> EvaluationResult:
+    """``agent``'s greedy policy over all of ``data`` as one continuous window (a backtest)."""
+    return evaluate_policy(greedy_policy(agent), data, config, episode_length=0)
+
+
 def window_starts(data: MarketData, config: MarketConfig, episode_length: int) -> list[int]:
     """First decision bars of consecutive non-overlapping windows covering ``data``."""
     first = config.env.obs_window - 1

@@ -26,7 +26,7 @@ from nexlify.evaluation.edge import excess_of_returns, window_daily_returns
 from nexlify.evaluation.stats import iqm
 from nexlify.io import atomic_write_json
 from nexlify.market.baselines import run_baselines
-from nexlify.market.evaluate import evaluate_policy, greedy_policy
+from nexlify.market.evaluate import greedy_run
 from nexlify.pipeline.auto_retrain import LOG_FILE, ProgressSink, run_initial_phase
 from nexlify.pipeline.placement import units_at_once
 from nexlify.pipeline.runs import UnitTask
@@ -132,7 +132,7 @@ def run_walk_forward(
     for fold, outcome in zip(folds, outcomes, strict=True):
         test = market.slice(fold.test_start, fold.test_stop)
         agent, _ = load_policy(outcome["model_path"])
-        model = evaluate_policy(greedy_policy(agent), test, test_cfg, episode_length=0)
+        model = greedy_run(agent, test, test_cfg)
         baselines = run_baselines(test, test_cfg, episode_length=0, seed=fold.index,
                                   history=market.slice(0, fold.test_stop))  # fmt: skip
         for name, run in {"model": model, **baselines}.items():

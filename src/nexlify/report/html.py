@@ -30,7 +30,7 @@ from nexlify.evaluation.stats import (
 )
 from nexlify.io import atomic_write_text
 from nexlify.market.baselines import run_baselines
-from nexlify.market.evaluate import EvaluationResult, evaluate_policy, greedy_policy
+from nexlify.market.evaluate import EvaluationResult, evaluate_policy, greedy_policy, greedy_run
 from nexlify.report.figures import (
     drawdown_figure,
     equity_figure,
@@ -210,7 +210,7 @@ def build_run_report(out_dir: Path, summary: dict[str, Any], market: MarketData)
     final_path = summary["final_model_path"]
     agent, _ = load_policy(final_path)
     market_cfg = replace(config.market, env=replace(config.market.env, episode_length=0))
-    model = evaluate_policy(greedy_policy(agent), val, market_cfg, episode_length=0)
+    model = greedy_run(agent, val, market_cfg)
     runs = {"model": model, **run_baselines(val, market_cfg, episode_length=0, history=market)}
     paths = [r["model_path"] for r in summary["initial_runs"]]
     paths += [i["model_path"] for i in summary["retraining_iterations"]]
