@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +17,7 @@ from nexlify.agent.networks import QNetwork, build_q_network, network_from_confi
 from nexlify.agent.replay import ReplayBatch, ReplayBuffer
 from nexlify.errors import CheckpointError, ConfigError
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """The nets here are tiny: a second thread only adds waiting, badly so on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # The plain DQN (Rainbow parts off): the hand-computed numbers below are its arithmetic.

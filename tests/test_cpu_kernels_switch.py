@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -28,12 +27,7 @@ KERNEL_NAMES = [
 """Every compiled kernel of the fast path (numba dispatchers carry ``py_func``)."""
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _off(config: AgentConfig) -> AgentConfig:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +22,7 @@ from nexlify.agent.replay import ReplayBatch, ReplayBuffer
 from nexlify.agent.sum_tree import PrioritizedSampler, SumTree
 from nexlify.errors import CheckpointError, ConfigError
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def t(values: object) -> torch.Tensor:
