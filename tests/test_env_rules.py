@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -274,3 +275,27 @@ def test_rewards_sum_to_the_log_return_of_the_episode() -> None:
         if term[0] or trunc[0]:
             break
     assert total == pytest.approx(math.log(env.account(0)["equity"] / 10_000.0), abs=1e-5)
+
+
+def test_turnover_penalty_costs_the_reward_only() -> None:
+    bars = [FLAT, (100.0, 102.0, 99.5, 101.0), (101.0, 101.5, 100.5, 101.0), FLAT, FLAT]
+    plain = make_env(bars)
+    base = VecMarketEnv(
+        bars_market(bars),
+        replace(market_config(), env=replace(market_config().env, turnover_penalty=2.0)),
+        record=True,
+        autoreset=False,
+    )
+    base.reset()
+    actions = [BUY, HOLD, SELL]
+    r0, r2 = run(plain, actions), run(base, actions)
+    # the buy at 100 pays a fee of 0.5 on 500: the reward is charged 2 x 0.5 more on 10,000
+    assert r2[0] == pytest.approx(r0[0] - 2.0 * 0.5 / 10_000.0, abs=1e-9)
+    assert r2[1] == r0[1]  # no fill, no cost
+    sell_fee = plain.episode_metrics(0).fees_paid - 0.5
+    equity_before_sell = 10_000.0 * math.exp(r0[0] + r0[1])
+    assert r2[2] == pytest.approx(r0[2] - 2.0 * sell_fee / equity_before_sell, abs=1e-9)
+    # what is reported is untouched
+    assert base.account(0) == plain.account(0)
+    assert base.trades(0) == plain.trades(0)
+    assert base.episode_metrics(0) == plain.episode_metrics(0)

@@ -62,6 +62,9 @@ DATA_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
       "{default})"}),
     (("--episode-length",), "env", "episode_length",
      {"type": int, "metavar": "BARS", "help": "bars per episode (default {default})"}),
+    (("--turnover-penalty",), "env", "turnover_penalty",
+     {"type": float, "metavar": "X", "help": "extra cost of each fill in the reward only, as a "
+      "multiple of its fee (default {default}; reported figures are unaffected)"}),
 ]  # fmt: skip
 
 _S = "strategies__"  # strategy flags land in market.strategies (nested, see overrides_from_args)

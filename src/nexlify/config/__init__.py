@@ -197,6 +197,9 @@ class EnvConfig:
     """Liquidate open positions at an episode's last close (with fees) so results are realised."""
     max_trade_log: int = 4096
     """Closed trades kept per env and episode when trades are recorded (evaluation only)."""
+    turnover_penalty: float = 0.0
+    """Extra cost of every spot fill in the reward only, as a multiple of the fee it paid (1.0:
+    the agent learns as if fees were doubled); equity and every reported figure are unaffected."""
 
     def __post_init__(self) -> None:
         s = "env"
@@ -222,6 +225,13 @@ class EnvConfig:
             "a fraction in [0, 1)",
         )
         require(self.max_trade_log >= 1, s, "max_trade_log", self.max_trade_log, "an integer >= 1")
+        require(
+            is_finite_number(self.turnover_penalty) and 0 <= self.turnover_penalty <= 100,
+            s,
+            "turnover_penalty",
+            self.turnover_penalty,
+            "a multiple of the fee in [0, 100]",
+        )
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ def _pack_params(config: MarketConfig, record: bool) -> np.ndarray:
     params[K.P_RUIN] = e.ruin_equity
     params[K.P_CLOSE_AT_END] = float(e.close_at_end)
     params[K.P_RECORD] = float(record)
+    params[K.P_TURNOVER_PENALTY] = e.turnover_penalty
     return params
 
 

@@ -109,8 +109,8 @@ REASON_NAMES = ("signal", "stop", "take", "trail", "limit", "end")
 P_STOP_LOSS, P_TAKE_PROFIT, P_TRAILING, P_MAX_POSITION, P_MAX_CONCURRENT = 0, 1, 2, 3, 4
 P_DAILY_LIMIT, P_CLOSE_ON_LIMIT, P_USE_KELLY, P_KELLY_FRACTION, P_KELLY_MIN_TRADES = 5, 6, 7, 8, 9
 P_KELLY_MIN_FRACTION, P_FEE, P_SLIPPAGE, P_INITIAL, P_RUIN, P_CLOSE_AT_END = 10, 11, 12, 13, 14, 15
-P_RECORD, P_SPOT_ACTIONS = 16, 17
-N_PARAMS = 18
+P_RECORD, P_SPOT_ACTIONS, P_TURNOVER_PENALTY = 16, 17, 18
+N_PARAMS = 19
 
 # --- observation layout -----------------------------------------------------------------------
 OBS_CLIP = 5.0
@@ -456,6 +456,7 @@ def spot_step_one(
     t = cursor[n, T_NOW]
     t1 = t + 1
     equity_before = acct[n, EQUITY]
+    fees_before = acct[n, FEES]
     _start_day(n, t, t1, market, books)
     _fill_orders(n, actions[n], t1, prices, books)
     _check_stops(n, t1, prices, books)
@@ -463,7 +464,11 @@ def spot_step_one(
     ruined = equity < books[B_PARAMS][P_RUIN] * acct[n, START_EQ]
     at_end = t1 >= cursor[n, T_END]
     equity = _settle_close(n, t1, equity, ruined, at_end, prices, books)
-    out[O_REWARDS][n] = _record_step(n, t1, equity, equity_before, books)
+    reward = _record_step(n, t1, equity, equity_before, books)
+    penalty = books[B_PARAMS][P_TURNOVER_PENALTY]
+    if penalty != 0.0:  # a cost in the reward only: equity and every statistic are unaffected
+        reward -= penalty * (acct[n, FEES] - fees_before) / equity_before
+    out[O_REWARDS][n] = reward
     out[O_TERMINATED][n] = ruined
     out[O_TRUNCATED][n] = at_end and not ruined
     cursor[n, T_NOW] = t1
