@@ -285,3 +285,33 @@ def test_the_bar_needs_a_gain_and_a_sharpe_above_zero_and_every_baseline() -> No
     assert not _beats_everything(cell((1.0, 0.8), cash=0.0, trend=0.9))  # a baseline did better
     assert not _beats_everything(cell((-0.1, 0.8), cash=0.0))  # lost money
     assert not _beats_everything(cell((1.0, -0.1), random=-0.5))  # Sharpe not above 0
+
+
+def test_rolling_retrain_is_a_row_and_a_configuration_of_its_own(
+    study_run: dict[str, Any], tmp_path: Path
+) -> None:
+    from nexlify.pipeline.rolling import RollingSpec
+
+    out = tmp_path / "results" / "rolling"
+    frozen_out = tmp_path / "results" / "frozen"
+    spec = StudySpec(data_dir=study_run["spec"].data_dir, years=(2021,), venue="a",
+                     rolling=RollingSpec(every_days=90, window_days=30, score_days=5,
+                                         episodes=1))  # fmt: skip
+    frozen_spec = StudySpec(data_dir=spec.data_dir, years=(2021,), venue="a")
+    frozen = run_study(study_run["config"], frozen_spec, frozen_out, LOG)
+    results = run_study(study_run["config"], spec, out, LOG)
+    assert results["n_trials"] == 2  # rolling retraining counts as a configuration
+    cell = results["years"]["2021"]["venues"]["a"]
+    assert cell["model"] == frozen["years"]["2021"]["venues"]["a"]["model"] | {
+        "deflated_sharpe": cell["model"]["deflated_sharpe"]
+    }
+    rolling = results["years"]["2021"]["rolling"]
+    assert rolling["retrains"] == 4 and len(rolling["log"]) == 4  # 2021-04-01 .. 12-27
+    assert 0 <= rolling["swaps"] <= 4
+    assert len(cell["model_rolling_excess_daily"]) == len(cell["model_excess_daily"])
+    assert results["pooled_rolling"]["a"]["years"] == 1
+    table = (out / "study.md").read_text()
+    assert "model_rolling: the final model fine-tuned every 90 days" in table
+    assert "- a, model_rolling: 1 year(s)" in table
+    trials = json.loads((out.parent / TRIALS_FILE).read_text())
+    assert "2021/a" in trials["configs"][results["config_hash"]]["daily_sharpe"]

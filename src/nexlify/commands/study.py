@@ -25,6 +25,7 @@ from nexlify.commands.train import RichProgressSink, resolve_run_config, setup_l
 from nexlify.errors import ConfigError
 from nexlify.pipeline.auto_retrain import attach_run_log
 from nexlify.pipeline.backends import require_backend
+from nexlify.pipeline.rolling import RollingSpec
 from nexlify.pipeline.study import DEFAULT_YEARS, RESULTS_FILE, TABLE_FILE, StudySpec, run_study
 from nexlify.train.config import RunConfig, run_config_from_dict
 
@@ -85,12 +86,64 @@ def register(sub: argparse._SubParsersAction) -> None:
         "beside the output folder)",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML config of the pipeline studied")
+    _add_rolling_flags(parser)
     _add_pipeline_flags(parser)
     parser.add_argument(
         "--no-kelly", action="store_true", help="size every trade at --max-position"
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging on the console")
     parser.set_defaults(handler=start_study)
+
+
+def _add_rolling_flags(parser: argparse.ArgumentParser) -> None:
+    """Rolling retraining during each test year (a row beside the frozen model)."""
+    d = RollingSpec(every_days=30.0)
+    group = parser.add_argument_group(
+        "rolling retraining", "also trade each year on the study's venue with the final model "
+        "fine-tuned every --retrain-every days and swapped in only when it beats the trading "
+        "model on the latest --retrain-score-days, bars neither trained on",
+    )  # fmt: skip
+    group.add_argument(
+        "--retrain-every",
+        type=float,
+        metavar="DAYS",
+        help="days between fine-tunes (default: no rolling retraining)",
+    )
+    group.add_argument(
+        "--retrain-window",
+        type=float,
+        default=d.window_days,
+        metavar="DAYS",
+        help=f"days each fine-tune trains on (default {d.window_days:g})",
+    )
+    group.add_argument(
+        "--retrain-score-days",
+        type=float,
+        metavar="DAYS",
+        help="latest days both models are scored on, at most --retrain-every "
+        f"(default {d.score_days:g} or --retrain-every if shorter)",
+    )
+    group.add_argument(
+        "--fine-tune-episodes",
+        type=int,
+        default=d.episodes,
+        metavar="N",
+        help=f"episodes of each fine-tune (default {d.episodes})",
+    )
+    group.add_argument("--retrain-margin", type=float, default=d.margin, metavar="S",
+                       help="validation-score points a candidate must win by (default "
+                       f"{d.margin:g})")  # fmt: skip
+
+
+def _rolling_spec(args: argparse.Namespace) -> RollingSpec | None:
+    if args.retrain_every is None:
+        return None
+    score = args.retrain_score_days
+    if score is None:
+        score = min(RollingSpec(every_days=args.retrain_every).score_days, args.retrain_every)
+    return RollingSpec(every_days=args.retrain_every, window_days=args.retrain_window,
+                       score_days=score, episodes=args.fine_tune_episodes,
+                       margin=args.retrain_margin)  # fmt: skip
 
 
 def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
@@ -126,6 +179,7 @@ def study_spec(args: argparse.Namespace) -> StudySpec:
         venue=args.venue_name or data_dir.resolve().name,
         other_venues=_venues(args.venue),
         trials_file=args.trials_file,
+        rolling=_rolling_spec(args),
     )
 
 
@@ -197,24 +251,28 @@ def _table(results: dict[str, Any]) -> Table:
         table.add_column(column)
     for year, entry in results["years"].items():
         for venue, cell in entry["venues"].items():
-            model = cell["model"]
             best = max(
                 row["sharpe"]
                 for name, row in cell.items()
-                if isinstance(row, dict) and "sharpe" in row and name != "model"
+                if isinstance(row, dict) and "sharpe" in row and not name.startswith("model")
             )
-            low, high = model["excess_daily_ci95_pct"]
-            dsr = model.get("deflated_sharpe", {}).get("value")
-            table.add_row(
-                year,
-                venue,
-                f"{model['total_return_pct']:+.2f}",
-                f"{model['sharpe']:.2f}",
-                f"{best:.2f}",
-                f"{model['excess_daily_pct']:+.4f} [{low:+.4f}, {high:+.4f}]",
-                "n/a" if dsr is None else f"{dsr:.3f}",
-            )
+            for policy in ("model", "model_rolling"):
+                if policy in cell:
+                    table.add_row(year, venue if policy == "model" else f"{venue} (rolling)",
+                                  *_model_cells(cell[policy], best))  # fmt: skip
     return table
+
+
+def _model_cells(model: dict[str, Any], best: float) -> list[str]:
+    low, high = model["excess_daily_ci95_pct"]
+    dsr = model.get("deflated_sharpe", {}).get("value")
+    return [
+        f"{model['total_return_pct']:+.2f}",
+        f"{model['sharpe']:.2f}",
+        f"{best:.2f}",
+        f"{model['excess_daily_pct']:+.4f} [{low:+.4f}, {high:+.4f}]",
+        "n/a" if dsr is None else f"{dsr:.3f}",
+    ]
 
 
 def _terminate_as_interrupt(signum: int, frame: Any) -> None:

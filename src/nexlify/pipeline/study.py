@@ -31,8 +31,10 @@ from nexlify.errors import ConfigError, DataError
 from nexlify.evaluation.backtest import backtest, check_compatible, load_model_for_backtest
 from nexlify.evaluation.edge import window_daily_returns
 from nexlify.io import atomic_write_json, atomic_write_text
+from nexlify.market.evaluate import EvaluationResult
 from nexlify.pipeline.auto_retrain import EXECUTION_ONLY, ProgressSink, run_pipeline
 from nexlify.pipeline.data_choice import quality_policy
+from nexlify.pipeline.rolling import RollingOutcome, RollingSpec, check_schedule, rolling_run
 from nexlify.pipeline.runs import market_fingerprint
 from nexlify.pipeline.study_report import study_markdown
 from nexlify.pipeline.study_stats import (
@@ -67,6 +69,8 @@ class StudySpec:
     """Training days required before a test year, besides the validation days."""
     trials_file: str | None = None
     """Registry of configurations tried (default: study_trials.json beside the output)."""
+    rolling: RollingSpec | None = None
+    """Also trade each year on the study's venue with rolling retraining (None: frozen only)."""
 
 
 @dataclass
@@ -76,6 +80,8 @@ class YearMarkets:
     year: int
     train: MarketData
     tests: dict[str, MarketData]
+    history: MarketData | None = None
+    """The study's venue through the year's end (the rolling fine-tunes' candles)."""
 
 
 def year_start(year: int) -> pd.Timestamp:
@@ -90,9 +96,12 @@ def study_config(config: RunConfig, spec: StudySpec) -> RunConfig:
     )
 
 
-def config_hash(config: RunConfig) -> str:
-    """SHA-256 of what a trained model depends on, less execution settings and data paths."""
+def config_hash(config: RunConfig, rolling: RollingSpec | None = None) -> str:
+    """SHA-256 of what a trained model depends on, less execution settings and data paths
+    (and the rolling-retrain schedule, when there is one: a configuration of its own)."""
     plain = config.to_dict()
+    if rolling is not None:
+        plain["rolling"] = rolling.to_dict()
     for section, keys in EXECUTION_ONLY.items():
         for key in keys:
             plain.get(section, {}).pop(key, None)
@@ -196,23 +205,34 @@ def prepare_markets(config: RunConfig, spec: StudySpec) -> list[YearMarkets]:
         tested = venues if year == last else {spec.venue: spec.data_dir}
         where = f"study year {year}, venue {spec.venue}"
         train = _build(config, spec.data_dir, year_start(year), where + " (training data)")
-        tests = {
-            venue: _test_market(config, folder, venue, year) for venue, folder in tested.items()
+        full = {
+            venue: _through_year(config, folder, venue, year) for venue, folder in tested.items()
         }
-        out.append(YearMarkets(year, train, tests))
+        tests = {
+            venue: _test_window(market, config, year, f"study year {year}, venue {venue}")
+            for venue, market in full.items()
+        }
+        history = full[spec.venue]
+        if spec.rolling is not None:
+            check_schedule(history, history.index_at(year_start(year)), spec.rolling, config,
+                           f"study year {year}, venue {spec.venue}")  # fmt: skip
+        out.append(YearMarkets(year, train, tests, history if spec.rolling else None))
     return out
 
 
-def _test_market(config: RunConfig, folder: str, venue: str, year: int) -> MarketData:
-    where = f"study year {year}, venue {venue}"
-    return _test_window(_build(config, folder, year_start(year + 1), where), config, year, where)
+def _through_year(config: RunConfig, folder: str, venue: str, year: int) -> MarketData:
+    return _build(config, folder, year_start(year + 1), f"study year {year}, venue {venue}")
 
 
 # ---- running ------------------------------------------------------------------------------------
 
 
-def _test_year(model_path: str, markets: YearMarkets, seed: int) -> dict[str, dict[str, Any]]:
-    """The final model and every baseline on each venue's test year."""
+def _test_year(
+    model_path: str, markets: YearMarkets, seed: int,
+    more: Mapping[str, Mapping[str, EvaluationResult]] | None = None,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The final model and every baseline on each venue's test year (and ``more`` policies
+    per venue, run over the same bars, e.g. the model with rolling retraining)."""
     agent, spec = load_model_for_backtest(model_path)
     out = {}
     for venue, data in markets.tests.items():
@@ -221,25 +241,30 @@ def _test_year(model_path: str, markets: YearMarkets, seed: int) -> dict[str, di
         cash = result.baselines.get("cash")
         cash_daily = window_daily_returns(data, cash) if cash is not None else None
         rows = {"model": policy_row(result.model, data, cash_daily, seed)}
+        extra = (more or {}).get(venue, {})
+        for name, other in extra.items():
+            rows[name] = policy_row(other, data, cash_daily, seed)
         for name, baseline in result.baselines.items():
             rows[name] = policy_row(baseline, data, cash_daily, seed)
-        excess = window_daily_returns(data, result.model) - (
-            cash_daily if cash_daily is not None else 0
-        )
+        excess = {
+            name: window_daily_returns(data, run) - (cash_daily if cash_daily is not None else 0)
+            for name, run in {"model": result.model, **extra}.items()
+        }
         end = data.span()[1]
         out[venue] = {
             "test": {"start": f"{markets.year}-01-01T00:00:00+00:00", "end": end.isoformat(),
                      "bars": data.n_bars, "sha256": market_fingerprint(data),
                      "source": data.source, "notes": list(data.notes)},
             **rows,
-            "model_excess_daily": [round(float(x), 10) for x in excess],
+            **{f"{name}_excess_daily": [round(float(x), 10) for x in daily]
+               for name, daily in excess.items()},
         }  # fmt: skip
     return out
 
 
 def _run_year(
     config: RunConfig, markets: YearMarkets, out_dir: Path, log: logging.Logger,
-    progress: ProgressSink | None,
+    progress: ProgressSink | None, spec: StudySpec,
 ) -> dict[str, Any]:  # fmt: skip
     run_dir = out_dir / "runs" / str(markets.year)
     resume = (run_dir / "config.yaml").is_file()
@@ -250,7 +275,17 @@ def _run_year(
              f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d %H:%M}", markets.train.n_bars,
              "; resuming the interrupted run" if resume else "")  # fmt: skip
     summary = run_pipeline(year_config, markets.train, log, run_dir, progress, resume=resume)
-    venues = _test_year(summary["final_model_path"], markets, config.pipeline.base_seed)
+    seed = config.pipeline.base_seed
+    more, rolling = {}, None
+    rolling_spec = spec.rolling
+    if rolling_spec is not None and markets.history is not None:
+        history = markets.history
+        first = history.index_at(year_start(markets.year))
+        outcome = rolling_run(summary["final_model_path"], history, first, config, rolling_spec,
+                              run_dir / "rolling", seed, log)  # fmt: skip
+        more = {spec.venue: {"model_rolling": outcome.result}}
+        rolling = _rolling_summary(outcome, rolling_spec)
+    venues = _test_year(summary["final_model_path"], markets, seed, more)
     return {
         "train": {**markets.train.describe(), "sha256": market_fingerprint(markets.train)},
         "validation_window": summary["validation_window"],
@@ -258,6 +293,21 @@ def _run_year(
                                                  "final_model_path", "stop_reason")}
         | {"seconds": summary.get("timings", {}).get("total_seconds")},
         "venues": venues,
+        **({"rolling": rolling} if rolling is not None else {}),
+    }  # fmt: skip
+
+
+def _rolling_summary(outcome: RollingOutcome, spec: RollingSpec) -> dict[str, Any]:
+    """What the rolling retrains did: the schedule, each retrain's scores and swaps, the cost."""
+    return {
+        "spec": spec.to_dict(),
+        "retrains": len(outcome.retrains),
+        "swaps": sum(bool(r["swapped"]) for r in outcome.retrains),
+        "discarded": sum(r["event"] is not None for r in outcome.retrains),
+        "seconds": outcome.seconds,
+        "fine_tune_seconds": sum(float(r["seconds"]) for r in outcome.retrains),
+        "log": [{k: r[k] for k in ("k", "at", "current_score", "candidate_score", "swapped",
+                                   "event")} for r in outcome.retrains],
     }  # fmt: skip
 
 
@@ -307,7 +357,7 @@ def run_study(
     config = study_config(config, spec)
     markets = prepare_markets(config, spec)  # bad input stops here, before any training
     out_dir.mkdir(parents=True, exist_ok=True)
-    key = config_hash(config)
+    key = config_hash(config, spec.rolling)
     results_path = out_dir / RESULTS_FILE
     previous = _previous_results(results_path, key)
     trials_path = Path(spec.trials_file) if spec.trials_file else out_dir.parent / TRIALS_FILE
@@ -317,7 +367,8 @@ def run_study(
         "config_hash": key,
         "config": config.to_dict(),
         "spec": {"venue": spec.venue, "data_dir": spec.data_dir, "years": list(spec.years),
-                 "other_venues": dict(spec.other_venues), "min_train_days": spec.min_train_days},
+                 "other_venues": dict(spec.other_venues), "min_train_days": spec.min_train_days,
+                 "rolling": spec.rolling.to_dict() if spec.rolling else None},
         "trials_file": str(trials_path),
         "years": dict(previous.get("years", {})),
     }  # fmt: skip
@@ -326,10 +377,11 @@ def run_study(
         if _finished(previous, year_markets):
             log.info("study year %d: finished earlier, kept", year_markets.year)
             continue
-        entry = _run_year(config, year_markets, out_dir, log, progress)
+        entry = _run_year(config, year_markets, out_dir, log, progress, spec)
         results["years"][str(year_markets.year)] = entry
-        cells = {f"{year_markets.year}/{v}": c["model"]["daily_sharpe"]
-                 for v, c in entry["venues"].items()}  # fmt: skip
+        tried = trial_policy(spec)
+        cells = {f"{year_markets.year}/{v}": c[tried]["daily_sharpe"]
+                 for v, c in entry["venues"].items() if tried in c}  # fmt: skip
         trials = record_trial(trials_path, key, str(out_dir), cells)
         _save(results, trials, out_dir)
         for venue, cell in entry["venues"].items():
@@ -340,10 +392,18 @@ def run_study(
     return results
 
 
+def trial_policy(spec: StudySpec) -> str:
+    """The row a configuration is judged by: the rolling-retrain row when the study has one
+    (the frozen row then repeats the configuration without it)."""
+    return "model_rolling" if spec.rolling is not None else "model"
+
+
 def _save(results: dict[str, Any], trials: Mapping[str, Any], out_dir: Path) -> None:
     results["years"] = dict(sorted(results["years"].items()))
     deflate_all(results, trials)
     venues = sorted({v for e in results["years"].values() for v in e["venues"]})
     results["pooled"] = {v: pooled_excess(results, v) for v in venues}
+    if results["spec"].get("rolling"):
+        results["pooled_rolling"] = {v: pooled_excess(results, v, "model_rolling") for v in venues}
     atomic_write_json(out_dir / RESULTS_FILE, results)
     atomic_write_text(out_dir / TABLE_FILE, study_markdown(results))

@@ -8,11 +8,11 @@ from typing import Any
 _COLUMNS = "| policy | return % | Sharpe | max DD % | trades | fees | excess/day % [95% CI] |"
 
 
-def _beats_everything(cell: Mapping[str, Any]) -> bool:
-    """The issue's target for one year and venue: the model makes money after fees and its
-    Sharpe is above 0 and above every baseline's."""
-    model = cell["model"]
-    others = [row["sharpe"] for name, row in _policies(cell) if name != "model"]
+def _beats_everything(cell: Mapping[str, Any], policy: str = "model") -> bool:
+    """The issue's target for one year and venue: the model (``policy``: frozen or rolling)
+    makes money after fees and its Sharpe is above 0 and above every baseline's."""
+    model = cell[policy]
+    others = [row["sharpe"] for name, row in _policies(cell) if not name.startswith("model")]
     return model["total_return_pct"] > 0 and model["sharpe"] > max([0.0, *others])
 
 
@@ -65,7 +65,26 @@ def _year_section(year: str, entry: Mapping[str, Any]) -> list[str]:
             f"Return > 0 and Sharpe above 0 and every baseline: **{verdict}**.",
             "",
         ]
+        if "model_rolling" in cell:
+            lines += _rolling_lines(cell, entry.get("rolling") or {})
     return lines
+
+
+def _rolling_lines(cell: Mapping[str, Any], rolling: Mapping[str, Any]) -> list[str]:
+    """The rolling-retrain row's verdict and what the retrains did."""
+    spec = rolling.get("spec", {})
+    verdict = "yes" if _beats_everything(cell, "model_rolling") else "no"
+    dsr = _dsr_text(cell["model_rolling"].get("deflated_sharpe"))
+    return [
+        f"model_rolling: the final model fine-tuned every {spec.get('every_days', 0):g} days "
+        f"on the {spec.get('window_days', 0):g} days before the last "
+        f"{spec.get('score_days', 0):g} ({spec.get('episodes')} episodes), swapped in when it "
+        f"beat the trading model there by {spec.get('margin', 0):g}: {rolling.get('retrains')} "
+        f"retrains, {rolling.get('swaps')} swaps, {rolling.get('discarded')} discarded, "
+        f"{rolling.get('fine_tune_seconds', 0):.0f} s of fine-tuning. Deflated Sharpe {dsr}. "
+        f"Return > 0 and Sharpe above 0 and every baseline: **{verdict}**.",
+        "",
+    ]
 
 
 def study_markdown(results: Mapping[str, Any]) -> str:
@@ -90,15 +109,22 @@ def study_markdown(results: Mapping[str, Any]) -> str:
     for year, entry in results["years"].items():
         lines += _year_section(year, entry)
     lines += ["## Pooled over the finished years", ""]
-    for venue, pooled in results.get("pooled", {}).items():
-        if pooled is None:
-            continue
-        low, high = pooled["excess_daily_ci95_pct"]
-        cells = [e["venues"][venue] for e in results["years"].values() if venue in e["venues"]]
-        met = sum(_beats_everything(cell) for cell in cells)
-        lines.append(
-            f"- {venue}: {pooled['years']} year(s), {pooled['days']} days, model excess over cash "
-            f"{pooled['excess_daily_pct']:+.4f}%/day [{low:+.4f}, {high:+.4f}]; return > 0 and "
-            f"Sharpe above 0 and every baseline in {met} of {len(cells)} year(s)"
-        )
+    for key, policy in (("pooled", "model"), ("pooled_rolling", "model_rolling")):
+        for venue, pooled in results.get(key, {}).items():
+            if pooled is not None:
+                lines.append(_pooled_line(results, venue, policy, pooled))
     return "\n".join(lines) + "\n"
+
+
+def _pooled_line(
+    results: Mapping[str, Any], venue: str, policy: str, pooled: Mapping[str, Any]
+) -> str:
+    low, high = pooled["excess_daily_ci95_pct"]
+    cells = [e["venues"][venue] for e in results["years"].values()
+             if policy in e["venues"].get(venue, {})]  # fmt: skip
+    met = sum(_beats_everything(cell, policy) for cell in cells)
+    return (
+        f"- {venue}, {policy}: {pooled['years']} year(s), {pooled['days']} days, excess over "
+        f"cash {pooled['excess_daily_pct']:+.4f}%/day [{low:+.4f}, {high:+.4f}]; return > 0 and "
+        f"Sharpe above 0 and every baseline in {met} of {len(cells)} year(s)"
+    )

@@ -100,15 +100,22 @@ def deflate_all(results: dict[str, Any], trials: Mapping[str, Any]) -> None:
                 for c in trials["configs"].values()
                 if f"{year}/{venue}" in c["daily_sharpe"]
             ]
-            cell["model"]["deflated_sharpe"] = deflated_sharpe(cell["model"], n_trials, sharpes)
+            for policy in ("model", "model_rolling"):
+                if policy in cell:
+                    cell[policy]["deflated_sharpe"] = deflated_sharpe(
+                        cell[policy], n_trials, sharpes
+                    )
 
 
-def pooled_excess(results: Mapping[str, Any], venue: str) -> dict[str, Any] | None:
-    """Mean daily excess return over cash across the finished years of ``venue`` (95% CI)."""
+def pooled_excess(
+    results: Mapping[str, Any], venue: str, policy: str = "model"
+) -> dict[str, Any] | None:
+    """Mean daily excess return of ``policy`` over cash across the finished years of ``venue``
+    (95% CI); None when no year has that policy there."""
     daily = [
-        np.asarray(entry["venues"][venue]["model_excess_daily"])
+        np.asarray(entry["venues"][venue][f"{policy}_excess_daily"])
         for entry in results["years"].values()
-        if venue in entry["venues"]
+        if f"{policy}_excess_daily" in entry["venues"].get(venue, {})
     ]
     if not daily:
         return None
