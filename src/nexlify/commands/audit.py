@@ -73,9 +73,10 @@ def start_audit(args: argparse.Namespace, console: Console) -> int:
     agent: GreedyActor | None = None
     market = MarketConfig()
     pairs, timeframe = tuple(args.pairs or DEFAULT_PAIRS), args.timeframe or "1h"
+    features = None
     if args.model:
         agent, spec = load_model_for_backtest(args.model)
-        market = spec.market
+        market, features = spec.market, spec.features
         pairs, timeframe = tuple(args.pairs or spec.pairs), args.timeframe or spec.timeframe
     market = _with_strategy_flags(market, args)
     if args.data_dir:
@@ -90,8 +91,9 @@ def start_audit(args: argparse.Namespace, console: Console) -> int:
         folder = external_folder(DataConfig(external_dir=args.external_dir))
         external = ExternalInputs(tuple(args.external), folder)
     report = audit_lookahead(
-        frames, timeframe, n_cuts=args.cuts, agent=agent, market=market, external=external
-    )
+        frames, timeframe, n_cuts=args.cuts, agent=agent, market=market, external=external,
+        features=features,
+    )  # fmt: skip
     console.print(_table(report, source, external is not None))
     for line in report.covered:
         console.print(f"covered: {line}")

@@ -54,7 +54,7 @@ def start_backtest(args: argparse.Namespace, console: Console) -> int:
         data_dir=args.data_dir,
         synthetic_seed=args.synthetic_seed,
     )
-    market = load_training_market(data_config, logging.getLogger("nexlify"))
+    market = load_training_market(data_config, logging.getLogger("nexlify"), spec.features)
     if market.source == "synthetic":
         console.print("[bold yellow]backtesting on the SYNTHETIC market (no data given)[/]")
     check_compatible(spec, market, args.model)

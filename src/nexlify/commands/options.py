@@ -39,6 +39,10 @@ DATA_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
       "onchain funding orderflow sentiment (lagged, no look-ahead)"}),
     (("--external-dir",), "data", "external_dir",
      {"metavar": "DIR", "help": "folder of external series CSVs (default <store>/external)"}),
+    (("--long-memory",), "data", "long_memory",
+     {"action": argparse.BooleanOptionalAction, "help": "long-memory features per pair: 7 and "
+      "30-day returns, distance to the 50 and 200-day averages, drawdown from the 90-day high "
+      "(warm-up 200 days; default {default})"}),
     (("--quality",), "data", "quality",
      {"nargs": "+", "metavar": "FINDING=POLICY", "help": "data quality policy overrides, "
       "e.g. gap=fail outlier=drop (see nexlify data check)"}),

@@ -18,7 +18,7 @@ from nexlify.data.candles import read_candles
 from nexlify.data.market_data import MarketData, build_market_data
 from nexlify.data.resample import read_pair_candles
 from nexlify.errors import ConfigError, DataError
-from nexlify.evaluation.backtest import model_spec
+from nexlify.evaluation.backtest import ModelSpec, model_spec
 from nexlify.evaluation.edge import describe_edge, read_model_edge
 from nexlify.live.broker import LiveBroker
 from nexlify.live.control import (
@@ -101,9 +101,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--history-bars",
         type=int,
-        default=1000,
         metavar="N",
-        help="poll: closed candles fetched before the first decision (1000)",
+        help="poll: closed candles fetched before the first decision (default 1000, or the "
+        "model's feature warm-up and observation window when longer)",
     )
     p.add_argument(
         "--gap-cooldown",
@@ -170,6 +170,12 @@ def make_ccxt_exchange(exchange_id: str, config: dict[str, Any]) -> Any:
             f"--exchange {exchange_id!r}: not an exchange ccxt knows (e.g. binance, kraken, okx)"
         )
     return getattr(ccxt, exchange_id)({"enableRateLimit": True, **config})
+
+
+def poll_history_bars(spec: ModelSpec) -> int:
+    """Candles a polling session fetches at its start: 1000, or the model's warm-up (its
+    feature warm-up, the 2 bars MarketData needs, its observation window) when longer."""
+    return max(1000, spec.feature_warmup + 2 + spec.market.env.obs_window)
 
 
 def _replay_frames(files: list[str], pairs: tuple[str, ...], tf: str) -> dict[str, pd.DataFrame]:
@@ -308,12 +314,14 @@ def _live_credentials(args: argparse.Namespace) -> Credentials | None:
     return Credentials.from_environment()
 
 
-def _replay_feed(args: argparse.Namespace, spec: Any) -> tuple[ReplayFeed, MarketData, int | None]:
+def _replay_feed(
+    args: argparse.Namespace, spec: ModelSpec
+) -> tuple[ReplayFeed, MarketData, int | None]:
     """The replay feed, its data (for the feature check) and the ``--start`` time."""
     if not args.data:
         raise ConfigError("--feed replay needs --data FILE [FILE ...]")
     frames = _replay_frames(args.data, spec.pairs, spec.timeframe)
-    check = build_market_data(frames, spec.timeframe, "replay")
+    check = build_market_data(frames, spec.timeframe, "replay", features=spec.features)
     start = int(pd.Timestamp(args.start, tz="UTC").timestamp()) if args.start else None
     return ReplayFeed(frames, spec.timeframe, args.speed), check, start
 
@@ -369,9 +377,8 @@ def _run(args: argparse.Namespace, console: Console, exchange_factory: ExchangeF
         venue = Venue(exchange, spec.pairs, log)
         venue.load()  # a venue without the pairs is refused before anything is written
     if args.feed == "poll":
-        feed = PollingFeed(
-            exchange, spec.pairs, spec.timeframe, history_bars=args.history_bars, logger=log
-        )
+        history = args.history_bars or poll_history_bars(spec)
+        feed = PollingFeed(exchange, spec.pairs, spec.timeframe, history_bars=history, logger=log)
     settings = SessionSettings(
         db=Path(args.db),
         model_path=args.model,

@@ -56,8 +56,9 @@ def obs_dim(config: RunConfig) -> int:
     and the enabled strategies' observations, by the function the env sizes itself with."""
     from nexlify.data.features import feature_names
     from nexlify.market.obs_layout import observation_size
+    from nexlify.pipeline.data_choice import run_features
 
-    n_features = len(feature_names()) + 2 * len(config.data.external)
+    n_features = len(feature_names(run_features(config.data))) + 2 * len(config.data.external)
     return observation_size(config.market, len(config.data.pairs), n_features)
 
 

@@ -29,9 +29,10 @@ from nexlify.errors import DataError
 
 
 def with_candles(data: MarketData, prices: np.ndarray, volume: np.ndarray) -> MarketData:
-    """``data`` with new candles [T, P, 4] / [T, P] and features recomputed (warm-up dropped)."""
+    """``data`` with new candles [T, P, 4] / [T, P] and features recomputed with the data's own
+    feature set (warm-up dropped)."""
     ohlcv = np.concatenate([prices, volume[:, :, None]], axis=2).astype(np.float64)
-    features, names = compute_market_features(ohlcv)
+    features, names = compute_market_features(ohlcv, config=data.feature_config)
     valid = ~np.isnan(features).any(axis=(1, 2))
     if not valid.any():
         raise DataError(f"augmentation: {prices.shape[0]} bars are too few for the feature warm-up")

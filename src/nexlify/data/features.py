@@ -9,7 +9,9 @@ checks this with exact equality.
 Pipeline, per pair:
 
 1. raw indicators (log returns, realised volatility, RSI, MACD, Bollinger %B, volume z-score,
-   bar range, close position);
+   bar range, close position) and, when configured, the long-memory ones (log returns over
+   days, log distance to long simple moving averages, drawdown from the running high; see
+   :func:`feature_config_for`);
 2. normalisation with past-only statistics over ``norm_window`` bars (including bar t):
    zero-centred features are divided by their rolling root-mean-square, positive ones
    (volatility, volatility ratio, bar range) are rolling z-scored, bounded or already
@@ -22,20 +24,29 @@ NaN or inf.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from nexlify.config import timeframe_seconds
 from nexlify.errors import ConfigError, DataError
 
 __all__ = [
     "FEATURE_WARMUP",
+    "LONG_MEMORY_DAYS",
     "FeatureConfig",
     "compute_market_features",
+    "feature_config_for",
+    "feature_config_from_dict",
+    "feature_config_to_dict",
     "feature_names",
     "feature_warmup",
+    "raw_market_features",
 ]
 
 _EPS = 1e-12
@@ -70,6 +81,12 @@ class FeatureConfig:
     """Observations the normaliser needs before it emits a value."""
     clip: float = 5.0
     """Every feature is clipped to ``[-clip, clip]`` after normalisation."""
+    long_return_horizons: tuple[int, ...] = ()
+    """Long-memory horizons of more ``ret_<h>`` log-return features (empty = none)."""
+    ma_windows: tuple[int, ...] = ()
+    """Windows of ``ma_dist_<w>`` = ``log(close / SMA_w(close))`` (empty = none)."""
+    drawdown_window: int = 0
+    """Window of ``drawdown_<w>`` = ``log(close / max(high over w bars))`` (0 = none)."""
 
     def __post_init__(self) -> None:
         horizons = self.return_horizons
@@ -103,6 +120,17 @@ class FeatureConfig:
             _bad("norm_min_periods", self.norm_min_periods, "must not exceed norm_window")
         if not _is_finite_positive(self.clip):
             _bad("clip", self.clip, "a finite number > 0")
+        self._check_long_memory()
+
+    def _check_long_memory(self) -> None:
+        longs = self.long_return_horizons
+        if not _distinct_ints(longs, 1) or set(longs) & set(self.return_horizons):
+            _bad("long_return_horizons", longs,
+                 "a tuple of distinct integers >= 1, none of them in return_horizons")  # fmt: skip
+        if not _distinct_ints(self.ma_windows, 2):
+            _bad("ma_windows", self.ma_windows, "a tuple of distinct integers >= 2")
+        if not _is_int(self.drawdown_window) or int(self.drawdown_window) < 0:
+            _bad("drawdown_window", self.drawdown_window, "an integer >= 0 (0 = none)")
 
 
 def _is_int(x: object) -> bool:
@@ -115,6 +143,14 @@ def _is_finite_positive(x: object) -> bool:
         and not isinstance(x, bool)
         and math.isfinite(float(x))
         and float(x) > 0.0
+    )
+
+
+def _distinct_ints(values: object, minimum: int) -> bool:
+    return (
+        isinstance(values, tuple)
+        and all(_is_int(v) and v >= minimum for v in values)
+        and len(set(values)) == len(values)
     )
 
 
@@ -140,6 +176,9 @@ def feature_names(config: FeatureConfig | None = None) -> tuple[str, ...]:
         f"volume_z_{cfg.volume_window}",
         "bar_range",
         "close_pos",
+        *(f"ret_{h}" for h in cfg.long_return_horizons),
+        *(f"ma_dist_{w}" for w in cfg.ma_windows),
+        *((f"drawdown_{cfg.drawdown_window}",) if cfg.drawdown_window else ()),
     )
 
 
@@ -154,6 +193,9 @@ def _raw_lookback(cfg: FeatureConfig) -> int:
         slow + signal,
         cfg.bollinger_window - 1,
         cfg.volume_window - 1,
+        max(cfg.long_return_horizons, default=0),
+        max(cfg.ma_windows, default=1) - 1,
+        cfg.drawdown_window - 1,
     )
 
 
@@ -165,6 +207,56 @@ def feature_warmup(config: FeatureConfig | None = None) -> int:
 
 FEATURE_WARMUP: int = feature_warmup()
 """Leading NaN rows with the default :class:`FeatureConfig` (168 + 168 - 1 = 335)."""
+
+LONG_MEMORY_DAYS: dict[str, tuple[int, ...]] = {
+    "returns": (7, 30),
+    "moving_averages": (50, 200),
+    "drawdown": (90,),
+}
+"""Windows of the long-memory features in days (``data.long_memory``), whatever the timeframe."""
+
+
+def feature_config_for(timeframe: str, long_memory: bool) -> FeatureConfig:
+    """The feature set of a run: the default one, plus the long-memory features when asked.
+
+    Long-memory windows are given in days (:data:`LONG_MEMORY_DAYS`) and turned into bars of
+    ``timeframe`` (1h: 24 bars a day, 4h: 6, 1d: 1), so a 4h model looks as far back in time
+    as a 1h one. The 200-day average makes the warm-up long: 4966 bars at 1h.
+    """
+    base = FeatureConfig()
+    if not long_memory:
+        return base
+    seconds = timeframe_seconds(timeframe)
+    if 86400 % seconds:
+        raise ConfigError(
+            f"data.long_memory: the timeframe {timeframe!r} does not divide a day; "
+            "long-memory windows are whole days"
+        )
+    per_day = 86400 // seconds
+    days = LONG_MEMORY_DAYS
+    return dataclasses.replace(
+        base,
+        long_return_horizons=tuple(d * per_day for d in days["returns"]),
+        ma_windows=tuple(d * per_day for d in days["moving_averages"]),
+        drawdown_window=days["drawdown"][0] * per_day,
+    )
+
+
+def feature_config_to_dict(config: FeatureConfig) -> dict[str, Any]:
+    """JSON-friendly form (tuples become lists), e.g. for a checkpoint's ``extra``."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+    }
+
+
+def feature_config_from_dict(values: Mapping[str, Any]) -> FeatureConfig:
+    """Inverse of :func:`feature_config_to_dict`; unknown keys are refused by name."""
+    known = {f.name for f in dataclasses.fields(FeatureConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"features: unknown setting(s) {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return FeatureConfig(**kwargs)
 
 
 # --- building blocks (all [T, P] float64, prefix-stable) ------------------------------------
@@ -255,7 +347,29 @@ def _raw_features(ohlcv: np.ndarray, cfg: FeatureConfig) -> list[np.ndarray]:
     bar_span = high - low
     features.append(bar_span / close)
     features.append(_safe_div(close - low, bar_span, 0.0) - 0.5 * (bar_span > 0.0))
+    return features + _long_memory_features(high, close, log_close, cfg)
+
+
+def _long_memory_features(
+    high: np.ndarray, close: np.ndarray, log_close: np.ndarray, cfg: FeatureConfig
+) -> list[np.ndarray]:
+    """Long log returns, log distance to simple moving averages, drawdown from the high."""
+    features = [_lagged_diff(log_close, h) for h in cfg.long_return_horizons]
+    features += [log_close - np.log(_rolling_mean(close, w)) for w in cfg.ma_windows]
+    if cfg.drawdown_window:
+        w = cfg.drawdown_window
+        running_high = pd.DataFrame(high).rolling(w, min_periods=w).max().to_numpy()
+        features.append(log_close - np.log(running_high))
     return features
+
+
+def raw_market_features(ohlcv: np.ndarray, config: FeatureConfig) -> dict[str, np.ndarray]:
+    """Every feature before normalisation and clipping, by name (float64 [T, P], NaN where a
+    window is not full yet): what the normaliser sees, for checks by hand."""
+    arr = _validate_ohlcv(ohlcv)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw = _raw_features(arr, config)
+    return dict(zip(feature_names(config), raw, strict=True))
 
 
 def _normalise_scale(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -273,16 +387,21 @@ def _normalise_zscore(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 def _normalisers(cfg: FeatureConfig) -> list[str]:
     """How each feature column is normalised: 'scale', 'zscore' or 'none'."""
     n_returns = len(cfg.return_horizons)
-    return ["scale"] * n_returns + [
-        "zscore",  # realised volatility
-        "zscore",  # volatility ratio
-        "none",  # RSI, already in [-1, 1]
-        "scale",  # MACD histogram / close
-        "none",  # Bollinger %B - 0.5, already in band units
-        "none",  # volume z-score, already standardised
-        "zscore",  # bar range
-        "none",  # close position, in [-0.5, 0.5]
-    ]
+    n_long = len(cfg.long_return_horizons) + len(cfg.ma_windows) + (cfg.drawdown_window > 0)
+    return (
+        ["scale"] * n_returns
+        + [
+            "zscore",  # realised volatility
+            "zscore",  # volatility ratio
+            "none",  # RSI, already in [-1, 1]
+            "scale",  # MACD histogram / close
+            "none",  # Bollinger %B - 0.5, already in band units
+            "none",  # volume z-score, already standardised
+            "zscore",  # bar range
+            "none",  # close position, in [-0.5, 0.5]
+        ]
+        + ["scale"] * n_long
+    )  # long memory: log ratios, divided by their RMS like returns
 
 
 def _validate_ohlcv(ohlcv: np.ndarray) -> np.ndarray:

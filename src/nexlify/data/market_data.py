@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from nexlify.config import timeframe_seconds
+from nexlify.data.features import FeatureConfig, feature_warmup
 from nexlify.errors import DataError
 
 OPEN, HIGH, LOW, CLOSE = 0, 1, 2, 3
@@ -46,6 +47,9 @@ class MarketData:
     """Where the candles came from (``synthetic``, ``files:<dir>``, ...)."""
     notes: tuple[str, ...] = field(default=())
     """What loading and alignment did to the data (filled gaps, trimmed spans)."""
+    feature_config: FeatureConfig = field(default_factory=FeatureConfig)
+    """How the candle features were computed (augmentation recomputes them with it; the
+    pipeline's checkpoints record it so backtests and paper trading build the same ones)."""
 
     def __post_init__(self) -> None:
         T = self.time.shape[0]
@@ -153,19 +157,24 @@ def build_market_data(
     timeframe: str,
     source: str,
     extra_notes: tuple[str, ...] = (),
+    *,
+    features: FeatureConfig | None = None,
 ) -> MarketData:
-    """Align candle frames, compute features once, drop the feature warm-up bars."""
+    """Align candle frames, compute features once (``features``: the run's feature set, default
+    :class:`FeatureConfig()`), drop the feature warm-up bars.
+
+    Raises:
+        DataError: fewer bars than the warm-up needs (the message names the source and both
+            counts), or features that are not finite after the warm-up.
+    """
     from nexlify.data.align import align_candles
     from nexlify.data.features import compute_market_features
 
+    config = features or FeatureConfig()
     aligned = align_candles(frames, timeframe)
-    features, names = compute_market_features(aligned.ohlcv)
-    valid = ~np.isnan(features).any(axis=(1, 2))
-    if not valid.any():
-        raise DataError(
-            f"{source}: {aligned.time.shape[0]} bars are too few to compute features "
-            "(the warm-up needs more history)"
-        )
+    check_warmup_history(aligned.time.shape[0], config, timeframe, source)
+    values, names = compute_market_features(aligned.ohlcv, config=config)
+    valid = ~np.isnan(values).any(axis=(1, 2))
     first = int(np.argmax(valid))
     if not valid[first:].all():
         bad = first + int(np.argmin(valid[first:]))
@@ -180,12 +189,26 @@ def build_market_data(
         time=np.ascontiguousarray(aligned.time[first:], dtype=np.int64),
         prices=np.ascontiguousarray(ohlcv[:, :, :4], dtype=np.float32),
         volume=np.ascontiguousarray(ohlcv[:, :, 4], dtype=np.float32),
-        features=np.ascontiguousarray(features[first:], dtype=np.float32),
+        features=np.ascontiguousarray(values[first:], dtype=np.float32),
         feature_names=tuple(names),
         filled=np.ascontiguousarray(aligned.filled[first:]),
         source=source,
         notes=notes,
+        feature_config=config,
     )
+
+
+def check_warmup_history(n_bars: int, config: FeatureConfig, timeframe: str, source: str) -> None:
+    """DataError unless ``n_bars`` cover the feature warm-up and the two bars MarketData needs."""
+    need = feature_warmup(config) + 2
+    if n_bars < need:
+        days = need * timeframe_seconds(timeframe) / 86400
+        long = " (long-memory features look back 200 days)" if config.ma_windows else ""
+        raise DataError(
+            f"{source}: {n_bars} bars of {timeframe} are too few: the features need {need} "
+            f"bars ({days:.1f} days: {need - 2} of warm-up{long} and 2 to trade); give a "
+            "longer history"
+        )
 
 
 def append_market_features(

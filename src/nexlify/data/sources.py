@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from nexlify.config import timeframe_seconds
+from nexlify.data.features import FeatureConfig
 from nexlify.data.market_data import MarketData, build_market_data
 from nexlify.errors import DataError
 
@@ -21,16 +22,24 @@ def synthetic_market(
     timeframe: str = "1h",
     seed: int = 0,
     days: float = SYNTHETIC_DAYS,
+    features: FeatureConfig | None = None,
 ) -> MarketData:
-    """The built-in synthetic market (same seed, same market)."""
+    """The built-in synthetic market (same seed, same market); ``features``: the feature set."""
     from nexlify.data.synthetic import generate_synthetic_candles
 
     n_bars = int(days * 86400 // timeframe_seconds(timeframe))
     frames = generate_synthetic_candles(list(pairs), timeframe=timeframe, n_bars=n_bars, seed=seed)
-    return build_market_data(frames, timeframe, source="synthetic", extra_notes=(f"seed {seed}",))
+    return build_market_data(
+        frames, timeframe, source="synthetic", extra_notes=(f"seed {seed}",), features=features
+    )
 
 
-def market_from_files(data_dir: str | Path, pairs: Sequence[str], timeframe: str) -> MarketData:
+def market_from_files(
+    data_dir: str | Path,
+    pairs: Sequence[str],
+    timeframe: str,
+    features: FeatureConfig | None = None,
+) -> MarketData:
     """Candle files ``<BASE>_<QUOTE>-<tf>.{parquet,feather,csv}`` for every pair in ``data_dir``."""
     from nexlify.data.candles import load_pairs
 
@@ -38,7 +47,7 @@ def market_from_files(data_dir: str | Path, pairs: Sequence[str], timeframe: str
     if not path.is_dir():
         raise DataError(f"data directory {str(path)!r} does not exist or is not a directory")
     frames = load_pairs(path, list(pairs), timeframe)
-    return build_market_data(frames, timeframe, source=f"files:{path}")
+    return build_market_data(frames, timeframe, source=f"files:{path}", features=features)
 
 
 def market_from_frame(

@@ -3,14 +3,15 @@
 Every policy also gets its mean daily return over cash (cash earns 0) with a 95% stationary
 bootstrap interval, so "beats doing nothing" is judged with its uncertainty.
 
-The model's checkpoint records its pairs, timeframe, feature names and market settings; the data
-must provide the same pairs and features (checked, with a clear error). The backtest runs once
+The model's checkpoint records its pairs, timeframe, feature names, feature set and market
+settings; the data must provide the same pairs and features (checked, with a clear error), and
+is built with the model's own feature set (:attr:`ModelSpec.features`). The backtest runs once
 over the whole period (one window), greedy, through the same simulator as training.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ import pandas as pd
 
 from nexlify.agent.ensemble import load_policy
 from nexlify.config import MarketConfig, from_dict
+from nexlify.data.features import FeatureConfig, feature_config_from_dict, feature_warmup
 from nexlify.data.market_data import MarketData
-from nexlify.errors import CheckpointError, DataError
+from nexlify.errors import CheckpointError, ConfigError, DataError
 from nexlify.evaluation.edge import excess_daily_return
 from nexlify.market.baselines import run_baselines
 from nexlify.market.evaluate import EvaluationResult, GreedyActor, greedy_run
@@ -46,6 +48,13 @@ class ModelSpec:
     timeframe: str
     feature_names: tuple[str, ...]
     market: MarketConfig
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    """The candle feature set it was trained on (checkpoints from before the record: default)."""
+
+    @property
+    def feature_warmup(self) -> int:
+        """Leading bars its features need before the first value (paper/live warm-up)."""
+        return feature_warmup(self.features)
 
 
 def model_spec(meta: dict[str, Any], path: str | Path) -> ModelSpec:
@@ -64,7 +73,20 @@ def model_spec(meta: dict[str, Any], path: str | Path) -> ModelSpec:
         timeframe=str(extra["timeframe"]),
         feature_names=tuple(extra["feature_names"]),
         market=from_dict(MarketConfig, extra["market_config"], "market_config"),
+        features=_recorded_features(extra, path),
     )
+
+
+def _recorded_features(extra: dict[str, Any], path: str | Path) -> FeatureConfig:
+    """The feature set a checkpoint records; the default one for checkpoints saved before it
+    was recorded (their feature names are still checked against the data)."""
+    recorded = extra.get("feature_config")
+    if recorded is None:
+        return FeatureConfig()
+    try:
+        return feature_config_from_dict(recorded)
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{path}: its recorded feature set is invalid: {exc}") from None
 
 
 def check_compatible(spec: ModelSpec, data: MarketData, path: str | Path) -> None:

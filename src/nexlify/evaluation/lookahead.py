@@ -22,7 +22,7 @@ import pandas as pd
 
 from nexlify.config import MarketConfig, timeframe_seconds
 from nexlify.data.align import AlignedCandles, align_candles
-from nexlify.data.features import compute_market_features
+from nexlify.data.features import FeatureConfig, compute_market_features
 from nexlify.data.market_data import MarketData
 from nexlify.errors import DataError
 from nexlify.evaluation.lookahead_inputs import (
@@ -226,6 +226,12 @@ def _first_difference(a: np.ndarray, b: np.ndarray) -> tuple[int, ...] | None:
     return tuple(int(i) for i in np.argwhere(~same)[0])
 
 
+def _candle_features(features: FeatureConfig | None) -> FeatureFn:
+    if features is None:  # one-argument call: tests plant leaks by replacing the function
+        return lambda ohlcv: compute_market_features(ohlcv)
+    return lambda ohlcv: compute_market_features(ohlcv, config=features)
+
+
 def default_cuts(n_bars: int, warmup: int, count: int) -> list[int]:
     """``count`` cut points spread evenly between the warm-up and the end."""
     lo = warmup + max(10, (n_bars - warmup) // (count + 1))
@@ -255,11 +261,13 @@ def audit_lookahead(
     market: MarketConfig | None = None,
     external: ExternalInputs | None = None,
     schedule_seed: int = 0,
+    features: FeatureConfig | None = None,
 ) -> AuditReport:
     """Audit features, every observation column (and, with ``agent``, decisions) at every cut
     (raw bar indices). ``market`` brings the strategies and their inputs; ``external`` the
-    external daily series."""
-    fn = feature_fn or (lambda ohlcv: compute_market_features(ohlcv))
+    external daily series; ``features`` the candle feature set (a model's; default the default
+    set), unless ``feature_fn`` replaces the candle features altogether."""
+    fn = feature_fn or _candle_features(features)
     aligned = align_candles(frames, timeframe)
     config = market or MarketConfig()
     full = _run(aligned, aligned.time.size, timeframe, fn, external, config, None)

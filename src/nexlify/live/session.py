@@ -53,8 +53,9 @@ class SessionSettings:
 def _check_features(spec: ModelSpec, data: MarketData | None, settings: SessionSettings) -> None:
     if data is None:
         raise DataError(
-            f"the {settings.feed} feed gave too few candles to compute features (the warm-up "
-            "needs more history); give more candles (--history-bars)"
+            f"the {settings.feed} feed gave too few candles to compute features (the model's "
+            f"warm-up needs {spec.feature_warmup + 2} bars per pair); give more candles "
+            "(--history-bars)"
         )
     check_compatible(spec, data, settings.model_path)
     last_bar = int(data.time[-1])
@@ -91,7 +92,7 @@ def open_session(
         initial = feed.initial_bars()
         start_time = settings.start_time
         if initial:  # polling: trade from the last closed bar on
-            history = CandleHistory(spec.pairs, spec.timeframe, feed.name)
+            history = CandleHistory(spec.pairs, spec.timeframe, feed.name, spec.features)
             for bar in initial:
                 history.append(bar)
             check_data = history.market_data()
@@ -127,6 +128,7 @@ def open_session(
         gap_cooldown=int(session.get("gap_cooldown", settings.gap_cooldown)),
         source=feed.name,
         logger=log,
+        features=spec.features,
     )
     if initial:
         trader.process(initial)

@@ -27,7 +27,7 @@ import numpy as np
 
 from nexlify.config import MarketConfig, timeframe_seconds
 from nexlify.data.candles import candle_frame
-from nexlify.data.features import FEATURE_WARMUP
+from nexlify.data.features import FEATURE_WARMUP, FeatureConfig, feature_warmup
 from nexlify.data.market_data import MarketData, build_market_data
 from nexlify.live.feeds import Bar
 from nexlify.live.store import SessionStore
@@ -71,31 +71,52 @@ def with_placeholder_bar(data: MarketData, n_bars: int | None = None) -> MarketD
     )
 
 
-def warmup_bars_needed(first_time: int, start_time: int | None, step: int, window: int) -> int:
+def warmup_bars_needed(
+    first_time: int,
+    start_time: int | None,
+    step: int,
+    window: int,
+    features_warmup: int = FEATURE_WARMUP,
+) -> int:
     """Contiguous candles per pair a session needs before its first decision: the feature
-    warm-up, the observation window, and (with ``start_time``) every bar before the start."""
+    warm-up (``features_warmup``: the model's, see ``ModelSpec.feature_warmup``), the
+    observation window, and (with ``start_time``) every bar before the start."""
     start_index = 0 if start_time is None else max(0, -(-(start_time - first_time) // step))
-    return max(FEATURE_WARMUP + 2, max(FEATURE_WARMUP, start_index) + window)
+    return max(features_warmup + 2, max(features_warmup, start_index) + window)
 
 
 def warmup_progress(
-    span: tuple[int, int] | None, start_time: int | None, step: int, window: int
+    span: tuple[int, int] | None,
+    start_time: int | None,
+    step: int,
+    window: int,
+    features_warmup: int = FEATURE_WARMUP,
 ) -> tuple[int, int]:
     """(candles held, candles needed) of a session still warming up, from the ``span`` (first,
     last bar time) every pair's candles cover (None before each pair has one)."""
     if span is None:
-        return 0, warmup_bars_needed(0, None, step, window)
+        return 0, warmup_bars_needed(0, None, step, window, features_warmup)
     first, last = span
-    return max(0, (last - first) // step + 1), warmup_bars_needed(first, start_time, step, window)
+    need = warmup_bars_needed(first, start_time, step, window, features_warmup)
+    return max(0, (last - first) // step + 1), need
 
 
 class CandleHistory:
-    """Every closed candle of the session per pair, and the MarketData built from them."""
+    """Every closed candle of the session per pair, and the MarketData built from them with
+    the model's feature set."""
 
-    def __init__(self, pairs: tuple[str, ...], timeframe: str, source: str) -> None:
+    def __init__(
+        self,
+        pairs: tuple[str, ...],
+        timeframe: str,
+        source: str,
+        features: FeatureConfig | None = None,
+    ) -> None:
         self.pairs = pairs
         self.timeframe = timeframe
         self.source = source
+        self.features = features or FeatureConfig()
+        self.features_warmup = feature_warmup(self.features)
         self.step = timeframe_seconds(timeframe)
         self.rows: dict[str, list[tuple[float, ...]]] = {p: [] for p in pairs}
 
@@ -124,13 +145,13 @@ class CandleHistory:
     def market_data(self) -> MarketData | None:
         """Aligned candles and features, or None while the feature warm-up is not complete."""
         span = self.span()
-        if span is None or (span[1] - span[0]) // self.step + 1 < FEATURE_WARMUP + 2:
+        if span is None or (span[1] - span[0]) // self.step + 1 < self.features_warmup + 2:
             return None  # MarketData needs 2 bars after the warm-up
         frames = {}
         for pair, rows in self.rows.items():
             arr = np.asarray(rows, dtype=np.float64)
             frames[pair] = candle_frame(arr[:, 0].astype(np.int64), arr[:, 1:6])
-        return build_market_data(frames, self.timeframe, self.source)
+        return build_market_data(frames, self.timeframe, self.source, features=self.features)
 
 
 @dataclass
@@ -145,7 +166,8 @@ class StepReport:
 
 
 class PaperTrader:
-    """Runs a policy over a feed of closed candles, with its state in a :class:`SessionStore`."""
+    """Runs a policy over a feed of closed candles, with its state in a :class:`SessionStore`;
+    ``features`` is the model's feature set (``ModelSpec.features``)."""
 
     def __init__(
         self,
@@ -159,6 +181,7 @@ class PaperTrader:
         gap_cooldown: int = 24,
         source: str = "paper",
         logger: logging.Logger | None = None,
+        features: FeatureConfig | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -167,7 +190,7 @@ class PaperTrader:
         self.start_time = start_time
         self.gap_cooldown = gap_cooldown
         self.log = logger or logging.getLogger("nexlify.paper")
-        self.history = CandleHistory(pairs, timeframe, source)
+        self.history = CandleHistory(pairs, timeframe, source, features)
         self.env: VecMarketEnv | None = None
         self.pending = 0
         self.finished = False

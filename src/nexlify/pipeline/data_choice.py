@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from nexlify.data.enrichment import with_external_features
+from nexlify.data.features import FeatureConfig, feature_config_for
 from nexlify.data.market_data import MarketData, build_market_data, holdout_split
 from nexlify.data.quality import (
     QualityPolicy,
@@ -32,8 +33,16 @@ def quality_policy(config: DataConfig) -> QualityPolicy:
     )
 
 
-def checked_market_from_files(folder: str | Path, config: DataConfig) -> MarketData:
-    """Candle files of every pair, checked by the quality policy (DataError when one fails)."""
+def run_features(config: DataConfig) -> FeatureConfig:
+    """The feature set of a run: its timeframe's, with the long-memory features when asked."""
+    return feature_config_for(config.timeframe, config.long_memory)
+
+
+def checked_market_from_files(
+    folder: str | Path, config: DataConfig, features: FeatureConfig | None = None
+) -> MarketData:
+    """Candle files of every pair, checked by the quality policy (DataError when one fails);
+    ``features`` defaults to the run's (:func:`run_features`)."""
     path = Path(folder)
     if not path.is_dir():
         raise DataError(f"data directory {str(path)!r} does not exist or is not a directory")
@@ -41,18 +50,22 @@ def checked_market_from_files(folder: str | Path, config: DataConfig) -> MarketD
         path, list(config.pairs), config.timeframe, quality_policy(config)
     )
     return build_market_data(
-        frames, config.timeframe, source=f"files:{path}", extra_notes=quality_notes(reports)
+        frames,
+        config.timeframe,
+        source=f"files:{path}",
+        extra_notes=quality_notes(reports),
+        features=features or run_features(config),
     )
 
 
-def _candle_market(config: DataConfig, log: logging.Logger) -> MarketData:
+def _candle_market(config: DataConfig, log: logging.Logger, features: FeatureConfig) -> MarketData:
     if config.source in ("auto", "files") and config.data_dir is not None:
-        return checked_market_from_files(config.data_dir, config)
+        return checked_market_from_files(config.data_dir, config, features)
     if config.source in ("auto", "store"):
         store = Path(config.store_dir) if config.store_dir else default_store_dir()
         folder = CandleStore(store).folder_with(config.pairs, config.timeframe)
         if folder is not None:
-            market = checked_market_from_files(folder, config)
+            market = checked_market_from_files(folder, config, features)
             log.info("using the local store: %s", folder)
             return market
         if config.source == "store":
@@ -61,7 +74,11 @@ def _candle_market(config: DataConfig, log: logging.Logger) -> MarketData:
                 f"at {config.timeframe}; download them first or use --data-dir"
             )
     return synthetic_market(
-        config.pairs, config.timeframe, seed=config.synthetic_seed, days=config.synthetic_days
+        config.pairs,
+        config.timeframe,
+        seed=config.synthetic_seed,
+        days=config.synthetic_days,
+        features=features,
     )
 
 
@@ -73,15 +90,20 @@ def external_folder(config: DataConfig) -> Path:
     return CandleStore(store).external_dir()
 
 
-def load_training_market(config: DataConfig, log: logging.Logger) -> MarketData:
+def load_training_market(
+    config: DataConfig, log: logging.Logger, features: FeatureConfig | None = None
+) -> MarketData:
     """The market for ``config``; synthetic only when nothing else is available.
+
+    ``features``: the feature set (a saved model's, to rebuild exactly what it was trained on);
+    default the run's own (:func:`run_features`).
 
     Candle files (``--data-dir`` or the store) pass the quality check first (a failing check
     raises DataError with the reason); external series, when asked for, are appended as
     features without look-ahead. The pipeline warns loudly about a synthetic market
     (``SYNTHETIC_WARNING``) in its log.
     """
-    market = _candle_market(config, log)
+    market = _candle_market(config, log, features or run_features(config))
     if config.external:
         folder = external_folder(config)
         market = with_external_features(

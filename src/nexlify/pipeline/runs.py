@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from nexlify.agent.dqn import DQNAgent, load_agent, read_checkpoint
+from nexlify.data.features import feature_config_to_dict
 from nexlify.data.market_data import MarketData
 from nexlify.errors import CheckpointError
 from nexlify.io import atomic_write_json
@@ -127,6 +128,7 @@ def checkpoint_extra(task: UnitTask) -> dict[str, Any]:
         "pairs": list(data.pairs),
         "timeframe": data.timeframe,
         "feature_names": list(data.feature_names),
+        "feature_config": feature_config_to_dict(data.feature_config),
         "seed": task.seed,
         "run": task.label,
         "data_source": data.source,

@@ -33,7 +33,7 @@ from nexlify.evaluation.edge import window_daily_returns
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.market.evaluate import EvaluationResult
 from nexlify.pipeline.auto_retrain import EXECUTION_ONLY, ProgressSink, run_pipeline
-from nexlify.pipeline.data_choice import quality_policy
+from nexlify.pipeline.data_choice import quality_policy, run_features
 from nexlify.pipeline.rolling import RollingOutcome, RollingSpec, check_schedule, rolling_run
 from nexlify.pipeline.runs import market_fingerprint
 from nexlify.pipeline.study_report import study_markdown
@@ -161,6 +161,7 @@ def _build(config: RunConfig, folder: str, before: pd.Timestamp, where: str) -> 
         return build_market_data(
             frames, config.data.timeframe, source=f"files:{folder}",
             extra_notes=(*quality_notes(reports), f"study: candles cut before {before:%Y-%m-%d}"),
+            features=run_features(config.data),
         )  # fmt: skip
     except DataError as exc:
         raise DataError(f"{where}: {exc}") from None

@@ -202,6 +202,9 @@ class DataConfig:
     """Folder of the external series' CSVs (default: <store>/external)."""
     external_max_age_days: float = 3.0
     """A daily value older than this (days since it became known) counts as missing."""
+    long_memory: bool = False
+    """Add long-memory features per pair: log returns over 7 and 30 days, log distance to the
+    50- and 200-day averages, drawdown from the 90-day high (warm-up: 200 days of bars)."""
 
     def __post_init__(self) -> None:
         from nexlify.data.external import PROVIDERS
@@ -223,6 +226,8 @@ class DataConfig:
             is_int(self.quality_max_fill_bars) and self.quality_max_fill_bars >= 0,
             "data", "quality_max_fill_bars", self.quality_max_fill_bars, "an integer >= 0",
         )  # fmt: skip
+        require(isinstance(self.long_memory, bool), "data", "long_memory", self.long_memory,
+                "true or false")  # fmt: skip
         require(
             self.external_max_age_days > 0,
             "data", "external_max_age_days", self.external_max_age_days, "> 0",
