@@ -76,13 +76,36 @@ EXECUTION_ONLY = {"pipeline": ("workers", "share_cores", "backend", "ray_address
 """Settings that change how a run executes but not its results: a resume may change them."""
 
 
-def run_key(config: RunConfig, market: MarketData) -> str:
-    """Hash of everything a run's results depend on: its config (less execution-only settings)
-    and the data's bars."""
+NEUTRAL_ADDITIONS: dict[tuple[str, ...], object] = {
+    ("market", "env", "turnover_penalty"): 0.0,
+    ("data", "long_memory"): False,
+}
+"""Settings added after results were recorded, at the value that reproduces the earlier
+behaviour exactly: left out of the hashes there, so adding a setting does not orphan finished
+runs and studies (any other value is hashed as usual)."""
+
+
+def result_config(config: RunConfig) -> dict[str, Any]:
+    """``config`` as a dict of what results depend on: less execution-only settings and the
+    later additions at their neutral values."""
     plain = config.to_dict()
     for section, keys in EXECUTION_ONLY.items():
         for key in keys:
             plain.get(section, {}).pop(key, None)
+    for path, neutral in NEUTRAL_ADDITIONS.items():
+        *parents, name = path
+        node = plain
+        for part in parents:
+            node = node.get(part, {})
+        if name in node and node[name] == neutral:
+            del node[name]
+    return plain
+
+
+def run_key(config: RunConfig, market: MarketData) -> str:
+    """Hash of everything a run's results depend on: its config (less execution-only settings)
+    and the data's bars."""
+    plain = result_config(config)
     text = json.dumps(plain, sort_keys=True, default=str) + market_fingerprint(market)
     return hashlib.sha256(text.encode()).hexdigest()
 

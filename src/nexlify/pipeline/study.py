@@ -32,9 +32,10 @@ from nexlify.evaluation.backtest import backtest, check_compatible, load_model_f
 from nexlify.evaluation.edge import window_daily_returns
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.market.evaluate import EvaluationResult
-from nexlify.pipeline.auto_retrain import EXECUTION_ONLY, ProgressSink, run_pipeline
+from nexlify.pipeline.auto_retrain import ProgressSink, run_pipeline
 from nexlify.pipeline.data_choice import quality_policy, run_features
 from nexlify.pipeline.rolling import RollingOutcome, RollingSpec, check_schedule, rolling_run
+from nexlify.pipeline.run_files import result_config
 from nexlify.pipeline.runs import market_fingerprint
 from nexlify.pipeline.study_report import study_markdown
 from nexlify.pipeline.study_stats import (
@@ -99,12 +100,9 @@ def study_config(config: RunConfig, spec: StudySpec) -> RunConfig:
 def config_hash(config: RunConfig, rolling: RollingSpec | None = None) -> str:
     """SHA-256 of what a trained model depends on, less execution settings and data paths
     (and the rolling-retrain schedule, when there is one: a configuration of its own)."""
-    plain = config.to_dict()
+    plain = result_config(config)
     if rolling is not None:
         plain["rolling"] = rolling.to_dict()
-    for section, keys in EXECUTION_ONLY.items():
-        for key in keys:
-            plain.get(section, {}).pop(key, None)
     for key in ("data_dir", "store_dir", "external_dir"):
         plain.get("data", {}).pop(key, None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
