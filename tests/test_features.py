@@ -7,12 +7,14 @@ import math
 import numpy as np
 import pytest
 
+from nexlify.config import TIMEFRAMES
 from nexlify.data.features import (
     FEATURE_WARMUP,
     FeatureConfig,
     _raw_features,
     _wilder_rsi,
     compute_market_features,
+    feature_config_for,
     feature_names,
     feature_warmup,
 )
@@ -118,6 +120,43 @@ def test_no_look_ahead_when_future_bars_change() -> None:
     other, _ = compute_market_features(changed)
     np.testing.assert_array_equal(other[: t + 1], base[: t + 1])
     assert not np.array_equal(other[t + 1 :], base[t + 1 :])
+
+
+# A long-memory set with short windows, so a few thousand bars cover its warm-up several times.
+SHORT_LONG_MEMORY = FeatureConfig(long_return_horizons=(100, 300), ma_windows=(50, 400),
+                                  drawdown_window=200)  # fmt: skip
+
+
+def test_long_memory_features_are_prefix_stable() -> None:
+    """Rows < k of the long-memory features are bit-for-bit the same without bars >= k."""
+    ohlcv = random_walk_ohlcv(2500, 2, seed=9)
+    warmup = feature_warmup(SHORT_LONG_MEMORY)
+    assert warmup == 399 + 168 - 1
+    full, names = compute_market_features(ohlcv, config=SHORT_LONG_MEMORY)
+    assert names[-5:] == ("ret_100", "ret_300", "ma_dist_50", "ma_dist_400", "drawdown_200")
+    assert np.isnan(full[:warmup]).all() and np.isfinite(full[warmup:]).all()
+    for k in (1, warmup, warmup + 1, 1000, 1401, 2499):
+        prefix, _ = compute_market_features(ohlcv[:k], config=SHORT_LONG_MEMORY)
+        np.testing.assert_array_equal(prefix, full[:k], strict=True)
+    changed = ohlcv.copy()
+    changed[1801:, :, :4] *= 0.4  # a crash after bar 1800 changes nothing up to it
+    other, _ = compute_market_features(changed, config=SHORT_LONG_MEMORY)
+    np.testing.assert_array_equal(other[:1801], full[:1801])
+    assert not np.array_equal(other[1801:, :, -3:], full[1801:, :, -3:])
+
+
+def test_long_memory_leaves_the_default_features_as_they_were() -> None:
+    """The long-memory columns are appended: the default ones keep their names and values
+    (bit for bit once both warm-ups are over), and long_memory=False is the default set."""
+    for timeframe in TIMEFRAMES:
+        assert feature_config_for(timeframe, False) == FeatureConfig()
+    ohlcv = random_walk_ohlcv(1500, 2, seed=1)
+    base, base_names = compute_market_features(ohlcv)
+    longer, names = compute_market_features(ohlcv, config=SHORT_LONG_MEMORY)
+    assert names[: len(base_names)] == base_names == feature_names()
+    warmup = feature_warmup(SHORT_LONG_MEMORY)
+    np.testing.assert_array_equal(longer[warmup:, :, : len(base_names)], base[warmup:])
+    assert FEATURE_WARMUP == 335
 
 
 # --- hand-checked indicators ----------------------------------------------------------------
@@ -272,6 +311,13 @@ def test_extreme_move_is_clipped() -> None:
         ("norm_window", 1),
         ("norm_min_periods", 1000),
         ("clip", -1.0),
+        ("long_return_horizons", (24,)),  # already a return horizon: two "ret_24" columns
+        ("long_return_horizons", (0,)),
+        ("long_return_horizons", [168]),
+        ("ma_windows", (1,)),
+        ("ma_windows", (50, 50)),
+        ("drawdown_window", -1),
+        ("drawdown_window", 2.5),
     ],
 )
 def test_config_validation_names_the_field(field: str, value: object) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nexlify.data.candles import NS_PER_SECOND, format_time_ns
+from nexlify.data.features import feature_config_to_dict
 from nexlify.data.market_data import MarketData
 from nexlify.errors import DataError
 from nexlify.evaluation.backtest import ModelSpec, check_compatible
@@ -106,7 +107,10 @@ def open_session(
             timeframe=spec.timeframe,
             feed=settings.feed,
             mode=settings.mode,
-            market_config=dataclasses.asdict(spec.market),
+            market_config={
+                **dataclasses.asdict(spec.market),
+                "features": feature_config_to_dict(spec.features),  # the status's warm-up
+            },
             start_time=start_time,
             gap_cooldown=settings.gap_cooldown,
         )

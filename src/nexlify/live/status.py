@@ -13,7 +13,7 @@ from rich.table import Table
 
 from nexlify.config import timeframe_seconds
 from nexlify.live.store import SessionStore
-from nexlify.live.trader import warmup_progress
+from nexlify.live.trader import recorded_features_warmup, warmup_progress
 from nexlify.market.env import action_names
 
 
@@ -84,12 +84,14 @@ def _warmup(store: SessionStore, session: dict[str, Any]) -> dict[str, int]:
     spans = store.rows(
         "SELECT pair, MIN(time) AS first, MAX(time) AS last FROM candles GROUP BY pair"
     )
-    window = int(((session.get("market_config") or {}).get("env") or {}).get("obs_window", 1))
+    market = session.get("market_config") or {}
+    window = int((market.get("env") or {}).get("obs_window", 1))
     step = timeframe_seconds(session["timeframe"]) if session.get("timeframe") else 1
     span = None
     if pairs and len(spans) >= len(pairs):
         span = max(int(r["first"]) for r in spans), min(int(r["last"]) for r in spans)
-    have, need = warmup_progress(span, session.get("start_time"), step, window)
+    warmup = recorded_features_warmup(market)
+    have, need = warmup_progress(span, session.get("start_time"), step, window, warmup)
     return {"have": have, "need": need}
 
 

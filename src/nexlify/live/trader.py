@@ -27,7 +27,12 @@ import numpy as np
 
 from nexlify.config import MarketConfig, timeframe_seconds
 from nexlify.data.candles import candle_frame
-from nexlify.data.features import FEATURE_WARMUP, FeatureConfig, feature_warmup
+from nexlify.data.features import (
+    FEATURE_WARMUP,
+    FeatureConfig,
+    feature_config_from_dict,
+    feature_warmup,
+)
 from nexlify.data.market_data import MarketData, build_market_data
 from nexlify.live.feeds import Bar
 from nexlify.live.store import SessionStore
@@ -83,6 +88,16 @@ def warmup_bars_needed(
     observation window, and (with ``start_time``) every bar before the start."""
     start_index = 0 if start_time is None else max(0, -(-(start_time - first_time) // step))
     return max(features_warmup + 2, max(features_warmup, start_index) + window)
+
+
+def recorded_features_warmup(market_config: dict[str, Any] | None) -> int:
+    """The feature warm-up of a session's model, from the market settings its session row
+    records (``features``: the model's feature set); sessions recorded before it use the
+    default feature set, the only one there was."""
+    recorded = (market_config or {}).get("features")
+    return (
+        FEATURE_WARMUP if recorded is None else feature_warmup(feature_config_from_dict(recorded))
+    )
 
 
 def warmup_progress(
