@@ -16,6 +16,7 @@ from nexlify.config import EnvConfig, ExecutionConfig, MarketConfig, RiskConfig
 from nexlify.data.market_data import build_market_data
 from nexlify.data.sources import synthetic_market
 from nexlify.data.synthetic import synthetic_trend_candles
+from nexlify.errors import ConfigError
 from nexlify.market.baselines import random_policy
 from nexlify.market.evaluate import evaluate_policy, greedy_policy
 from nexlify.pipeline import auto_retrain
@@ -251,3 +252,42 @@ def test_a_failing_html_report_keeps_the_run(
     assert on_disk["pipeline_complete"] and on_disk["report_error"].endswith("no plotting today")
     assert Path(summary["final_model_path"]).is_file()
     assert "nexlify report" in (tmp_path / "out" / "training.log").read_text()
+
+
+def test_ensemble_candidates_by_hand() -> None:
+    summary = {
+        "initial_runs": [{"val_score": 5.0, "model_path": "a"}, {"val_score": 9.0,
+                         "model_path": "b"}, {"val_score": 7.0, "model_path": "c"}],
+        "retraining_iterations": [{"score": 12.0, "model_path": "b1"},
+                                  {"score": 10.0, "model_path": "b2"}],
+        "best_initial_run": 2,
+    }  # fmt: skip
+    top = PipelineConfig(ensemble_size=3)
+    best = (12.0, "b1")
+    assert auto_retrain.ensemble_candidates(summary, top, best) == [
+        (12.0, "b1"), (10.0, "b2"), (9.0, "b")]  # fmt: skip
+    seeds = PipelineConfig(ensemble_members="seeds")
+    assert auto_retrain.ensemble_candidates(summary, seeds, best) == [
+        (12.0, "b1"), (7.0, "c"), (5.0, "a")]  # fmt: skip
+
+
+def test_seed_ensemble_is_final_whatever_it_scores(tmp_path: Path) -> None:
+    summary = run_tiny(tmp_path, pipeline={"ensemble_members": "seeds", "ensemble_size": 0})
+    ensemble = summary["ensemble"]
+    runs = summary["initial_runs"]
+    other = [r["model_path"] for k, r in enumerate(runs) if k + 1 != summary["best_initial_run"]]
+    best_single = max(
+        [(r["val_score"], r["model_path"]) for r in runs]
+        + [(it["score"], it["model_path"]) for it in summary["retraining_iterations"]]
+    )
+    assert ensemble["members"] == [best_single[1], *other]
+    assert ensemble["chosen_by"] == "one model per seed"
+    assert summary["final_model_kind"] == "ensemble"
+    assert summary["final_model_score"] == ensemble["val_score"]
+
+
+def test_seed_ensemble_needs_holdout_and_two_seeds() -> None:
+    with pytest.raises(ConfigError, match="ensemble_members"):
+        PipelineConfig(ensemble_members="seeds", validation="walk-forward")
+    with pytest.raises(ConfigError, match="ensemble_members"):
+        PipelineConfig(ensemble_members="seeds", initial_runs=1)

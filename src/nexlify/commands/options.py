@@ -218,6 +218,9 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--ensemble-method",), "pipeline", "ensemble_method",
      {"choices": ["mean", "vote"], "help": "ensemble acts on mean Q-values or by vote "
       "({default})"}),
+    (("--ensemble-members",), "pipeline", "ensemble_members",
+     {"choices": ["top", "seeds"], "help": "top: the best models by validation score, final "
+      "when better; seeds: one model per seed, always final ({default})"}),
 ]  # fmt: skip
 
 _ON_OFF = argparse.BooleanOptionalAction

@@ -17,7 +17,9 @@ are combined (``ensemble_method``: Q-averaging or voting), validated on the same
 as ``ensemble_model.pt``; when the ensemble scores higher than the best single model, it becomes
 ``final_model.pt`` (``final_model_kind`` "ensemble"; its ``model_state_dict`` is still the best
 member's weights). ``final_best_score`` stays the best single model's score (the one the stopping
-rules used); ``final_model_score`` is the score of what ``final_model.pt`` holds.
+rules used); ``final_model_score`` is the score of what ``final_model.pt`` holds. With
+``ensemble_members`` seeds the members are one model per initial run instead (the winning seed's
+retrained best, the others' initial models) and the ensemble is final whatever it scores.
 """
 
 from __future__ import annotations
@@ -126,6 +128,22 @@ def retrain_decision(
     return RetrainDecision(score > best, change, without_best, reason)
 
 
+def ensemble_candidates(
+    summary: dict[str, Any], pcfg: PipelineConfig, best: tuple[float, str]
+) -> list[tuple[float, str]]:
+    """(validation score, model file) of the ensemble's members, best first: the
+    ``ensemble_size`` best of both phases, or (``ensemble_members`` seeds) one per initial run,
+    the winning seed's run replaced by ``best``, its retrained best model."""
+    runs = [(r["val_score"], r["model_path"]) for r in summary["initial_runs"]]
+    if pcfg.ensemble_members == "seeds":
+        winner = summary["best_initial_run"] - 1
+        others = [run for k, run in enumerate(runs) if k != winner]
+        return [best, *sorted(others, key=lambda c: -c[0])]
+    candidates = runs + [(it["score"], it["model_path"]) for it in summary["retraining_iterations"]]
+    candidates = [c for c in candidates if math.isfinite(c[0])]
+    return sorted(candidates, key=lambda c: -c[0])[: pcfg.ensemble_size]
+
+
 def build_ensemble(
     summary: dict[str, Any],
     pcfg: PipelineConfig,
@@ -133,12 +151,10 @@ def build_ensemble(
     config: RunConfig,
     out_dir: Path,
     log: logging.Logger,
+    best: tuple[float, str],
 ) -> dict[str, Any] | None:
-    """Combine the best ``ensemble_size`` models of both phases, validate and save the ensemble."""
-    candidates = [(r["val_score"], r["model_path"]) for r in summary["initial_runs"]]
-    candidates += [(it["score"], it["model_path"]) for it in summary["retraining_iterations"]]
-    candidates = [c for c in candidates if math.isfinite(c[0])]
-    top = sorted(candidates, key=lambda c: -c[0])[: pcfg.ensemble_size]
+    """Combine the members of :func:`ensemble_candidates`, validate and save the ensemble."""
+    top = ensemble_candidates(summary, pcfg, best)
     if len(top) < 2:
         return None
     loaded = [load_agent(path) for _, path in top]
@@ -153,6 +169,7 @@ def build_ensemble(
     return {
         "members": [path_ for _, path_ in top],
         "member_scores": [s for s, _ in top],
+        "chosen_by": "one model per seed" if pcfg.ensemble_members == "seeds" else "top scores",
         "method": pcfg.ensemble_method,
         "val_score": score,
         "val_metrics": metrics,
@@ -506,17 +523,18 @@ class PipelineRun:
         multi = self.n_folds > 1
         reference = state.best_outcome["folds"][-1]["val_score"] if multi else state.best_score
         final = (state.best_models[-1], "single", state.best_score)
-        if self.pcfg.ensemble_size < 2:
+        seeds = self.pcfg.ensemble_members == "seeds"
+        if self.pcfg.ensemble_size < 2 and not seeds:
             return final
         ensemble = build_ensemble(self.summary, self.pcfg, self.folds[-1].val, self.config,
-                                  self.out_dir, self.log)  # fmt: skip
+                                  self.out_dir, self.log, (state.best_score, final[0]))  # fmt: skip
         if ensemble is None:
             return final
         if multi:
             ensemble["compared_on"] = "newest walk-forward window"
             ensemble["best_single_score_there"] = reference
         self.summary["ensemble"] = ensemble
-        if ensemble["val_score"] > reference:
+        if seeds or ensemble["val_score"] > reference:
             return ensemble["model_path"], "ensemble", ensemble["val_score"]
         return final
 

@@ -79,6 +79,7 @@ EXECUTION_ONLY = {"pipeline": ("workers", "share_cores", "backend", "ray_address
 NEUTRAL_ADDITIONS: dict[tuple[str, ...], object] = {
     ("market", "env", "turnover_penalty"): 0.0,
     ("data", "long_memory"): False,
+    ("pipeline", "ensemble_members"): "top",
 }
 """Settings added after results were recorded, at the value that reproduces the earlier
 behaviour exactly: left out of the hashes there, so adding a setting does not orphan finished

@@ -323,6 +323,10 @@ class PipelineConfig:
     """Best models (initial runs and retraining iterations) in the ensemble (0 or 1 = none)."""
     ensemble_method: str = "mean"
     """How the ensemble acts: mean (average Q-values) or vote (majority of greedy actions)."""
+    ensemble_members: str = "top"
+    """top: the ensemble_size best models by validation score, final when it validates better;
+    seeds: one model per initial run (the retrained best for the winning seed, the initial
+    model for the others), always final: no choice among seeds by validation score."""
 
     def __post_init__(self) -> None:
         s = "pipeline"
@@ -390,6 +394,12 @@ class PipelineConfig:
             self.ensemble_method,
             "mean or vote",
         )
+        require(self.ensemble_members in ("top", "seeds"), s, "ensemble_members",
+                self.ensemble_members, "top or seeds")  # fmt: skip
+        require(self.ensemble_members != "seeds" or
+                (self.validation == "holdout" and self.initial_runs >= 2), s, "ensemble_members",
+                self.ensemble_members, "top, or seeds with holdout validation and >= 2 initial "
+                "runs")  # fmt: skip
 
     def seed_of_run(self, run_id: int) -> int:
         """Seed of initial run ``run_id`` (0-based): 42, 1042, 2042, ... by default."""
