@@ -16,8 +16,10 @@ import pytest
 
 from nexlify.agent.ensemble import load_policy
 from nexlify.cli import build_parser, main
+from nexlify.commands.paper import poll_history_bars
 from nexlify.commands.preflight_checks import obs_dim
 from nexlify.commands.train import resolve_run_config
+from nexlify.config import MarketConfig
 from nexlify.data.augment import with_candles
 from nexlify.data.candles import pair_to_stem
 from nexlify.data.features import (
@@ -33,7 +35,8 @@ from nexlify.data.features import (
 from nexlify.data.market_data import build_market_data
 from nexlify.data.synthetic import generate_synthetic_candles
 from nexlify.errors import CheckpointError, DataError
-from nexlify.evaluation.backtest import backtest, load_model_for_backtest, model_spec
+from nexlify.evaluation.backtest import ModelSpec, backtest, load_model_for_backtest, model_spec
+from nexlify.evaluation.lookahead import audit_lookahead
 from nexlify.live.feeds import ReplayFeed
 from nexlify.live.session import SessionSettings, open_session, run_session
 from nexlify.live.trader import (
@@ -179,6 +182,23 @@ def test_live_warm_up_follows_the_model() -> None:
     assert warmup_bars_needed(0, None, 3600, 5, warmup) == warmup + 5
     assert recorded_features_warmup({"features": {"ma_windows": [400]}}) == warmup
     assert recorded_features_warmup({"risk": {}}) == FEATURE_WARMUP
+
+
+def test_poll_history_covers_the_model_warm_up() -> None:
+    market = MarketConfig()
+    default = ModelSpec(("BTC/USDT",), "1h", feature_names(), market)
+    longer = dataclasses.replace(default, features=feature_config_for("1h", True))
+    assert poll_history_bars(default) == 1000
+    assert poll_history_bars(longer) == 4966 + 2 + market.env.obs_window
+
+
+def test_lookahead_audit_computes_the_given_feature_set() -> None:
+    frames = generate_synthetic_candles(["BTC/USDT"], "1h", n_bars=1300, seed=2)
+    features = dataclasses.replace(FeatureConfig(), long_return_horizons=(100,),
+                                   ma_windows=(300,), drawdown_window=200)  # fmt: skip
+    report = audit_lookahead(frames, "1h", n_cuts=2, features=features)
+    assert report.clean
+    assert "candle feature (15 columns)" in report.covered  # 12 default + 3 long, one pair
 
 
 def _rows(frame: pd.DataFrame) -> np.ndarray:

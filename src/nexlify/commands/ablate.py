@@ -16,6 +16,7 @@ from nexlify.data.sources import market_from_files, synthetic_market
 from nexlify.errors import ConfigError
 from nexlify.pipeline.ablation import AblationConfig, parse_components, run_ablation
 from nexlify.pipeline.backends import require_backend
+from nexlify.pipeline.data_choice import run_features
 
 
 def add_ablate_options(parser: argparse.ArgumentParser) -> None:
@@ -57,14 +58,15 @@ def start_ablate(args: argparse.Namespace, console: Console) -> int:
     d = config.data
     if "synthetic" in args.markets:
         markets["synthetic"] = synthetic_market(d.pairs, d.timeframe, seed=d.synthetic_seed,
-                                                days=d.synthetic_days)  # fmt: skip
+                                                days=d.synthetic_days,
+                                                features=run_features(d))  # fmt: skip
     if "real" in args.markets:
         if d.data_dir is None and set(args.markets) == {"real"}:
             raise ConfigError("--markets real: give the candles with --data-dir DIR")
         if d.data_dir is None:
             log.warning("no --data-dir: the ablation runs on the synthetic market only")
         else:
-            markets["real"] = market_from_files(d.data_dir, d.pairs, d.timeframe)
+            markets["real"] = market_from_files(d.data_dir, d.pairs, d.timeframe, run_features(d))
     out_dir = Path(args.output_dir)
     prepare_output_dir(out_dir)
     handler = logging.FileHandler(out_dir / "ablation.log")
