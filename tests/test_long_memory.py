@@ -20,6 +20,7 @@ from nexlify.commands.paper import poll_history_bars
 from nexlify.commands.preflight_checks import obs_dim
 from nexlify.commands.train import resolve_run_config
 from nexlify.config import MarketConfig
+from nexlify.config.augment import AugmentConfig
 from nexlify.data.augment import with_candles
 from nexlify.data.candles import pair_to_stem
 from nexlify.data.features import (
@@ -48,6 +49,7 @@ from nexlify.live.trader import (
 from nexlify.market.env import VecMarketEnv
 from nexlify.pipeline.data_choice import load_training_market, run_features
 from nexlify.train.config import DataConfig
+from nexlify.train.curriculum import TrainingMarkets
 from tests.test_features import TINY, candles_from_closes
 from tests.test_paper_agreement import TRADE_KEYS, db_rows, session_equity, session_trades
 
@@ -199,6 +201,24 @@ def test_lookahead_audit_computes_the_given_feature_set() -> None:
     report = audit_lookahead(frames, "1h", n_cuts=2, features=features)
     assert report.clean
     assert "candle feature (15 columns)" in report.covered  # 12 default + 3 long, one pair
+
+
+def test_training_says_when_recomputed_features_cannot_fit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Augmentation recomputes the features and loses their warm-up again: a history too short
+    for that (long memory on little data) is said once, not skipped silently every round."""
+    frames = generate_synthetic_candles(["BTC/USDT"], "1h", n_bars=1500, seed=2)
+    long_set = dataclasses.replace(FeatureConfig(), ma_windows=(1000,))
+    market = MarketConfig()
+    for features, warned in ((None, False), (long_set, True)):
+        data = build_market_data(frames, "1h", "test", features=features)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            TrainingMarkets(data, market, curriculum=False, phases=(0.1, 0.2, 0.35),
+                            position_scale=0.5, augment=AugmentConfig(), seed=0,
+                            log=_logger())  # fmt: skip
+        assert ("1166-bar warm-up" in caplog.text) is warned, caplog.text
 
 
 def _rows(frame: pd.DataFrame) -> np.ndarray:

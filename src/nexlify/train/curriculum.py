@@ -27,6 +27,7 @@ import numpy as np
 
 from nexlify.config import MarketConfig
 from nexlify.data.augment import AugmentConfig, augment_market, splice_segments, with_candles
+from nexlify.data.features import feature_warmup
 from nexlify.data.market_data import CLOSE, OPEN, MarketData
 from nexlify.errors import DataError
 
@@ -75,6 +76,22 @@ class TrainingMarkets:
         self.log = log or logging.getLogger("nexlify.train")
         self._phase_markets: dict[int, MarketData] = {}
         self.min_bars = market.env.obs_window + market.env.episode_length + 2
+        self._warn_short_history()
+
+    def _warn_short_history(self) -> None:
+        """Say once when recomputed features cannot fit: every augmented copy and phase market
+        loses the feature warm-up again (200 days with long-memory features), and a market too
+        short for it falls back to the unchanged history."""
+        if not self.changes_between_rounds:
+            return
+        warmup = feature_warmup(self.data.feature_config)
+        if self.data.n_bars < warmup + self.min_bars:
+            self.log.warning(
+                "training data has %d bars; recomputed features drop a %d-bar warm-up and an "
+                "episode needs %d: %s fall back to the unchanged history (give a longer history "
+                "or a coarser timeframe)", self.data.n_bars, warmup, self.min_bars,
+                "augmentation and curriculum phases" if self.curriculum else "augmentation",
+            )  # fmt: skip
 
     @property
     def changes_between_rounds(self) -> bool:
