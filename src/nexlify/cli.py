@@ -96,6 +96,7 @@ _REGISTER: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "report": _module_register("report"),
     "walk-forward": _module_register("walk_forward"),
     "study": _module_register("study"),
+    "meta-init": _module_register("meta"),
     "tune": _module_register("tune"),
     "data": _module_register("data"),
     "paper": _module_register("paper"),

@@ -13,6 +13,7 @@ COMMAND_HELP: dict[str, str] = {
     "walk-forward": "train and test over rolling or anchored folds; out-of-sample metrics per fold",
     "study": "the default pipeline over whole test years, each traded once; model vs baselines "
     "with a deflated Sharpe",
+    "meta-init": "Reptile meta-learning of an initialisation from windows of the training candles",
     "tune": "Optuna search of agent (and, opt-in, risk) settings on the validation score",
     "data": "download, list, check and import market data",
     "paper": "paper-trade a saved model on live or replayed candles (state in SQLite)",
