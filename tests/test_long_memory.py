@@ -103,21 +103,29 @@ def test_long_memory_values_by_hand() -> None:
     )  # fmt: skip
 
 
-def test_long_memory_features_are_divided_by_their_rms_and_clipped() -> None:
+def test_long_memory_features_are_in_units_of_a_random_walks_move_and_clipped() -> None:
     closes = [100.0, 110.0, 99.0, 99.0, 108.9, 120.0, 90.0]
     ohlcv = candles_from_closes(closes)
     feats, names = compute_market_features(ohlcv, config=TINY_LONG)
     assert feature_warmup(TINY_LONG) == 3 + 2 - 1
     assert np.isnan(feats[:4]).all() and np.isfinite(feats[4:]).all()
-    # ma_dist_2 at bar 5: x5 / sqrt(mean(x2..x5 squared)), norm_window 4
-    x = [math.log(c / ((p + c) / 2)) for p, c in itertools.pairwise(closes)]
-    x2, x3, x4, x5 = x[1:5]
-    expected = x5 / math.sqrt((x2 * x2 + x3 * x3 + x4 * x4 + x5 * x5) / 4)
+    r = [math.log(c / p) for p, c in itertools.pairwise(closes)]  # r[i]: bar i + 1
+
+    def sigma(bar: int) -> float:  # sample std of the 3 one-bar returns ending at ``bar``
+        window = r[bar - 3 : bar]
+        mean = sum(window) / 3
+        return math.sqrt(sum((v - mean) ** 2 for v in window) / 2)
+
+    # ma_dist_2 at bar 5: log(close / SMA_2) / (sigma * sqrt(2))
+    x5 = math.log(120.0 / ((108.9 + 120.0) / 2))
+    expected = x5 / (sigma(5) * math.sqrt(2))
     assert feats[5, 0, names.index("ma_dist_2")] == pytest.approx(expected, rel=1e-6)
-    # drawdown at bar 4: -log(1.01) over the RMS of bars 2..4 (bar 1 is NaN: 3 values)
-    d = [math.log(99 / 111.1), math.log(99 / 111.1), -math.log(1.01)]
-    rms = math.sqrt(sum(v * v for v in d) / 3)
-    assert feats[4, 0, names.index("drawdown_3")] == pytest.approx(d[2] / rms, rel=1e-6)
+    # drawdown at bar 4: -log(1.01) / (sigma * sqrt(3)): its level, not just its sign
+    drawdown = -math.log(1.01) / (sigma(4) * math.sqrt(3))
+    assert feats[4, 0, names.index("drawdown_3")] == pytest.approx(drawdown, rel=1e-6)
+    # ret_3 at bar 6: log(90 / 99) / (sigma * sqrt(3))
+    ret = math.log(90.0 / 99.0) / (sigma(6) * math.sqrt(3))
+    assert feats[6, 0, names.index("ret_3")] == pytest.approx(max(ret, -TINY_LONG.clip), rel=1e-6)
     clipped = dataclasses.replace(TINY_LONG, clip=0.5)
     small, _ = compute_market_features(ohlcv, config=clipped)
     assert np.abs(small[4:]).max() == pytest.approx(0.5)

@@ -384,8 +384,23 @@ def _normalise_zscore(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return _safe_div(x - mean, std)
 
 
+def _long_windows(cfg: FeatureConfig) -> list[int]:
+    """The window (bars) of each long-memory feature, in column order."""
+    drawdown = [cfg.drawdown_window] if cfg.drawdown_window else []
+    return [*cfg.long_return_horizons, *cfg.ma_windows, *drawdown]
+
+
+def _normalise_vol(x: np.ndarray, close: np.ndarray, window: int, cfg: FeatureConfig) -> np.ndarray:
+    """Divide by ``sigma * sqrt(window)``, sigma the past-only std of 1-bar log returns over
+    ``long_vol_window``: a slow, one-signed feature keeps its level (its own rolling RMS would
+    flatten a long drawdown or a bear market's distance below its average to about +-1)."""
+    one_bar = _lagged_diff(np.log(close), 1)
+    sigma = _rolling_std(one_bar, cfg.long_vol_window, ddof=1)
+    return _safe_div(x, sigma * math.sqrt(window))
+
+
 def _normalisers(cfg: FeatureConfig) -> list[str]:
-    """How each feature column is normalised: 'scale', 'zscore' or 'none'."""
+    """How each feature column is normalised: 'scale', 'zscore', 'vol' or 'none'."""
     n_returns = len(cfg.return_horizons)
     n_long = len(cfg.long_return_horizons) + len(cfg.ma_windows) + (cfg.drawdown_window > 0)
     return (
@@ -400,8 +415,8 @@ def _normalisers(cfg: FeatureConfig) -> list[str]:
             "zscore",  # bar range
             "none",  # close position, in [-0.5, 0.5]
         ]
-        + ["scale"] * n_long
-    )  # long memory: log ratios, divided by their RMS like returns
+        + ["vol"] * n_long
+    )  # long memory: log ratios in units of the move a random walk makes over their window
 
 
 def _validate_ohlcv(ohlcv: np.ndarray) -> np.ndarray:
@@ -452,11 +467,14 @@ def compute_market_features(
         return out.astype(np.float32), names
     with np.errstate(divide="ignore", invalid="ignore"):
         raw = _raw_features(arr, cfg)
+        long_windows = iter(_long_windows(cfg))
         for j, (x, how) in enumerate(zip(raw, _normalisers(cfg), strict=True)):
             if how == "scale":
                 x = _normalise_scale(x, cfg)
             elif how == "zscore":
                 x = _normalise_zscore(x, cfg)
+            elif how == "vol":
+                x = _normalise_vol(x, arr[..., 3], next(long_windows), cfg)
             out[:, :, j] = x
     np.clip(out, -cfg.clip, cfg.clip, out=out)
     out[: feature_warmup(cfg)] = np.nan
