@@ -86,6 +86,11 @@ class TrainConfig:
     resume_replay: bool = True
     """Include the replay buffer in resume points: an exact resume, at the cost of the buffer's
     size on disk (off: small files, the buffer refills after a resume and results differ)."""
+    dyna_ratio: float = 0.0
+    """Imagined transitions per real one from a learned market model, Dyna-style (0 = off;
+    the account state is not simulated, see nexlify.train.dyna)."""
+    dyna_refit_every: int = 20_000
+    """Real transitions between refits of the market model on the replay buffer (dyna only)."""
 
     def __post_init__(self) -> None:
         for name in ("num_envs", "eval_every"):
@@ -103,6 +108,10 @@ class TrainConfig:
         for name in ("resume_points", "resume_replay"):
             require(isinstance(getattr(self, name), bool), "train", name, getattr(self, name),
                     "true or false")  # fmt: skip
+        require(_number(self.dyna_ratio) and 0 <= self.dyna_ratio <= 10, "train", "dyna_ratio",
+                self.dyna_ratio, "a number in [0, 10] (0 = off)")  # fmt: skip
+        require(_positive_int(self.dyna_refit_every) and self.dyna_refit_every >= 100, "train",
+                "dyna_refit_every", self.dyna_refit_every, "an integer >= 100")  # fmt: skip
 
 
 def _check_practices(c: TrainConfig) -> None:

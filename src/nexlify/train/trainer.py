@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 import torch
@@ -42,11 +43,13 @@ from nexlify.train.collector import Collector
 from nexlify.train.config import TrainConfig
 from nexlify.train.curriculum import TrainingMarkets
 from nexlify.train.divergence import DivergenceGuard
+from nexlify.train.dyna import DynaPlanner
 from nexlify.train.learner import LearnerStep
 from nexlify.train.resume import ResumePoint
 from nexlify.train.run_state import TrainingRun, make_env
 from nexlify.train.swa import WeightAverager
 from nexlify.train.tensorboard import TensorBoardLogger
+from nexlify.train.world_model import MarketLayout
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (episodes done, episodes planned) as training advances; a unit that stops early
@@ -188,12 +191,15 @@ class Trainer:
                                 callbacks=callbacks)  # fmt: skip
         if resume is not None:
             self._resume(run, resume)
+        dyna = self._dyna(run)
         while run.done_episodes < episodes and not run.stopped_early:
             for callback in callbacks:
                 callback.before_vector_step(run)
             epsilon = run.epsilon()
             before = run.collector.transitions
             ended = run.collector.step(run.agent, epsilon)
+            if dyna is not None:
+                self._imagine(dyna, run)
             run.learner.learn(before, run.collector.transitions)
             if ended is None:
                 continue
@@ -262,6 +268,30 @@ class Trainer:
             stopper=stopper,
             next_eval=min(self.eval_every, episodes),
         )
+
+    def _dyna(self, run: TrainingRun) -> DynaPlanner | None:
+        """The Dyna planner when ``dyna_ratio`` > 0 (None: the loop is the plain one); the
+        learner then samples from real and imagined replay. After a resume it starts afresh:
+        the model is refit at once and imagined replay refills (not an exact resume)."""
+        p = self.practices
+        if p is None or p.dyna_ratio == 0:
+            return None
+        env = run.collector.env
+        dyna = DynaPlanner(run.collector.buffer,
+                           MarketLayout(env.window, env.data.n_pairs, env.data.n_features),
+                           env.n_actions, ratio=p.dyna_ratio, refit_every=p.dyna_refit_every,
+                           seed=self.seed, log=self.log, label=self.label)  # fmt: skip
+        # LearnerStep only calls sample(), update_priorities() and sampler, which it provides
+        run.learner.buffer = cast(ReplayBuffer, dyna)
+        return dyna
+
+    def _imagine(self, dyna: DynaPlanner, run: TrainingRun) -> None:
+        entry = dyna.after_collect(run.collector.transitions, run.done_episodes)
+        if entry is None:
+            return
+        run.history.append(entry)  # the model's error vs persistence, once per fit
+        if self.tensorboard is not None:
+            self.tensorboard.log(entry)
 
     def _agent_for(self, env: VecMarketEnv, num_envs: int, agent: DQNAgent | None) -> DQNAgent:
         """A fresh agent sized for ``env`` (batch planned when asked), or ``agent`` checked."""
