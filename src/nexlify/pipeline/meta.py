@@ -299,11 +299,12 @@ def reptile(
     theta = {k: v.detach().clone() for k, v in agent.online.state_dict().items()}
     steps: list[dict[str, Any]] = []
     for k, task in enumerate(tasks):
-        steps.append(_outer_step(k, task, markets, theta, adapt, spec))
+        step = _outer_step(k, task, markets, theta, adapt, spec)
+        steps.append(step)
+        loss = "n/a" if step["inner_loss"] is None else f"{step['inner_loss']:.5f}"
         log.info("meta-init %d/%d | %s %s .. %s | inner loss %s | moved %.4f (eps %.3f)",
-                 k + 1, len(tasks), task.venue, steps[-1]["start"][:10], steps[-1]["end"][:10],
-                 steps[-1]["inner_loss"], steps[-1]["distance"],
-                 steps[-1]["meta_step"])  # fmt: skip
+                 k + 1, len(tasks), task.venue, step["start"][:10], step["end"][:10], loss,
+                 step["distance"], step["meta_step"])  # fmt: skip
         if progress is not None:
             progress(k + 1, len(tasks))
     agent.load_weights(theta)
