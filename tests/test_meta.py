@@ -27,6 +27,7 @@ from nexlify.pipeline.meta import (
     reptile_update,
     sample_tasks,
     save_meta_init,
+    training_bars,
 )
 from nexlify.pipeline.runs import UnitTask, checkpoint_extra, train_unit
 from nexlify.train.config import RunConfig, run_config_from_dict
@@ -133,6 +134,13 @@ def test_too_little_data_or_a_short_window_is_refused(
     two = synthetic_market(("BTC/USDT", "ETH/USDT"), "1h", seed=1, days=40)
     with pytest.raises(DataError, match="venue b: 2 pairs"):
         check_task_markets({"a": market, "b": two}, config, SPEC)
+
+
+def test_tasks_leave_out_the_validation_and_test_days(market: MarketData) -> None:
+    config = run_config_from_dict({"data": {"validation_days": 3, "test_days": 2}})
+    bars = training_bars(market, config)
+    assert bars.n_bars == market.n_bars - 5 * 24  # 3 + 2 days of 1h bars at the end
+    assert int(bars.time[0]) == int(market.time[0])
 
 
 @pytest.mark.parametrize(
@@ -259,6 +267,7 @@ def test_cli_refusals_exit_codes(
         ),
         (["--task-days", "1"], 2, "--task-days 1: 24 bars of 1h; one training episode needs 50"),
         (["--venue", "data=" + str(data)], 2, "--venue data: the name is used twice"),
+        (["--device", "nonsense"], 2, "device: 'nonsense' is not a device"),
     ]
     for flags, code, message in cases:
         # later flags win: these come after _meta_init's own --outer-steps/--task-days

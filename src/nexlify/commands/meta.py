@@ -33,6 +33,7 @@ from nexlify.pipeline.meta import MetaSpec, check_task_markets, reptile, save_me
 from nexlify.pipeline.meta import training_bars as pipeline_training_bars
 from nexlify.pipeline.runs import set_threads
 from nexlify.train.config import RunConfig
+from nexlify.train.trainer import resolve_device
 
 _SKIPPED = {"--data-dir", "--source", "--synthetic-seed"}
 """Data flags the command sets itself (candles come from --data-dir only)."""
@@ -224,6 +225,7 @@ def start_meta_init(args: argparse.Namespace, console: Console) -> int:
     spec = meta_spec(args)
     config = resolve_run_config(args)
     before = parse_before(args.before)
+    resolve_device(config.train.device)  # an unavailable device is refused before the data
     output = Path(args.output)
     if output.is_dir():
         raise ConfigError(f"meta-init --output {output}: is a directory; give a file name")
