@@ -267,6 +267,7 @@ def test_cli_refusals_exit_codes(
         ),
         (["--task-days", "1"], 2, "--task-days 1: 24 bars of 1h; one training episode needs 50"),
         (["--venue", "data=" + str(data)], 2, "--venue data: the name is used twice"),
+        (["--venue", "kucoin"], 2, "--venue 'kucoin': expected NAME=DIR"),
         (["--device", "nonsense"], 2, "device: 'nonsense' is not a device"),
     ]
     for flags, code, message in cases:

@@ -15,7 +15,6 @@ from nexlify.commands.options import (
     TRAIN_OPTIONS,
     option_help,
 )
-from nexlify.commands.study import _venues
 from nexlify.commands.train import resolve_run_config, setup_logging
 from nexlify.data.candles import parse_dates, read_raw_table, resolve_columns
 from nexlify.data.enrichment import with_external_features
@@ -231,7 +230,10 @@ def start_meta_init(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError(f"meta-init --output {output}: is a directory; give a file name")
     data_dir = Path(args.data_dir)
     folders = {data_dir.resolve().name: str(data_dir)}
-    for name, folder in _venues(args.venue).items():
+    for item in args.venue:
+        name, sep, folder = (part.strip() for part in item.partition("="))
+        if not sep or not name or not folder:
+            raise ConfigError(f"meta-init --venue {item!r}: expected NAME=DIR, e.g. kucoin=DIR")
         if name in folders:
             raise ConfigError(f"meta-init --venue {name}: the name is used twice")
         folders[name] = folder
