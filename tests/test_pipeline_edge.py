@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from nexlify.agent.dqn import load_agent
@@ -28,7 +30,10 @@ def test_the_summary_and_the_final_model_carry_the_verdict(
     assert validations > 2 + n_iterations
     assert edge["trials"] == validations + ("ensemble" in summary)
     assert edge["p"] == pytest.approx(1 - edge["deflated_sharpe"])
-    assert edge["found"] == (edge["p"] < 0.05)
+    pbo = edge["pbo"]
+    assert pbo["candidates"] == 2 + n_iterations and pbo["n_blocks"] == 8
+    assert 0.0 <= pbo["value"] <= 1.0
+    assert edge["found"] == (edge["p"] < 0.05 and pbo["value"] <= 0.5)
     assert edge["period"]["start"] == summary["validation_window"]["start"]
     assert edge["excess_daily_return"]["n_days"] >= 9
     on_disk = json.loads((tmp_path / "out" / auto_retrain.SUMMARY_FILE).read_text())
@@ -76,3 +81,30 @@ def test_the_train_command_ends_with_the_verdict(
     last = " ".join(capsys.readouterr().err.split()).rsplit("SYNTHETIC market", 1)[-1]
     expected = "EDGE OVER CASH" if summary["edge"]["found"] else "NO EDGE OVER CASH"
     assert expected in last and f"p = {summary['edge']['p']:.3f}" in last
+
+
+def test_an_overfit_selection_claims_no_edge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deflated Sharpe that passes is overruled when the in-sample best candidate is the
+    out-of-sample worst (PBO 1)."""
+    from nexlify.evaluation import edge as edge_module
+
+    real_verdict = edge_module.edge_verdict
+
+    def passing(*args: object, **kwargs: object) -> dict[str, object]:
+        return {**real_verdict(*args, **kwargs), "found": True}  # type: ignore[arg-type]
+
+    def overfit(paths: list[str], data: Any, market: object) -> np.ndarray:
+        # two zero-sum candidates: blocks 0-6 favour one, block 7 the other by more than all
+        # of them together, so whichever half wins in sample loses out of sample (PBO 1)
+        lead = np.repeat(np.array([1, 2, 4, 8, 16, 32, 64, -127]) * 1e-4, -(-data.n_bars // 8))
+        lead = lead[: data.n_bars - 1] + np.random.default_rng(0).normal(0, 1e-4, data.n_bars - 1)
+        return np.stack([lead, -lead], axis=1)
+
+    monkeypatch.setattr(edge_module, "edge_verdict", passing)
+    monkeypatch.setattr(edge_module, "candidate_returns", overfit)
+    summary = run_tiny(tmp_path, pipeline={"ensemble_size": 0})
+    assert summary["edge"]["pbo"]["value"] == 1.0
+    assert summary["edge"]["found"] is False
+    assert "probability of backtest overfitting" in edge_module.describe_edge(summary["edge"])

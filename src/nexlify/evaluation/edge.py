@@ -6,7 +6,10 @@
 - ``edge_verdict``: the no-edge gate. The deflated Sharpe ratio (Bailey & Lopez de Prado 2014)
   of the chosen model on the data it was selected on, with every candidate the selection scored
   counted as a trial: the probability that its true Sharpe beats the best Sharpe as many
-  unskilled candidates would show. ``p = 1 - DSR``; an edge is found when ``p < alpha``.
+  unskilled candidates would show. ``p = 1 - DSR``; an edge is found when ``p < alpha`` and
+  the selection is not overfit: the probability of backtest overfitting (CSCV, Bailey et al.
+  2015) of choosing among the saved candidates by their in-sample Sharpe is at most ``PBO_MAX``
+  (``run_edge_gate``).
 - ``read_model_edge`` / ``write_model_edge``: the verdict stored in a model's checkpoint.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +34,19 @@ from nexlify.evaluation.stats import (
     default_mean_block,
     deflated_sharpe_ratio,
     expected_max_sharpe,
+    probability_of_backtest_overfitting,
     skew_kurtosis,
     stationary_bootstrap_ci,
 )
 from nexlify.io import atomic_write
-from nexlify.market.evaluate import EvaluationResult, greedy_run
+from nexlify.market.evaluate import EvaluationResult, evaluate_policy, greedy_policy, greedy_run
 from nexlify.market.metrics import annualised_sharpe, simple_returns
 
 EDGE_ALPHA = 0.05
 """An edge is found when the deflated Sharpe test's p-value is below this."""
+PBO_MAX = 0.5
+"""Above this probability of backtest overfitting, picking the best candidate in sample does
+no better out of sample than picking one at random: no edge is claimed."""
 CONFIDENCE = 0.95
 """Confidence of the excess-return interval."""
 _SECONDS_PER_DAY = 86_400
@@ -155,10 +163,17 @@ def describe_edge(edge: dict[str, Any]) -> str:
     if "error" in edge:
         return f"NO EDGE SHOWN: the edge test could not run ({edge['error']})"
     what = "EDGE OVER CASH" if edge["found"] else "NO EDGE OVER CASH"
+    pbo = edge.get("pbo") or {}
+    overfit = (
+        f"; probability of backtest overfitting {pbo['value']:.2f} over {pbo['candidates']} "
+        f"saved candidates (no edge when > {PBO_MAX:g})"
+        if pbo.get("value") is not None
+        else ""
+    )
     return (
         f"{what}: Sharpe {edge['sharpe']:.2f} vs {edge['sharpe_luck_alone']:.2f} expected from "
         f"the best of {edge['trials']} unskilled candidates; deflated Sharpe p = {edge['p']:.3f} "
-        f"(edge when < {edge['alpha']:g}); mean daily excess return "
+        f"(edge when < {edge['alpha']:g}){overfit}; mean daily excess return "
         f"{format_excess(edge['excess_daily_return'])}"
     )
 
@@ -238,6 +253,39 @@ def _unit_sharpes(unit: dict[str, Any], key: str) -> list[float]:
     return history or [float(unit[key]["avg_sharpe"])]
 
 
+def candidate_paths(summary: dict[str, Any]) -> list[str]:
+    """Model files of the pipeline's candidates still on disk: initial runs, then iterations."""
+    paths = [r["model_path"] for r in summary.get("initial_runs", [])]
+    paths += [i["model_path"] for i in summary.get("retraining_iterations", [])]
+    return [p for p in paths if Path(p).is_file()]
+
+
+def candidate_returns(paths: Sequence[str], data: MarketData, market: MarketConfig) -> np.ndarray:
+    """Per-bar simple returns [bars, models] of each saved model, one greedy run over ``data``."""
+    from nexlify.agent.ensemble import load_policy
+
+    columns = []
+    for path in paths:
+        agent, _ = load_policy(path)
+        run = evaluate_policy(greedy_policy(agent), data, market, episode_length=0)
+        curve = run.equity_curves[0]
+        columns.append(curve[1:] / curve[:-1] - 1.0)
+    return np.stack(columns, axis=1)
+
+
+def overfitting_check(returns_TN: np.ndarray) -> dict[str, Any]:
+    """PBO of picking the best of the candidates (columns) by in-sample Sharpe, CSCV over 8
+    contiguous blocks (2 when fewer than 80 bars): what the gate records under ``pbo``."""
+    n_bars, n_models = returns_TN.shape
+    blocks = 8 if n_bars >= 80 else 2
+    if n_models < 2 or n_bars < blocks:
+        why = "fewer than 2 candidates" if n_models < 2 else f"{n_bars} bars"
+        return {"value": None, "why": why, "candidates": n_models}
+    result = probability_of_backtest_overfitting(returns_TN, n_blocks=blocks)
+    return {"value": result.pbo, "n_splits": result.n_splits, "n_blocks": blocks,
+            "candidates": n_models, "max": PBO_MAX}  # fmt: skip
+
+
 def run_edge_gate(
     model_path: str | Path,
     val: MarketData,
@@ -247,9 +295,18 @@ def run_edge_gate(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The gate on a pipeline's final model: one continuous greedy run over its validation
-    data, judged against every candidate in ``summary`` (see :func:`edge_verdict`)."""
+    data, judged against every candidate in ``summary`` (see :func:`edge_verdict`); then the
+    selection's probability of backtest overfitting over the saved candidates on the same bars:
+    above ``PBO_MAX`` no edge is claimed whatever the deflated Sharpe says."""
     from nexlify.agent.ensemble import load_policy
 
     agent, _ = load_policy(model_path)
     result = greedy_run(agent, val, market)
-    return edge_verdict(val, result, candidate_sharpes(summary), seed=seed)
+    edge = edge_verdict(val, result, candidate_sharpes(summary), seed=seed)
+    paths = candidate_paths(summary)
+    continuous = replace(market, env=replace(market.env, episode_length=0))
+    returns = candidate_returns(paths, val, continuous) if paths else np.zeros((val.n_bars, 0))
+    edge["pbo"] = overfitting_check(returns)
+    if edge["found"] and (edge["pbo"]["value"] or 0.0) > PBO_MAX:
+        edge["found"] = False
+    return edge

@@ -20,7 +20,13 @@ from nexlify.agent.ensemble import load_policy
 from nexlify.data.market_data import MarketData, holdout_split
 from nexlify.errors import DataError
 from nexlify.evaluation.backtest import METRIC_COLUMNS, BacktestResult
-from nexlify.evaluation.edge import describe_edge, excess_daily_return, format_excess
+from nexlify.evaluation.edge import (
+    candidate_paths,
+    candidate_returns,
+    describe_edge,
+    excess_daily_return,
+    format_excess,
+)
 from nexlify.evaluation.stats import (
     bootstrap_ci,
     deflated_sharpe_ratio,
@@ -137,17 +143,6 @@ def backtest_report_html(result: BacktestResult, model_path: str) -> str:
     return render_page(title, [("Period", intro), *_policy_sections(result.data, runs)])
 
 
-def _model_returns(paths: list[str], data: MarketData, market: Any) -> np.ndarray:
-    """Per-bar simple returns [bars, models] of each saved model over ``data``."""
-    columns = []
-    for path in paths:
-        agent, _ = load_policy(path)
-        run = evaluate_policy(greedy_policy(agent), data, market, episode_length=0)
-        curve = run.equity_curves[0]
-        columns.append(curve[1:] / curve[:-1] - 1.0)
-    return np.stack(columns, axis=1)
-
-
 def statistics_section(
     summary: dict[str, Any], returns_TN: np.ndarray, final: int, gap: dict[str, float] | None
 ) -> str:
@@ -212,12 +207,10 @@ def build_run_report(out_dir: Path, summary: dict[str, Any], market: MarketData)
     market_cfg = replace(config.market, env=replace(config.market.env, episode_length=0))
     model = greedy_run(agent, val, market_cfg)
     runs = {"model": model, **run_baselines(val, market_cfg, episode_length=0, history=market)}
-    paths = [r["model_path"] for r in summary["initial_runs"]]
-    paths += [i["model_path"] for i in summary["retraining_iterations"]]
-    paths = [p for p in paths if Path(p).is_file()]
+    paths = candidate_paths(summary)
     source = summary.get("final_model_source", final_path)
     final = paths.index(source) if source in paths else 0
-    returns = _model_returns(paths, val, market_cfg) if paths else np.zeros((val.n_bars, 1))
+    returns = candidate_returns(paths, val, market_cfg) if paths else np.zeros((val.n_bars, 1))
     train_score = evaluate_policy(greedy_policy(agent), train, config.market).score()
     val_score = float(summary.get("final_best_score", model.score()))
     gap = {"train_score": train_score, "validation_score": val_score,
