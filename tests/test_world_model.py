@@ -188,3 +188,34 @@ def test_dyna_training_records_the_model_error_and_is_deterministic() -> None:
     assert [h["val_score"] for h in plain.history] != [
         h["val_score"] for h in a.history if "val_score" in h
     ]
+
+
+def test_dyna_settings_at_their_off_values_leave_the_run_hash_alone() -> None:
+    from nexlify.pipeline.run_files import result_config
+    from nexlify.train.config import RunConfig, replace_section
+
+    assert "dyna_ratio" not in result_config(RunConfig())["train"]
+    assert "dyna_refit_every" not in result_config(RunConfig())["train"]
+    on = replace_section(RunConfig(), "train", dyna_ratio=1.0)
+    assert result_config(on)["train"]["dyna_ratio"] == 1.0
+
+
+def test_cli_flags_reach_the_train_section() -> None:
+    import argparse
+
+    from nexlify.commands.options import add_train_options, overrides_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_options(parser)
+    args = parser.parse_args(["--dyna-ratio", "0.5", "--dyna-refit-every", "5000"])
+    train = overrides_from_args(args)["train"]
+    assert train["dyna_ratio"] == 0.5 and train["dyna_refit_every"] == 5000
+
+
+def test_the_report_history_figure_skips_model_fit_entries() -> None:
+    from nexlify.report.figures import history_figure
+
+    history = [{"episode": 4.0, "val_score": 1.5},
+               {"episode": 5.0, "world_model": 1.0, "wm_feature_mse": 0.3}]  # fmt: skip
+    fig = history_figure({"initial_runs": [{"run_id": 1, "history": history}]})
+    assert list(fig.data[0].x) == [4.0] and list(fig.data[0].y) == [1.5]

@@ -211,6 +211,12 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--curriculum-phases",), "train", "curriculum_phases",
      {"type": float, "nargs": 3, "metavar": "FRAC", "help": "run fractions at which phases 2, 3 "
       "and 4 begin (default {default})"}),
+    (("--dyna-ratio",), "train", "dyna_ratio",
+     {"type": float, "metavar": "R", "help": "imagined transitions per real one from a learned "
+      "market model, Dyna-style; the account state is not simulated (default {default} = off)"}),
+    (("--dyna-refit-every",), "train", "dyna_refit_every",
+     {"type": int, "metavar": "N", "help": "real transitions between refits of the market model "
+      "on the replay buffer (default {default})"}),
     (("--ensemble-size",), "pipeline", "ensemble_size",
      {"type": int, "metavar": "K", "help": "best models combined into an ensemble (default "
       "{default}; "

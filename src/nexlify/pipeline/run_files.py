@@ -80,6 +80,8 @@ NEUTRAL_ADDITIONS: dict[tuple[str, ...], object] = {
     ("market", "env", "turnover_penalty"): 0.0,
     ("data", "long_memory"): False,
     ("pipeline", "ensemble_members"): "top",
+    ("train", "dyna_ratio"): 0.0,
+    ("train", "dyna_refit_every"): 20_000,
 }
 """Settings added after results were recorded, at the value that reproduces the earlier
 behaviour exactly: left out of the hashes there, so adding a setting does not orphan finished

@@ -96,7 +96,7 @@ def history_figure(summary: Mapping[str, Any]) -> go.Figure:
     units = [(f"run_{r['run_id']}", r) for r in summary.get("initial_runs", [])]
     units += [(f"iter_{i['iteration']}", i) for i in summary.get("retraining_iterations", [])]
     for label, unit in units:
-        history = unit.get("history") or []
+        history = [h for h in unit.get("history") or [] if "val_score" in h]  # not model fits
         fig.add_trace(go.Scatter(x=[h["episode"] for h in history],
                                  y=[h["val_score"] for h in history], name=label,
                                  mode="lines+markers"))  # fmt: skip
