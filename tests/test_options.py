@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 
 import pytest
@@ -39,6 +40,15 @@ def test_help_shows_the_config_default(flag: str, shown: str) -> None:
     text = train_help()
     start = text.rindex(flag)  # the option list, after the usage lines
     assert shown in text[start : start + 200]
+
+
+@pytest.mark.parametrize("command", ["train", "study", "meta-init", "tune", "walk-forward"])
+def test_no_command_help_shows_a_placeholder(command: str) -> None:
+    from nexlify.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert "{default}" not in sub.choices[command].format_help()
 
 
 def test_every_placeholder_resolves_to_a_config_field() -> None:
