@@ -156,6 +156,10 @@ def test_imagined_transitions_stay_out_of_real_replay_and_priorities() -> None:
     k = int((batch.indices == IMAGINED).sum())
     assert k == round(40 * 2 / 82) and batch.obs_BD.shape == (40, 3)
     assert batch.weights_B is not None and torch.all(batch.weights_B[-k:] == 1.0)
+    for _ in range(60):  # imagined replay full (100) and larger than real (80)
+        dyna.imagine()
+    assert len(dyna.imagined) == 100
+    assert (dyna.sample(1, np.random.default_rng(0)).indices != IMAGINED).all()  # >= 1 real
     priorities = buf.sampler.tree.nodes.copy()  # type: ignore[attr-defined]
     dyna.update_priorities(np.full(3, IMAGINED), np.ones(3))
     np.testing.assert_array_equal(buf.sampler.tree.nodes, priorities)  # type: ignore[attr-defined]

@@ -130,7 +130,7 @@ class DynaPlanner:
     def sample(self, batch_size: int, rng: np.random.Generator) -> ReplayBatch:
         """A batch drawn from real and imagined replay in proportion to what each holds."""
         n_real, n_imagined = len(self.real), len(self.imagined) if self.model.fitted else 0
-        k = round(batch_size * n_imagined / (n_real + n_imagined))
+        k = min(round(batch_size * n_imagined / (n_real + n_imagined)), batch_size - 1)
         real = self.real.sample(batch_size - k, rng)
         if k == 0:
             return real
