@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.live import Live
 
 from nexlify.commands import COMMAND_HELP
+from nexlify.commands.rolling_options import add_rolling_flags, rolling_spec
 from nexlify.config import TIMEFRAMES
 from nexlify.data.candles import read_candles
 from nexlify.data.market_data import MarketData, build_market_data
@@ -156,6 +157,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--flatten",
         action="store_true",
         help="stop: cancel the protective orders and market-sell the live positions",
+    )
+    add_rolling_flags(
+        p,
+        "run: fine-tune the trading model every --retrain-every days of bars on the session's "
+        "latest closed candles in a background process, and swap the candidate in only when "
+        "it beats the trading model on the latest --retrain-score-days (bars neither trained "
+        "on); replay swaps at the bar after the retrain bar (waiting for it), poll/live from "
+        "the first bar after the result arrives (never waiting)",
     )
     p.set_defaults(handler=start_paper)
 
@@ -350,6 +359,7 @@ def _run(args: argparse.Namespace, console: Console, exchange_factory: ExchangeF
     """``nexlify paper [run]``: open or continue the session and run it over its feed."""
     if not args.model:
         raise ConfigError("--model is required to run a session")
+    retrain = rolling_spec(args, "paper")
     credentials = _live_credentials(args)
     log = _setup_logging(args)
     if credentials is not None:
@@ -386,6 +396,7 @@ def _run(args: argparse.Namespace, console: Console, exchange_factory: ExchangeF
         mode="live" if args.live else "paper",
         start_time=start,
         gap_cooldown=args.gap_cooldown,
+        retrain=retrain,
     )
     store, trader = open_session(settings, policy, spec, feed, check, log)
     inner_feed, sigterm = feed, StopSignal()
@@ -407,6 +418,8 @@ def _run(args: argparse.Namespace, console: Console, exchange_factory: ExchangeF
         _finish_stop(store, broker, console)
     finally:
         restore_sigterm()
+        if trader.retrainer is not None:
+            trader.retrainer.close()
         store.close()
         close_notifier(notifier)
     return 0

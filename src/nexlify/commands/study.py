@@ -22,11 +22,11 @@ from nexlify.commands.options import (
     VALIDATION_OPTIONS,
     option_help,
 )
+from nexlify.commands.rolling_options import add_rolling_flags, rolling_spec
 from nexlify.commands.train import RichProgressSink, resolve_run_config, setup_logging
 from nexlify.errors import ConfigError
 from nexlify.pipeline.auto_retrain import attach_run_log
 from nexlify.pipeline.backends import require_backend
-from nexlify.pipeline.rolling import RollingSpec
 from nexlify.pipeline.study import DEFAULT_YEARS, RESULTS_FILE, TABLE_FILE, StudySpec, run_study
 from nexlify.train.config import RunConfig, run_config_from_dict
 
@@ -87,64 +87,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "beside the output folder)",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML config of the pipeline studied")
-    _add_rolling_flags(parser)
+    add_rolling_flags(
+        parser,
+        "also trade each year on the study's venue with the final model fine-tuned every "
+        "--retrain-every days and swapped in only when it beats the trading model on the "
+        "latest --retrain-score-days, bars neither trained on",
+    )
     _add_pipeline_flags(parser)
     parser.add_argument(
         "--no-kelly", action="store_true", help="size every trade at --max-position"
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging on the console")
     parser.set_defaults(handler=start_study)
-
-
-def _add_rolling_flags(parser: argparse.ArgumentParser) -> None:
-    """Rolling retraining during each test year (a row beside the frozen model)."""
-    d = RollingSpec(every_days=30.0)
-    group = parser.add_argument_group(
-        "rolling retraining", "also trade each year on the study's venue with the final model "
-        "fine-tuned every --retrain-every days and swapped in only when it beats the trading "
-        "model on the latest --retrain-score-days, bars neither trained on",
-    )  # fmt: skip
-    group.add_argument(
-        "--retrain-every",
-        type=float,
-        metavar="DAYS",
-        help="days between fine-tunes (default: no rolling retraining)",
-    )
-    group.add_argument(
-        "--retrain-window",
-        type=float,
-        default=d.window_days,
-        metavar="DAYS",
-        help=f"days each fine-tune trains on (default {d.window_days:g})",
-    )
-    group.add_argument(
-        "--retrain-score-days",
-        type=float,
-        metavar="DAYS",
-        help="latest days both models are scored on, at most --retrain-every "
-        f"(default {d.score_days:g} or --retrain-every if shorter)",
-    )
-    group.add_argument(
-        "--fine-tune-episodes",
-        type=int,
-        default=d.episodes,
-        metavar="N",
-        help=f"episodes of each fine-tune (default {d.episodes})",
-    )
-    group.add_argument("--retrain-margin", type=float, default=d.margin, metavar="S",
-                       help="validation-score points a candidate must win by (default "
-                       f"{d.margin:g})")  # fmt: skip
-
-
-def _rolling_spec(args: argparse.Namespace) -> RollingSpec | None:
-    if args.retrain_every is None:
-        return None
-    score = args.retrain_score_days
-    if score is None:
-        score = min(RollingSpec(every_days=args.retrain_every).score_days, args.retrain_every)
-    return RollingSpec(every_days=args.retrain_every, window_days=args.retrain_window,
-                       score_days=score, episodes=args.fine_tune_episodes,
-                       margin=args.retrain_margin)  # fmt: skip
 
 
 def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
@@ -181,7 +135,7 @@ def study_spec(args: argparse.Namespace) -> StudySpec:
         venue=args.venue_name or data_dir.resolve().name,
         other_venues=_venues(args.venue),
         trials_file=args.trials_file,
-        rolling=_rolling_spec(args),
+        rolling=rolling_spec(args, "study"),
     )
 
 

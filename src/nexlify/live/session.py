@@ -1,7 +1,8 @@
 """Open (or continue) a paper session and run it over a feed until the feed ends.
 
-A new session records its model (path and sha256), pairs, timeframe, feed, mode and market
-settings; continuing with another model, pairs, timeframe or mode is refused. The model's
+A new session records its model (path and sha256), pairs, timeframe, feed, mode, market
+settings and rolling-retraining settings; continuing with another model, pairs, timeframe, mode
+or retraining settings is refused. The model's
 features must match the data's (checked before anything is written).
 """
 
@@ -21,8 +22,10 @@ from nexlify.errors import DataError
 from nexlify.evaluation.backtest import ModelSpec, check_compatible
 from nexlify.live.broker import LiveBroker
 from nexlify.live.feeds import Bar, Feed
+from nexlify.live.retrain import SessionRetrainer, check_session_schedule, session_run_config
 from nexlify.live.store import SessionStore
-from nexlify.live.trader import CandleHistory, PaperTrader, Policy
+from nexlify.live.trader import CandleHistory, PaperTrader, Policy, first_decision_index
+from nexlify.pipeline.rolling import RollingSpec
 
 
 def file_sha256(path: str | Path) -> str:
@@ -49,6 +52,8 @@ class SessionSettings:
     """First bar of the trading period (unix s); None = as soon as the warm-up allows."""
     gap_cooldown: int = 24
     """Bars after a feed gap during which new entries are held back."""
+    retrain: RollingSpec | None = None
+    """Rolling retraining (``--retrain-every`` ...); None = the model never changes."""
 
 
 def _check_features(spec: ModelSpec, data: MarketData | None, settings: SessionSettings) -> None:
@@ -86,7 +91,11 @@ def open_session(
         "pairs": list(spec.pairs),
         "timeframe": spec.timeframe,
         "mode": settings.mode,
+        "retrain_spec": None if settings.retrain is None else settings.retrain.to_dict(),
     }
+    tune_config = None
+    if settings.retrain is not None:
+        tune_config = session_run_config(settings.model_path, spec.market, settings.retrain)
     initial: list[Bar] = []
     existing = store.session()
     if existing is None:
@@ -100,6 +109,12 @@ def open_session(
             window = spec.market.env.obs_window
             start_time = initial[-1].time - (window - 1) * history.step
         _check_features(spec, check_data, settings)
+        if settings.retrain is not None and tune_config is not None and check_data is not None:
+            window = spec.market.env.obs_window
+            decision = first_decision_index(check_data.time, start_time, window)
+            fetched = len(initial) if initial else None
+            check_session_schedule(settings.retrain, tune_config, check_data, decision,
+                                   spec.feature_warmup, fetched)  # fmt: skip
         store.create_session(
             model_path=str(settings.model_path),
             model_sha256=digest,
@@ -113,6 +128,7 @@ def open_session(
             },
             start_time=start_time,
             gap_cooldown=settings.gap_cooldown,
+            retrain_spec=identity["retrain_spec"],
         )
         log.info("new %s session in %s", settings.mode, settings.db)
     else:
@@ -122,6 +138,10 @@ def open_session(
         store.add_event("restart", f"continuing after bar {store.cursor()}")
         log.info("continuing the session in %s after bar %s", settings.db, store.cursor())
     session = store.session() or {}
+    retrainer = None
+    if settings.retrain is not None and tune_config is not None:
+        retrainer = SessionRetrainer(store, settings.retrain, tune_config, settings.model_path,
+                                     wait=settings.feed == "replay", logger=log)  # fmt: skip
     trader = PaperTrader(
         store,
         policy,
@@ -133,6 +153,7 @@ def open_session(
         source=feed.name,
         logger=log,
         features=spec.features,
+        retrainer=retrainer,
     )
     if initial:
         trader.process(initial)

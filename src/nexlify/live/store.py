@@ -36,10 +36,18 @@ Schema (times are unix seconds UTC of a bar's *open*; ``bar_time`` is the bar ju
                  database does not know), or NULL.
 ``live_baseline`` live mode: base-currency balances the account held before the session (left
                  alone, never traded).
+``retrains``     rolling retraining (``session.retrain_spec``, JSON, says when and how): one row
+                 per finished retrain ``k``: ``bar_time`` (the last closed bar it saw),
+                 ``effective_time`` (the first bar its ``trading_model`` decides), train and
+                 score bars (first and last open time), both scores, ``swapped``, the previous,
+                 candidate and trading model files, the ``event`` of a discarded candidate and
+                 the seconds it took. The model deciding a bar is the ``trading_model`` of the
+                 last row whose ``effective_time`` is at or before it (else the session's).
 
 Live exchange orders carry a ``role``: ``entry``, ``exit``, ``stop_loss``, ``take_profit`` or
 ``flatten``; protective orders keep their trigger price in ``price``. Version 1 databases (no
-``role``) are migrated in place when opened; no row is lost.
+``role``) and version 2 ones (no ``retrains``, no ``retrain_spec``) are migrated in place when
+opened; no row is lost.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ import numpy as np
 
 from nexlify.errors import ConfigError, DataError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS session (
@@ -72,7 +80,8 @@ CREATE TABLE IF NOT EXISTS session (
     market_config TEXT NOT NULL,
     start_time INTEGER,
     gap_cooldown INTEGER NOT NULL,
-    schema_version INTEGER NOT NULL
+    schema_version INTEGER NOT NULL,
+    retrain_spec TEXT
 );
 CREATE TABLE IF NOT EXISTS candles (
     pair TEXT NOT NULL, time INTEGER NOT NULL,
@@ -130,9 +139,20 @@ CREATE TABLE IF NOT EXISTS live_state (
 CREATE TABLE IF NOT EXISTS live_baseline (
     currency TEXT PRIMARY KEY, amount REAL NOT NULL, at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS retrains (
+    k INTEGER PRIMARY KEY, bar_time INTEGER NOT NULL, effective_time INTEGER NOT NULL,
+    train_from INTEGER NOT NULL, train_to INTEGER NOT NULL,
+    score_from INTEGER NOT NULL, score_to INTEGER NOT NULL,
+    current_score REAL, candidate_score REAL, swapped INTEGER NOT NULL,
+    previous_model TEXT NOT NULL, candidate_model TEXT, trading_model TEXT NOT NULL,
+    event TEXT, seconds REAL NOT NULL, seed INTEGER NOT NULL, recorded_at TEXT NOT NULL
+);
 """
 
-MIGRATIONS = {1: ("ALTER TABLE orders ADD COLUMN role TEXT",)}
+MIGRATIONS = {
+    1: ("ALTER TABLE orders ADD COLUMN role TEXT",),
+    2: ("ALTER TABLE session ADD COLUMN retrain_spec TEXT",),  # the table: CREATE IF NOT EXISTS
+}
 """Statements that bring a database of schema version ``v`` to ``v + 1``."""
 
 
@@ -208,6 +228,8 @@ class SessionStore:
         out = dict(row)
         out["pairs"] = json.loads(out["pairs"])
         out["market_config"] = json.loads(out["market_config"])
+        spec = out.get("retrain_spec")
+        out["retrain_spec"] = None if spec is None else json.loads(spec)
         return out
 
     def create_session(self, **fields: Any) -> None:
@@ -216,6 +238,8 @@ class SessionStore:
         values = dict(fields, schema_version=SCHEMA_VERSION, created_at=utc_now())
         values["pairs"] = json.dumps(list(values["pairs"]))
         values["market_config"] = json.dumps(values["market_config"])
+        if values.get("retrain_spec") is not None:
+            values["retrain_spec"] = json.dumps(values["retrain_spec"], sort_keys=True)
         names = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         with self.transaction() as c:
@@ -258,6 +282,20 @@ class SessionStore:
         if row is None:
             return None
         return int(row[0]), int(row[1]), state_from_bytes(row[2])
+
+    def retrains(self) -> list[dict[str, Any]]:
+        """The finished retrains, in order."""
+        return self.rows("SELECT * FROM retrains ORDER BY k")
+
+    def model_at(self, bar_time: int) -> str:
+        """The model file that decided (or decides) at the bar opening at ``bar_time``."""
+        row = self.rows(
+            "SELECT trading_model FROM retrains WHERE effective_time <= ? ORDER BY k DESC LIMIT 1",
+            (bar_time,),
+        )
+        if row:
+            return str(row[0]["trading_model"])
+        return str((self.session() or {}).get("model_path"))
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
@@ -322,6 +360,13 @@ class SessionStore:
                 account["open_positions"],
             ),
         )
+
+    def add_retrain(self, c: sqlite3.Connection, record: dict[str, Any]) -> None:
+        """One finished retrain (the keys of the ``retrains`` table, less ``recorded_at``)."""
+        values = {**record, "swapped": int(record["swapped"]), "recorded_at": utc_now()}
+        names = ", ".join(values)
+        marks = ", ".join(f":{k}" for k in values)
+        c.execute(f"INSERT INTO retrains ({names}) VALUES ({marks})", values)
 
     def add_event(
         self,

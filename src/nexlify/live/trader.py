@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from nexlify.data.market_data import MarketData, build_market_data
 from nexlify.live.feeds import Bar
 from nexlify.live.store import SessionStore
 from nexlify.market.env import VecMarketEnv
+
+if TYPE_CHECKING:
+    from nexlify.live.retrain import SessionRetrainer
 
 
 class Policy(Protocol):
@@ -114,6 +117,13 @@ def warmup_progress(
     first, last = span
     need = warmup_bars_needed(first, start_time, step, window, features_warmup)
     return max(0, (last - first) // step + 1), need
+
+
+def first_decision_index(times: np.ndarray, start_time: int | None, window: int) -> int:
+    """The bar (of a session's data, bar open ``times``) of its first decision: the last of
+    the first observation window at or after ``start_time``."""
+    first = 0 if start_time is None else int(np.searchsorted(times, start_time, side="left"))
+    return first + window - 1
 
 
 class CandleHistory:
@@ -197,9 +207,14 @@ class PaperTrader:
         source: str = "paper",
         logger: logging.Logger | None = None,
         features: FeatureConfig | None = None,
+        retrainer: SessionRetrainer | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
+        self.retrainer = retrainer
+        """Rolling retraining (``--retrain-every``): swaps ``policy`` when a candidate wins."""
+        self.policy_file: str | None = None
+        """The model file ``policy`` was loaded from after a swap (None: the session's)."""
         self.config = paper_market_config(market)
         self.window = self.config.env.obs_window
         self.start_time = start_time
@@ -207,6 +222,8 @@ class PaperTrader:
         self.log = logger or logging.getLogger("nexlify.paper")
         self.history = CandleHistory(pairs, timeframe, source, features)
         self.env: VecMarketEnv | None = None
+        self._data: MarketData | None = None
+        """The data of the last processed bar (what a retrain launched after it reads)."""
         self.pending = 0
         self.finished = False
         """True once the account fell below the ruin level (the session cannot go on)."""
@@ -217,6 +234,8 @@ class PaperTrader:
         after a failed transaction."""
         self.history.load(self.store.candles(list(self.history.pairs)))
         self.env, self.pending = None, 0
+        if self.retrainer is not None:
+            self._reload_retrains()
         saved = self.store.env_state()
         if saved is None:
             return
@@ -227,6 +246,22 @@ class PaperTrader:
         self.env = self._make_env(data)
         self.env.load_state_dict(state)
         self.finished = bool(state["needs_reset"][0])
+        if self.retrainer is not None:  # a retrain cut by a crash starts again
+            self.retrainer.launch_due(data, self._first_decision_bar(data))
+
+    def _reload_retrains(self) -> None:
+        """The model the session's last recorded retrain left trading."""
+        assert self.retrainer is not None
+        self.retrainer.reload()
+        model = self.retrainer.trading_model
+        if model != (self.policy_file or self.retrainer.initial_model):
+            self._load_policy(model)
+
+    def _load_policy(self, path: str) -> None:
+        from nexlify.agent.ensemble import load_policy
+
+        self.policy = load_policy(path)[0]
+        self.policy_file = path
 
     # ----------------------------------------------------------------------------------------
     def _make_env(self, data: MarketData, n_bars: int | None = None) -> VecMarketEnv:
@@ -235,16 +270,17 @@ class PaperTrader:
         return VecMarketEnv(placed, self.config, autoreset=False, record=True)
 
     def _first_decision_bar(self, data: MarketData) -> int:
-        first = 0
-        if self.start_time is not None:
-            first = int(np.searchsorted(data.time, self.start_time, side="left"))
-        return first + self.window - 1
+        return first_decision_index(data.time, self.start_time, self.window)
 
     def _protecting(self, data: MarketData, bar: int) -> bool:
         lo = max(0, bar - self.gap_cooldown + 1)
         return bool(data.filled[lo : bar + 1].any())
 
     def _decide(self, obs: np.ndarray, data: MarketData, bar: int, c: Any) -> int:
+        if self.retrainer is not None:
+            swapped = self.retrainer.before_decision(data, self._first_decision_bar(data), bar, c)
+            if swapped is not None:
+                self._load_policy(swapped)
         action = int(np.asarray(self.policy.greedy(obs)).reshape(-1)[0])
         if action % 2 == 1 and self._protecting(data, bar):
             message = (
@@ -350,11 +386,16 @@ class PaperTrader:
 
     def process(self, bars: list[Bar]) -> StepReport:
         """Process new closed bars in one transaction; bars at or before the cursor are skipped."""
+        if self.retrainer is not None:
+            self.retrainer.settle()  # replay: wait here, not inside the transaction
         try:
-            return self._process(bars)
+            report = self._process(bars)
         except BaseException:
             self.reload()  # the transaction was rolled back: drop what memory holds beyond it
             raise
+        if self.retrainer is not None and self._data is not None:
+            self.retrainer.launch_due(self._data, self._first_decision_bar(self._data))
+        return report
 
     def _process(self, bars: list[Bar]) -> StepReport:
         report = StepReport()
@@ -383,6 +424,7 @@ class PaperTrader:
                     self.store.add_candles(c, pair, [row])
                 expected = b.time + step
             data = self.history.market_data()
+            self._data = data
             if data is not None:
                 self._advance(data, c, report)
             self.store.set_cursor(c, fresh[-1].time, len(fresh))

@@ -77,7 +77,7 @@ class RollingSpec:
         )  # fmt: skip
         for option, value, ok, rule in checks:
             if not ok:
-                raise ConfigError(f"study {option}: {value!r} is not {rule}")
+                raise ConfigError(f"{option}: {value!r} is not {rule}")
 
     def bars(self, bar_seconds: int) -> tuple[int, int, int]:
         """(every, window, score) in bars of ``bar_seconds``."""
@@ -113,17 +113,7 @@ def check_schedule(
             f"{where}: --retrain-every {spec.every_days:g} days is longer than the "
             f"{market.n_bars - first} bars traded; no retrain would happen"
         )
-    need_train = config.market.env.episode_length + config.market.env.obs_window + 1
-    if window < need_train:
-        raise DataError(
-            f"{where}: --retrain-window {spec.window_days:g} days is {window} bars; one training "
-            f"episode needs {need_train} (episode length + observation window + 1)"
-        )
-    if score < config.market.env.obs_window + 1:
-        raise DataError(
-            f"{where}: --retrain-score-days {spec.score_days:g} is {score} bars, too few to "
-            "score a model on"
-        )
+    check_fine_tune_sizes(spec, config, market.bar_seconds, where)
     earliest = points[0] - score - window
     if earliest < 0:
         start = market.span()[0]
@@ -136,8 +126,33 @@ def check_schedule(
     return points
 
 
+def check_fine_tune_sizes(spec: RollingSpec, config: RunConfig, bar_seconds: int,
+                          where: str) -> None:  # fmt: skip
+    """Refuse a window shorter than one training episode, or too few score bars."""
+    _, window, score = spec.bars(bar_seconds)
+    need_train = config.market.env.episode_length + config.market.env.obs_window + 1
+    if window < need_train:
+        raise DataError(
+            f"{where}: --retrain-window {spec.window_days:g} days is {window} bars; one training "
+            f"episode needs {need_train} (episode length + observation window + 1)"
+        )
+    if score < config.market.env.obs_window + 1:
+        raise DataError(
+            f"{where}: --retrain-score-days {spec.score_days:g} is {score} bars, too few to "
+            "score a model on"
+        )
+
+
 def _iso(market: MarketData, bar: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(market.time[bar])))
+
+
+def _iso_open(market: MarketData, bar: int) -> str:
+    """The open time of ``bar``, also of the bar right after the data (bars are contiguous)."""
+    if bar < market.n_bars:
+        return _iso(market, bar)
+    seconds = int(market.time[-1]) + (bar - market.n_bars + 1) * market.bar_seconds
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def fine_tune_config(config: RunConfig, spec: RollingSpec) -> RunConfig:
@@ -228,8 +243,8 @@ def rolling_run(
     tune_config = fine_tune_config(config, spec)
     trading = retrains[-1]["trading_model"] if retrains else initial_model
     for k, t in enumerate(points[len(retrains) :], start=len(retrains) + 1):
-        record = _retrain(k, t, trading, market, window, score, tune_config, spec,
-                          out_dir, seed + k, log)  # fmt: skip
+        record = retrain(k, t, trading, market, window, score, tune_config, spec,
+                         out_dir, seed + k, log)  # fmt: skip
         trading = record["trading_model"]
         retrains.append(record)
         atomic_write_json(path, {"inputs": key, "spec": spec.to_dict(), "retrains": retrains})
@@ -262,15 +277,20 @@ def _score(model: str, data: MarketData, config: RunConfig) -> float:
     return float(validate(load_policy(model)[0], data, config.market).score())
 
 
-def _retrain(
+def retrain(
     k: int, t: int, trading: str, market: MarketData, window: int, score: int,
     config: RunConfig, spec: RollingSpec, out_dir: Path, seed: int, log: logging.Logger,
 ) -> dict[str, Any]:  # fmt: skip
-    """Fine-tune at bar ``t``, score both models on the bars before ``t``, keep the winner."""
+    """Retrain ``k`` at bar ``t`` (the first bar the winner decides on; ``t`` may be
+    ``market.n_bars``, the bar after the data): fine-tune ``trading`` (``config`` from
+    :func:`fine_tune_config`) on the ``window`` bars before the last ``score`` bars before
+    ``t``, score both models on those ``score`` bars, keep the winner. The record says what
+    was done; a diverged or NaN-scoring candidate is discarded with its ``event``. Used by
+    the study (:func:`rolling_run`) and by paper sessions (:mod:`nexlify.live.retrain`)."""
     train = market.slice(t - score - window, t - score)
     scored = market.slice(t - score, t)
     record: dict[str, Any] = {
-        "k": k, "bar": t, "at": _iso(market, t),
+        "k": k, "bar": t, "at": _iso_open(market, t),
         "train": [_iso(market, t - score - window), _iso(market, t - score - 1)],
         "score_bars": [_iso(market, t - score), _iso(market, t - 1)],
         "seed": seed, "previous_model": trading,
