@@ -16,7 +16,7 @@ import yaml
 
 from nexlify.cli import main
 from nexlify.data.synthetic import generate_synthetic_candles
-from nexlify.errors import DataError
+from nexlify.errors import ConfigError, DataError
 from nexlify.evaluation.edge import window_daily_returns
 from nexlify.pipeline.auto_retrain import SUMMARY_FILE
 from nexlify.pipeline.study import (
@@ -315,3 +315,34 @@ def test_rolling_retrain_is_a_row_and_a_configuration_of_its_own(
     assert "- a, model_rolling: 1 year(s)" in table
     trials = json.loads((out.parent / TRIALS_FILE).read_text())
     assert "2021/a" in trials["configs"][results["config_hash"]]["daily_sharpe"]
+
+
+def test_meta_init_row_adapts_before_the_year_and_rolls(
+    study_run: dict[str, Any], tmp_path: Path
+) -> None:
+    from nexlify.pipeline.meta import MetaSpec
+    from nexlify.pipeline.rolling import RollingSpec
+
+    rolling = RollingSpec(every_days=90, window_days=30, score_days=5, episodes=1)
+    with pytest.raises(ConfigError, match="--meta-init: needs --retrain-every"):
+        StudySpec(data_dir="x", meta=MetaSpec(outer_steps=2, inner_episodes=1, task_days=30))
+    spec = StudySpec(data_dir=study_run["spec"].data_dir, years=(2021,), venue="a",
+                     rolling=rolling, meta=MetaSpec(outer_steps=2, inner_episodes=1,
+                                                    task_days=30))  # fmt: skip
+    out = tmp_path / "results" / "meta"
+    results = run_study(study_run["config"], spec, out, LOG)
+    cell = results["years"]["2021"]["venues"]["a"]
+    assert {"model", "model_rolling", "model_meta_rolling"} <= set(cell)
+    meta = results["years"]["2021"]["rolling"]["meta"]
+    assert meta["retrains"] == 4 and meta["meta_spec"]["outer_steps"] == 2
+    init = torch.load(meta["meta_init"], map_location="cpu", weights_only=False)
+    steps = init["extra"]["meta"]["steps"]
+    assert len(steps) == 2 and all(step["end"] < "2020-12-02" for step in steps)
+    assert results["pooled_meta_rolling"]["a"]["years"] == 1
+    assert (
+        "model_meta_rolling: a Reptile meta-init (2 outer steps" in (out / "study.md").read_text()
+    )
+    stamp = Path(meta["adapted_model"]).stat().st_mtime_ns
+    again = run_study(study_run["config"], spec, out, LOG)  # finished: kept, nothing retrained
+    assert again["years"]["2021"] == json.loads(json.dumps(results["years"]["2021"]))
+    assert Path(meta["adapted_model"]).stat().st_mtime_ns == stamp

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +35,16 @@ from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.market.evaluate import EvaluationResult
 from nexlify.pipeline.auto_retrain import ProgressSink, run_pipeline
 from nexlify.pipeline.data_choice import quality_policy, run_features
-from nexlify.pipeline.rolling import RollingOutcome, RollingSpec, check_schedule, rolling_run
+from nexlify.pipeline.meta import MetaSpec, reptile, save_meta_init, training_bars
+from nexlify.pipeline.rolling import (
+    RollingOutcome,
+    RollingSpec,
+    check_schedule,
+    fine_tune_config,
+    rolling_run,
+)
 from nexlify.pipeline.run_files import result_config
-from nexlify.pipeline.runs import market_fingerprint
+from nexlify.pipeline.runs import UnitTask, market_fingerprint, train_unit
 from nexlify.pipeline.study_report import study_markdown
 from nexlify.pipeline.study_stats import (
     deflate_all,
@@ -72,6 +80,14 @@ class StudySpec:
     """Registry of configurations tried (default: study_trials.json beside the output)."""
     rolling: RollingSpec | None = None
     """Also trade each year on the study's venue with rolling retraining (None: frozen only)."""
+    meta: MetaSpec | None = None
+    """Also trade each year from a Reptile meta-init adapted before the year, then rolling
+    retraining on the same schedule (needs ``rolling``)."""
+
+    def __post_init__(self) -> None:
+        if self.meta is not None and self.rolling is None:
+            raise ConfigError("study --meta-init: needs --retrain-every (the meta-init is "
+                              "adapted and retrained on the rolling schedule)")  # fmt: skip
 
 
 @dataclass
@@ -97,12 +113,17 @@ def study_config(config: RunConfig, spec: StudySpec) -> RunConfig:
     )
 
 
-def config_hash(config: RunConfig, rolling: RollingSpec | None = None) -> str:
+def config_hash(
+    config: RunConfig, rolling: RollingSpec | None = None, meta: MetaSpec | None = None
+) -> str:
     """SHA-256 of what a trained model depends on, less execution settings and data paths
-    (and the rolling-retrain schedule, when there is one: a configuration of its own)."""
+    (and the rolling-retrain schedule and meta-init, when there are: configurations of their
+    own)."""
     plain = result_config(config)
     if rolling is not None:
         plain["rolling"] = rolling.to_dict()
+    if meta is not None:
+        plain["meta"] = meta.to_dict()
     for key in ("data_dir", "store_dir", "external_dir"):
         plain.get("data", {}).pop(key, None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
@@ -284,6 +305,10 @@ def _run_year(
                               run_dir / "rolling", seed, log)  # fmt: skip
         more = {spec.venue: {"model_rolling": outcome.result}}
         rolling = _rolling_summary(outcome, rolling_spec)
+        if spec.meta is not None:
+            meta_outcome, meta_record = _meta_rolling(config, markets, spec, run_dir, seed, log)
+            more[spec.venue]["model_meta_rolling"] = meta_outcome.result
+            rolling["meta"] = {**meta_record, **_rolling_summary(meta_outcome, rolling_spec)}
     venues = _test_year(summary["final_model_path"], markets, seed, more)
     return {
         "train": {**markets.train.describe(), "sha256": market_fingerprint(markets.train)},
@@ -294,6 +319,57 @@ def _run_year(
         "venues": venues,
         **({"rolling": rolling} if rolling is not None else {}),
     }  # fmt: skip
+
+
+META_FILE = "meta.json"
+
+
+def _meta_rolling(
+    config: RunConfig, markets: YearMarkets, spec: StudySpec, run_dir: Path, seed: int,
+    log: logging.Logger,
+) -> tuple[RollingOutcome, dict[str, Any]]:  # fmt: skip
+    """Meta-train an initialisation on the year's training bars (less its validation days),
+    adapt it on the rolling window before the year's first bar (always taken: an
+    initialisation is not a trader), then trade the year with rolling retraining from it."""
+    assert spec.meta is not None and spec.rolling is not None and markets.history is not None
+    history, rolling_spec = markets.history, spec.rolling
+    first = history.index_at(year_start(markets.year))
+    folder = run_dir / "meta"
+    record_path = folder / META_FILE
+    record = _previous_meta(record_path)
+    if record is None:
+        tick = time.perf_counter()
+        folder.mkdir(parents=True, exist_ok=True)
+        result = reptile({spec.venue: training_bars(markets.train, config)}, config, spec.meta,
+                         log=log)  # fmt: skip
+        init = save_meta_init(folder / "meta_init.pt", result, config, markets.train, spec.meta)
+        _, window, score = rolling_spec.bars(history.bar_seconds)
+        task = UnitTask(label="meta_adapt", seed=seed + 500, episodes=rolling_spec.episodes,
+                        config=fine_tune_config(config, rolling_spec),
+                        train_data=history.slice(first - score - window, first - score),
+                        val_data=history.slice(first - score, first),
+                        model_dir=str(folder / "adapted"), init_model=str(init),
+                        eps_start=config.pipeline.retrain_eps_start,
+                        threads=config.train.torch_threads, logger_name=log.name)  # fmt: skip
+        adapted = train_unit(task)
+        record = {"meta_init": str(init), "adapted_model": adapted["model_path"],
+                  "adapted_score": adapted["val_score"], "meta_seconds": result.seconds,
+                  "seconds": time.perf_counter() - tick,
+                  "meta_spec": spec.meta.to_dict()}  # fmt: skip
+        atomic_write_json(record_path, record)
+    outcome = rolling_run(record["adapted_model"], history, first, config, rolling_spec,
+                          folder / "rolling", seed + 500, log)  # fmt: skip
+    return outcome, record
+
+
+def _previous_meta(path: Path) -> dict[str, Any] | None:
+    """The meta-init and its adaptation of an interrupted study, when both files are there."""
+    if not path.is_file():
+        return None
+    record = dict(json.loads(path.read_text(encoding="utf-8")))
+    if not all(Path(record[k]).is_file() for k in ("meta_init", "adapted_model")):
+        return None
+    return record
 
 
 def _rolling_summary(outcome: RollingOutcome, spec: RollingSpec) -> dict[str, Any]:
@@ -356,7 +432,7 @@ def run_study(
     config = study_config(config, spec)
     markets = prepare_markets(config, spec)  # bad input stops here, before any training
     out_dir.mkdir(parents=True, exist_ok=True)
-    key = config_hash(config, spec.rolling)
+    key = config_hash(config, spec.rolling, spec.meta)
     results_path = out_dir / RESULTS_FILE
     previous = _previous_results(results_path, key)
     trials_path = Path(spec.trials_file) if spec.trials_file else out_dir.parent / TRIALS_FILE
@@ -367,7 +443,8 @@ def run_study(
         "config": config.to_dict(),
         "spec": {"venue": spec.venue, "data_dir": spec.data_dir, "years": list(spec.years),
                  "other_venues": dict(spec.other_venues), "min_train_days": spec.min_train_days,
-                 "rolling": spec.rolling.to_dict() if spec.rolling else None},
+                 "rolling": spec.rolling.to_dict() if spec.rolling else None,
+                 "meta": spec.meta.to_dict() if spec.meta else None},
         "trials_file": str(trials_path),
         "years": dict(previous.get("years", {})),
     }  # fmt: skip
@@ -394,6 +471,8 @@ def run_study(
 def trial_policy(spec: StudySpec) -> str:
     """The row a configuration is judged by: the rolling-retrain row when the study has one
     (the frozen row then repeats the configuration without it)."""
+    if spec.meta is not None:
+        return "model_meta_rolling"
     return "model_rolling" if spec.rolling is not None else "model"
 
 
@@ -404,5 +483,9 @@ def _save(results: dict[str, Any], trials: Mapping[str, Any], out_dir: Path) -> 
     results["pooled"] = {v: pooled_excess(results, v) for v in venues}
     if results["spec"].get("rolling"):
         results["pooled_rolling"] = {v: pooled_excess(results, v, "model_rolling") for v in venues}
+    if results["spec"].get("meta"):
+        results["pooled_meta_rolling"] = {
+            v: pooled_excess(results, v, "model_meta_rolling") for v in venues
+        }
     atomic_write_json(out_dir / RESULTS_FILE, results)
     atomic_write_text(out_dir / TABLE_FILE, study_markdown(results))

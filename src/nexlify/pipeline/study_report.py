@@ -67,6 +67,8 @@ def _year_section(year: str, entry: Mapping[str, Any]) -> list[str]:
         ]
         if "model_rolling" in cell:
             lines += _rolling_lines(cell, entry.get("rolling") or {})
+        if "model_meta_rolling" in cell:
+            lines += _meta_lines(cell, (entry.get("rolling") or {}).get("meta") or {})
     return lines
 
 
@@ -109,11 +111,28 @@ def study_markdown(results: Mapping[str, Any]) -> str:
     for year, entry in results["years"].items():
         lines += _year_section(year, entry)
     lines += ["## Pooled over the finished years", ""]
-    for key, policy in (("pooled", "model"), ("pooled_rolling", "model_rolling")):
+    for key, policy in (("pooled", "model"), ("pooled_rolling", "model_rolling"),
+                        ("pooled_meta_rolling", "model_meta_rolling")):  # fmt: skip
         for venue, pooled in results.get(key, {}).items():
             if pooled is not None:
                 lines.append(_pooled_line(results, venue, policy, pooled))
     return "\n".join(lines) + "\n"
+
+
+def _meta_lines(cell: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
+    """The meta-init row's verdict and its cost."""
+    verdict = "yes" if _beats_everything(cell, "model_meta_rolling") else "no"
+    dsr = _dsr_text(cell["model_meta_rolling"].get("deflated_sharpe"))
+    outer = (meta.get("meta_spec") or {}).get("outer_steps")
+    return [
+        f"model_meta_rolling: a Reptile meta-init ({outer} "
+        f"outer steps on the training bars, {meta.get('meta_seconds', 0):.0f} s) adapted on the "
+        "window before the year, then retrained on the same schedule: "
+        f"{meta.get('retrains')} retrains, {meta.get('swaps')} swaps, "
+        f"{meta.get('fine_tune_seconds', 0):.0f} s of fine-tuning. Deflated Sharpe {dsr}. "
+        f"Return > 0 and Sharpe above 0 and every baseline: **{verdict}**.",
+        "",
+    ]
 
 
 def _pooled_line(

@@ -100,7 +100,7 @@ def deflate_all(results: dict[str, Any], trials: Mapping[str, Any]) -> None:
                 for c in trials["configs"].values()
                 if f"{year}/{venue}" in c["daily_sharpe"]
             ]
-            for policy in ("model", "model_rolling"):
+            for policy in ("model", "model_rolling", "model_meta_rolling"):
                 if policy in cell:
                     cell[policy]["deflated_sharpe"] = deflated_sharpe(
                         cell[policy], n_trials, sharpes
