@@ -1,7 +1,7 @@
 """Webhook notifications of a running session (``nexlify paper --notify URL``).
 
-Entries, closed trades, stops, feed gaps and errors are posted as JSON to a URL. The notifier
-follows the session *database*, not the trading loop: a background thread reads the rows
+Entries, closed trades, stops, feed gaps, retrains and errors are posted as JSON to a URL. The
+notifier follows the session *database*, not the trading loop: a background thread reads the rows
 committed since it started (``orders``, ``trades``, ``events``) every ``poll_s`` seconds into a
 small bounded queue and posts them. So the loop never waits for a webhook, a bar that was
 rolled back is never announced, and no hook into the trader is needed.
@@ -103,11 +103,12 @@ def entry_notice(order: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def event_notice(event: dict[str, Any]) -> tuple[str, str, str] | None:
-    """Gaps and errors are announced; other events (restarts, held-back buys) are not."""
+    """Gaps, retrains (swapped, kept or discarded) and errors are announced; other events
+    (restarts, held-back buys) are not."""
     if event["kind"] == NOTIFY_EVENT:
         return None
-    if event["kind"] == "gap":
-        return "gap", event["level"], event["message"]
+    if event["kind"] in ("gap", "retrain"):
+        return event["kind"], event["level"], event["message"]
     if event["level"] == "error":
         return "error", "error", f"{event['kind']}: {event['message']}"
     return None

@@ -58,6 +58,7 @@ def status_snapshot(store: SessionStore, recent: int = 10) -> dict[str, Any]:
             "WHERE kind = 'live' AND status IN ('pending', 'unconfirmed')"
         ),
     }
+    out["retrains"] = retrain_status(store, session)
     state = store.rows("SELECT pending_action FROM env_state WHERE id = 1")
     if state and session.get("pairs"):
         out["next_action"] = action_names(list(session["pairs"]))[state[0]["pending_action"]]
@@ -76,6 +77,38 @@ def status_snapshot(store: SessionStore, recent: int = 10) -> dict[str, Any]:
         out["today_limit"] = -limit * eq["day_start_equity"]
         out["return_pct"] = (eq["equity"] / first[0]["equity"] - 1.0) * 100.0
     return out
+
+
+def retrain_status(store: SessionStore, session: dict[str, Any]) -> dict[str, Any]:
+    """Rolling retraining: its settings (None: off), retrains recorded and swapped, the last
+    one, and the model file trading now."""
+    has_table = store.rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'retrains'")
+    rows = store.rows("SELECT * FROM retrains ORDER BY k") if has_table else []
+    return {
+        "settings": session.get("retrain_spec"),
+        "count": len(rows),
+        "swapped": sum(bool(r["swapped"]) for r in rows),
+        "last": rows[-1] if rows else None,
+        "model": rows[-1]["trading_model"] if rows else session.get("model_path"),
+    }
+
+
+def retrain_text(retrains: dict[str, Any]) -> str:
+    """One line of the status view: how many, the last result, the model trading now."""
+    last = retrains["last"]
+    if last is None:
+        done = "none yet"
+    else:
+        outcome = "swapped" if last["swapped"] else ("discarded" if last["event"] else "kept")
+        scores = ", ".join(
+            "n/a" if v is None else f"{v:.3f}"
+            for v in (last["current_score"], last["candidate_score"])
+        )
+        done = (
+            f"{retrains['count']} ({retrains['swapped']} swapped); last on the bars up to "
+            f"{_iso(last['bar_time'])}: {outcome} (trading, candidate: {scores})"
+        )
+    return f"{done}; trading model {retrains['model']}"
 
 
 def _warmup(store: SessionStore, session: dict[str, Any]) -> dict[str, int]:
@@ -136,6 +169,8 @@ def render_status(snap: dict[str, Any]) -> RenderableType:
     else:
         head.add_row("equity", f"not trading yet: {warmup_text(snap['warmup'])}")
     head.add_row("next decision", str(snap.get("next_action", "-")))
+    if snap["retrains"]["settings"] is not None:
+        head.add_row("retrains", retrain_text(snap["retrains"]))
     head.add_row("closed trades", str(snap["trades_total"]))
     pos = Table(title="Open positions")
     for col in ("pair", "quantity", "entry", "since", "last close", "unrealised %"):
