@@ -247,3 +247,45 @@ def test_live_sigkill_then_restart_never_sends_an_order_twice(tmp_path: Path) ->
     # each simulator entry was bought at most once on the exchange
     entries = [(o["pair"], o["bar_time"]) for o in live if o["role"] == "entry" and o["filled"]]
     assert len(entries) == len(set(entries))
+
+
+@pytest.mark.slow  # process starts and fine-tunes in background processes
+def test_sigkill_during_retrains_then_restart_gives_the_uninterrupted_session(
+    tmp_path: Path,
+) -> None:
+    """Rolling retraining in replay: killed while a retrain runs (and at a random moment),
+    restarted, the session redoes only the cut retrain and ends with the uninterrupted run's
+    retrains, trades and equity."""
+    from nexlify.cli import main
+    from nexlify.data.features import FEATURE_WARMUP
+    from tests.test_paper_retrain import POINTS, RETRAIN_ARGS, START, frames, save_small_model
+
+    model = save_small_model(tmp_path / "model.pt")
+    files = write_candles(tmp_path / "data", frames())
+    data = build_market_data(frames(), "1h", "synthetic")
+    start = pd.Timestamp(int(data.time[START]), unit="s", tz="UTC").isoformat()
+    args = ["paper", "--model", str(model), "--feed", "replay", "--data", *files, "--no-view",
+            "--start", start, *RETRAIN_ARGS]  # fmt: skip
+    whole = tmp_path / "whole.db"
+    assert main([*args, "--db", str(whole)]) == 0
+
+    db = tmp_path / "killed.db"
+    command = [sys.executable, "-m", "nexlify.cli", *args, "--db", str(db)]
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}"}
+    rng = np.random.default_rng(5)
+    # right after a retrain bar (the next bar waits for that retrain), and at a random bar
+    targets = sorted([FEATURE_WARMUP + POINTS[0] + 1, FEATURE_WARMUP + POINTS[2] + 1,
+                      int(rng.integers(FEATURE_WARMUP + 100, FEATURE_WARMUP + 250))])  # fmt: skip
+    kills = kill_at_random_moments(command, env, db, targets, rng, timeout=240)
+    assert kills >= 2
+    keys = ("k", "bar_time", "effective_time", "current_score", "candidate_score", "swapped")
+    cut = db_rows(db, "SELECT * FROM retrains ORDER BY k")
+    full = db_rows(whole, "SELECT * FROM retrains ORDER BY k")
+    assert [{k: r[k] for k in keys} for r in cut] == [{k: r[k] for k in keys} for r in full]
+    assert session_trades(db) == session_trades(whole) and len(session_trades(db)) >= 5
+    assert np.array_equal(session_equity(db), session_equity(whole))
+    restarts = db_rows(db, "SELECT message FROM events WHERE kind = 'restart'")
+    assert len(restarts) >= kills
+    # at least one kill cut a retrain: killed after its bar and before the next one's record
+    cut_at = {f"continuing after bar {int(data.time[p])}" for p in POINTS}
+    assert cut_at & {r["message"] for r in restarts}
