@@ -186,6 +186,8 @@ class SessionRetrainer:
         self.recorded = 0
         self.trading_model = initial_model
         self._context = multiprocessing.get_context("spawn")
+        self._ended: list[Any] = []
+        """Retrain processes that reported and may still be exiting."""
         self.reload()
 
     def reload(self) -> None:
@@ -207,6 +209,7 @@ class SessionRetrainer:
         bar) has closed and none is running."""
         if self.running is not None:
             return
+        self._reap()
         k = self.recorded + 1
         bar = self._point(decision, k, data.bar_seconds)
         if bar > (data.n_bars - 1 if last is None else last):
@@ -253,12 +256,19 @@ class SessionRetrainer:
         try:
             run.outcome = run.conn.recv()
         except EOFError:
-            run.process.join(timeout=5.0)
+            run.process.join(timeout=5.0)  # it closed its end: it is exiting
             code = run.process.exitcode
             run.outcome = ("failed", f"the retrain process ended without a result (exit {code})")
         run.conn.close()
-        run.process.join(timeout=30.0)
+        # not joined here: its interpreter takes up to a second to exit, and the loop must not
+        # wait for that; it is reaped at the next launch or at the end
+        self._ended.append(run.process)
         return True
+
+    def _reap(self, timeout: float = 0.0) -> None:
+        for process in self._ended:
+            process.join(timeout=timeout)
+        self._ended = [p for p in self._ended if p.exitcode is None]
 
     def settle(self) -> None:
         """Replay: wait (outside any transaction) for the retrain running."""
@@ -328,6 +338,7 @@ class SessionRetrainer:
                           self.running.k)  # fmt: skip
             self._stop(self.running)
             self.running = None
+        self._reap(timeout=10.0)
 
     def summary(self) -> dict[str, Any]:
         """For logs and tests: retrains recorded, the model trading, a retrain running."""
