@@ -118,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--notify",
         type=webhook_url,
         metavar="URL",
-        help="run: post entries, trades, stops, gaps and errors as JSON to this webhook",
+        help="run: post entries, trades, stops, gaps, retrains and errors as JSON to this webhook",
     )
     p.add_argument("--no-view", action="store_true", help="no live status view (log lines)")
     p.add_argument("--json", action="store_true", help="status: print JSON")
