@@ -236,6 +236,10 @@ def test_study_command_refuses_bad_input_with_exit_code(tmp_path: Path) -> None:
                  "--output", str(tmp_path / "out")])  # fmt: skip
     assert code != 0
     assert not (tmp_path / "out" / "runs").exists()  # nothing trained
+    code = main(["study", "--data-dir", str(data), "--config", str(config), "--years", "2021",
+                 "--meta-init", "--output", str(tmp_path / "out")])  # fmt: skip
+    assert code == 2  # --meta-init without --retrain-every: a config error, before training
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_study_command_runs_with_default_pairs(tmp_path: Path) -> None:

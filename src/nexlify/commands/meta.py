@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output", required=True, metavar="FILE", help="model file to write")
     parser.add_argument("--config", metavar="FILE", help="YAML config (flags override it)")
-    _add_meta_flags(parser)
+    add_meta_flags(parser)
     for flags, section, name, kwargs in (*DATA_OPTIONS, *TRAIN_OPTIONS, *AGENT_OPTIONS):
         if set(flags) & _SKIPPED or (section in ("train", "pipeline")
                                      and not set(flags) & _TRAIN_FLAGS):  # fmt: skip
@@ -85,9 +85,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=start_meta_init)
 
 
-def _add_meta_flags(parser: argparse.ArgumentParser) -> None:
+def add_meta_flags(
+    parser: argparse.ArgumentParser, seed_flag: str = "--seed", description: str | None = None
+) -> None:
+    """The Reptile options (``seed_flag`` names the meta seed: ``--meta-seed`` where ``--seed``
+    is the pipeline's)."""
     d = MetaSpec()
-    group = parser.add_argument_group("meta-learning")
+    group = parser.add_argument_group("meta-learning", description)
     group.add_argument(
         "--outer-steps",
         type=int,
@@ -123,7 +127,7 @@ def _add_meta_flags(parser: argparse.ArgumentParser) -> None:
         metavar="EPS",
         help=f"meta step size of the last outer step (default {d.meta_step_end:g})",
     )
-    group.add_argument("--seed", dest="meta_seed", type=int, default=d.seed, metavar="S",
+    group.add_argument(seed_flag, dest="meta_seed", type=int, default=d.seed, metavar="S",
                        help=f"seed of the tasks, the initial weights and the inner loops "
                        f"(default {d.seed})")  # fmt: skip
 

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nexlify.commands import COMMAND_HELP
+from nexlify.commands.meta import add_meta_flags, meta_spec
 from nexlify.commands.options import (
     AGENT_OPTIONS,
     BACKEND_OPTIONS,
@@ -93,6 +94,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--retrain-every days and swapped in only when it beats the trading model on the "
         "latest --retrain-score-days, bars neither trained on",
     )
+    parser.add_argument(
+        "--meta-init",
+        action="store_true",
+        help="with --retrain-every: also trade each year from a Reptile meta-init trained on "
+        "the year's training bars, adapted before the year and retrained on the schedule",
+    )
+    add_meta_flags(parser, "--meta-seed", "options of --meta-init (as nexlify meta-init's)")
     _add_pipeline_flags(parser)
     parser.add_argument(
         "--no-kelly", action="store_true", help="size every trade at --max-position"
@@ -136,6 +144,7 @@ def study_spec(args: argparse.Namespace) -> StudySpec:
         other_venues=_venues(args.venue),
         trials_file=args.trials_file,
         rolling=rolling_spec(args, "study"),
+        meta=meta_spec(args) if args.meta_init else None,
     )
 
 
