@@ -40,6 +40,7 @@ from nexlify.errors import ConfigError, DataError, TrainingError
 from nexlify.io import atomic_write_json
 from nexlify.market.env import VecMarketEnv
 from nexlify.market.evaluate import EvaluationResult, GreedyActor, evaluate_policy
+from nexlify.pipeline.run_files import result_config
 from nexlify.pipeline.runs import UnitTask, market_fingerprint, train_unit
 from nexlify.train.callbacks import validate
 from nexlify.train.config import RunConfig, run_config_from_dict
@@ -195,7 +196,7 @@ def _inputs_key(initial_model: str, market: MarketData, config: RunConfig, spec:
                 seed: int) -> str:  # fmt: skip
     model = hashlib.sha256(Path(initial_model).read_bytes()).hexdigest()
     plain = {"model": model, "market": market_fingerprint(market), "spec": spec.to_dict(),
-             "config": config.to_dict(), "seed": seed}  # fmt: skip
+             "config": result_config(config), "seed": seed}  # fmt: skip
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
 
 
