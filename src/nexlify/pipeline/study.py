@@ -448,17 +448,15 @@ def run_study(
         "trials_file": str(trials_path),
         "years": dict(previous.get("years", {})),
     }  # fmt: skip
-    trials = record_trial(trials_path, key, str(out_dir), {})
+    keys = policy_keys(config, spec)
+    trials = record_trials(trials_path, keys, str(out_dir), results)
     for year_markets in markets:
         if _finished(previous, year_markets):
             log.info("study year %d: finished earlier, kept", year_markets.year)
             continue
         entry = _run_year(config, year_markets, out_dir, log, progress, spec)
         results["years"][str(year_markets.year)] = entry
-        tried = trial_policy(spec)
-        cells = {f"{year_markets.year}/{v}": c[tried]["daily_sharpe"]
-                 for v, c in entry["venues"].items() if tried in c}  # fmt: skip
-        trials = record_trial(trials_path, key, str(out_dir), cells)
+        trials = record_trials(trials_path, keys, str(out_dir), results)
         _save(results, trials, out_dir)
         for venue, cell in entry["venues"].items():
             log.info("study year %d on %s: model %+.2f%% (Sharpe %.2f), cash-excess %+.4f%%/day",
@@ -468,12 +466,30 @@ def run_study(
     return results
 
 
-def trial_policy(spec: StudySpec) -> str:
-    """The row a configuration is judged by: the rolling-retrain row when the study has one
-    (the frozen row then repeats the configuration without it)."""
+def policy_keys(config: RunConfig, spec: StudySpec) -> dict[str, str]:
+    """The configuration each row of the study tries: the frozen model's is the pipeline's own
+    (shared with a study of the same config without rolling retraining, so it counts once),
+    rolling retraining and the meta-init are configurations of their own."""
+    keys = {"model": config_hash(config)}
+    if spec.rolling is not None:
+        keys["model_rolling"] = config_hash(config, spec.rolling)
     if spec.meta is not None:
-        return "model_meta_rolling"
-    return "model_rolling" if spec.rolling is not None else "model"
+        keys["model_meta_rolling"] = config_hash(config, spec.rolling, spec.meta)
+    return keys
+
+
+def record_trials(
+    path: Path, keys: Mapping[str, str], output: str, results: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Count every row's configuration once and store its daily Sharpe per year/venue (kept
+    years included, so a rerun brings the registry up to date)."""
+    trials: dict[str, Any] = {}
+    for policy, key in keys.items():
+        cells = {f"{year}/{venue}": cell[policy]["daily_sharpe"]
+                 for year, entry in results["years"].items()
+                 for venue, cell in entry["venues"].items() if policy in cell}  # fmt: skip
+        trials = record_trial(path, key, output, cells)
+    return trials
 
 
 def _save(results: dict[str, Any], trials: Mapping[str, Any], out_dir: Path) -> None:
