@@ -161,6 +161,7 @@ def test_status_and_api_show_the_retrains(
     replayed: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from nexlify.live.serve import read_session, status_payload
+    from nexlify.live.serve_page import watch_page_html
 
     rows = db_rows(replayed, "SELECT * FROM retrains ORDER BY k")
     store = SessionStore(replayed)
@@ -171,6 +172,7 @@ def test_status_and_api_show_the_retrains(
     assert snap["settings"] == SPEC.to_dict()
     api = read_session(replayed, status_payload)["retrains"]
     assert api["count"] == 5 and api["model"] == snap["model"]
+    assert 'id="retrains"' in watch_page_html("replay.db")  # the page shows the line
     assert main(["paper", "status", "--db", str(replayed)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert f"5 ({snap['swapped']} swapped)" in out and "retrains" in out

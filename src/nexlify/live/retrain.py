@@ -130,6 +130,7 @@ def run_job(job_path: str, conn: Connection) -> None:
     die_with_parent()  # a killed session must not leave a fine-tune writing its folder
     with open(job_path, "rb") as handle:
         job: RetrainJob = pickle.load(handle)  # our own file, written by the session
+    Path(job_path).unlink(missing_ok=True)  # a restart writes it again
     set_threads(job.config.train.torch_threads)
     try:
         t = job.market.n_bars
@@ -320,6 +321,7 @@ class SessionRetrainer:
             candidate_model=payload["candidate_model"],
             trading_model=payload["trading_model"],
             event=payload["event"],
+            seconds=payload.get("seconds", record["seconds"]),  # the fine-tune and scoring
         )
         return record
 

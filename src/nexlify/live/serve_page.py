@@ -89,6 +89,11 @@ function showStatus(s) {
     (s.locked ? ': LOCKED, no new entries today' : '') : '');
   text('next', s.next_action || '-');
   text('trades-total', s.trades_total);
+  const r = s.retrains;
+  text('retrains', r && r.settings ? 'rolling retraining: ' + r.count + ' retrain(s), ' +
+    r.swapped + ' swapped' + (r.last ? '; last: ' + (r.last.swapped ? 'swapped in'
+    : (r.last.event ? 'discarded (' + r.last.event + ')' : 'kept')) : '') +
+    '; trading model ' + String(r.model).split('/').pop() : '');
   fillTable('positions', ['pair', 'quantity', 'entry', 'since', 'last close', 'unrealised %',
     'resting orders'], s.positions.map(p => [p.pair, fmt(p.quantity, 6), fmt(p.entry_price, 4),
     iso(p.entry_time), fmt(p.last_close, 4), fmt(p.unrealised_pct),
@@ -144,6 +149,7 @@ _BODY = """<h1>Nexlify <span id="mode">?</span> session: __NAME__</h1>
 <div class="card">next decision<b id="next">-</b></div>
 <div class="card">closed trades<b id="trades-total">-</b></div>
 </div>
+<p id="retrains" class="note"></p>
 <h2>Equity</h2><div id="equity-chart" class="chart"></div>
 <h2>Drawdown</h2><div id="drawdown-chart" class="chart"></div>
 <h2>Open positions</h2><table id="positions"></table>
