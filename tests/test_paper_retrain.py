@@ -300,6 +300,19 @@ def diverging_job(job_path: str, conn: Any) -> None:
     run_job(job_path, conn)
 
 
+def nan_scoring_job(job_path: str, conn: Any) -> None:
+    """The real job, with a candidate (a model under the retrain folder) that scores NaN."""
+    from nexlify.pipeline import rolling
+
+    real = rolling._score
+
+    def score(model: str, data: Any, config: Any) -> float:
+        return float("nan") if "retrain_" in model else real(model, data, config)
+
+    rolling._score = score  # type: ignore[assignment]
+    run_job(job_path, conn)
+
+
 def dying_job(job_path: str, conn: Any) -> None:
     os._exit(3)
 
@@ -307,6 +320,7 @@ def dying_job(job_path: str, conn: Any) -> None:
 @pytest.mark.parametrize(
     ("target", "event"),
     [(diverging_job, "fine-tune diverged: loss is NaN"),
+     (nan_scoring_job, "candidate scored NaN: discarded"),
      (dying_job, "retrain failed: the retrain process ended without a result (exit 3)")],
 )  # fmt: skip
 def test_a_diverged_or_failed_retrain_is_discarded_and_the_model_keeps_trading(
@@ -329,7 +343,7 @@ def test_a_diverged_or_failed_retrain_is_discarded_and_the_model_keeps_trading(
     trader.retrainer.close()
     row = store.retrains()[0]
     store.close()
-    assert event in row["event"] and row["swapped"] == 0 and row["candidate_model"] is None
+    assert event in row["event"] and row["swapped"] == 0 and row["candidate_score"] is None
     assert row["trading_model"] == str(setup["model"]) and trader.policy_file is None
     assert "the trading model keeps trading" in caplog.text
     stored = db_rows(tmp_path / "d.db", "SELECT * FROM events WHERE kind = 'retrain'")
