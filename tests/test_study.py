@@ -350,3 +350,18 @@ def test_meta_init_row_adapts_before_the_year_and_rolls(
     again = run_study(study_run["config"], spec, out, LOG)  # finished: kept, nothing retrained
     assert again["years"]["2021"] == json.loads(json.dumps(results["years"]["2021"]))
     assert Path(meta["adapted_model"]).stat().st_mtime_ns == stamp
+
+
+def test_ctrl_c_says_to_rerun_the_study(
+    study_run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nexlify.errors import InterruptedRunError
+    from nexlify.pipeline import auto_retrain
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(auto_retrain, "train_unit", interrupted)
+    spec = StudySpec(data_dir=study_run["spec"].data_dir, years=(2020,), venue="a")
+    with pytest.raises(InterruptedRunError, match="continue with: the same nexlify study command"):
+        run_study(study_run["config"], spec, tmp_path / "out" / "stop", LOG)

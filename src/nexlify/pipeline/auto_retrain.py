@@ -227,23 +227,26 @@ def run_pipeline(
     progress: ProgressSink | None = None,
     *,
     resume: bool = False,
+    continue_with: str | None = None,
 ) -> dict[str, Any]:
     """Run both phases on ``market`` and write every artefact under ``out_dir``.
 
     Every finished unit leaves its model and ``outcome.json`` behind, so a run stopped at any
     point (crash, SIGKILL, Ctrl-C) continues with ``resume=True``: finished units are reused,
     the rest are trained, and the result equals an uninterrupted run's. Ctrl-C raises
-    :class:`InterruptedRunError` once the summary is saved.
+    :class:`InterruptedRunError` once the summary is saved, saying how to continue
+    (``continue_with``: the command a caller such as the study resumes with; default
+    ``nexlify train --resume OUT_DIR``).
     """
     handler = attach_run_log(log, out_dir)
+    how = continue_with or f"nexlify train --resume {out_dir}"
     try:
         return _run_pipeline(config, market, log, out_dir, progress, resume)
     except KeyboardInterrupt:
-        log.warning("interrupted: finished runs are saved in %s; continue with "
-                    "`nexlify train --resume %s`", out_dir, out_dir)  # fmt: skip
+        log.warning("interrupted: finished runs are saved in %s; continue with: %s", out_dir,
+                    how)  # fmt: skip
         raise InterruptedRunError(
-            f"interrupted; finished runs are saved in {out_dir}; continue with: "
-            f"nexlify train --resume {out_dir}"
+            f"interrupted; finished runs are saved in {out_dir}; continue with: {how}"
         ) from None
     finally:
         if handler is not None:

@@ -58,6 +58,7 @@ RESULTS_FILE = "study.json"
 TABLE_FILE = "study.md"
 TRIALS_FILE = "study_trials.json"
 DEFAULT_YEARS = (2021, 2022, 2023, 2024)
+CONTINUE_STUDY = "the same nexlify study command (finished years and runs are kept)"
 MIN_TRAIN_DAYS = 180.0
 """Training days a test year needs before it besides the validation days."""
 
@@ -294,7 +295,8 @@ def _run_year(
     log.info("study year %d: training on %s .. %s (%d bars)%s", markets.year,
              f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d %H:%M}", markets.train.n_bars,
              "; resuming the interrupted run" if resume else "")  # fmt: skip
-    summary = run_pipeline(year_config, markets.train, log, run_dir, progress, resume=resume)
+    summary = run_pipeline(year_config, markets.train, log, run_dir, progress, resume=resume,
+                           continue_with=CONTINUE_STUDY)  # fmt: skip
     seed = config.pipeline.base_seed
     more, rolling = {}, None
     rolling_spec = spec.rolling
