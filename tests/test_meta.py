@@ -16,7 +16,7 @@ from nexlify.cli import main
 from nexlify.data.market_data import MarketData
 from nexlify.data.sources import synthetic_market
 from nexlify.data.synthetic import generate_synthetic_candles
-from nexlify.errors import ConfigError, DataError
+from nexlify.errors import ConfigError, DataError, TrainingError
 from nexlify.pipeline.meta import (
     Adapted,
     MetaSpec,
@@ -134,6 +134,21 @@ def test_too_little_data_or_a_short_window_is_refused(
     two = synthetic_market(("BTC/USDT", "ETH/USDT"), "1h", seed=1, days=40)
     with pytest.raises(DataError, match="venue b: 2 pairs"):
         check_task_markets({"a": market, "b": two}, config, SPEC)
+
+
+def test_an_inner_loop_that_cannot_learn_is_refused(config: RunConfig, market: MarketData) -> None:
+    """8 episodes of 48 bars are 384 transitions: with learning_starts 500 no gradient step
+    would be taken and the meta-init would stay at its random start."""
+    late = run_config_from_dict({"agent": {"learning_starts": 500}}, config)
+    with pytest.raises(ConfigError, match=r"--inner-episodes 8: .* 384 transitions, no more than "
+                       r"agent.learning_starts 500: .* at least 21 episodes"):  # fmt: skip
+        check_task_markets({"a": market}, late, MetaSpec(inner_episodes=8, task_days=5.0))
+
+    def idle(theta: WeightState, window: MarketData, seed: int) -> Adapted:
+        return Adapted({k: v.clone() for k, v in theta.items()}, math.nan, 0, 0.0)
+
+    with pytest.raises(TrainingError, match="made no gradient step"):
+        reptile({"syn": market}, config, SPEC, inner_loop=idle)
 
 
 def test_tasks_leave_out_the_validation_and_test_days(market: MarketData) -> None:

@@ -228,7 +228,9 @@ def test_bad_input_stops_before_training(tmp_path: Path) -> None:
         prepare_markets(config, spec)
 
 
-def test_study_command_refuses_bad_input_with_exit_code(tmp_path: Path) -> None:
+def test_study_command_refuses_bad_input_with_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = write_candles(tmp_path / "a")
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
@@ -239,6 +241,14 @@ def test_study_command_refuses_bad_input_with_exit_code(tmp_path: Path) -> None:
     code = main(["study", "--data-dir", str(data), "--config", str(config), "--years", "2021",
                  "--meta-init", "--output", str(tmp_path / "out")])  # fmt: skip
     assert code == 2  # --meta-init without --retrain-every: a config error, before training
+    assert not (tmp_path / "out" / "runs").exists()
+    late = tmp_path / "late.yaml"  # 1 inner episode of 48 bars, no gradient step before 100
+    late.write_text(yaml.safe_dump({**TINY, "agent": {**TINY["agent"], "learning_starts": 100}}))
+    code = main(["study", "--data-dir", str(data), "--config", str(late), "--years", "2021",
+                 "--retrain-every", "90", "--retrain-window", "30", "--meta-init",
+                 "--inner-episodes", "1", "--output", str(tmp_path / "out")])  # fmt: skip
+    assert code == 2  # an inner loop that could not learn: refused before training
+    assert "make no gradient step" in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "out" / "runs").exists()
 
 

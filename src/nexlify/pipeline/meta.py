@@ -126,6 +126,16 @@ def check_task_markets(markets: Mapping[str, MarketData], config: RunConfig, spe
             f"training episode needs {need} (episode length {env.episode_length} + observation "
             "window + 1)"
         )
+    transitions = spec.inner_episodes * env.episode_length
+    starts = config.agent.learning_starts
+    if transitions <= starts:
+        raise ConfigError(
+            f"meta-init --inner-episodes {spec.inner_episodes}: {spec.inner_episodes} episodes of "
+            f"{env.episode_length} bars are {transitions} transitions, no more than "
+            f"agent.learning_starts {starts}: the inner loop would make no gradient step and "
+            f"the meta-init would stay at its random start; give at least "
+            f"{math.ceil(2 * starts / env.episode_length)} episodes"
+        )
     for venue, market in markets.items():
         shape = (market.timeframe, market.n_pairs, market.feature_names)
         if shape != (first.timeframe, first.n_pairs, first.feature_names):
@@ -264,6 +274,12 @@ def _outer_step(
         raise TrainingError(
             f"meta-init outer step {k + 1}: the inner loop on {task.venue} {span[0]} .. "
             f"{span[1]} gave non-finite weights; lower --learning-rate or --inner-episodes"
+        )
+    if adapted.gradient_steps == 0:
+        raise TrainingError(
+            f"meta-init outer step {k + 1}: the inner loop on {task.venue} {span[0]} .. {span[1]} "
+            "made no gradient step (too few transitions after agent.learning_starts); raise "
+            "--inner-episodes"
         )
     epsilon = spec.meta_step(k)
     moved = reptile_update(theta, adapted.state, epsilon)

@@ -35,7 +35,13 @@ from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.market.evaluate import EvaluationResult
 from nexlify.pipeline.auto_retrain import ProgressSink, run_pipeline
 from nexlify.pipeline.data_choice import quality_policy, run_features
-from nexlify.pipeline.meta import MetaSpec, reptile, save_meta_init, training_bars
+from nexlify.pipeline.meta import (
+    MetaSpec,
+    check_task_markets,
+    reptile,
+    save_meta_init,
+    training_bars,
+)
 from nexlify.pipeline.rolling import (
     RollingOutcome,
     RollingSpec,
@@ -237,6 +243,8 @@ def prepare_markets(config: RunConfig, spec: StudySpec) -> list[YearMarkets]:
         if spec.rolling is not None:
             check_schedule(history, history.index_at(year_start(year)), spec.rolling, config,
                            f"study year {year}, venue {spec.venue}")  # fmt: skip
+        if spec.meta is not None:  # the meta-init's tasks, refused before any training
+            check_task_markets({spec.venue: training_bars(train, config)}, config, spec.meta)
         out.append(YearMarkets(year, train, tests, history if spec.rolling else None))
     return out
 
