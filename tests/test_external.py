@@ -199,3 +199,25 @@ def test_pipeline_runs_with_the_shared_external_csvs(tmp_path: Path) -> None:
     day = market.index_at("2024-10-27 00:00")
     fng = market.features[:, 0, market.feature_names.index("ext_fear_greed")]
     assert fng[day] == fng[day - 1]  # 2024-10-26 absent: no new value known at Oct 27 00:00
+
+
+def test_augmented_candles_keep_the_external_columns(tmp_path: Path) -> None:
+    """Augmentation recomputes the candle features; the external series depend on time only
+    and stay (before the fix, training with --external and augmentation on crashed)."""
+    from nexlify.data.augment import with_candles
+    from nexlify.data.enrichment import with_external_features
+    from nexlify.data.sources import synthetic_market
+
+    market = synthetic_market(("BTC/USDT",), "1h", seed=0, days=40)
+    days = pd.date_range(pd.Timestamp(int(market.time[0]), unit="s").normalize() - pd.Timedelta(
+        days=2), periods=45, freq="D")  # fmt: skip
+    pd.DataFrame(
+        {"date": days.strftime("%Y-%m-%d"), "value": np.arange(45) * 2, "classification": "Neutral"}
+    ).to_csv(tmp_path / "fear_greed.csv", index=False)
+    enriched = with_external_features(market, ["fear_greed"], tmp_path)
+    trend = np.linspace(1.0, 1.5, enriched.n_bars)[:, None, None]  # other candles, other returns
+    again = with_candles(enriched, enriched.prices * trend, enriched.volume)
+    assert again.feature_names == enriched.feature_names
+    shift = enriched.n_bars - again.n_bars
+    np.testing.assert_array_equal(again.features[:, :, -2:], enriched.features[shift:, :, -2:])
+    assert not np.array_equal(again.features[:, :, 0], enriched.features[shift:, :, 0])

@@ -25,6 +25,7 @@ from nexlify.pipeline.study import (
     StudySpec,
     prepare_markets,
     run_study,
+    study_config,
 )
 from nexlify.pipeline.study_stats import deflated_sharpe
 from nexlify.train.config import run_config_from_dict
@@ -375,3 +376,25 @@ def test_ctrl_c_says_to_rerun_the_study(
     spec = StudySpec(data_dir=study_run["spec"].data_dir, years=(2020,), venue="a")
     with pytest.raises(InterruptedRunError, match="continue with: the same nexlify study command"):
         run_study(study_run["config"], spec, tmp_path / "out" / "stop", LOG)
+
+
+def test_external_series_reach_the_studied_model(study_run: dict[str, Any], tmp_path: Path) -> None:
+    """--external in a study builds every year's markets with the series, as train does."""
+    folder = tmp_path / "external"
+    folder.mkdir()
+    days = pd.date_range("2018-12-01", "2022-01-31", freq="D")
+    values = (np.arange(days.size) * 7) % 100
+    pd.DataFrame(
+        {"date": days.strftime("%Y-%m-%d"), "value": values, "classification": "Neutral"}
+    ).to_csv(folder / "fear_greed.csv", index=False)
+    config = run_config_from_dict(
+        {"data": {"external": ["fear_greed"], "external_dir": str(folder)}}, study_run["config"]
+    )
+    spec = StudySpec(data_dir=study_run["spec"].data_dir, years=(2021,), venue="a")
+    markets = prepare_markets(study_config(config, spec), spec)
+    for market in (markets[0].train, *markets[0].tests.values()):
+        assert market.feature_names[-2:] == ("ext_fear_greed", "ext_fear_greed_missing")
+    results = run_study(config, spec, tmp_path / "results" / "fng", LOG)
+    model = results["years"]["2021"]["pipeline"]["final_model_path"]
+    extra = torch.load(model, map_location="cpu", weights_only=False)["extra"]
+    assert "ext_fear_greed" in extra["feature_names"]

@@ -30,9 +30,20 @@ from nexlify.errors import DataError
 
 def with_candles(data: MarketData, prices: np.ndarray, volume: np.ndarray) -> MarketData:
     """``data`` with new candles [T, P, 4] / [T, P] and features recomputed with the data's own
-    feature set (warm-up dropped)."""
+    feature set (warm-up dropped). Market-wide columns that do not come from the candles
+    (external series, ``ext_*``, appended after the candle features) are kept as they are: they
+    depend on the bar's time only."""
     ohlcv = np.concatenate([prices, volume[:, :, None]], axis=2).astype(np.float64)
     features, names = compute_market_features(ohlcv, config=data.feature_config)
+    kept = data.feature_names[len(names) :]
+    if data.feature_names[: len(names)] != names:
+        raise DataError(
+            f"augmentation: the data's features {list(data.feature_names)} do not start with the "
+            f"candle features {list(names)}"
+        )
+    if kept:
+        features = np.concatenate([features, data.features[:, :, len(names) :]], axis=2)
+        names = (*names, *kept)
     valid = ~np.isnan(features).any(axis=(1, 2))
     if not valid.any():
         raise DataError(f"augmentation: {prices.shape[0]} bars are too few for the feature warm-up")

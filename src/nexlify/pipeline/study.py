@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from nexlify.data.enrichment import with_external_features
 from nexlify.data.market_data import MarketData, build_market_data
 from nexlify.data.quality import load_checked_pairs, quality_notes
 from nexlify.errors import ConfigError, DataError
@@ -34,7 +35,7 @@ from nexlify.evaluation.edge import window_daily_returns
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.market.evaluate import EvaluationResult
 from nexlify.pipeline.auto_retrain import ProgressSink, run_pipeline
-from nexlify.pipeline.data_choice import quality_policy, run_features
+from nexlify.pipeline.data_choice import external_folder, quality_policy, run_features
 from nexlify.pipeline.meta import (
     MetaSpec,
     check_task_markets,
@@ -184,11 +185,15 @@ def _build(config: RunConfig, folder: str, before: pd.Timestamp, where: str) -> 
         frames, reports = load_checked_pairs(
             folder, pairs, config.data.timeframe, quality_policy(config.data), before
         )
-        return build_market_data(
+        market = build_market_data(
             frames, config.data.timeframe, source=f"files:{folder}",
             extra_notes=(*quality_notes(reports), f"study: candles cut before {before:%Y-%m-%d}"),
             features=run_features(config.data),
         )  # fmt: skip
+        # external daily series join each bar by the time their value became known: past-only
+        return with_external_features(market, config.data.external,
+                                      external_folder(config.data),
+                                      config.data.external_max_age_days)  # fmt: skip
     except DataError as exc:
         raise DataError(f"{where}: {exc}") from None
 
