@@ -211,3 +211,10 @@ def test_a_diverged_fine_tune_is_discarded_and_the_model_keeps_trading(
     assert all(not r["swapped"] and r["trading_model"] == initial_model for r in run.retrains)
     assert all("fine-tune diverged: loss is NaN" in r["event"] for r in run.retrains)
     assert "the trading model keeps trading" in caplog.text
+
+
+def test_open_time_of_a_bar_and_of_the_bar_after_the_data() -> None:
+    data = bars_market([FLAT] * 3, start="2024-01-01 00:00")  # 1h bars
+    assert data.open_time_iso(0) == "2024-01-01T00:00:00Z"
+    assert data.open_time_iso(2) == "2024-01-01T02:00:00Z"
+    assert data.open_time_iso(3) == "2024-01-01T03:00:00Z"  # the bar a last-close decision trades

@@ -29,6 +29,7 @@ from nexlify.errors import ConfigError
 from nexlify.pipeline.auto_retrain import attach_run_log
 from nexlify.pipeline.backends import require_backend
 from nexlify.pipeline.study import DEFAULT_YEARS, RESULTS_FILE, TABLE_FILE, StudySpec, run_study
+from nexlify.pipeline.study_stats import MODEL_ROWS
 from nexlify.train.config import RunConfig, run_config_from_dict
 
 DEFAULT_PAIRS = ("BTC/USDT", "ETH/USDT")
@@ -221,11 +222,14 @@ def _table(results: dict[str, Any]) -> Table:
                 for name, row in cell.items()
                 if isinstance(row, dict) and "sharpe" in row and not name.startswith("model")
             )
-            for policy in ("model", "model_rolling"):
+            for policy in MODEL_ROWS:
                 if policy in cell:
-                    table.add_row(year, venue if policy == "model" else f"{venue} (rolling)",
+                    table.add_row(year, f"{venue}{_ROW_SUFFIX[policy]}",
                                   *_model_cells(cell[policy], best))  # fmt: skip
     return table
+
+
+_ROW_SUFFIX = {"model": "", "model_rolling": " (rolling)", "model_meta_rolling": " (meta-init)"}
 
 
 def _model_cells(model: dict[str, Any], best: float) -> list[str]:

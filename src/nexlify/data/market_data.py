@@ -10,6 +10,7 @@ Shapes (T bars, P pairs, F features):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -95,6 +96,15 @@ class MarketData:
             pd.Timestamp(int(self.time[0]), unit="s", tz="UTC"),
             pd.Timestamp(int(self.time[-1]), unit="s", tz="UTC"),
         )
+
+    def open_time_iso(self, bar: int) -> str:
+        """Open time of ``bar`` as ``YYYY-MM-DDTHH:MM:SSZ``; ``bar == n_bars`` is the bar right
+        after the data (bars are contiguous), the first a decision at the last close trades."""
+        if bar < self.n_bars:
+            seconds = int(self.time[bar])
+        else:
+            seconds = int(self.time[-1]) + (bar - self.n_bars + 1) * self.bar_seconds
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
     def describe(self) -> dict[str, object]:
         """A JSON-friendly description (for run summaries)."""

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from nexlify.agent.dqn import DQNAgent
+from nexlify.config import is_finite_number, is_int
 from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError, DataError, TrainingError
 from nexlify.pipeline.runs import UnitTask, checkpoint_extra
@@ -60,7 +61,7 @@ class MetaSpec:
             ("--outer-steps", self.outer_steps, _whole(self.outer_steps), "an integer >= 1"),
             ("--inner-episodes", self.inner_episodes, _whole(self.inner_episodes),
              "an integer >= 1"),
-            ("--task-days", self.task_days, _finite(self.task_days) and self.task_days > 0,
+            ("--task-days", self.task_days, is_finite_number(self.task_days) and self.task_days > 0,
              "days > 0"),
             ("--meta-step-start", self.meta_step_start, _step_size(self.meta_step_start),
              "a step size in (0, 1]"),
@@ -88,15 +89,11 @@ class MetaSpec:
 
 
 def _whole(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
-
-
-def _finite(x: object) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+    return is_int(x) and x >= 1  # type: ignore[operator]
 
 
 def _step_size(x: object) -> bool:
-    return _finite(x) and 0 < x <= 1  # type: ignore[operator]
+    return is_finite_number(x) and 0 < x <= 1  # type: ignore[operator]
 
 
 @dataclass(frozen=True)
@@ -253,10 +250,6 @@ class MetaResult:
     seconds: float = 0.0
 
 
-def _iso(market: MarketData, bar: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(market.time[bar])))
-
-
 def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -268,7 +261,7 @@ def _outer_step(
     """Adapt a copy of ``theta`` to ``task``, move ``theta`` toward it; the step's record."""
     tick = time.perf_counter()
     window = task.window(markets)
-    span = (_iso(window, 0), _iso(window, window.n_bars - 1))
+    span = (window.open_time_iso(0), window.open_time_iso(window.n_bars - 1))
     adapted = adapt(theta, window, inner_seed(spec.seed, k))
     if not all(bool(torch.isfinite(v).all()) for v in adapted.state.values()):
         raise TrainingError(

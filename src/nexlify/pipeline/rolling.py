@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from nexlify.agent.ensemble import load_policy
+from nexlify.config import is_finite_number
 from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError, DataError, TrainingError
 from nexlify.io import atomic_write_json
@@ -93,7 +94,7 @@ class RollingSpec:
 
 
 def _positive(x: object) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+    return is_finite_number(x) and x > 0  # type: ignore[operator]
 
 
 def retrain_points(market: MarketData, first: int, spec: RollingSpec) -> list[int]:
@@ -119,7 +120,7 @@ def check_schedule(
     if earliest < 0:
         start = market.span()[0]
         raise DataError(
-            f"{where}: the first retrain ({_iso(market, points[0])}) needs "
+            f"{where}: the first retrain ({market.open_time_iso(points[0])}) needs "
             f"{spec.window_days + spec.score_days:g} days of candles before it "
             f"({window + score} bars); the data starts {start:%Y-%m-%d %H:%M} "
             f"({points[0]} bars before)"
@@ -142,18 +143,6 @@ def check_fine_tune_sizes(spec: RollingSpec, config: RunConfig, bar_seconds: int
             f"{where}: --retrain-score-days {spec.score_days:g} is {score} bars, too few to "
             "score a model on"
         )
-
-
-def _iso(market: MarketData, bar: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(market.time[bar])))
-
-
-def _iso_open(market: MarketData, bar: int) -> str:
-    """The open time of ``bar``, also of the bar right after the data (bars are contiguous)."""
-    if bar < market.n_bars:
-        return _iso(market, bar)
-    seconds = int(market.time[-1]) + (bar - market.n_bars + 1) * market.bar_seconds
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def fine_tune_config(config: RunConfig, spec: RollingSpec) -> RunConfig:
@@ -234,7 +223,7 @@ def rolling_run(
     bar of the traded data, default ``first - obs_window``) with a fine-tune every
     ``spec.every_days``; earlier bars feed the fine-tunes only."""
     started = time.perf_counter()
-    where = f"rolling retrain from {_iso(market, first)}"
+    where = f"rolling retrain from {market.open_time_iso(first)}"
     points = check_schedule(market, first, spec, config, where)
     _, window, score = spec.bars(market.bar_seconds)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -278,6 +267,20 @@ def _score(model: str, data: MarketData, config: RunConfig) -> float:
     return float(validate(load_policy(model)[0], data, config.market).score())
 
 
+def fine_tune_task(
+    label: str, start_model: str, market: MarketData, t: int, window: int, score: int,
+    config: RunConfig, spec: RollingSpec, model_dir: Path, seed: int, log: logging.Logger,
+) -> UnitTask:  # fmt: skip
+    """The fine-tune of ``start_model`` for bar ``t``: trains on the ``window`` bars before the
+    last ``score`` bars before ``t``, validates once on those ``score`` bars (``val_data``);
+    ``config`` from :func:`fine_tune_config`."""
+    return UnitTask(label=label, seed=seed, episodes=spec.episodes, config=config,
+                    train_data=market.slice(t - score - window, t - score),
+                    val_data=market.slice(t - score, t), model_dir=str(model_dir),
+                    init_model=start_model, eps_start=config.pipeline.retrain_eps_start,
+                    threads=config.train.torch_threads, logger_name=log.name)  # fmt: skip
+
+
 def retrain(
     k: int, t: int, trading: str, market: MarketData, window: int, score: int,
     config: RunConfig, spec: RollingSpec, out_dir: Path, seed: int, log: logging.Logger,
@@ -288,18 +291,15 @@ def retrain(
     ``t``, score both models on those ``score`` bars, keep the winner. The record says what
     was done; a diverged or NaN-scoring candidate is discarded with its ``event``. Used by
     the study (:func:`rolling_run`) and by paper sessions (:mod:`nexlify.live.retrain`)."""
-    train = market.slice(t - score - window, t - score)
-    scored = market.slice(t - score, t)
+    task = fine_tune_task(f"retrain_{k}", trading, market, t, window, score, config, spec,
+                          out_dir / f"retrain_{k}", seed, log)  # fmt: skip
+    scored = task.val_data
     record: dict[str, Any] = {
-        "k": k, "bar": t, "at": _iso_open(market, t),
-        "train": [_iso(market, t - score - window), _iso(market, t - score - 1)],
-        "score_bars": [_iso(market, t - score), _iso(market, t - 1)],
+        "k": k, "bar": t, "at": market.open_time_iso(t),
+        "train": [market.open_time_iso(t - score - window), market.open_time_iso(t - score - 1)],
+        "score_bars": [market.open_time_iso(t - score), market.open_time_iso(t - 1)],
         "seed": seed, "previous_model": trading,
     }  # fmt: skip
-    task = UnitTask(label=f"retrain_{k}", seed=seed, episodes=spec.episodes, config=config,
-                    train_data=train, val_data=scored, model_dir=str(out_dir / f"retrain_{k}"),
-                    init_model=trading, eps_start=config.pipeline.retrain_eps_start,
-                    threads=config.train.torch_threads, logger_name=log.name)  # fmt: skip
     tick = time.perf_counter()
     current = _score(trading, scored, config)
     try:

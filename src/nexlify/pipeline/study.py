@@ -48,12 +48,14 @@ from nexlify.pipeline.rolling import (
     RollingSpec,
     check_schedule,
     fine_tune_config,
+    fine_tune_task,
     rolling_run,
 )
 from nexlify.pipeline.run_files import result_config
-from nexlify.pipeline.runs import UnitTask, market_fingerprint, train_unit
+from nexlify.pipeline.runs import market_fingerprint, train_unit
 from nexlify.pipeline.study_report import study_markdown
 from nexlify.pipeline.study_stats import (
+    MODEL_ROWS,
     deflate_all,
     policy_row,
     pooled_excess,
@@ -359,13 +361,9 @@ def _meta_rolling(
                          log=log)  # fmt: skip
         init = save_meta_init(folder / "meta_init.pt", result, config, markets.train, spec.meta)
         _, window, score = rolling_spec.bars(history.bar_seconds)
-        task = UnitTask(label="meta_adapt", seed=seed + 500, episodes=rolling_spec.episodes,
-                        config=fine_tune_config(config, rolling_spec),
-                        train_data=history.slice(first - score - window, first - score),
-                        val_data=history.slice(first - score, first),
-                        model_dir=str(folder / "adapted"), init_model=str(init),
-                        eps_start=config.pipeline.retrain_eps_start,
-                        threads=config.train.torch_threads, logger_name=log.name)  # fmt: skip
+        task = fine_tune_task("meta_adapt", str(init), history, first, window, score,
+                              fine_tune_config(config, rolling_spec), rolling_spec,
+                              folder / "adapted", seed + 500, log)  # fmt: skip
         adapted = train_unit(task)
         record = {"meta_init": str(init), "adapted_model": adapted["model_path"],
                   "adapted_score": adapted["val_score"], "meta_seconds": result.seconds,
@@ -511,12 +509,9 @@ def _save(results: dict[str, Any], trials: Mapping[str, Any], out_dir: Path) -> 
     results["years"] = dict(sorted(results["years"].items()))
     deflate_all(results, trials)
     venues = sorted({v for e in results["years"].values() for v in e["venues"]})
-    results["pooled"] = {v: pooled_excess(results, v) for v in venues}
-    if results["spec"].get("rolling"):
-        results["pooled_rolling"] = {v: pooled_excess(results, v, "model_rolling") for v in venues}
-    if results["spec"].get("meta"):
-        results["pooled_meta_rolling"] = {
-            v: pooled_excess(results, v, "model_meta_rolling") for v in venues
-        }
+    for policy, key in MODEL_ROWS.items():  # the frozen row always, the others where run
+        pooled = {v: pooled_excess(results, v, policy) for v in venues}
+        if policy == "model" or any(p is not None for p in pooled.values()):
+            results[key] = pooled
     atomic_write_json(out_dir / RESULTS_FILE, results)
     atomic_write_text(out_dir / TABLE_FILE, study_markdown(results))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from nexlify.pipeline.study_stats import MODEL_ROWS
+
 _COLUMNS = "| policy | return % | Sharpe | max DD % | trades | fees | excess/day % [95% CI] |"
 
 
@@ -111,8 +113,7 @@ def study_markdown(results: Mapping[str, Any]) -> str:
     for year, entry in results["years"].items():
         lines += _year_section(year, entry)
     lines += ["## Pooled over the finished years", ""]
-    for key, policy in (("pooled", "model"), ("pooled_rolling", "model_rolling"),
-                        ("pooled_meta_rolling", "model_meta_rolling")):  # fmt: skip
+    for policy, key in MODEL_ROWS.items():
         for venue, pooled in results.get(key, {}).items():
             if pooled is not None:
                 lines.append(_pooled_line(results, venue, policy, pooled))

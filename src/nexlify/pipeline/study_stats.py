@@ -22,6 +22,14 @@ from nexlify.evaluation.stats import (
 from nexlify.io import atomic_write_json
 from nexlify.market.evaluate import EvaluationResult
 
+MODEL_ROWS = {
+    "model": "pooled",
+    "model_rolling": "pooled_rolling",
+    "model_meta_rolling": "pooled_meta_rolling",
+}
+"""The model's rows of a study (frozen, rolling retraining, meta-init + rolling retraining) and
+the results key of each one's pooled excess over cash."""
+
 # ---- per-policy statistics -------------------------------------------------------------------
 
 
@@ -100,7 +108,7 @@ def deflate_all(results: dict[str, Any], trials: Mapping[str, Any]) -> None:
                 for c in trials["configs"].values()
                 if f"{year}/{venue}" in c["daily_sharpe"]
             ]
-            for policy in ("model", "model_rolling", "model_meta_rolling"):
+            for policy in MODEL_ROWS:
                 if policy in cell:
                     cell[policy]["deflated_sharpe"] = deflated_sharpe(
                         cell[policy], n_trials, sharpes
