@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from nexlify.system.core_share import CoreShare
     from nexlify.system.thermal import ThermalGuard
     from nexlify.train.collector import EndedEpisodes
+    from nexlify.train.dyna import DynaPlanner
     from nexlify.train.resume import ResumePoint
     from nexlify.train.run_state import TrainingRun
     from nexlify.train.tensorboard import TensorBoardLogger
@@ -66,6 +67,9 @@ class Callback:
 
     def before_vector_step(self, run: TrainingRun) -> None:
         """Before each vector step of collection."""
+
+    def after_collect(self, run: TrainingRun) -> None:
+        """After a vector step's transitions are in replay, before the learner's steps."""
 
     def on_validation(self, run: TrainingRun, entry: dict[str, float]) -> None:
         """Right after a validation's history entry is made (before it is judged)."""
@@ -165,6 +169,23 @@ class TensorBoardCallback(Callback):
 
     def on_validation(self, run: TrainingRun, entry: dict[str, float]) -> None:
         self.writer.log(entry)
+
+
+class Imagination(Callback):
+    """Dyna: imagined transitions after each collection, and the market model's error vs
+    persistence in the run's history (and TensorBoard) once per fit."""
+
+    def __init__(self, planner: DynaPlanner, writer: TensorBoardLogger | None) -> None:
+        self.planner = planner
+        self.writer = writer
+
+    def after_collect(self, run: TrainingRun) -> None:
+        entry = self.planner.after_collect(run.collector.transitions, run.done_episodes)
+        if entry is None:
+            return
+        run.history.append(entry)
+        if self.writer is not None:
+            self.writer.log(entry)
 
 
 class ResumePoints(Callback):

@@ -30,6 +30,7 @@ from nexlify.train.batch_size import BatchPlanner, OOMBackoff
 from nexlify.train.callbacks import (
     Callback,
     EarlyStopping,
+    Imagination,
     MachineGuards,
     NextRoundMarket,
     ResumePoints,
@@ -192,14 +193,16 @@ class Trainer:
         if resume is not None:
             self._resume(run, resume)
         dyna = self._dyna(run)
+        if dyna is not None:
+            callbacks.append(Imagination(dyna, self.tensorboard))
         while run.done_episodes < episodes and not run.stopped_early:
             for callback in callbacks:
                 callback.before_vector_step(run)
             epsilon = run.epsilon()
             before = run.collector.transitions
             ended = run.collector.step(run.agent, epsilon)
-            if dyna is not None:
-                self._imagine(dyna, run)
+            for callback in callbacks:
+                callback.after_collect(run)
             run.learner.learn(before, run.collector.transitions)
             if ended is None:
                 continue
@@ -284,14 +287,6 @@ class Trainer:
         # LearnerStep only calls sample(), update_priorities() and sampler, which it provides
         run.learner.buffer = cast(ReplayBuffer, dyna)
         return dyna
-
-    def _imagine(self, dyna: DynaPlanner, run: TrainingRun) -> None:
-        entry = dyna.after_collect(run.collector.transitions, run.done_episodes)
-        if entry is None:
-            return
-        run.history.append(entry)  # the model's error vs persistence, once per fit
-        if self.tensorboard is not None:
-            self.tensorboard.log(entry)
 
     def _agent_for(self, env: VecMarketEnv, num_envs: int, agent: DQNAgent | None) -> DQNAgent:
         """A fresh agent sized for ``env`` (batch planned when asked), or ``agent`` checked."""
