@@ -285,7 +285,7 @@ def test_pairs_of_a_config_file_are_kept(tmp_path: Path) -> None:
 
 
 def test_the_bar_needs_a_gain_and_a_sharpe_above_zero_and_every_baseline() -> None:
-    from nexlify.pipeline.study_report import _beats_everything
+    from nexlify.pipeline.study_report import beats_everything
 
     def cell(model: tuple[float, float], **baselines: float) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -296,10 +296,10 @@ def test_the_bar_needs_a_gain_and_a_sharpe_above_zero_and_every_baseline() -> No
             out[name] = {"total_return_pct": 0.0, "sharpe": sharpe}
         return out
 
-    assert _beats_everything(cell((1.0, 0.8), cash=0.0, trend=0.7))
-    assert not _beats_everything(cell((1.0, 0.8), cash=0.0, trend=0.9))  # a baseline did better
-    assert not _beats_everything(cell((-0.1, 0.8), cash=0.0))  # lost money
-    assert not _beats_everything(cell((1.0, -0.1), random=-0.5))  # Sharpe not above 0
+    assert beats_everything(cell((1.0, 0.8), cash=0.0, trend=0.7))
+    assert not beats_everything(cell((1.0, 0.8), cash=0.0, trend=0.9))  # a baseline did better
+    assert not beats_everything(cell((-0.1, 0.8), cash=0.0))  # lost money
+    assert not beats_everything(cell((1.0, -0.1), random=-0.5))  # Sharpe not above 0
 
 
 def test_rolling_retrain_is_a_row_and_a_configuration_of_its_own(

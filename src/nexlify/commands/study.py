@@ -29,6 +29,7 @@ from nexlify.errors import ConfigError
 from nexlify.pipeline.auto_retrain import attach_run_log
 from nexlify.pipeline.backends import require_backend
 from nexlify.pipeline.study import DEFAULT_YEARS, RESULTS_FILE, TABLE_FILE, StudySpec, run_study
+from nexlify.pipeline.study_seeds import SEEDS_FILE, SEEDS_TABLE, run_seed_study
 from nexlify.pipeline.study_stats import MODEL_ROWS
 from nexlify.train.config import RunConfig, run_config_from_dict
 
@@ -89,6 +90,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "beside the output folder)",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML config of the pipeline studied")
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        metavar="SEED",
+        help="run the study once per base seed (each in <output>/seed_<SEED>/, at least 2 "
+        "seeds whose pipelines share no training seed) and judge the configuration over them "
+        "in <output>/seeds.md; instead of --seed",
+    )
     add_rolling_flags(
         parser,
         "also trade each year on the study's venue with the final model fine-tuned every "
@@ -177,6 +187,8 @@ def start_study(args: argparse.Namespace, console: Console) -> int:
     """Handler of ``nexlify study``."""
     config = resolved_study_config(args)
     require_backend(config.pipeline.backend)
+    if args.seeds and args.pipeline__base_seed is not None:
+        raise ConfigError("study: give either --seed or --seeds, not both")
     spec = study_spec(args)
     out_dir = output_dir(args)
     log = setup_logging(console, args.verbose)
@@ -192,9 +204,17 @@ def start_study(args: argparse.Namespace, console: Console) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         with Progress(*columns, console=console, transient=False) as bars:
-            results = run_study(config, spec, out_dir, log, RichProgressSink(bars))
+            if args.seeds:
+                summary = run_seed_study(config, spec, args.seeds, out_dir, log,
+                                         RichProgressSink(bars))  # fmt: skip
+            else:
+                results = run_study(config, spec, out_dir, log, RichProgressSink(bars))
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if args.seeds:
+        console.print(_seeds_table(summary))
+        console.print(f"results: {out_dir / SEEDS_FILE} and {out_dir / SEEDS_TABLE}")
+        return 0
     console.print(_table(results))
     console.print(f"results: {out_dir / RESULTS_FILE} and {out_dir / TABLE_FILE}")
     return 0
@@ -226,6 +246,29 @@ def _table(results: dict[str, Any]) -> Table:
                 if policy in cell:
                     table.add_row(year, f"{venue}{_ROW_SUFFIX[policy]}",
                                   *_model_cells(cell[policy], best))  # fmt: skip
+    return table
+
+
+def _seeds_table(summary: dict[str, Any]) -> Table:
+    """Per venue and model row: the seeds' pooled excess, the seed-averaged one, the verdict."""
+    table = Table(title=f"Out-of-sample study over seeds {', '.join(map(str, summary['seeds']))}"
+                  f" ({summary['n_trials']} configurations tried)")  # fmt: skip
+    for column in ("venue", "pooled excess/day % per seed", "seed-averaged % [95% CI]",
+                   "seeds meeting the target", "verdict"):  # fmt: skip
+        table.add_column(column)
+    for venue, policies in summary["venues"].items():
+        for policy, row in policies.items():
+            per_seed = ", ".join(f"{seed}: {r['pooled']['excess_daily_pct']:+.4f}"
+                                 for seed, r in row["per_seed"].items())  # fmt: skip
+            averaged = row["seed_averaged"]
+            mean = "n/a"
+            if averaged is not None:
+                low, high = averaged["excess_daily_ci95_pct"]
+                mean = f"{averaged['excess_daily_pct']:+.4f} [{low:+.4f}, {high:+.4f}]"
+            verdict = ("holds up" if row["holds_up"] else "does not hold up") if row["complete"] \
+                else "incomplete"  # fmt: skip
+            meeting = f"{row['seeds_meeting_target']} of {len(row['per_seed'])}"
+            table.add_row(f"{venue}{_ROW_SUFFIX[policy]}", per_seed, mean, meeting, verdict)
     return table
 
 

@@ -10,7 +10,7 @@ from nexlify.pipeline.study_stats import MODEL_ROWS
 _COLUMNS = "| policy | return % | Sharpe | max DD % | trades | fees | excess/day % [95% CI] |"
 
 
-def _beats_everything(cell: Mapping[str, Any], policy: str = "model") -> bool:
+def beats_everything(cell: Mapping[str, Any], policy: str = "model") -> bool:
     """The issue's target for one year and venue: the model (``policy``: frozen or rolling)
     makes money after fees and its Sharpe is above 0 and above every baseline's."""
     model = cell[policy]
@@ -55,7 +55,7 @@ def _year_section(year: str, entry: Mapping[str, Any]) -> list[str]:
     ]
     for venue, cell in entry["venues"].items():
         test = cell["test"]
-        verdict = "yes" if _beats_everything(cell) else "no"
+        verdict = "yes" if beats_everything(cell) else "no"
         lines += [
             f"### {year} on {venue} (test {test['start'][:10]} .. {test['end'][:10]})",
             "",
@@ -77,7 +77,7 @@ def _year_section(year: str, entry: Mapping[str, Any]) -> list[str]:
 def _rolling_lines(cell: Mapping[str, Any], rolling: Mapping[str, Any]) -> list[str]:
     """The rolling-retrain row's verdict and what the retrains did."""
     spec = rolling.get("spec", {})
-    verdict = "yes" if _beats_everything(cell, "model_rolling") else "no"
+    verdict = "yes" if beats_everything(cell, "model_rolling") else "no"
     dsr = _dsr_text(cell["model_rolling"].get("deflated_sharpe"))
     return [
         f"model_rolling: the final model fine-tuned every {spec.get('every_days', 0):g} days "
@@ -122,7 +122,7 @@ def study_markdown(results: Mapping[str, Any]) -> str:
 
 def _meta_lines(cell: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
     """The meta-init row's verdict and its cost."""
-    verdict = "yes" if _beats_everything(cell, "model_meta_rolling") else "no"
+    verdict = "yes" if beats_everything(cell, "model_meta_rolling") else "no"
     dsr = _dsr_text(cell["model_meta_rolling"].get("deflated_sharpe"))
     outer = (meta.get("meta_spec") or {}).get("outer_steps")
     return [
@@ -142,7 +142,7 @@ def _pooled_line(
     low, high = pooled["excess_daily_ci95_pct"]
     cells = [e["venues"][venue] for e in results["years"].values()
              if policy in e["venues"].get(venue, {})]  # fmt: skip
-    met = sum(_beats_everything(cell, policy) for cell in cells)
+    met = sum(beats_everything(cell, policy) for cell in cells)
     return (
         f"- {venue}, {policy}: {pooled['years']} year(s), {pooled['days']} days, excess over "
         f"cash {pooled['excess_daily_pct']:+.4f}%/day [{low:+.4f}, {high:+.4f}]; return > 0 and "

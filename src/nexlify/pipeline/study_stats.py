@@ -46,7 +46,7 @@ def policy_row(
     return {
         **{k: metrics[k] for k in ("total_return_pct", "sharpe", "max_drawdown_pct",
                                    "n_trades", "fees_paid")},
-        **_excess_fields(excess, seed),
+        **excess_fields(excess, seed),
         "daily_sharpe": sharpe_ratio(excess),
         "days": int(excess.size),
         "skew": skew,
@@ -128,10 +128,10 @@ def pooled_excess(
     if not daily:
         return None
     pooled = np.concatenate(daily)
-    return {"years": len(daily), "days": int(pooled.size), **_excess_fields(pooled, 0)}
+    return {"years": len(daily), "days": int(pooled.size), **excess_fields(pooled, 0)}
 
 
-def _excess_fields(excess: np.ndarray, seed: int) -> dict[str, Any]:
+def excess_fields(excess: np.ndarray, seed: int) -> dict[str, Any]:
     """The study's names for :func:`~nexlify.evaluation.edge.excess_of_returns`' mean daily
     excess over cash and its 95% stationary-bootstrap interval, in percent."""
     found = excess_of_returns(excess, seed=seed)
