@@ -227,6 +227,10 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--ensemble-members",), "pipeline", "ensemble_members",
      {"choices": ["top", "seeds"], "help": "top: the best models by validation score, final "
       "when better; seeds: one model per seed, always final ({default})"}),
+    (("--selection",), "pipeline", "selection",
+     {"choices": ["score", "lcb"], "help": "final model by the best validation score, or by the "
+      "highest lower bound of its daily excess return over cash on the newest validation window "
+      "({default})"}),
 ]  # fmt: skip
 
 _ON_OFF = argparse.BooleanOptionalAction

@@ -20,6 +20,11 @@ member's weights). ``final_best_score`` stays the best single model's score (the
 rules used); ``final_model_score`` is the score of what ``final_model.pt`` holds. With
 ``ensemble_members`` seeds the members are one model per initial run instead (the winning seed's
 retrained best, the others' initial models) and the ensemble is final whatever it scores.
+
+Selection: with ``selection`` lcb the final model is instead whichever saved candidate (or the
+ensemble, seed ensemble included) shows the highest lower bound of its daily excess return over
+cash on the newest validation window (:mod:`nexlify.pipeline.selection`); phase 2 still
+retrains from the best by score.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from nexlify.agent.ensemble import EnsembleAgent
 from nexlify.data.market_data import MarketData
 from nexlify.errors import InterruptedRunError
 from nexlify.evaluation.edge import (
+    candidate_paths,
     describe_edge,
     excess_of_returns,
     format_excess,
@@ -78,6 +84,7 @@ from nexlify.pipeline.runs import (
     train_unit,
     unit_fingerprint,
 )
+from nexlify.pipeline.selection import Candidate, select_by_lcb
 from nexlify.run_layout import ENSEMBLE_MODEL, FINAL_MODEL, LOG_FILE, SUMMARY_FILE
 from nexlify.train.config import PipelineConfig, RunConfig
 from nexlify.train.trainer import validate
@@ -519,27 +526,55 @@ class PipelineRun:
 
     # ---- the final model, the edge test and the files ------------------------------------------
     def final_model(self, state: Retrained) -> tuple[str, str, float]:
-        """(source file, kind, score) of the final model: the best single model, or the
-        ensemble when it scores higher where every member is unseen."""
+        """(source file, kind, score) of the final model. Selection score: the best single
+        model, or the ensemble when it scores higher where every member is unseen (always with
+        seed members). Selection lcb: :meth:`lcb_choice`."""
         # With walk-forward validation only the newest window is unseen by the newest-fold
         # models the ensemble is made of: the ensemble and the best model are compared there.
         multi = self.n_folds > 1
         reference = state.best_outcome["folds"][-1]["val_score"] if multi else state.best_score
         final = (state.best_models[-1], "single", state.best_score)
         seeds = self.pcfg.ensemble_members == "seeds"
-        if self.pcfg.ensemble_size < 2 and not seeds:
-            return final
-        ensemble = build_ensemble(self.summary, self.pcfg, self.folds[-1].val, self.config,
-                                  self.out_dir, self.log, (state.best_score, final[0]))  # fmt: skip
-        if ensemble is None:
-            return final
-        if multi:
-            ensemble["compared_on"] = "newest walk-forward window"
-            ensemble["best_single_score_there"] = reference
-        self.summary["ensemble"] = ensemble
-        if seeds or ensemble["val_score"] > reference:
+        wanted = self.pcfg.ensemble_size >= 2 or seeds
+        ensemble = self.ensemble(state, reference) if wanted else None
+        if self.pcfg.selection == "lcb":
+            return self.lcb_choice(ensemble)
+        if ensemble is not None and (seeds or ensemble["val_score"] > reference):
             return ensemble["model_path"], "ensemble", ensemble["val_score"]
         return final
+
+    def ensemble(self, state: Retrained, reference: float) -> dict[str, Any] | None:
+        """Build, validate and record the ensemble (None when there are too few members)."""
+        ensemble = build_ensemble(self.summary, self.pcfg, self.folds[-1].val, self.config,
+                                  self.out_dir, self.log,
+                                  (state.best_score, state.best_models[-1]))  # fmt: skip
+        if ensemble is not None:
+            if self.n_folds > 1:
+                ensemble["compared_on"] = "newest walk-forward window"
+                ensemble["best_single_score_there"] = reference
+            self.summary["ensemble"] = ensemble
+        return ensemble
+
+    def lcb_choice(self, ensemble: dict[str, Any] | None) -> tuple[str, str, float]:
+        """Selection lcb (:mod:`nexlify.pipeline.selection`): among the saved candidates and
+        the ensemble, the one with the highest lower bound of its daily excess return on the
+        newest validation window, the only one the newest-fold models have not seen."""
+        scores = {run["model_path"]: run["val_score"] for run in self.summary["initial_runs"]}
+        scores |= {it["model_path"]: it["score"] for it in self.summary["retraining_iterations"]}
+        candidates = [Candidate(path, scores[path]) for path in candidate_paths(self.summary)]
+        if ensemble is not None:
+            candidates.append(Candidate(ensemble["model_path"], ensemble["val_score"]))
+        selection = select_by_lcb(candidates, self.folds[-1].val, self.config.market,
+                                  seed=self.pcfg.base_seed)  # fmt: skip
+        if self.n_folds > 1:
+            selection["compared_on"] = "newest walk-forward window"
+        self.summary["selection"] = selection
+        chosen = selection["candidates"][selection["chosen_index"]]
+        self.log.info("selection lcb: chose %s of %d candidates: daily excess over cash "
+                      "%+.3f%%, lower bound %+.3f%% (the highest)", chosen["model_path"],
+                      len(candidates), chosen["excess_daily_pct"], chosen["low_pct"])  # fmt: skip
+        is_ensemble = ensemble is not None and chosen["model_path"] == ensemble["model_path"]
+        return chosen["model_path"], "ensemble" if is_ensemble else "single", chosen["val_score"]
 
     def finish(self, state: Retrained) -> dict[str, Any]:
         """Write final_model.pt, test it for an edge, complete the summary and the reports."""

@@ -80,6 +80,7 @@ NEUTRAL_ADDITIONS: dict[tuple[str, ...], object] = {
     ("market", "env", "turnover_penalty"): 0.0,
     ("data", "long_memory"): False,
     ("pipeline", "ensemble_members"): "top",
+    ("pipeline", "selection"): "score",
     ("train", "dyna_ratio"): 0.0,
     ("train", "dyna_refit_every"): 20_000,
 }

@@ -277,6 +277,8 @@ class DataConfig:
 
 VALIDATIONS = ("holdout", "walk-forward")
 """How the pipeline scores candidates (see PipelineConfig.validation)."""
+SELECTIONS = ("score", "lcb")
+"""How the pipeline picks its final model (see PipelineConfig.selection)."""
 
 
 @dataclass(frozen=True)
@@ -336,6 +338,14 @@ class PipelineConfig:
     """top: the ensemble_size best models by validation score, final when it validates better;
     seeds: one model per initial run (the retrained best for the winning seed, the initial
     model for the others), always final: no choice among seeds by validation score."""
+    selection: str = "score"
+    """How the final model is picked. score: the best validation score (the original tool's
+    rule; the ensemble when it scores higher, or always with ensemble_members seeds). lcb: every
+    saved candidate (initial runs, retraining iterations, and the ensemble when one is built,
+    the seed ensemble included, then as one candidate among the others) trades the newest
+    validation window once, greedily; the one whose mean daily excess return over cash has the
+    highest 95% bootstrap lower bound wins, so a steady edge beats a lucky peak. Retraining
+    still follows the score."""
 
     def __post_init__(self) -> None:
         s = "pipeline"
@@ -409,6 +419,8 @@ class PipelineConfig:
                 (self.validation == "holdout" and self.initial_runs >= 2), s, "ensemble_members",
                 self.ensemble_members, "top, or seeds with holdout validation and >= 2 initial "
                 "runs")  # fmt: skip
+        require(self.selection in SELECTIONS, s, "selection", self.selection,
+                f"one of {', '.join(SELECTIONS)}")  # fmt: skip
 
     def seed_of_run(self, run_id: int) -> int:
         """Seed of initial run ``run_id`` (0-based): 42, 1042, 2042, ... by default."""
