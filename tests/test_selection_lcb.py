@@ -99,6 +99,13 @@ def test_lcb_chooses_the_candidate_with_the_highest_lower_bound(lcb_run: Any) ->
     )
     log = (Path(summary["final_model_path"]).parent / "training.log").read_text()
     assert f"selection lcb: chose {chosen_path}" in log
+    report = (Path(summary["final_model_path"]).parent / "training_report.md").read_text()
+    assert (
+        f"({kind}, chosen by the highest lower bound of the daily excess over cash among "
+        f"{len(candidates)} candidates: {excess[expected]['mean_pct']:+.4f}%/day"
+    ) in report
+    page = (Path(summary["final_model_path"]).parent / "report.html").read_text()
+    assert f"final model: {kind}, chosen by the highest lower bound" in page
 
 
 def same_content(a: Any, b: Any) -> bool:
@@ -145,6 +152,8 @@ def test_lcb_choice_is_the_same_on_a_second_run(lcb_run: Any, tmp_path: Path) ->
 def test_default_score_selection_is_unchanged(tmp_path: Path) -> None:
     summary, config, _ = tiny_run(tmp_path / "out")
     assert config.pipeline.selection == "score" and "selection" not in summary
+    report = (Path(summary["final_model_path"]).parent / "training_report.md").read_text()
+    assert f"({summary['final_model_kind']}, chosen by validation score)" in report
     singles = [c for c in every_candidate(summary) if c[0] != summary["ensemble"]["model_path"]]
     best_path, best_score = max(singles, key=lambda c: c[1])  # the first on ties
     assert summary["final_best_score"] == best_score

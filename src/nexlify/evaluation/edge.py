@@ -158,6 +158,21 @@ def edge_verdict(
     }
 
 
+def describe_selection(summary: dict[str, Any]) -> str:
+    """How a pipeline run chose its final model: by validation score, or by the lower bound of
+    the daily excess over cash (``pipeline.selection lcb``), with the winner's figures."""
+    kind = summary.get("final_model_kind", "single")
+    selection = summary.get("selection")
+    if not isinstance(selection, dict):
+        return f"{kind}, chosen by validation score"
+    chosen = selection["candidates"][selection["chosen_index"]]
+    return (
+        f"{kind}, chosen by the highest lower bound of the daily excess over cash among "
+        f"{len(selection['candidates'])} candidates: {chosen['excess_daily_pct']:+.4f}%/day, "
+        f"95% interval [{chosen['low_pct']:+.4f}, {chosen['high_pct']:+.4f}]"
+    )
+
+
 def describe_edge(edge: dict[str, Any]) -> str:
     """One plain sentence of the verdict."""
     if "error" in edge:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nexlify.evaluation.edge import describe_edge
+from nexlify.evaluation.edge import describe_edge, describe_selection
 from nexlify.io import atomic_write_text
 from nexlify.market.strategies import APPROXIMATIONS, STRATEGIES, strategy_pnl
 
@@ -43,7 +43,7 @@ def render_report(summary: dict[str, Any]) -> str:
         f"- Best initial score: {_fmt(summary.get('best_initial_score'))}; final best score: "
         f"{_fmt(summary.get('final_best_score'))} "
         f"({_fmt(summary.get('total_improvement_pct'), '+.2f')}%)",
-        f"- Final model: `{summary.get('final_model_path')}`",
+        f"- Final model: `{summary.get('final_model_path')}` ({describe_selection(summary)})",
         f"- Edge over cash: {_edge_line(summary.get('edge'))}",
         f"- Wall time: {_fmt(summary.get('timings', {}).get('total_seconds'), '.0f')} s",
         "",

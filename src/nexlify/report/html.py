@@ -24,6 +24,7 @@ from nexlify.evaluation.edge import (
     candidate_paths,
     candidate_returns,
     describe_edge,
+    describe_selection,
     excess_daily_return,
     format_excess,
 )
@@ -219,7 +220,8 @@ def build_run_report(out_dir: Path, summary: dict[str, Any], market: MarketData)
     intro = (f"<p>Data: <b>{html.escape(str(summary.get('data_source')))}</b>; validation window "
              f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} ({val.n_bars} bars, never trained "
              f"on); stop reason: {html.escape(str(summary.get('stop_reason')))}; final score "
-             f"{summary.get('final_best_score', float('nan')):.3f}.</p><p class='note'>The "
+             f"{summary.get('final_best_score', float('nan')):.3f}; final model: "
+             f"{html.escape(describe_selection(summary))}.</p><p class='note'>The "
              "validation window also picked the run and the checkpoint, so these figures flatter "
              "the chosen model; the statistics below help discount them.</p>")  # fmt: skip
     if summary.get("data_source") == "synthetic":
