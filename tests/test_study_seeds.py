@@ -140,3 +140,30 @@ def test_seed_and_seeds_together_are_refused(
                  "--output", str(tmp_path / "out")])  # fmt: skip
     assert code == 2
     assert "either --seed or --seeds" in capsys.readouterr().err
+
+
+def _record_many(path: str, key: str, times: int) -> None:
+    from nexlify.pipeline.study_stats import record_trial
+
+    for k in range(times):
+        record_trial(Path(path), key, f"out/{key}", {f"{2000 + k}/a": float(k)})
+
+
+def test_studies_running_at_once_keep_every_configuration(tmp_path: Path) -> None:
+    """Seeds of a configuration are often run as parallel studies sharing one registry: no
+    update of one may be lost to another's read-modify-write."""
+    import multiprocessing
+
+    path = tmp_path / TRIALS_FILE
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_record_many, args=(str(path), f"config_{w}", 40))
+               for w in range(4)]  # fmt: skip
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    trials = json.loads(path.read_text())
+    assert trials["n_trials"] == 4
+    for entry in trials["configs"].values():
+        assert len(entry["daily_sharpe"]) == 40  # every year each process recorded

@@ -5,11 +5,13 @@ A reader (or a crash) sees either the old file or the new one, never a partial o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -70,3 +72,32 @@ def json_safe(value: Any) -> Any:
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> Path:
     """Write JSON atomically (non-finite floats become null)."""
     return atomic_write_text(path, json.dumps(json_safe(value), indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` while the block runs: a read-modify-write of a
+    file several processes update (e.g. the study's registry of configurations) never loses
+    another process's update. The operating system releases the lock when the holder exits,
+    however it exits, so a killed process leaves no stale lock."""
+    lock_path = Path(f"{os.fspath(path)}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as handle:
+        if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+            import msvcrt
+
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

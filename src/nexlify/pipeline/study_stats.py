@@ -19,7 +19,7 @@ from nexlify.evaluation.stats import (
     sharpe_ratio,
     skew_kurtosis,
 )
-from nexlify.io import atomic_write_json
+from nexlify.io import atomic_write_json, exclusive
 from nexlify.market.evaluate import EvaluationResult
 
 MODEL_ROWS = {
@@ -86,15 +86,20 @@ def load_trials(path: Path) -> dict[str, Any]:
 
 
 def record_trial(path: Path, key: str, output: str, cells: Mapping[str, float]) -> dict[str, Any]:
-    """Count configuration ``key`` (once) and store its model's daily Sharpe per year/venue."""
-    trials = load_trials(path)
-    entry = trials["configs"].setdefault(
-        key, {"output": output, "first_run": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "daily_sharpe": {}},
-    )  # fmt: skip
-    entry["daily_sharpe"].update(cells)
-    trials["n_trials"] = len(trials["configs"])
-    atomic_write_json(path, trials)
+    """Count configuration ``key`` (once) and store its model's daily Sharpe per year/venue.
+
+    Studies running at once may share the registry: the read-modify-write holds its lock.
+    """
+    with exclusive(path):
+        trials = load_trials(path)
+        entry = trials["configs"].setdefault(
+            key, {"output": output,
+                  "first_run": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "daily_sharpe": {}},
+        )  # fmt: skip
+        entry["daily_sharpe"].update(cells)
+        trials["n_trials"] = len(trials["configs"])
+        atomic_write_json(path, trials)
     return trials
 
 
