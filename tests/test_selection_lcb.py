@@ -26,16 +26,7 @@ from nexlify.pipeline.auto_retrain import run_pipeline, validation_folds
 from nexlify.pipeline.run_files import result_config
 from nexlify.pipeline.selection import choose_by_lower_bound, highest_lower_bound
 from nexlify.train.config import PipelineConfig, RunConfig, run_config_from_dict
-
-TINY: dict[str, dict[str, Any]] = {
-    "data": {"pairs": ["BTC/USDT"], "validation_days": 10, "synthetic_days": 60},
-    "market": {"env": {"episode_length": 48}},
-    "agent": {"hidden_sizes": [32], "batch_size": 32, "learning_starts": 64,
-              "buffer_size": 4000, "target_update_interval": 50},
-    "train": {"num_envs": 4, "eval_every": 4, "device": "cpu", "torch_threads": 1},
-    "pipeline": {"initial_runs": 2, "initial_episodes": 8, "retrain_episodes": 4,
-                 "max_iterations": 2, "patience": 2, "workers": 1},
-}  # fmt: skip
+from tests.test_pipeline import TINY  # the same few-second synthetic pipeline
 
 
 def tiny_run(out: Path, **pipeline: Any) -> tuple[dict[str, Any], RunConfig, MarketData]:
