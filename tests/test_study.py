@@ -398,3 +398,64 @@ def test_external_series_reach_the_studied_model(study_run: dict[str, Any], tmp_
     model = results["years"]["2021"]["pipeline"]["final_model_path"]
     extra = torch.load(model, map_location="cpu", weights_only=False)["extra"]
     assert "ext_fear_greed" in extra["feature_names"]
+
+
+def test_an_other_venue_with_a_short_history_trades_from_its_first_usable_bar(
+    study_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """A venue the model never saw whose candles begin just before the year (KuCoin's shared
+    files start 2023-11-09) is tested from the first bar its features allow, and says so."""
+    from nexlify.data.features import feature_warmup
+    from nexlify.pipeline.data_choice import run_features
+
+    config = study_run["config"]
+    warm = pd.Timedelta(hours=4 * feature_warmup(run_features(config.data)))  # 4h bars
+    year = pd.Timestamp("2021-01-01", tz="UTC")
+    start = year - warm + pd.Timedelta(days=3)  # 3 days short of the warm-up
+    short = write_candles(tmp_path / "c", start=f"{start:%Y-%m-%d %H:%M}", days=420, seed=2)
+    spec = StudySpec(data_dir=study_run["spec"].data_dir, years=(2021,), venue="a",
+                     other_venues={"c": str(short)})  # fmt: skip
+    test = prepare_markets(config, spec)[0].tests["c"]
+    obs = config.market.env.obs_window
+    first = pd.Timestamp(int(test.time[obs]), unit="s", tz="UTC")
+    # the first bar with features is the observation window, the next one trades
+    assert first == start + warm + pd.Timedelta(hours=4 * obs)
+    assert any(n.startswith(f"study: tested from {first:%Y-%m-%d %H:%M}") for n in test.notes)
+    from nexlify.pipeline.study_report import _late_start
+
+    note = _late_start({"notes": list(test.notes)})[0]
+    assert note.startswith(f"Note: tested from {first:%Y-%m-%d %H:%M}, 3.2 days after 2021-01-01")
+    late = write_candles(tmp_path / "d", start=f"{start + pd.Timedelta(days=20):%Y-%m-%d %H:%M}",
+                         days=420, seed=2)  # fmt: skip
+    spec = StudySpec(data_dir=study_run["spec"].data_dir, years=(2021,), venue="a",
+                     other_venues={"d": str(late)})  # fmt: skip
+    with pytest.raises(DataError, match=r"study year 2021, venue d: .*at most 14 days late"):
+        prepare_markets(config, spec)
+
+
+def test_a_venue_added_to_a_finished_study_is_traded_by_the_same_model(
+    study_run: dict[str, Any], tmp_path: Path
+) -> None:
+    import shutil
+
+    out = tmp_path / "results" / "venues"
+    shutil.copytree(study_run["out"], out)
+    model = out / "runs" / "2021" / "final_model.pt"
+    stamp = model.stat().st_mtime_ns
+    venue_b = study_run["spec"].other_venues["b"]
+    venue_c = shutil.copytree(venue_b, tmp_path / "venue_c")  # the same candles as b
+    spec = StudySpec(data_dir=study_run["spec"].data_dir, years=(2020, 2021), venue="a",
+                     other_venues={"b": venue_b, "c": str(venue_c)})  # fmt: skip
+    results = run_study(study_run["config"], spec, out, LOG)
+    assert model.stat().st_mtime_ns == stamp  # nothing retrained
+    cells = results["years"]["2021"]["venues"]
+    assert list(cells) == ["a", "b", "c"]
+    assert cells["c"]["model"] == cells["b"]["model"]  # the year's model on the same bars
+    assert cells["c"]["model_excess_daily"] == cells["b"]["model_excess_daily"]
+    before = json.loads(json.dumps(study_run["results"]["years"]))
+    assert results["years"]["2020"] == before["2020"]
+    assert {v: cells[v] for v in ("a", "b")} == {v: before["2021"]["venues"][v] for v in ("a", "b")}
+    assert "### 2021 on c" in (out / "study.md").read_text()
+    dropped = StudySpec(data_dir=study_run["spec"].data_dir, years=(2020, 2021), venue="a")
+    with pytest.raises(ConfigError, match="a venue tested before is not given now"):
+        run_study(study_run["config"], dropped, out, LOG)

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ from nexlify.pipeline.study_stats import (
     pooled_excess,
     record_trial,
 )
+from nexlify.run_layout import FINAL_MODEL
 from nexlify.train.config import RunConfig, run_config_from_dict
 
 RESULTS_FILE = "study.json"
@@ -70,6 +71,10 @@ DEFAULT_YEARS = (2021, 2022, 2023, 2024)
 CONTINUE_STUDY = "the same nexlify study command (finished years and runs are kept)"
 MIN_TRAIN_DAYS = 180.0
 """Training days a test year needs before it besides the validation days."""
+MAX_LATE_DAYS = 14.0
+"""Days an other venue's test may start after the year's first day, when its candles begin too
+close to the year for the features' warm-up (KuCoin's shared 1h files start 2023-11-09: 4h
+features need 56 days)."""
 
 
 @dataclass(frozen=True)
@@ -200,17 +205,38 @@ def _build(config: RunConfig, folder: str, before: pd.Timestamp, where: str) -> 
         raise DataError(f"{where}: {exc}") from None
 
 
-def _test_window(market: MarketData, config: RunConfig, year: int, where: str) -> MarketData:
+def _test_window(
+    market: MarketData, config: RunConfig, year: int, where: str, late_days: float = 0.0
+) -> MarketData:
     """The year's bars, preceded by the observation window so the first order fills at the
-    year's first open."""
+    year's first open.
+
+    A venue whose candles begin too close to the year for the features' warm-up may start
+    trading up to ``late_days`` later (the other venues a model is tested on: a venue it never
+    saw, often with a short history); the notes and ``test.start`` say when it started.
+    """
+    obs = config.market.env.obs_window
     first = market.index_at(year_start(year))
-    start = first - config.market.env.obs_window
-    if start < 0:
+    start = first - obs
+    if start >= 0:
+        return market.slice(start, market.n_bars)
+    late = (_bar_time(market, obs) - year_start(year)).total_seconds() / 86400 if \
+        market.n_bars > obs else float("inf")  # fmt: skip
+    if late > late_days:
+        allowed = f" (at most {late_days:g} days late)" if late_days > 0 else ""
         raise DataError(
             f"{where}: the features' warm-up leaves {first} bars before {year}-01-01; the "
-            f"model's observation window needs {config.market.env.obs_window}"
+            f"model's observation window needs {obs}{allowed}: the venue's candles start "
+            f"{market.span()[0]:%Y-%m-%d %H:%M} after the warm-up"
         )
-    return market.slice(start, market.n_bars)
+    note = (f"study: tested from {_bar_time(market, obs):%Y-%m-%d %H:%M}, {late:.1f} days after "
+            f"{year}-01-01: the venue's candles start too close to the year for the features' "
+            "warm-up")  # fmt: skip
+    return replace(market, notes=(*market.notes, note))
+
+
+def _bar_time(market: MarketData, bar: int) -> pd.Timestamp:
+    return pd.Timestamp(int(market.time[bar]), unit="s", tz="UTC")
 
 
 def prepare_markets(config: RunConfig, spec: StudySpec) -> list[YearMarkets]:
@@ -242,10 +268,11 @@ def prepare_markets(config: RunConfig, spec: StudySpec) -> list[YearMarkets]:
         full = {
             venue: _through_year(config, folder, venue, year) for venue, folder in tested.items()
         }
-        tests = {
-            venue: _test_window(market, config, year, f"study year {year}, venue {venue}")
-            for venue, market in full.items()
-        }
+        tests = {}
+        for venue, market in full.items():
+            late_days = 0.0 if venue == spec.venue else MAX_LATE_DAYS
+            where = f"study year {year}, venue {venue}"
+            tests[venue] = _test_window(market, config, year, where, late_days)
         history = full[spec.venue]
         if spec.rolling is not None:
             check_schedule(history, history.index_at(year_start(year)), spec.rolling, config,
@@ -270,6 +297,7 @@ def _test_year(
     """The final model and every baseline on each venue's test year (and ``more`` policies
     per venue, run over the same bars, e.g. the model with rolling retraining)."""
     agent, spec = load_model_for_backtest(model_path)
+    obs = spec.market.env.obs_window
     out = {}
     for venue, data in markets.tests.items():
         check_compatible(spec, data, model_path)
@@ -288,7 +316,7 @@ def _test_year(
         }
         end = data.span()[1]
         out[venue] = {
-            "test": {"start": f"{markets.year}-01-01T00:00:00+00:00", "end": end.isoformat(),
+            "test": {"start": _bar_time(data, obs).isoformat(), "end": end.isoformat(),
                      "bars": data.n_bars, "sha256": market_fingerprint(data),
                      "source": data.source, "notes": list(data.notes)},
             **rows,
@@ -399,24 +427,41 @@ def _rolling_summary(outcome: RollingOutcome, spec: RollingSpec) -> dict[str, An
     }  # fmt: skip
 
 
-def _finished(previous: Mapping[str, Any], markets: YearMarkets) -> bool:
-    """Whether the results already hold this year on the same training and test data."""
+def _finished(previous: Mapping[str, Any], markets: YearMarkets) -> list[str] | None:
+    """None when the results do not hold this year yet; else the venues of ``markets`` they
+    lack (empty: finished), the training and every tested venue's data being the same."""
     entry = previous.get("years", {}).get(str(markets.year))
     if entry is None:
-        return False
-    same = entry["train"]["sha256"] == market_fingerprint(markets.train) and set(
-        entry["venues"]
-    ) == set(markets.tests)
+        return None
+    kept = set(entry["venues"])
+    same = entry["train"]["sha256"] == market_fingerprint(markets.train) and kept <= set(
+        markets.tests
+    )
     same = same and all(
-        entry["venues"][v]["test"]["sha256"] == market_fingerprint(d)
-        for v, d in markets.tests.items()
+        entry["venues"][v]["test"]["sha256"] == market_fingerprint(markets.tests[v]) for v in kept
     )
     if not same:
         raise ConfigError(
             f"study year {markets.year}: the results in this output were made on other data "
-            "(fingerprints differ); use another --output for a study on these candles"
+            "(fingerprints differ, or a venue tested before is not given now); use another "
+            "--output for a study on these candles"
         )
-    return True
+    return [v for v in markets.tests if v not in kept]
+
+
+def _add_venues(
+    entry: dict[str, Any], markets: YearMarkets, venues: list[str], out_dir: Path, seed: int
+) -> None:
+    """Test a finished year's final model on venues given since (a model is never retrained
+    for it: the one in ``runs/<year>/`` trades the new venue's year)."""
+    model = out_dir / "runs" / str(markets.year) / FINAL_MODEL
+    if not model.is_file():
+        raise ConfigError(
+            f"study year {markets.year}: to test it on {', '.join(venues)} the year's final "
+            f"model is needed and {model} is gone; use another --output to rerun the study"
+        )
+    tests = {v: markets.tests[v] for v in venues}
+    entry["venues"].update(_test_year(str(model), replace(markets, tests=tests), seed))
 
 
 def _previous_results(path: Path, key: str) -> dict[str, Any]:
@@ -464,10 +509,17 @@ def run_study(
     keys = policy_keys(config, spec)
     trials = record_trials(trials_path, keys, str(out_dir), results)
     for year_markets in markets:
-        if _finished(previous, year_markets):
+        missing = _finished(previous, year_markets)
+        if missing == []:
             log.info("study year %d: finished earlier, kept", year_markets.year)
             continue
-        entry = _run_year(config, year_markets, out_dir, log, progress, spec)
+        if missing is not None:
+            log.info("study year %d: finished earlier; its final model now also trades %s",
+                     year_markets.year, ", ".join(missing))  # fmt: skip
+            entry = results["years"][str(year_markets.year)]
+            _add_venues(entry, year_markets, missing, out_dir, config.pipeline.base_seed)
+        else:
+            entry = _run_year(config, year_markets, out_dir, log, progress, spec)
         results["years"][str(year_markets.year)] = entry
         trials = record_trials(trials_path, keys, str(out_dir), results)
         _save(results, trials, out_dir)

@@ -66,12 +66,20 @@ def _year_section(year: str, entry: Mapping[str, Any]) -> list[str]:
             f"Deflated Sharpe of the model: {_dsr_text(cell['model'].get('deflated_sharpe'))}. "
             f"Return > 0 and Sharpe above 0 and every baseline: **{verdict}**.",
             "",
+            *_late_start(test),
         ]
         if "model_rolling" in cell:
             lines += _rolling_lines(cell, entry.get("rolling") or {})
         if "model_meta_rolling" in cell:
             lines += _meta_lines(cell, (entry.get("rolling") or {}).get("meta") or {})
     return lines
+
+
+def _late_start(test: Mapping[str, Any]) -> list[str]:
+    """The note of a venue tested from later than the year's first day, when there is one."""
+    late = [n.removeprefix("study: ") for n in test.get("notes", [])
+            if n.startswith("study: tested from")]  # fmt: skip
+    return [f"Note: {late[0]}.", ""] if late else []
 
 
 def _rolling_lines(cell: Mapping[str, Any], rolling: Mapping[str, Any]) -> list[str]:
