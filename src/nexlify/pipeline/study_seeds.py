@@ -136,11 +136,11 @@ def _policy_over_seeds(
     if not per_seed:
         return None
     tested = sorted({y for row in per_seed.values() for y in row["years"]})
-    complete = (
-        len(per_seed) == len(seeds)
-        and all(set(row["years"]) == set(tested) for row in per_seed.values())
-        and (venue != by_seed[seeds[0]]["spec"]["venue"] or tested == sorted(years))
-    )
+    # Complete: every seed asked for has every year this venue is tested in (the study's own
+    # venue: every study year; another venue: the years it was tested, the last one).
+    every_year = venue != by_seed[seeds[0]]["spec"]["venue"] or tested == sorted(years)
+    same_years = all(set(row["years"]) == set(tested) for row in per_seed.values())
+    complete = len(per_seed) == len(seeds) and same_years and every_year
     needed = years_needed(len(tested))
     pooled = [row["pooled"]["excess_daily_pct"] for row in per_seed.values()]
     meeting = sum(row["years_met"] >= needed for row in per_seed.values())
