@@ -299,3 +299,43 @@ def test_turnover_penalty_costs_the_reward_only() -> None:
     assert base.account(0) == plain.account(0)
     assert base.trades(0) == plain.trades(0)
     assert base.episode_metrics(0) == plain.episode_metrics(0)
+
+
+def _min_hold_env(bars, bars_held: int) -> VecMarketEnv:  # type: ignore[no-untyped-def]
+    config = market_config()
+    config = replace(config, env=replace(config.env, min_hold_bars=bars_held))
+    env = VecMarketEnv(bars_market(bars), config, record=True, autoreset=False)
+    env.reset()
+    return env
+
+
+def test_min_hold_bars_delays_the_agents_sell_only() -> None:
+    bars = [FLAT] * 7
+    env = _min_hold_env(bars, 3)
+    # the buy fills at bar 1's open; sells at bars 2 and 3 come too early, the one at 4 fills
+    run(env, [BUY, SELL, SELL])
+    assert env.trades(0) == [] and env.position_mask()[0, 0]
+    run(env, [SELL])
+    (trade,) = env.trades(0)
+    assert (trade["entry_bar"], trade["exit_bar"], trade["reason"]) == (1, 4, "signal")
+    # 0 bars (the default) sells at once, as before the rule existed
+    env0 = _min_hold_env(bars, 0)
+    run(env0, [BUY, SELL])
+    assert [t["exit_bar"] for t in env0.trades(0)] == [2]
+
+
+def test_min_hold_bars_never_holds_back_a_stop() -> None:
+    bars = [FLAT, FLAT, (99.0, 99.5, 97.0, 98.5), FLAT]
+    env = _min_hold_env(bars, 10)
+    run(env, [BUY, SELL])
+    (trade,) = env.trades(0)
+    assert (trade["reason"], trade["exit_bar"]) == ("stop", 2)
+
+
+def test_min_hold_bars_is_checked() -> None:
+    from nexlify.config import EnvConfig
+    from nexlify.errors import ConfigError
+
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match=r"env\.min_hold_bars"):
+            EnvConfig(min_hold_bars=bad)  # type: ignore[arg-type]

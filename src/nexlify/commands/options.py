@@ -69,6 +69,9 @@ DATA_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--turnover-penalty",), "env", "turnover_penalty",
      {"type": float, "metavar": "X", "help": "extra cost of each fill in the reward only, as a "
       "multiple of its fee (default {default}; reported figures are unaffected)"}),
+    (("--min-hold-bars",), "env", "min_hold_bars",
+     {"type": int, "metavar": "BARS", "help": "a sell signal closes a position only once it is "
+      "this many bars old (default {default}); stops and take-profit still exit at any age"}),
 ]  # fmt: skip
 
 _S = "strategies__"  # strategy flags land in market.strategies (nested, see overrides_from_args)

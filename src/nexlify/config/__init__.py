@@ -200,6 +200,10 @@ class EnvConfig:
     turnover_penalty: float = 0.0
     """Extra cost of every spot fill in the reward only, as a multiple of the fee it paid (1.0:
     the agent learns as if fees were doubled); equity and every reported figure are unaffected."""
+    min_hold_bars: int = 0
+    """A sell signal closes a position only once it has been held this many bars (0: at once).
+    The stop-loss, take-profit, trailing stop, daily-loss lock and episode end still close it
+    at any age: the rule slows the agent's own exits, never the risk rules'."""
 
     def __post_init__(self) -> None:
         s = "env"
@@ -231,6 +235,13 @@ class EnvConfig:
             "turnover_penalty",
             self.turnover_penalty,
             "a multiple of the fee in [0, 100]",
+        )
+        require(
+            is_int(self.min_hold_bars) and 0 <= self.min_hold_bars <= 10_000,
+            s,
+            "min_hold_bars",
+            self.min_hold_bars,
+            "an integer number of bars in [0, 10000]",
         )
 
 

@@ -106,6 +106,7 @@ def _pack_params(config: MarketConfig, record: bool) -> np.ndarray:
     params[K.P_CLOSE_AT_END] = float(e.close_at_end)
     params[K.P_RECORD] = float(record)
     params[K.P_TURNOVER_PENALTY] = e.turnover_penalty
+    params[K.P_MIN_HOLD] = e.min_hold_bars
     return params
 
 

@@ -4,8 +4,10 @@ Market semantics (``DESIGN.md``), per env, for one decision taken after bar ``t`
 
 1. If bar ``t+1`` starts a new UTC day, the day's opening equity is the equity at ``t``'s close
    and the daily-loss lock is lifted.
-2. At bar ``t+1``'s open: a sell closes that pair's position; then a buy opens one if the pair is
-   flat, the daily-loss lock is off and fewer than ``max_concurrent_trades`` positions are open.
+2. At bar ``t+1``'s open: a sell closes that pair's position once it has been held
+   ``min_hold_bars`` bars (0 by default: at once; the risk rules of 3 close it at any age); then
+   a buy opens one if the pair is flat, the daily-loss lock is off and fewer than
+   ``max_concurrent_trades`` positions are open.
    Size = ``max_position`` x equity at ``t``'s close, or the capped half-Kelly fraction of the
    episode's recent closed trades. Every fill pays the taker fee and adverse slippage.
 3. Inside bar ``t+1``, every open position is checked against the bar's low and high: the stop
@@ -109,8 +111,8 @@ REASON_NAMES = ("signal", "stop", "take", "trail", "limit", "end")
 P_STOP_LOSS, P_TAKE_PROFIT, P_TRAILING, P_MAX_POSITION, P_MAX_CONCURRENT = 0, 1, 2, 3, 4
 P_DAILY_LIMIT, P_CLOSE_ON_LIMIT, P_USE_KELLY, P_KELLY_FRACTION, P_KELLY_MIN_TRADES = 5, 6, 7, 8, 9
 P_KELLY_MIN_FRACTION, P_FEE, P_SLIPPAGE, P_INITIAL, P_RUIN, P_CLOSE_AT_END = 10, 11, 12, 13, 14, 15
-P_RECORD, P_SPOT_ACTIONS, P_TURNOVER_PENALTY = 16, 17, 18
-N_PARAMS = 19
+P_RECORD, P_SPOT_ACTIONS, P_TURNOVER_PENALTY, P_MIN_HOLD = 16, 17, 18, 19
+N_PARAMS = 20
 
 # --- observation layout -----------------------------------------------------------------------
 OBS_CLIP = 5.0
@@ -343,7 +345,8 @@ def _buy(n: int, p: int, t1: int, prices: np.ndarray, books: SpotArg) -> None:
 @njit(cache=True, inline="always")
 def _fill_orders(n: int, a: int, t1: int, prices: np.ndarray, books: SpotArg) -> None:
     """Rule 2: at bar ``t1``'s open, liquidation on the daily-loss lock (when configured) and
-    the sell, then the buy; actions past the spot ones belong to the strategy kernel."""
+    the sell (of a position held ``min_hold_bars`` or more), then the buy; actions past the
+    spot ones belong to the strategy kernel."""
     acct, params = books[B_ACCT], books[B_PARAMS]
     if acct[n, LOCKED] != 0.0 and params[P_CLOSE_ON_LIMIT] != 0.0:
         _close_all(n, t1, OPEN, REASON_LIMIT, prices, books)
@@ -351,7 +354,8 @@ def _fill_orders(n: int, a: int, t1: int, prices: np.ndarray, books: SpotArg) ->
         pass  # a strategy action, filled by the strategy kernel
     elif a > 0 and a % 2 == 0:
         p = (a - 2) // 2
-        if books[B_POS][n, p, QTY] > 0.0:
+        pos = books[B_POS]
+        if pos[n, p, QTY] > 0.0 and t1 - pos[n, p, ENTRY_BAR] >= params[P_MIN_HOLD]:
             _close_position(n, p, prices[t1, p, OPEN], t1, REASON_SIGNAL, books)
     elif a % 2 == 1:
         _buy(n, (a - 1) // 2, t1, prices, books)
