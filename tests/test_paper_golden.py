@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,8 +68,11 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return out, data_dir
 
 
-def replay_and_compare(model: Path, frames: dict[str, pd.DataFrame], tmp: Path) -> None:
-    """``nexlify paper`` over ``frames`` with ``--max-bars`` equals the backtest of those bars."""
+def replay_and_compare(
+    model: Path, frames: dict[str, pd.DataFrame], tmp: Path
+) -> list[dict[str, Any]]:
+    """``nexlify paper`` over ``frames`` with ``--max-bars`` equals the backtest of those bars;
+    returns the session's trades."""
     files = write_candles(tmp / "replay", frames)
     db = tmp / f"{model.stem}.db"
     code = main(["paper", "--model", str(model), "--feed", "replay", "--data", *files,
@@ -88,6 +92,7 @@ def replay_and_compare(model: Path, frames: dict[str, pd.DataFrame], tmp: Path) 
     assert trades == [{k: t[k] for k in TRADE_KEYS} for t in reference.trades[0]]
     last = db_rows(db, "SELECT last_bar_time FROM feed_cursor")[0]["last_bar_time"]
     assert last == int(traded.time[-1])
+    return trades
 
 
 @pytest.mark.parametrize("name", ["final_model.pt", "ensemble_model.pt"])
@@ -108,6 +113,23 @@ def test_real_candle_model_replays_like_its_backtest(
     frame = read_candles(data_dir / "BTC_USDT-1h.csv")
     frames = {"BTC/USDT": frame.iloc[-(FEATURE_WARMUP + TRADED_BARS + 50) :]}
     replay_and_compare(run / name, frames, tmp_path)
+
+
+def test_a_market_setting_given_to_the_pipeline_reaches_paper_trading(tmp_path: Path) -> None:
+    """``--min-hold-bars`` is saved in the pipeline's model and the paper session applies it
+    as the backtest does: no signal exit from a position younger than 6 bars."""
+    run = run_pipeline(tmp_path / "run", "--min-hold-bars", "6")
+    model = run / "final_model.pt"
+    spec = load_model_for_backtest(model)[1]
+    assert spec.market.env.min_hold_bars == 6
+    frames = generate_synthetic_candles(spec.pairs, spec.timeframe,
+                                        FEATURE_WARMUP + TRADED_BARS + 50, seed=11)  # fmt: skip
+    trades = replay_and_compare(model, frames, tmp_path)
+    (row,) = db_rows(tmp_path / "final_model.db", "SELECT market_config FROM session")
+    assert json.loads(row["market_config"])["env"]["min_hold_bars"] == 6
+    bar = pd.Timedelta(spec.timeframe).total_seconds()
+    held = [(t["exit_time"] - t["entry_time"]) / bar for t in trades if t["reason"] == "signal"]
+    assert all(h >= 6 for h in held), held
 
 
 def test_cli_backtest_of_the_pipeline_model_matches_the_library_backtest(
