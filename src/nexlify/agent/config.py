@@ -148,6 +148,11 @@ class AgentConfig:
     """Mixed precision: off, bf16 (autocast, CPU or GPU) or fp16 (CUDA, with a gradient scaler)."""
     cpu_kernels: str = "auto"
     """Learner fast path: auto (compiled kernels on CPU float32) or off (plain torch reference)."""
+    hold_margin: float = 0.0
+    """Greedy decisions hold unless the best action's Q-value beats hold's by this much, in
+    Q units (rewards x reward_scale); 0 = plain argmax. A round trip of a full-cap position
+    costs about reward_scale x max_position x 2 x (fee + slippage) in these units: 0.015 at the
+    defaults, 0.3 with reward_scale 2000. Exploration and learning targets are unaffected."""
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden_sizes, list):
@@ -231,6 +236,12 @@ class AgentConfig:
             v = getattr(self, name)
             _require(is_finite_number(v) and 0 <= v <= 1, name, v, "in [0, 1]")
         _require(self.dropout < 1, "dropout", self.dropout, "below 1")
+        _require(
+            is_finite_number(self.hold_margin) and self.hold_margin >= 0,
+            "hold_margin",
+            self.hold_margin,
+            "a number >= 0",
+        )
         for name in ("per_eps", "noisy_sigma0", "reward_scale", "lr_min"):
             v = getattr(self, name)
             _require(is_finite_number(v) and v > 0, name, v, "a positive number")

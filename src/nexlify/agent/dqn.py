@@ -64,6 +64,14 @@ def stats_to_dict(stats_4: torch.Tensor) -> dict[str, float]:
     return dict(zip(UPDATE_STATS, stats_4.tolist(), strict=True))
 
 
+def hold_unless_clear(q_NA: torch.Tensor, chosen_N: torch.Tensor, margin: float) -> np.ndarray:
+    """``chosen_N`` where its Q-value beats hold's (action 0) by ``margin`` or more, else hold:
+    a no-trade band against acting on a Q-gap smaller than the noise in it. int64 [N]."""
+    gap_N = q_NA.gather(1, chosen_N.view(-1, 1)).view(-1) - q_NA[:, 0]
+    out_N = torch.where(gap_N >= margin, chosen_N, torch.zeros_like(chosen_N))
+    return out_N.numpy().astype(np.int64, copy=False)
+
+
 class DQNAgent:
     """Online and target Q-networks, Adam, epsilon-greedy acting and the DQN update."""
 
@@ -128,8 +136,12 @@ class DQNAgent:
         return np.where(explore_N, random_N, self._argmax(obs_ND, noise=self._noisy))
 
     def greedy(self, obs_ND: np.ndarray) -> np.ndarray:
-        """argmax_a Q(s, a) as int64 [N] (first action on ties), noise-free mean weights."""
-        return self._argmax(obs_ND, noise=False)
+        """argmax_a Q(s, a) as int64 [N] (first action on ties), noise-free mean weights; hold
+        (0) where that action beats hold by less than ``config.hold_margin``."""
+        if self.config.hold_margin == 0.0:
+            return self._argmax(obs_ND, noise=False)
+        q_NA = self.q_values_tensor(obs_ND).cpu()
+        return hold_unless_clear(q_NA, q_NA.argmax(dim=1), self.config.hold_margin)
 
     def _argmax(self, obs_ND: np.ndarray, noise: bool) -> np.ndarray:
         net = self._policy_net(noise)

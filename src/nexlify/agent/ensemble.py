@@ -22,7 +22,13 @@ import numpy as np
 import torch
 
 import nexlify
-from nexlify.agent.dqn import DQNAgent, agent_from_checkpoint, checkpoint_dict, read_checkpoint
+from nexlify.agent.dqn import (
+    DQNAgent,
+    agent_from_checkpoint,
+    checkpoint_dict,
+    hold_unless_clear,
+    read_checkpoint,
+)
 from nexlify.errors import CheckpointError
 from nexlify.io import atomic_write
 
@@ -78,11 +84,14 @@ class EnsembleAgent:
         return aggregate_q(self.member_q(obs_ND)).numpy()
 
     def greedy(self, obs_ND: np.ndarray) -> np.ndarray:
-        """The ensemble's action per observation, int64 [N]."""
+        """The ensemble's action per observation, int64 [N]: the mean Q's argmax or the vote,
+        held back to hold where the mean Q beats hold's by less than ``hold_margin``."""
         q_MNA = self.member_q(obs_ND)
-        if self.aggregation == "vote":
-            return vote(q_MNA).numpy().astype(np.int64)
-        return aggregate_q(q_MNA).argmax(dim=1).numpy().astype(np.int64)
+        mean_q_NA = aggregate_q(q_MNA)
+        chosen_N = vote(q_MNA) if self.aggregation == "vote" else mean_q_NA.argmax(dim=1)
+        if self.config.hold_margin == 0.0:
+            return chosen_N.numpy().astype(np.int64)
+        return hold_unless_clear(mean_q_NA.float(), chosen_N, self.config.hold_margin)
 
     def act(self, obs_ND: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
         """Epsilon-greedy around :meth:`greedy` (same draws as ``DQNAgent.act``)."""

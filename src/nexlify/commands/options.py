@@ -266,6 +266,10 @@ AGENT_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--reward-scale",), "agent", "reward_scale",
      {"type": float, "metavar": "S", "help": "rewards times S before learning (default {default}; "
       "100 = percent log-returns)"}),
+    (("--hold-margin",), "agent", "hold_margin",
+     {"type": float, "metavar": "Q", "help": "greedy decisions hold unless the best action beats "
+      "hold by Q in Q units (default {default}; a full-cap round trip costs about reward scale x "
+      "max position x 2 x (fee + slippage))"}),
     (("--learning-rate",), "agent", "learning_rate",
      {"type": float, "metavar": "LR", "help": "Adam learning rate (default {default})"}),
     (("--lr-schedule",), "agent", "lr_schedule",
