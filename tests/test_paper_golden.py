@@ -115,13 +115,15 @@ def test_real_candle_model_replays_like_its_backtest(
     replay_and_compare(run / name, frames, tmp_path)
 
 
-def test_a_market_setting_given_to_the_pipeline_reaches_paper_trading(tmp_path: Path) -> None:
-    """``--min-hold-bars`` is saved in the pipeline's model and the paper session applies it
-    as the backtest does: no signal exit from a position younger than 6 bars."""
-    run = run_pipeline(tmp_path / "run", "--min-hold-bars", "6")
+def test_settings_given_to_the_pipeline_reach_paper_trading(tmp_path: Path) -> None:
+    """``--min-hold-bars`` (market) and ``--hold-margin`` (agent) are saved in the pipeline's
+    model and the paper session applies them as the backtest does: no signal exit from a
+    position younger than 6 bars, and the same trades and equity."""
+    run = run_pipeline(tmp_path / "run", "--min-hold-bars", "6", "--hold-margin", "0.005")
     model = run / "final_model.pt"
     spec = load_model_for_backtest(model)[1]
     assert spec.market.env.min_hold_bars == 6
+    assert load_policy(model)[0].config.hold_margin == 0.005
     frames = generate_synthetic_candles(spec.pairs, spec.timeframe,
                                         FEATURE_WARMUP + TRADED_BARS + 50, seed=11)  # fmt: skip
     trades = replay_and_compare(model, frames, tmp_path)
