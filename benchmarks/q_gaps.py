@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from nexlify.evaluation.backtest import backtest, load_model_for_backtest
+from nexlify.io import atomic_write_json
 from nexlify.market.obs_layout import PAIR_STATE
 from nexlify.pipeline.study import StudySpec, prepare_markets
 from nexlify.run_layout import FINAL_MODEL
@@ -106,7 +107,7 @@ def main() -> int:
             if stats is not None:
                 results.setdefault(str(folder), {})[str(year)] = stats
                 print(folder, year, json.dumps(stats))
-                OUT.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+                atomic_write_json(OUT, results)  # a cut run keeps the years before
     return 0
 
 

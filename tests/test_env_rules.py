@@ -29,6 +29,15 @@ def make_env(bars, **cfg) -> VecMarketEnv:  # type: ignore[no-untyped-def]
     return env
 
 
+def env_with(bars, **env_fields) -> VecMarketEnv:  # type: ignore[no-untyped-def]
+    """``make_env`` with fields of ``EnvConfig`` changed (turnover penalty, minimum hold)."""
+    config = market_config()
+    config = replace(config, env=replace(config.env, **env_fields))
+    env = VecMarketEnv(bars_market(bars), config, record=True, autoreset=False)
+    env.reset()
+    return env
+
+
 def test_fill_at_next_open_with_fee_slippage_and_reward() -> None:
     bars = [FLAT, (100.0, 102.0, 99.5, 101.0), (101.0, 101.5, 100.5, 101.0), FLAT]
     env = make_env(bars, slippage_bps=10.0)
@@ -280,13 +289,7 @@ def test_rewards_sum_to_the_log_return_of_the_episode() -> None:
 def test_turnover_penalty_costs_the_reward_only() -> None:
     bars = [FLAT, (100.0, 102.0, 99.5, 101.0), (101.0, 101.5, 100.5, 101.0), FLAT, FLAT]
     plain = make_env(bars)
-    base = VecMarketEnv(
-        bars_market(bars),
-        replace(market_config(), env=replace(market_config().env, turnover_penalty=2.0)),
-        record=True,
-        autoreset=False,
-    )
-    base.reset()
+    base = env_with(bars, turnover_penalty=2.0)
     actions = [BUY, HOLD, SELL]
     r0, r2 = run(plain, actions), run(base, actions)
     # the buy at 100 pays a fee of 0.5 on 500: the reward is charged 2 x 0.5 more on 10,000
@@ -301,17 +304,9 @@ def test_turnover_penalty_costs_the_reward_only() -> None:
     assert base.episode_metrics(0) == plain.episode_metrics(0)
 
 
-def _min_hold_env(bars, bars_held: int) -> VecMarketEnv:  # type: ignore[no-untyped-def]
-    config = market_config()
-    config = replace(config, env=replace(config.env, min_hold_bars=bars_held))
-    env = VecMarketEnv(bars_market(bars), config, record=True, autoreset=False)
-    env.reset()
-    return env
-
-
 def test_min_hold_bars_delays_the_agents_sell_only() -> None:
     bars = [FLAT] * 7
-    env = _min_hold_env(bars, 3)
+    env = env_with(bars, min_hold_bars=3)
     # the buy fills at bar 1's open; sells at bars 2 and 3 come too early, the one at 4 fills
     run(env, [BUY, SELL, SELL])
     assert env.trades(0) == [] and env.position_mask()[0, 0]
@@ -319,14 +314,14 @@ def test_min_hold_bars_delays_the_agents_sell_only() -> None:
     (trade,) = env.trades(0)
     assert (trade["entry_bar"], trade["exit_bar"], trade["reason"]) == (1, 4, "signal")
     # 0 bars (the default) sells at once, as before the rule existed
-    env0 = _min_hold_env(bars, 0)
+    env0 = env_with(bars, min_hold_bars=0)
     run(env0, [BUY, SELL])
     assert [t["exit_bar"] for t in env0.trades(0)] == [2]
 
 
 def test_min_hold_bars_never_holds_back_a_stop() -> None:
     bars = [FLAT, FLAT, (99.0, 99.5, 97.0, 98.5), FLAT]
-    env = _min_hold_env(bars, 10)
+    env = env_with(bars, min_hold_bars=10)
     run(env, [BUY, SELL])
     (trade,) = env.trades(0)
     assert (trade["reason"], trade["exit_bar"]) == ("stop", 2)

@@ -121,9 +121,9 @@ def test_settings_given_to_the_pipeline_reach_paper_trading(tmp_path: Path) -> N
     position younger than 6 bars, and the same trades and equity."""
     run = run_pipeline(tmp_path / "run", "--min-hold-bars", "6", "--hold-margin", "0.005")
     model = run / "final_model.pt"
-    spec = load_model_for_backtest(model)[1]
+    policy, spec = load_model_for_backtest(model)
     assert spec.market.env.min_hold_bars == 6
-    assert load_policy(model)[0].config.hold_margin == 0.005
+    assert policy.config.hold_margin == 0.005  # type: ignore[attr-defined]
     frames = generate_synthetic_candles(spec.pairs, spec.timeframe,
                                         FEATURE_WARMUP + TRADED_BARS + 50, seed=11)  # fmt: skip
     trades = replay_and_compare(model, frames, tmp_path)
