@@ -26,9 +26,11 @@ from nexlify.data.market_data import build_market_data
 from nexlify.data.synthetic import generate_synthetic_candles
 from nexlify.evaluation.backtest import backtest, cut_period, load_model_for_backtest, model_spec
 from nexlify.live.feeds import ReplayFeed
+from nexlify.live.retrain import session_run_config
 from nexlify.live.session import SessionSettings, open_session, run_session
 from nexlify.live.status import closing_line, status_snapshot
 from nexlify.live.trader import paper_market_config, warmup_progress
+from nexlify.pipeline.rolling import RollingSpec
 from tests.helpers import shared_data_or_skip
 from tests.test_paper_agreement import TRADE_KEYS, db_rows, session_equity, session_trades
 from tests.test_paper_support import write_candles
@@ -118,12 +120,19 @@ def test_real_candle_model_replays_like_its_backtest(
 def test_settings_given_to_the_pipeline_reach_paper_trading(tmp_path: Path) -> None:
     """``--min-hold-bars`` (market) and ``--hold-margin`` (agent) are saved in the pipeline's
     model and the paper session applies them as the backtest does: no signal exit from a
-    position younger than 6 bars, and the same trades and equity."""
-    run = run_pipeline(tmp_path / "run", "--min-hold-bars", "6", "--hold-margin", "0.005")
+    position younger than 6 bars, and the same trades and equity. The training schedule
+    (``--no-curriculum``, ``--augment-price-jitter``) reaches the session's fine-tunes."""
+    run = run_pipeline(tmp_path / "run", "--min-hold-bars", "6", "--hold-margin", "0.005",
+                       "--no-curriculum", "--augment-price-jitter", "0.0005")  # fmt: skip
     model = run / "final_model.pt"
     policy, spec = load_model_for_backtest(model)
     assert spec.market.env.min_hold_bars == 6
     assert policy.config.hold_margin == 0.005  # type: ignore[attr-defined]
+    tune = session_run_config(str(model), spec.market, RollingSpec(every_days=14))
+    assert tune.train.curriculum is False
+    assert tune.train.augmentation.price_jitter == 0.0005
+    assert (tune.train.device, tune.train.torch_threads) == ("cpu", 1)
+    assert tune.market == spec.market and tune.agent == policy.config  # type: ignore[attr-defined]
     frames = generate_synthetic_candles(spec.pairs, spec.timeframe,
                                         FEATURE_WARMUP + TRADED_BARS + 50, seed=11)  # fmt: skip
     trades = replay_and_compare(model, frames, tmp_path)

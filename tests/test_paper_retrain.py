@@ -381,3 +381,30 @@ def test_a_version_2_database_is_migrated_in_place(tmp_path: Path) -> None:
     assert store.retrains() == [] and store.model_at(10) == "m.pt"
     assert store.cursor() == 7 and len(store.rows("SELECT * FROM events")) == 1
     store.close()
+
+
+def test_a_model_without_its_training_schedule_is_fine_tuned_with_the_defaults_and_says_so(
+    setup: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    from nexlify.live.retrain import session_run_config
+    from nexlify.train.config import TrainConfig
+
+    with caplog.at_level(logging.WARNING, logger="nexlify.paper.retrain"):
+        config = session_run_config(str(setup["model"]), MARKET, SPEC)
+    assert "records no training schedule" in caplog.text
+    machine = {"device": "cpu", "torch_threads": 1, "eval_every": SPEC.episodes, "swa": False,
+               "resume_points": False}  # fmt: skip
+    assert config.train == dataclasses.replace(TrainConfig(), **machine)
+
+
+def test_a_malformed_training_schedule_is_refused_naming_the_model(tmp_path: Path) -> None:
+    from nexlify.agent.dqn import load_agent
+    from nexlify.errors import ConfigError
+    from nexlify.live.retrain import session_run_config
+
+    agent, _ = load_agent(save_small_model(tmp_path / "m.pt"))
+    path = tmp_path / "bad.pt"
+    agent.save(path, extra={"market_config": dataclasses.asdict(MARKET),
+                            "train_config": {"episodez": 3}})  # fmt: skip
+    with pytest.raises(ConfigError, match=rf"{path}: its saved training schedule: .*episodez"):
+        session_run_config(str(path), MARKET, SPEC)

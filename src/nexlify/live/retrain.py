@@ -38,7 +38,7 @@ from typing import Any
 
 from nexlify.config import MarketConfig
 from nexlify.data.market_data import MarketData
-from nexlify.errors import DataError
+from nexlify.errors import ConfigError, DataError
 from nexlify.live.store import SessionStore
 from nexlify.pipeline.rolling import RollingSpec, check_fine_tune_sizes, fine_tune_config
 from nexlify.train.config import RunConfig, run_config_from_dict
@@ -51,18 +51,39 @@ def retrain_folder(db: Path) -> Path:
     return db.with_name(db.name + ".retrains")
 
 
+FINE_TUNE_MACHINE = {"device": "cpu", "torch_threads": 1, "tensorboard": False, "auto_batch": False}
+"""Training settings a session's fine-tunes take from the session, not from the model: they run
+beside the trading loop on one CPU thread and write no TensorBoard logs."""
+
+
 def session_run_config(model_path: str, market: MarketConfig, spec: RollingSpec) -> RunConfig:
-    """The fine-tune settings of a session: the model's market and network (an ensemble's first
-    member), one CPU thread, one validation at the end (:func:`fine_tune_config`)."""
+    """The fine-tune settings of a session: the model's market, network (an ensemble's first
+    member) and training schedule (augmentation, curriculum, Dyna, ... as the pipeline trained
+    it), one CPU thread, one validation at the end (:func:`fine_tune_config`). A model saved
+    without its training schedule (before it was recorded) is fine-tuned with the defaults, and
+    the log says so."""
     from nexlify.agent.dqn import load_agent
 
-    agent, _ = load_agent(model_path)
+    agent, info = load_agent(model_path)
+    train = info["extra"].get("train_config")
+    if train is None:
+        logging.getLogger(RETRAIN_LOGGER).warning(
+            "%s records no training schedule (saved by an earlier version): its fine-tunes use "
+            "the default training settings",
+            model_path,
+        )
+    elif not isinstance(train, dict):
+        raise ConfigError(f"{model_path}: train_config must be a mapping, found {train!r}")
     plain = {
         "market": dataclasses.asdict(market),
         "agent": dataclasses.asdict(agent.config),
-        "train": {"device": "cpu", "torch_threads": 1},
+        "train": {**(train or {}), **FINE_TUNE_MACHINE},
     }
-    return fine_tune_config(run_config_from_dict(plain), spec)
+    try:
+        config = run_config_from_dict(plain)
+    except ConfigError as exc:
+        raise ConfigError(f"{model_path}: its saved training schedule: {exc}") from None
+    return fine_tune_config(config, spec)
 
 
 def check_session_schedule(

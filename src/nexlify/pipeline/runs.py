@@ -121,10 +121,12 @@ def model_file_name(avg_return_pct: float) -> str:
 
 
 def checkpoint_extra(task: UnitTask) -> dict[str, Any]:
-    """What a saved model needs to rebuild its market: pairs, features, risk and costs."""
+    """What a saved model needs to rebuild its market (pairs, features, risk and costs) and to
+    be fine-tuned as it was trained (``train_config``: paper trading's ``--retrain-every``)."""
     data = task.train_data
     return {
         "market_config": dataclasses.asdict(task.config.market),
+        "train_config": dataclasses.asdict(task.config.train),
         "pairs": list(data.pairs),
         "timeframe": data.timeframe,
         "feature_names": list(data.feature_names),
