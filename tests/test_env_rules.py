@@ -334,3 +334,94 @@ def test_min_hold_bars_is_checked() -> None:
     for bad in (-1, 1.5, True):
         with pytest.raises(ConfigError, match=r"env\.min_hold_bars"):
             EnvConfig(min_hold_bars=bad)  # type: ignore[arg-type]
+
+
+def drifting_bars(n: int) -> list[tuple[float, float, float, float]]:
+    """Bars rising 1% then falling 0.5%, by turns: every bar changes the equity of a position."""
+    bars, price = [], 100.0
+    for i in range(n):
+        close = price * (1.01 if i % 2 == 0 else 0.995)
+        bars.append((price, max(price, close) + 0.1, min(price, close) - 0.1, close))
+        price = close
+    return bars
+
+
+def test_decision_interval_holds_between_decisions_and_sums_the_rewards() -> None:
+    bars = drifting_bars(11)
+    every = env_with(bars)
+    per_bar = run(every, [BUY, HOLD, HOLD, SELL, HOLD, HOLD, BUY, HOLD, HOLD])
+    env = env_with(bars, decision_interval=3)
+    rewards = run(env, [BUY, SELL, BUY])
+    # each decision is three bars: the action's bar, then two holds; the reward is their sum
+    assert rewards == pytest.approx([sum(per_bar[i : i + 3]) for i in (0, 3, 6)], rel=1e-6)
+    assert env.current_bar(0) == every.current_bar(0) == 9
+    assert env.trades(0) == every.trades(0)
+    assert np.array_equal(env.equity_curve(0), every.equity_curve(0))
+    # the last decision has one bar left: the episode ends there, truncated, after that bar
+    _, r, term, trunc, _ = env.step(np.array([SELL]))
+    _, r1, _, trunc1, _ = every.step(np.array([SELL]))
+    assert (bool(term[0]), bool(trunc[0]), bool(trunc1[0])) == (False, True, True)
+    assert float(r[0]) == pytest.approx(float(r1[0])) and env.current_bar(0) == 10
+
+
+def test_decision_interval_never_holds_back_a_stop() -> None:
+    bars = [FLAT, FLAT, (99.0, 99.5, 97.0, 98.5), FLAT, FLAT, FLAT, FLAT]
+    env = env_with(bars, decision_interval=3)
+    run(env, [BUY])
+    (trade,) = env.trades(0)  # bought at bar 1's open, stopped inside bar 2 of the interval
+    assert (trade["entry_bar"], trade["exit_bar"], trade["reason"]) == (1, 2, "stop")
+    assert env.current_bar(0) == 3
+
+
+def test_decision_interval_in_a_batch_equals_its_bars_stepped_one_by_one() -> None:
+    """Envs whose episodes end inside an interval stop there while the others step on; each
+    decision's reward is the sum over its bars and the end flags are those of the bars."""
+    bars = drifting_bars(40)
+    config = market_config(episode_length=7)
+    coarse = VecMarketEnv(bars_market(bars), replace(config, env=replace(
+        config.env, decision_interval=3)), num_envs=3, autoreset=False, record=True)  # fmt: skip
+    fine = VecMarketEnv(bars_market(bars), config, num_envs=3, autoreset=False, record=True)
+    starts = {"starts": [4, 35, 37]}  # episodes of 7, 4 (to the data end) and 2 bars
+    coarse.reset(options=starts)
+    fine.reset(options=starts)
+    rng = np.random.default_rng(0)
+    done = np.zeros(3, dtype=bool)
+    for _ in range(3):  # decisions of 3, 3 and 1 bars; of 3 and 1; of 2
+        acts = rng.integers(0, 3, size=3)
+        _, r, term, trunc, _ = coarse.step(acts)
+        total, ended = np.zeros(3), np.zeros(3, dtype=bool)
+        for j in range(3):
+            if (done | ended).all():
+                break
+            _, r1, t1, u1, _ = fine.step(np.where(ended | done, 0, acts if j == 0 else 0))
+            total += r1
+            ended |= t1 | u1
+        assert np.allclose(r, total, rtol=1e-5)
+        assert np.array_equal(term | trunc, ended)
+        done |= ended
+        assert np.array_equal(coarse.current_bars(), fine.current_bars())
+    assert done.all()
+    for n in range(3):
+        assert coarse.trades(n) == fine.trades(n)
+        assert np.array_equal(coarse.equity_curve(n), fine.equity_curve(n))
+
+
+def test_decision_interval_autoreset_keeps_the_final_observation() -> None:
+    bars = drifting_bars(40)
+    config = market_config(episode_length=5)
+    config = replace(config, env=replace(config.env, decision_interval=3, random_start=True))
+    env = VecMarketEnv(bars_market(bars), config, num_envs=2, seed=3)
+    env.reset()
+    env.step(np.array([BUY, HOLD]))
+    _, _, _, trunc, info = env.step(np.array([HOLD, HOLD]))  # bars 4 and 5: the end at 5
+    assert trunc.all() and info["_final_obs"].all()
+    assert np.array_equal(info["episode"]["l"], [5, 5])
+
+
+def test_decision_interval_is_checked() -> None:
+    from nexlify.config import EnvConfig
+    from nexlify.errors import ConfigError
+
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ConfigError, match=r"env\.decision_interval"):
+            EnvConfig(decision_interval=bad)  # type: ignore[arg-type]

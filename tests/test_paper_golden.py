@@ -118,29 +118,37 @@ def test_real_candle_model_replays_like_its_backtest(
 
 
 def test_settings_given_to_the_pipeline_reach_paper_trading(tmp_path: Path) -> None:
-    """``--min-hold-bars`` (market) and ``--hold-margin`` (agent) are saved in the pipeline's
-    model and the paper session applies them as the backtest does: no signal exit from a
-    position younger than 6 bars, and the same trades and equity. The training schedule
-    (``--no-curriculum``, ``--augment-price-jitter``) reaches the session's fine-tunes."""
+    """``--min-hold-bars``, ``--decision-interval`` (market) and ``--hold-margin`` (agent) are
+    saved in the pipeline's model and the paper session applies them as the backtest does: no
+    signal exit from a position younger than 6 bars, orders only every third bar, and the same
+    trades and equity. The training schedule (``--no-curriculum``, ``--augment-price-jitter``)
+    reaches the session's fine-tunes."""
     run = run_pipeline(tmp_path / "run", "--min-hold-bars", "6", "--hold-margin", "0.005",
-                       "--no-curriculum", "--augment-price-jitter", "0.0005")  # fmt: skip
+                       "--decision-interval", "3", "--no-curriculum",
+                       "--augment-price-jitter", "0.0005", "--seed", "7")  # fmt: skip
     model = run / "final_model.pt"
     policy, spec = load_model_for_backtest(model)
     assert spec.market.env.min_hold_bars == 6
+    assert spec.market.env.decision_interval == 3
     assert policy.config.hold_margin == 0.005  # type: ignore[attr-defined]
     tune = session_run_config(str(model), spec.market, RollingSpec(every_days=14))
     assert tune.train.curriculum is False
     assert tune.train.augmentation.price_jitter == 0.0005
     assert (tune.train.device, tune.train.torch_threads) == ("cpu", 1)
     assert tune.market == spec.market and tune.agent == policy.config  # type: ignore[attr-defined]
+    # seed 7's tiny model trades on these candles (the others hold): entries, signal exits
     frames = generate_synthetic_candles(spec.pairs, spec.timeframe,
-                                        FEATURE_WARMUP + TRADED_BARS + 50, seed=11)  # fmt: skip
+                                        FEATURE_WARMUP + TRADED_BARS + 50, seed=5)  # fmt: skip
     trades = replay_and_compare(model, frames, tmp_path)
     (row,) = db_rows(tmp_path / "final_model.db", "SELECT market_config FROM session")
     assert json.loads(row["market_config"])["env"]["min_hold_bars"] == 6
     bar = pd.Timedelta(spec.timeframe).total_seconds()
-    held = [(t["exit_time"] - t["entry_time"]) / bar for t in trades if t["reason"] == "signal"]
-    assert all(h >= 6 for h in held), held
+    signal = [t for t in trades if t["reason"] == "signal"]
+    assert signal and all((t["exit_time"] - t["entry_time"]) / bar >= 6 for t in signal)
+    # orders fill only at the first bar of each 3-bar decision interval (stops at any bar)
+    first_fill = min(t["entry_time"] for t in trades)
+    fills = [t["entry_time"] for t in trades] + [t["exit_time"] for t in signal]
+    assert len(trades) >= 5 and all((f - first_fill) / bar % 3 == 0 for f in fills), trades
 
 
 def test_cli_backtest_of_the_pipeline_model_matches_the_library_backtest(

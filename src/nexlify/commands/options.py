@@ -72,6 +72,10 @@ DATA_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--min-hold-bars",), "env", "min_hold_bars",
      {"type": int, "metavar": "BARS", "help": "a sell signal closes a position only once it is "
       "this many bars old (default {default}); stops and take-profit still exit at any age"}),
+    (("--decision-interval",), "env", "decision_interval",
+     {"type": int, "metavar": "BARS", "help": "the agent decides every BARS bars and holds in "
+      "between, learning on the interval's summed reward (default {default}: every bar); stops "
+      "and take-profit still act on every bar"}),
 ]  # fmt: skip
 
 _S = "strategies__"  # strategy flags land in market.strategies (nested, see overrides_from_args)

@@ -204,6 +204,11 @@ class EnvConfig:
     """A sell signal closes a position only once it has been held this many bars (0: at once).
     The stop-loss, take-profit, trailing stop, daily-loss lock and episode end still close it
     at any age: the rule slows the agent's own exits, never the risk rules'."""
+    decision_interval: int = 1
+    """Bars per decision: the agent's action fills at the next bar's open and it holds through
+    the rest of the interval, one transition with the interval's summed reward (action repeat
+    as in DQN's frame skip). Stops, take-profit and the daily-loss rules still act on every bar;
+    ``episode_length`` stays in bars."""
 
     def __post_init__(self) -> None:
         s = "env"
@@ -242,6 +247,13 @@ class EnvConfig:
             "min_hold_bars",
             self.min_hold_bars,
             "an integer number of bars in [0, 10000]",
+        )
+        require(
+            is_int(self.decision_interval) and 1 <= self.decision_interval <= 10_000,
+            s,
+            "decision_interval",
+            self.decision_interval,
+            "an integer number of bars in [1, 10000]",
         )
 
 

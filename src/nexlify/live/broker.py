@@ -62,7 +62,7 @@ def planned_positions(trader: PaperTrader) -> dict[str, dict[str, float]]:
     if env is None:
         return {}
     probe = VecMarketEnv(
-        with_placeholder_bar(env.data), trader.config, autoreset=False, record=True
+        with_placeholder_bar(env.data), trader.step_config, autoreset=False, record=True
     )
     probe.load_state_dict(env.state_dict())
     probe.step(np.array([trader.pending]))

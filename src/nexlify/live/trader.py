@@ -54,6 +54,12 @@ def paper_market_config(market: MarketConfig) -> MarketConfig:
     return replace(market, env=env)
 
 
+def bar_by_bar(market: MarketConfig) -> MarketConfig:
+    """``market`` stepping one bar per call: a session steps each bar as it closes and keeps
+    the decision interval itself (:meth:`PaperTrader._decide`)."""
+    return replace(market, env=replace(market.env, decision_interval=1))
+
+
 def with_placeholder_bar(data: MarketData, n_bars: int | None = None) -> MarketData:
     """The first ``n_bars`` bars of ``data`` (default all) plus one flat bar after them, so an
     env can start at the last of those bars even when it is the only one.
@@ -216,6 +222,8 @@ class PaperTrader:
         self.policy_file: str | None = None
         """The model file ``policy`` was loaded from after a swap (None: the session's)."""
         self.config = paper_market_config(market)
+        self.step_config = bar_by_bar(self.config)
+        """What the session's simulator steps on: one bar per call."""
         self.window = self.config.env.obs_window
         self.start_time = start_time
         self.gap_cooldown = gap_cooldown
@@ -267,7 +275,7 @@ class PaperTrader:
     def _make_env(self, data: MarketData, n_bars: int | None = None) -> VecMarketEnv:
         """An env over the first ``n_bars`` bars of ``data`` (default all) and a placeholder."""
         placed = with_placeholder_bar(data, n_bars)
-        return VecMarketEnv(placed, self.config, autoreset=False, record=True)
+        return VecMarketEnv(placed, self.step_config, autoreset=False, record=True)
 
     def _first_decision_bar(self, data: MarketData) -> int:
         return first_decision_index(data.time, self.start_time, self.window)
@@ -281,6 +289,8 @@ class PaperTrader:
             swapped = self.retrainer.before_decision(data, self._first_decision_bar(data), bar, c)
             if swapped is not None:
                 self._load_policy(swapped)
+        if (bar - self._first_decision_bar(data)) % self.config.env.decision_interval:
+            return 0  # inside a decision interval: hold, as the model was trained and tested
         action = int(np.asarray(self.policy.greedy(obs)).reshape(-1)[0])
         if action % 2 == 1 and self._protecting(data, bar):
             message = (

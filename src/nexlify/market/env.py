@@ -8,6 +8,10 @@ Observation (float32, per env): the market features of the last ``obs_window`` b
 ``[cash share, episode log-return x10, daily-loss lock, open trades / max]``. Account values are
 clipped to [-5, 5]; the observation space's bound is 5 or the largest feature magnitude.
 
+Decisions: with ``env.decision_interval`` K > 1 a ``step`` runs K bars, the action on the first
+and hold on the rest (stops act on every bar), and returns the K bars' summed reward; an episode
+ending inside the interval ends the step there.
+
 Autoreset: in ``same_step`` mode (the default, for training) a finished env starts its next episode
 within the same ``step`` call; its last observation is in ``infos["final_obs"]`` (rows marked by
 ``infos["_final_obs"]``) and its episode statistics in ``infos["episode"]``. With
@@ -166,6 +170,7 @@ class VecMarketEnv(VectorEnv):
         self.single_action_space = spaces.Discrete(self.n_actions)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
+        self.decision_interval = config.env.decision_interval
         self._params = _pack_params(config, record)
         self._params[K.P_SPOT_ACTIONS] = 2 * P  # all of them spot unless strategies say so
         self._rng = np.random.default_rng(seed)
@@ -275,7 +280,8 @@ class VecMarketEnv(VectorEnv):
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Advance every env one bar. ``actions``: int [N] in ``[0, n_actions)``."""
+        """Advance every env one decision: one bar, or ``decision_interval`` bars holding after
+        the first. ``actions``: int [N] in ``[0, n_actions)``."""
         acts = np.asarray(actions)
         if acts.shape != (self.num_envs,):
             raise ConfigError(f"actions: expected shape ({self.num_envs},), got {acts.shape}")
@@ -292,19 +298,13 @@ class VecMarketEnv(VectorEnv):
             raise DataError("step: the data has no next bar to step into (supply more bars)")
         self._obs_i ^= 1
         obs = self._obs[self._obs_i]
-        active = ~self._needs_reset
-        if self.strategies is None:
-            kernel = K.step_envs if self._parallel else K.step_envs_serial
-            kernel(active, acts, self._market, self._books, self._outs[self._obs_i])
+        if self.decision_interval == 1:
+            self._step_bar(~self._needs_reset, acts)
+            rewards = self._rewards64.astype(np.float32)
+            terminated = self._terminated.copy()
+            truncated = self._truncated.copy()
         else:
-            if self._slashing:
-                self._strategy_rng.random(out=self._rand)
-            both = SK.step_all if self._parallel else SK.step_all_serial
-            both(active, acts, self._market, self._books, self._outs[self._obs_i],
-                 self._strategy_books)  # fmt: skip
-        rewards = self._rewards64.astype(np.float32)
-        terminated = self._terminated.copy()
-        truncated = self._truncated.copy()
+            rewards, terminated, truncated = self._step_interval(acts, last)
         infos: dict[str, Any] = {}
         done = terminated | truncated
         if done.any():
@@ -320,6 +320,38 @@ class VecMarketEnv(VectorEnv):
             else:
                 self._needs_reset |= done
         return (obs.copy() if self.copy_obs else obs), rewards, terminated, truncated, infos
+
+    def _step_bar(self, active: np.ndarray, acts: np.ndarray) -> None:
+        """One bar of the envs in ``active`` on ``acts`` (the kernel writes the outputs)."""
+        if self.strategies is None:
+            kernel = K.step_envs if self._parallel else K.step_envs_serial
+            kernel(active, acts, self._market, self._books, self._outs[self._obs_i])
+        else:
+            if self._slashing:
+                self._strategy_rng.random(out=self._rand)
+            both = SK.step_all if self._parallel else SK.step_all_serial
+            both(active, acts, self._market, self._books, self._outs[self._obs_i],
+                 self._strategy_books)  # fmt: skip
+
+    def _step_interval(
+        self, acts: np.ndarray, last: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``decision_interval`` bars: ``acts`` on the first, hold on the others; an env stops
+        early when its episode ends (or the data runs out). Rewards are the interval's sums."""
+        live = ~self._needs_reset
+        hold = np.zeros_like(acts)
+        total = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=np.bool_)
+        truncated = np.zeros(self.num_envs, dtype=np.bool_)
+        for j in range(self.decision_interval):
+            if j and (not live.any() or self._cursor[live, K.T_NOW].max() >= last):
+                break
+            self._step_bar(live, acts if j == 0 else hold)
+            total[live] += self._rewards64[live]
+            terminated |= self._terminated
+            truncated |= self._truncated
+            live &= ~(self._terminated | self._truncated)
+        return total.astype(np.float32), terminated, truncated
 
     # ----------------------------------------------------------------------------------------
     def _episode_info(self, finished: np.ndarray) -> dict[str, np.ndarray]:

@@ -79,6 +79,7 @@ EXECUTION_ONLY = {"pipeline": ("workers", "share_cores", "backend", "ray_address
 NEUTRAL_ADDITIONS: dict[tuple[str, ...], object] = {
     ("market", "env", "turnover_penalty"): 0.0,
     ("market", "env", "min_hold_bars"): 0,
+    ("market", "env", "decision_interval"): 1,
     ("agent", "hold_margin"): 0.0,
     ("data", "long_memory"): False,
     ("pipeline", "ensemble_members"): "top",
