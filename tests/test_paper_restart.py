@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import signal
 import sqlite3
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nexlify.config import MarketConfig
 from nexlify.data.market_data import build_market_data
 from nexlify.evaluation.backtest import ModelSpec, backtest, load_model_for_backtest
 from nexlify.live.feeds import Bar, ReplayFeed
@@ -109,10 +111,14 @@ def test_sigkill_at_random_moments_then_restart_gives_the_uninterrupted_trades(
 
 
 def _session(
-    tmp_path: Path, name: str, frames: dict[str, pd.DataFrame], cooldown: int = 24
+    tmp_path: Path,
+    name: str,
+    frames: dict[str, pd.DataFrame],
+    cooldown: int = 24,
+    market: MarketConfig = MARKET,
 ) -> tuple[SessionStore, PaperTrader]:
     data = build_market_data(candles(), "1h", "synthetic")
-    spec = ModelSpec(PAIRS, "1h", data.feature_names, paper_market_config(MARKET))
+    spec = ModelSpec(PAIRS, "1h", data.feature_names, paper_market_config(market))
     model = tmp_path / "model.pt"
     if not model.exists():
         save_model(model)
@@ -140,6 +146,29 @@ def test_a_candle_delivered_twice_is_processed_once(tmp_path: Path) -> None:
     assert np.array_equal(session_equity(store.path), once.equity_curves[0])
     cursor = db_rows(store.path, "SELECT * FROM feed_cursor")[0]
     assert cursor["processed_bars"] == len(bars)
+
+
+def test_restarts_inside_decision_intervals_keep_the_intervals(tmp_path: Path) -> None:
+    """A session deciding every third bar, restarted at three bars in a row (so at least two
+    restarts fall inside an interval), trades as the uninterrupted backtest."""
+    frames = candles()
+    market = dataclasses.replace(MARKET, env=dataclasses.replace(MARKET.env, decision_interval=3))
+    bars = ReplayFeed(frames, "1h").bars
+    cuts = [0, len(bars) // 2, len(bars) // 2 + 1, len(bars) // 2 + 2, len(bars)]
+    for lo, hi in itertools.pairwise(cuts):
+        store, trader = _session(tmp_path, "interval.db", frames, market=market)
+        for bar in bars[lo:hi]:
+            trader.process([bar])
+    restarts = db_rows(store.path, "SELECT COUNT(*) AS n FROM events WHERE kind = 'restart'")
+    assert restarts[0]["n"] == len(cuts) - 2
+    data = build_market_data(frames, "1h", "synthetic")
+    spec = ModelSpec(PAIRS, "1h", data.feature_names, paper_market_config(market))
+    once = backtest(HashPolicy(), spec, data).model  # type: ignore[arg-type]
+    trades = [{k: t[k] for k in TRADE_KEYS} for t in once.trades[0]]
+    assert len(trades) >= 10 and session_trades(store.path) == trades
+    assert np.array_equal(session_equity(store.path), once.equity_curves[0])
+    entries = sorted({t["entry_time"] for t in trades})
+    assert all((t - entries[0]) % (3 * 3600) == 0 for t in entries)
 
 
 def test_feed_gap_is_logged_filled_flat_and_blocks_new_entries(
