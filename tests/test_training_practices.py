@@ -132,10 +132,10 @@ def test_curriculum_phases_calm_to_stress() -> None:
     assert full.n_bars > data.n_bars  # the whole history plus stress windows
 
 
-def _tiny_trainer(practices: TrainConfig) -> Trainer:
+def _tiny_trainer(practices: TrainConfig, decision_interval: int = 1) -> Trainer:
     data = synthetic_market(["BTC/USDT"], "1h", seed=0, days=60)
     train, val = data.split_last_days(10)
-    market = MarketConfig(env=EnvConfig(episode_length=48))
+    market = MarketConfig(env=EnvConfig(episode_length=48, decision_interval=decision_interval))
     agent = AgentConfig(hidden_sizes=(16,), batch_size=32, learning_starts=64, buffer_size=4000)
     return Trainer(train, val, market, agent, num_envs=4, eval_every=4, seed=3,
                    practices=practices, logger=logging.getLogger("test"))  # fmt: skip
@@ -154,6 +154,18 @@ def test_trainer_with_every_practice_is_deterministic_and_reports_swa() -> None:
     assert validate(a.agent, trainer.val_data, trainer.market).score() == pytest.approx(
         a.best_score
     )
+
+
+def test_schedules_run_over_decisions_with_a_decision_interval() -> None:
+    """With 4 bars a decision an episode is 12 transitions, not 48: epsilon still reaches its
+    end at half the run and the curriculum its last phase (schedules planned in bars would
+    stop a quarter of the way, epsilon near 0.5)."""
+    practices = TrainConfig(early_stopping_patience=0, swa=False, augment=False,
+                            curriculum_phases=(0.2, 0.4, 0.6))  # fmt: skip
+    result = _tiny_trainer(practices, decision_interval=4).train(16)
+    last = [h for h in result.history if "epsilon" in h][-1]
+    assert last["epsilon"] == pytest.approx(AgentConfig().eps_end)
+    assert last["phase"] == 4.0
 
 
 def test_early_stopping_ends_a_run() -> None:

@@ -153,6 +153,9 @@ class VecMarketEnv(VectorEnv):
                 f"({data.source}, {data.timeframe}); use more data or a shorter episode"
             )
         self.episode_length = length
+        self.decision_interval = config.env.decision_interval
+        self.decisions_per_episode = -(-length // self.decision_interval)
+        """Steps (transitions) of a full episode: ``episode_length`` bars in decisions."""
         self.obs_size = spot_obs_size(self.window, P, data.n_features)
         self._spot_obs_size = self.obs_size
         self.n_actions = 1 + 2 * P
@@ -170,7 +173,6 @@ class VecMarketEnv(VectorEnv):
         self.single_action_space = spaces.Discrete(self.n_actions)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self.decision_interval = config.env.decision_interval
         self._params = _pack_params(config, record)
         self._params[K.P_SPOT_ACTIONS] = 2 * P  # all of them spot unless strategies say so
         self._rng = np.random.default_rng(seed)

@@ -123,15 +123,16 @@ def check_task_markets(markets: Mapping[str, MarketData], config: RunConfig, spe
             f"training episode needs {need} (episode length {env.episode_length} + observation "
             "window + 1)"
         )
-    transitions = spec.inner_episodes * env.episode_length
+    per_episode = math.ceil(env.episode_length / env.decision_interval)
+    transitions = spec.inner_episodes * per_episode
     starts = config.agent.learning_starts
     if transitions <= starts:
         raise ConfigError(
             f"meta-init --inner-episodes {spec.inner_episodes}: {spec.inner_episodes} episodes of "
-            f"{env.episode_length} bars are {transitions} transitions, no more than "
-            f"agent.learning_starts {starts}: the inner loop would make no gradient step and "
-            f"the meta-init would stay at its random start; give at least "
-            f"{math.ceil(2 * starts / env.episode_length)} episodes"
+            f"{env.episode_length} bars ({per_episode} decisions) are {transitions} "
+            f"transitions, no more than agent.learning_starts {starts}: the inner loop would "
+            f"make no gradient step and the meta-init would stay at its random start; give at "
+            f"least {math.ceil(2 * starts / per_episode)} episodes"
         )
     for venue, market in markets.items():
         shape = (market.timeframe, market.n_pairs, market.feature_names)

@@ -251,7 +251,7 @@ class Trainer:
             oom_backoff=self.oom_backoff,
             guard=guard,
             averager=WeightAverager(agent.online) if practices and practices.swa else None,
-            planned_transitions=episodes * env.episode_length,
+            planned_transitions=episodes * env.decisions_per_episode,
             swa_start=practices.swa_start if practices else 1.0,
         )
         stopper = EarlyStopping(
