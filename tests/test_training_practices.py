@@ -132,11 +132,14 @@ def test_curriculum_phases_calm_to_stress() -> None:
     assert full.n_bars > data.n_bars  # the whole history plus stress windows
 
 
-def _tiny_trainer(practices: TrainConfig, decision_interval: int = 1) -> Trainer:
+def _tiny_trainer(
+    practices: TrainConfig, decision_interval: int = 1, learning_starts: int = 64
+) -> Trainer:
     data = synthetic_market(["BTC/USDT"], "1h", seed=0, days=60)
     train, val = data.split_last_days(10)
     market = MarketConfig(env=EnvConfig(episode_length=48, decision_interval=decision_interval))
-    agent = AgentConfig(hidden_sizes=(16,), batch_size=32, learning_starts=64, buffer_size=4000)
+    agent = AgentConfig(hidden_sizes=(16,), batch_size=32, learning_starts=learning_starts,
+                        buffer_size=4000)  # fmt: skip
     return Trainer(train, val, market, agent, num_envs=4, eval_every=4, seed=3,
                    practices=practices, logger=logging.getLogger("test"))  # fmt: skip
 
@@ -166,6 +169,31 @@ def test_schedules_run_over_decisions_with_a_decision_interval() -> None:
     last = [h for h in result.history if "epsilon" in h][-1]
     assert last["epsilon"] == pytest.approx(AgentConfig().eps_end)
     assert last["phase"] == 4.0
+
+
+def test_an_untrained_network_is_never_the_best_nor_counted_by_early_stopping() -> None:
+    """The validation at 4 episodes (192 transitions) comes before learning starts (300): it is
+    logged as untrained, not kept, and early stopping (patience 1, nothing ever improves by
+    1e9) only stops at the second trained validation."""
+    practices = TrainConfig(early_stopping_patience=1, early_stopping_min_delta=1e9, swa=False,
+                            augment=False, curriculum=False)  # fmt: skip
+    result = _tiny_trainer(practices, learning_starts=300).train(24)
+    validations = [h for h in result.history if "val_score" in h]
+    assert [h["episode"] for h in validations if h.get("untrained")] == [4.0]
+    assert result.best_episode == 8 and result.stopped_early and result.episodes == 12
+
+
+def test_a_run_that_never_learns_returns_its_untrained_network_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    practices = TrainConfig(early_stopping_patience=1, swa=False, augment=False,
+                            curriculum=False)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="test"):
+        result = _tiny_trainer(practices, learning_starts=100_000).train(8)
+    assert result.gradient_steps == 0 and result.episodes == 8  # no early stop on untrained
+    assert "made no gradient step" in caplog.text and "untrained network" in caplog.text
+    last = [h for h in result.history if "val_score" in h][-1]
+    assert result.best_score == last["val_score"] and result.best_episode == 8
 
 
 def test_early_stopping_ends_a_run() -> None:

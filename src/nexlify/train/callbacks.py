@@ -115,16 +115,24 @@ class Validation:
         run.history.append(entry)
         for callback in self.callbacks:
             callback.on_validation(run, entry)
-        improved = run.best.offer(score, avg, run.done_episodes, run.agent)
-        run.agent.lr_schedule.after_validation(score)
+        # A network that has taken no gradient step is its random start: it is scored and
+        # logged, but neither kept as the best nor counted by the LR schedule or early stopping.
+        untrained = run.agent.n_updates == 0
+        improved = False
+        if untrained:
+            entry["untrained"] = 1.0
+        else:
+            improved = run.best.offer(score, avg, run.done_episodes, run.agent)
+            run.agent.lr_schedule.after_validation(score)
+            run.stopped_early = run.stopper.step(score) and run.done_episodes < run.episodes
         if self.on_validation is not None:
             self.on_validation(run.done_episodes, score)
-        run.stopped_early = run.stopper.step(score) and run.done_episodes < run.episodes
         self.log.info(
             "%s | episode %d/%d | train return %+.3f%% | eps %.3f | loss %.5f | "
             "val score %.3f (return %+.3f%%, sharpe %.2f)%s%s",
             self.label, run.done_episodes, run.episodes, entry["train_return_pct"], epsilon,
             entry["loss"], score, avg["avg_return"], avg["avg_sharpe"],
+            " | untrained (no gradient step yet): not a candidate" if untrained else
             " *best*" if improved else "", " | early stop" if run.stopped_early else "",
         )  # fmt: skip
         run.next_eval = run.done_episodes + self.eval_every

@@ -218,8 +218,24 @@ class Trainer:
                     callback.end_of_round(run)
         if run.stopped_early and progress is not None:
             progress(run.done_episodes, run.done_episodes)  # over: a bar stops here, not at 300
+        if run.best.state is None:
+            self._keep_untrained(run)
         swa_score, swa_selected = self._finish_swa(run)
         return self._result(run, swa_score, swa_selected, time.perf_counter() - started)
+
+    def _keep_untrained(self, run: TrainingRun) -> None:
+        """A run that never took a gradient step has only its random start to return: its last
+        validation becomes the result, and the log says plainly what the model is."""
+        last = next((h for h in reversed(run.history) if h.get("untrained")), None)
+        if last is None:
+            return
+        self.log.warning(
+            "%s made no gradient step in %d transitions (agent.learning_starts %d): its model "
+            "is the untrained network; give it more episodes", self.label,
+            run.collector.transitions, run.agent.config.learning_starts,
+        )  # fmt: skip
+        metrics = {k[4:]: v for k, v in last.items() if k.startswith("val_") and k != "val_score"}
+        run.best.offer(last["val_score"], metrics, int(last["episode"]), run.agent)
 
     def _start(self, episodes: int, agent: DQNAgent | None, eps_start: float | None) -> TrainingRun:
         """The run's env, agent, replay buffer, collector and learner, before any step."""
