@@ -126,7 +126,9 @@ def checkpoint_extra(task: UnitTask) -> dict[str, Any]:
     data = task.train_data
     return {
         "market_config": dataclasses.asdict(task.config.market),
-        "train_config": dataclasses.asdict(task.config.train),
+        # rebuilt from JSON: fresh objects, so the file's bytes do not depend on which strings
+        # the config happens to share in this process (pickle writes shared ones by reference)
+        "train_config": json.loads(json.dumps(dataclasses.asdict(task.config.train))),
         "pairs": list(data.pairs),
         "timeframe": data.timeframe,
         "feature_names": list(data.feature_names),
