@@ -20,7 +20,9 @@ seeds, failures included) and records:
   both in percent of the starting balance: an approximation that ignores the compounding of
   fees) and the rank correlation of a model's trade count with its excess return.
 
-Reads only files the studies wrote (no training, seconds). Writes
+Reads only files the studies wrote (no training, seconds): the summaries under each study's
+``runs/``, which stay on the machine that ran it (git keeps ``study.json`` and ``study.md``
+only), so the figures are reproducible where the studies ran. Writes
 ``benchmarks/results/selection_audit.json``.
 """
 

@@ -112,6 +112,8 @@ def test_study_tests_each_year_once_beside_every_baseline(study_run: dict[str, A
                 assert low <= row["excess_daily_pct"] <= high
                 assert row["days"] == (366 if year == "2020" else 365)  # each day, once
             assert cell["test"]["start"] == f"{year}-01-01T00:00:00+00:00"
+        gate = entry["pipeline"]["edge"]  # what the pipeline's gate said before the year
+        assert isinstance(gate["found"], bool) and 0.0 <= gate["p"] <= 1.0
     train_end = pd.Timestamp(results["years"]["2021"]["train"]["end"])
     assert train_end < pd.Timestamp("2021-01-01", tz="UTC")
     assert results["n_trials"] == 1
@@ -119,6 +121,7 @@ def test_study_tests_each_year_once_beside_every_baseline(study_run: dict[str, A
     assert 0.0 <= dsr["value"] <= 1.0 and dsr["n_trials"] == 1
     table = (study_run["out"] / "study.md").read_text()
     assert "### 2021 on b" in table and "| model |" in table
+    assert table.count("The pipeline's no-edge gate said: ") == 2
     trials = json.loads((study_run["out"].parent / TRIALS_FILE).read_text())
     assert trials["n_trials"] == 1 and set(next(iter(trials["configs"].values()))["daily_sharpe"]) \
         == {"2020/a", "2021/a", "2021/b"}  # fmt: skip

@@ -360,10 +360,21 @@ def _run_year(
         "validation_window": summary["validation_window"],
         "pipeline": {k: summary.get(k) for k in ("final_model_kind", "final_model_score",
                                                  "final_model_path", "stop_reason")}
-        | {"seconds": summary.get("timings", {}).get("total_seconds")},
+        | {"seconds": summary.get("timings", {}).get("total_seconds"),
+           "edge": _gate_record(summary.get("edge"))},
         "venues": venues,
         **({"rolling": rolling} if rolling is not None else {}),
     }  # fmt: skip
+
+
+def _gate_record(edge: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the no-edge gate said on the selection window before the year (its verdict, test,
+    p-value and the model's excess there): beside the year's result, it shows whether the gate
+    would have warned a user."""
+    if edge is None:
+        return None
+    keys = ("found", "test", "p", "alpha", "trials", "sharpe", "excess_daily_return", "pbo")
+    return {k: edge[k] for k in keys if k in edge}
 
 
 META_FILE = "meta.json"

@@ -41,6 +41,15 @@ def _dsr_text(dsr: Mapping[str, Any] | None) -> str:
     return f"{dsr['value']:.3f} ({tried} configuration{'' if tried == 1 else 's'} tried)"
 
 
+def _gate_line(edge: Mapping[str, Any] | None) -> str:
+    """The no-edge gate's verdict on the selection window (empty for studies run before it
+    was recorded)."""
+    if not edge:
+        return ""
+    verdict = "edge found" if edge.get("found") else "no edge"
+    return f" The pipeline's no-edge gate said: {verdict} ({edge.get('test')} p = {edge['p']:.3f})."
+
+
 def _year_section(year: str, entry: Mapping[str, Any]) -> list[str]:
     train = entry["train"]
     val = entry["validation_window"]
@@ -50,7 +59,8 @@ def _year_section(year: str, entry: Mapping[str, Any]) -> list[str]:
         "",
         f"Trained on {train['start'][:16]} .. {train['end'][:16]} ({train['bars']} bars), "
         f"selected on {val['start'][:10]} .. {val['end'][:10]}; final model: "
-        f"{pipe.get('final_model_kind')} (validation score {pipe.get('final_model_score'):.3f}).",
+        f"{pipe.get('final_model_kind')} (validation score {pipe.get('final_model_score'):.3f})."
+        + _gate_line(pipe.get("edge")),
         "",
     ]
     for venue, cell in entry["venues"].items():
