@@ -298,7 +298,14 @@ def test_the_command_serves_until_ctrl_c(session_db: Path) -> None:
     on Ctrl-C."""
     command = [sys.executable, "-c", "from nexlify.cli import run; run()", "paper", "serve",
                "--db", str(session_db), "--port", "0"]  # fmt: skip
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+
+    # Ctrl-C's default action, whatever this process inherited: a test run started in the
+    # background of a shell without job control ignores SIGINT, and so would the server
+    def default_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_sigint)  # fmt: skip
     try:
         assert process.stderr is not None
         line = process.stderr.readline()
