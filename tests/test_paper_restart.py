@@ -128,6 +128,20 @@ def _session(
     return open_session(settings, HashPolicy(), spec, ReplayFeed(frames, "1h"), data)
 
 
+def assert_trades_as_backtest(
+    db: Path, frames: dict[str, pd.DataFrame], market: MarketConfig
+) -> list[dict[str, Any]]:
+    """The session in ``db`` (HashPolicy on ``frames``) has the trades and equity of the
+    uninterrupted open-ended backtest; returns the trades."""
+    data = build_market_data(frames, "1h", "synthetic")
+    spec = ModelSpec(PAIRS, "1h", data.feature_names, paper_market_config(market))
+    once = backtest(HashPolicy(), spec, data).model  # type: ignore[arg-type]
+    trades = [{k: t[k] for k in TRADE_KEYS} for t in once.trades[0]]
+    assert session_trades(db) == trades
+    assert np.array_equal(session_equity(db), once.equity_curves[0])
+    return trades
+
+
 def test_a_candle_delivered_twice_is_processed_once(tmp_path: Path) -> None:
     frames = candles()
     store, trader = _session(tmp_path, "twice.db", frames)
@@ -139,11 +153,7 @@ def test_a_candle_delivered_twice_is_processed_once(tmp_path: Path) -> None:
             if k + 1 < len(bars):
                 report = trader.process([bar, bars[k + 1]])
                 assert (report.duplicates, report.new_bars) == (1, 1)
-    data = build_market_data(frames, "1h", "synthetic")
-    spec = ModelSpec(PAIRS, "1h", data.feature_names, paper_market_config(MARKET))
-    once = backtest(HashPolicy(), spec, data).model  # type: ignore[arg-type]
-    assert session_trades(store.path) == [{k: t[k] for k in TRADE_KEYS} for t in once.trades[0]]
-    assert np.array_equal(session_equity(store.path), once.equity_curves[0])
+    assert_trades_as_backtest(store.path, frames, MARKET)
     cursor = db_rows(store.path, "SELECT * FROM feed_cursor")[0]
     assert cursor["processed_bars"] == len(bars)
 
@@ -161,12 +171,8 @@ def test_restarts_inside_decision_intervals_keep_the_intervals(tmp_path: Path) -
             trader.process([bar])
     restarts = db_rows(store.path, "SELECT COUNT(*) AS n FROM events WHERE kind = 'restart'")
     assert restarts[0]["n"] == len(cuts) - 2
-    data = build_market_data(frames, "1h", "synthetic")
-    spec = ModelSpec(PAIRS, "1h", data.feature_names, paper_market_config(market))
-    once = backtest(HashPolicy(), spec, data).model  # type: ignore[arg-type]
-    trades = [{k: t[k] for k in TRADE_KEYS} for t in once.trades[0]]
-    assert len(trades) >= 10 and session_trades(store.path) == trades
-    assert np.array_equal(session_equity(store.path), once.equity_curves[0])
+    trades = assert_trades_as_backtest(store.path, frames, market)
+    assert len(trades) >= 10
     entries = sorted({t["entry_time"] for t in trades})
     assert all((t - entries[0]) % (3 * 3600) == 0 for t in entries)
 

@@ -210,6 +210,11 @@ class EnvConfig:
     as in DQN's frame skip). Stops, take-profit and the daily-loss rules still act on every bar;
     ``episode_length`` stays in bars."""
 
+    def decisions(self, bars: int) -> int:
+        """Decisions (transitions) in ``bars`` bars: one per ``decision_interval``, the last
+        interval cut short by the end."""
+        return -(-bars // self.decision_interval)
+
     def __post_init__(self) -> None:
         s = "env"
         require(

@@ -154,7 +154,7 @@ class VecMarketEnv(VectorEnv):
             )
         self.episode_length = length
         self.decision_interval = config.env.decision_interval
-        self.decisions_per_episode = -(-length // self.decision_interval)
+        self.decisions_per_episode = config.env.decisions(length)
         """Steps (transitions) of a full episode: ``episode_length`` bars in decisions."""
         self.obs_size = spot_obs_size(self.window, P, data.n_features)
         self._spot_obs_size = self.obs_size

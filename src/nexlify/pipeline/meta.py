@@ -123,7 +123,7 @@ def check_task_markets(markets: Mapping[str, MarketData], config: RunConfig, spe
             f"training episode needs {need} (episode length {env.episode_length} + observation "
             "window + 1)"
         )
-    per_episode = math.ceil(env.episode_length / env.decision_interval)
+    per_episode = env.decisions(env.episode_length)
     transitions = spec.inner_episodes * per_episode
     starts = config.agent.learning_starts
     if transitions <= starts:
