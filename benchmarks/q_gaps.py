@@ -26,7 +26,7 @@ import numpy as np
 
 from nexlify.evaluation.backtest import backtest, load_model_for_backtest
 from nexlify.io import atomic_write_json
-from nexlify.market.obs_layout import PAIR_STATE
+from nexlify.market.obs_layout import PAIR_STATE, spot_action_count, spot_order
 from nexlify.pipeline.study import StudySpec, prepare_markets
 from nexlify.run_layout import FINAL_MODEL
 from nexlify.train.config import load_run_config, run_config_from_dict
@@ -38,8 +38,9 @@ class Recording:
     """A policy that acts as ``inner`` and keeps, for every decision, the Q-values and whether
     the action changes anything (a buy of a pair not held, a sell of one held)."""
 
-    def __init__(self, inner: Any, n_pairs: int, state_at: int) -> None:
+    def __init__(self, inner: Any, n_pairs: int, n_spot_actions: int, state_at: int) -> None:
         self.inner, self.n_pairs, self.state_at = inner, n_pairs, state_at
+        self.n_spot_actions = n_spot_actions
         self.q: list[np.ndarray] = []
         self.effective: list[np.ndarray] = []
 
@@ -47,10 +48,11 @@ class Recording:
         self.q.append(np.asarray(self.inner.q_values(obs_ND), dtype=np.float64))
         actions = np.asarray(self.inner.greedy(obs_ND))
         held_NP = obs_ND[:, self.state_at : self.state_at + PAIR_STATE * self.n_pairs : PAIR_STATE]
-        pair = np.maximum(actions - 1, 0) // 2
-        held = np.take_along_axis(held_NP, pair[:, None], axis=1)[:, 0] > 0.5
-        buy, sell = (actions % 2 == 1), (actions > 0) & (actions % 2 == 0)
-        self.effective.append((buy & ~held) | (sell & held))
+        orders = [spot_order(int(a), self.n_spot_actions) for a in actions]
+        self.effective.append(np.array([
+            order is not None and order[1] != bool(held_NP[i, order[0]] > 0.5)
+            for i, order in enumerate(orders)
+        ], dtype=bool))  # fmt: skip
         return actions
 
 
@@ -78,7 +80,7 @@ def one(folder: Path, data_dir: str, year: int) -> dict[str, Any] | None:
     policy, spec = load_model_for_backtest(model)
     n_pairs = len(spec.pairs)
     state_at = spec.market.env.obs_window * n_pairs * len(spec.feature_names)
-    recorder = Recording(policy, n_pairs, state_at)
+    recorder = Recording(policy, n_pairs, spot_action_count(spec.market, n_pairs), state_at)
     result = backtest(recorder, spec, data)
     q_TA, acting = np.concatenate(recorder.q), np.concatenate(recorder.effective)
     m, x = spec.market, spec.market.execution

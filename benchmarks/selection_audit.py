@@ -2,11 +2,10 @@
 
     .venv/bin/python benchmarks/selection_audit.py [benchmarks/results/study]
 
-Every study folder under the root (each ``runs/<year>/complete_training_summary.json`` beside
-its ``study.json``) holds one year-model: a final model chosen on the validation window before
-a test year, the no-edge gate's verdict on that window, and the model's result on the untouched
-year. This pairs the two for every year-model the studies have made (all configurations and
-seeds, failures included) and records:
+Every tested year of every ``study.json`` under the root is one year-model: a final model
+chosen on the validation window before a test year, the no-edge gate's verdict on that window,
+and the model's result on the untouched year. This pairs the two for every year-model the
+studies have made (all configurations and seeds, failures included) and records:
 
 - the gate's verdicts (``edge.found``) and its p-values, beside how many year-models beat cash
   out of sample;
@@ -20,9 +19,10 @@ seeds, failures included) and records:
   both in percent of the starting balance: an approximation that ignores the compounding of
   fees) and the rank correlation of a model's trade count with its excess return.
 
-Reads only files the studies wrote (no training, seconds): the summaries under each study's
-``runs/``, which stay on the machine that ran it (git keeps ``study.json`` and ``study.md``
-only), so the figures are reproducible where the studies ran. Writes
+Reads only files the studies wrote (no training, seconds): the gate's verdict from each
+``study.json`` where the study recorded it there, else from the pipeline summary under the
+study's ``runs/``, which stays on the machine that ran it (git keeps ``study.json`` and
+``study.md`` only): older studies' figures are reproducible where they ran. Writes
 ``benchmarks/results/selection_audit.json``.
 """
 
@@ -46,20 +46,28 @@ STARTING_BALANCE = 10_000.0
 """The study's starting balance (its fees are in quote currency from it)."""
 
 
+def gate_verdict(folder: Path, year: str, tested: dict[str, Any]) -> dict[str, Any] | None:
+    """The gate's record for one year: from ``study.json`` (studies since the gate was
+    recorded there, so git has it), else from the year's pipeline summary under ``runs/``."""
+    recorded = tested.get("pipeline", {}).get("edge")
+    if recorded:
+        return dict(recorded)
+    summary_path = folder / "runs" / year / "complete_training_summary.json"
+    if not summary_path.is_file():
+        return None
+    edge = json.loads(summary_path.read_text()).get("edge")
+    return dict(edge) if edge else None
+
+
 def year_models(root: Path) -> pd.DataFrame:
     """One row per (study folder, test year) with a gate record and a finished test year."""
     rows: list[dict[str, Any]] = []
-    for summary_path in sorted(root.glob("**/runs/*/complete_training_summary.json")):
-        folder, year = summary_path.parents[2], summary_path.parent.name
-        study_path = folder / "study.json"
-        if not study_path.is_file():
-            continue
-        edge = json.loads(summary_path.read_text()).get("edge")
-        tested = json.loads(study_path.read_text()).get("years", {}).get(year)
-        if not edge or not tested:  # studies run before the gate, or a year still running
-            continue
-        for venue, result in tested["venues"].items():
-            if venue != "binance":
+    for study_path in sorted(root.glob("**/study.json")):
+        folder = study_path.parent
+        for year, tested in json.loads(study_path.read_text()).get("years", {}).items():
+            edge = gate_verdict(folder, year, tested)
+            result = tested.get("venues", {}).get("binance")
+            if not edge or not result:  # studies run before the gate, or a year still running
                 continue
             model = result["model"]
             rows.append({

@@ -382,6 +382,40 @@ def test_a_live_trading_failure_exits_7_through_the_cli(
     assert "below the minimum cost 1000000000.0" in err and "raise the capital" in err
 
 
+@pytest.mark.parametrize("sandbox", [False, True])
+def test_live_trading_refuses_a_model_with_strategy_books(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    sandbox: bool,
+) -> None:
+    """Live sessions place spot orders only: a model that stakes would have its staking
+    simulated beside real orders, so ``--live`` refuses it (sandbox too), before any file."""
+    import dataclasses
+
+    from nexlify.config.strategies import StakingConfig, StrategiesConfig
+    from nexlify.live.secrets import KEY_ENV, SECRET_ENV
+    from tests.test_paper_support import MARKET, candles, save_model, write_candles
+
+    monkeypatch.setenv(KEY_ENV, "nxKEY-test")
+    monkeypatch.setenv(SECRET_ENV, "nxSECRET-test")
+    books = StrategiesConfig(enabled=("spot", "staking"), staking=StakingConfig(asset="ETH"))
+    market = dataclasses.replace(MARKET, strategies=books)
+    model = save_model(tmp_path / "model.pt", market_config=market)
+    files = write_candles(tmp_path / "data", candles())
+    args = ["paper", "--model", str(model), "--feed", "replay", "--data", *files,
+            "--db", str(tmp_path / "live.db"), "--no-view", "--exchange", "binance", "--live",
+            *(["--sandbox"] if sandbox else ["--i-understand-this-trades-real-money"]),
+            "--allow-no-edge"]  # fmt: skip
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "trained with staking" in err and "spot orders only" in err
+    assert not (tmp_path / "live.db").exists()
+    paper = [a for a in args if a not in ("--live", "--sandbox", "--allow-no-edge",
+                                          "--i-understand-this-trades-real-money")]  # fmt: skip
+    assert main([*paper, "--max-bars", "20"]) == 0  # a paper session simulates the books
+
+
 @pytest.mark.parametrize("verdict", [None, {"found": False}, {"found": True}])
 def test_live_trading_refuses_a_model_without_an_edge(
     tmp_path: Path,

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from nexlify.config import MarketConfig
+from nexlify.config.strategies import StakingConfig, StrategiesConfig
 from nexlify.data.market_data import build_market_data
 from nexlify.evaluation.backtest import ModelSpec, backtest, load_model_for_backtest
 from nexlify.live.feeds import Bar, ReplayFeed
@@ -116,6 +117,7 @@ def _session(
     frames: dict[str, pd.DataFrame],
     cooldown: int = 24,
     market: MarketConfig = MARKET,
+    policy: Any = None,
 ) -> tuple[SessionStore, PaperTrader]:
     data = build_market_data(candles(), "1h", "synthetic")
     spec = ModelSpec(PAIRS, "1h", data.feature_names, paper_market_config(market))
@@ -125,7 +127,8 @@ def _session(
     settings = SessionSettings(
         db=tmp_path / name, model_path=str(model), feed="replay", gap_cooldown=cooldown
     )
-    return open_session(settings, HashPolicy(), spec, ReplayFeed(frames, "1h"), data)
+    policy = HashPolicy() if policy is None else policy
+    return open_session(settings, policy, spec, ReplayFeed(frames, "1h"), data)
 
 
 def assert_trades_as_backtest(
@@ -203,6 +206,31 @@ def test_feed_gap_is_logged_filled_flat_and_blocks_new_entries(
     assert blocked == []
     assert db_rows(store.path, "SELECT COUNT(*) AS n FROM events WHERE kind='protect'")[0]["n"] > 0
     assert any(t > gap_time + 11 * step for t in buy_times)  # trading resumes after
+
+
+class StakeAlways:
+    """Always the first strategy action: with two pairs and spot on, action 5 stakes."""
+
+    def greedy(self, obs_ND: np.ndarray) -> np.ndarray:
+        return np.full(len(obs_ND), 1 + 2 * len(PAIRS), dtype=np.int64)
+
+
+def test_a_strategy_action_after_a_feed_gap_is_not_held_back_as_a_buy(tmp_path: Path) -> None:
+    """The gap cooldown holds back spot buys only; a strategy book's action is none (it once
+    read every odd action as a buy and looked up a pair past the last one), and ``paper
+    status`` names it (it once knew only the spot actions' names)."""
+    staking = StrategiesConfig(enabled=("spot", "staking"), staking=StakingConfig(asset="ETH"))
+    market = dataclasses.replace(MARKET, strategies=staking)
+    frames = candles()
+    bars = ReplayFeed(frames, "1h").bars
+    store, trader = _session(tmp_path, "books.db", frames, 10, market, StakeAlways())
+    gap_at = len(bars) - 60
+    for bar in [*bars[:gap_at], *bars[gap_at + 2 :]]:  # two bars never arrive
+        trader.process([bar])
+    assert len(db_rows(store.path, "SELECT * FROM events WHERE kind = 'gap'")) == 1
+    assert db_rows(store.path, "SELECT COUNT(*) AS n FROM events WHERE kind='protect'")[0]["n"] == 0
+    assert trader.env is not None and trader.env.strategy_breakdown(0)["staking_reward_units"] > 0
+    assert status_snapshot(store)["next_action"] == "stake ETH"
 
 
 def test_status_reads_the_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

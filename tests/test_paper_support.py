@@ -51,15 +51,15 @@ class HashPolicy:
         return (np.abs(obs_ND[:, :8].sum(axis=1) * 1000).astype(np.int64) % 5).astype(np.int64)
 
 
-def save_model(path: Path, seed: int = 1) -> Path:
+def save_model(path: Path, seed: int = 1, market_config: MarketConfig = MARKET) -> Path:
     """A small untrained DQN saved with the market description the pipeline writes."""
     market = build_market_data(candles(), "1h", "synthetic")
-    env = VecMarketEnv(market, MARKET)
+    env = VecMarketEnv(market, market_config)
     # pinned (not the library defaults): an untrained net of this shape trades often enough
     config = AgentConfig(hidden_sizes=(16,), noisy=True, distributional="c51")
     agent = DQNAgent(env.obs_size, env.n_actions, config, seed=seed)
     extra = {
-        "market_config": dataclasses.asdict(MARKET),
+        "market_config": dataclasses.asdict(market_config),
         "pairs": list(PAIRS),
         "timeframe": "1h",
         "feature_names": list(market.feature_names),

@@ -16,6 +16,7 @@ import pytest
 from nexlify.config import MarketConfig, from_dict, to_dict
 from nexlify.errors import ConfigError, DataError
 from nexlify.market.env import VecMarketEnv, action_names
+from nexlify.market.obs_layout import spot_action_count, spot_order
 from nexlify.market.strategies import kernel as SK
 from tests.helpers import FLAT, assert_threaded_matches_serial, bars_market, market_config
 
@@ -70,7 +71,7 @@ def staking_config(**overrides: Any) -> MarketConfig:
 def test_staking_accrues_per_epoch_and_unbonds_before_funds_return() -> None:
     env = evaluation_env(bars_market([FLAT] * 120), staking_config())
     stake, unstake = 3, 4  # after hold, buy C0, sell C0
-    assert action_names(env.data.pairs, env.strategies)[stake:] == ["stake C0", "unstake C0"]
+    assert action_names(env.data.pairs, env.config.strategies)[stake:] == ["stake C0", "unstake C0"]
     g = 1.1 ** (24 / HOURS_PER_YEAR) - 1  # growth per 24 h epoch
     run(env, [stake])  # 10% of 10,000 at 100: 10 C0, first bar accrued linearly
     assert env.account(0)["cash"] == pytest.approx(9000.0)
@@ -268,7 +269,7 @@ def test_arbitrage_as_agent_actions(tmp_path: Path) -> None:
     write_candles(tmp_path / "a", data, 100.0, 100.0)
     write_candles(tmp_path / "b", data, 101.0, 101.0)
     env = evaluation_env(data, arbitrage_config(tmp_path, mode="agent"))
-    names = action_names(data.pairs, env.strategies)
+    names = action_names(data.pairs, env.config.strategies)
     assert names[3:] == ["fund arbitrage book", "close arbitrage book", "arbitrage C0/USDT"]
     run(env, [0, 5])  # trading an unfunded book does nothing
     assert env.strategy_breakdown(0)["arb_trades"] == 0
@@ -327,9 +328,30 @@ def test_caps_and_daily_lock_block_new_allocations() -> None:
 def test_strategies_without_spot_drop_the_spot_actions() -> None:
     config = with_strategies(market_config(), enabled=["lending"])
     env = evaluation_env(bars_market([FLAT] * 5), config)
-    assert action_names(env.data.pairs, env.strategies) == ["hold", "supply USDT", "withdraw USDT"]
+    names = action_names(env.data.pairs, env.config.strategies)
+    assert names == ["hold", "supply USDT", "withdraw USDT"]
     run(env, [1, 2])
     assert env.positions(0) == {} and env.account(0)["cash"] > 10_000.0
+
+
+@pytest.mark.parametrize("enabled", [["spot"], ["spot", "staking"], ["lending"]])
+def test_spot_order_decodes_the_env_action_layout(enabled: list[str]) -> None:
+    """``spot_order`` (what paper sessions use to hold buys back after a feed gap) names the
+    same pair and side as the env's action names; strategy actions are no spot order."""
+    data = bars_market([[FLAT, FLAT]] * 10)
+    staking = {"asset": "C0", "apy": 0.1, "epoch_hours": 24.0, "unbonding_hours": 48.0}
+    config = with_strategies(market_config(), enabled=enabled, staking=staking)
+    env = VecMarketEnv(data, config, num_envs=1)
+    names = action_names(data.pairs, env.config.strategies)
+    n_spot = spot_action_count(config, data.n_pairs)
+    assert len(names) == env.n_actions and n_spot == (4 if "spot" in enabled else 0)
+    for action, name in enumerate(names):
+        order = spot_order(action, n_spot)
+        side, _, pair = name.partition(" ")
+        if order is None:
+            assert action == 0 or action > n_spot
+        else:
+            assert (side, pair) == ("buy" if order[1] else "sell", data.pairs[order[0]])
 
 
 ALL = ["spot", "staking", "lending", "liquidity", "arbitrage"]

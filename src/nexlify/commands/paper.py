@@ -355,6 +355,19 @@ def _check_edge(args: argparse.Namespace, log: logging.Logger) -> None:
     log.warning("--allow-no-edge: trading %s with real money although %s", args.model, why)
 
 
+def _check_spot_only(args: argparse.Namespace, spec: ModelSpec) -> None:
+    """Live sessions place spot orders only; a model whose actions include strategy books
+    (staking, lending, liquidity, arbitrage) would have them simulated beside real orders."""
+    books = [name for name in spec.market.strategies.enabled if name != "spot"]
+    if args.live and books:
+        raise ConfigError(
+            f"--live: {args.model} was trained with {', '.join(books)}; live sessions place "
+            "spot orders only, so those books would be simulated, not held on the exchange. "
+            "Paper-trade it (its books are simulated as in the backtest), or train with "
+            "--strategies spot"
+        )
+
+
 def _run(args: argparse.Namespace, console: Console, exchange_factory: ExchangeFactory) -> int:
     """``nexlify paper [run]``: open or continue the session and run it over its feed."""
     if not args.model:
@@ -368,6 +381,7 @@ def _run(args: argparse.Namespace, console: Console, exchange_factory: ExchangeF
 
     policy, meta = load_policy(args.model)
     spec = model_spec(meta, args.model)
+    _check_spot_only(args, spec)
     _check_edge(args, log)
     if args.pairs and tuple(args.pairs) != spec.pairs:
         raise ConfigError(f"--pairs {args.pairs}: the model trades {list(spec.pairs)}")

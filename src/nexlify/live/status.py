@@ -11,7 +11,8 @@ import pandas as pd
 from rich.console import Group, RenderableType
 from rich.table import Table
 
-from nexlify.config import timeframe_seconds
+from nexlify.config import from_dict, timeframe_seconds
+from nexlify.config.strategies import StrategiesConfig
 from nexlify.live.store import SessionStore
 from nexlify.live.trader import recorded_features_warmup, warmup_progress
 from nexlify.market.env import action_names
@@ -61,7 +62,10 @@ def status_snapshot(store: SessionStore, recent: int = 10) -> dict[str, Any]:
     out["retrains"] = retrain_status(store, session)
     state = store.rows("SELECT pending_action FROM env_state WHERE id = 1")
     if state and session.get("pairs"):
-        out["next_action"] = action_names(list(session["pairs"]))[state[0]["pending_action"]]
+        books = (session.get("market_config") or {}).get("strategies")
+        strategies = from_dict(StrategiesConfig, books, "strategies") if books else None
+        names = action_names(list(session["pairs"]), strategies)
+        out["next_action"] = names[state[0]["pending_action"]]
     if not last:
         out["warmup"] = _warmup(store, session)
     if last:

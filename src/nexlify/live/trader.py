@@ -37,6 +37,7 @@ from nexlify.data.market_data import MarketData, build_market_data
 from nexlify.live.feeds import Bar
 from nexlify.live.store import SessionStore
 from nexlify.market.env import VecMarketEnv
+from nexlify.market.obs_layout import spot_action_count, spot_order
 
 if TYPE_CHECKING:
     from nexlify.live.retrain import SessionRetrainer
@@ -292,9 +293,10 @@ class PaperTrader:
         if (bar - self._first_decision_bar(data)) % self.config.env.decision_interval:
             return 0  # inside a decision interval: hold, as the model was trained and tested
         action = int(np.asarray(self.policy.greedy(obs)).reshape(-1)[0])
-        if action % 2 == 1 and self._protecting(data, bar):
+        order = spot_order(action, spot_action_count(self.config, data.n_pairs))
+        if order is not None and order[1] and self._protecting(data, bar):
             message = (
-                f"buy {data.pairs[(action - 1) // 2]} held back: the last {self.gap_cooldown} "
+                f"buy {data.pairs[order[0]]} held back: the last {self.gap_cooldown} "
                 "bars contain a filled gap"
             )
             self.log.warning(message)

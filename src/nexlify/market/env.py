@@ -44,6 +44,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from nexlify.config import MarketConfig, bars_per_year
+from nexlify.config.strategies import StrategiesConfig
 from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError, DataError
 from nexlify.market import kernels as K
@@ -53,7 +54,12 @@ from nexlify.market.metrics import EpisodeMetrics
 from nexlify.market.obs_layout import spot_obs_size
 from nexlify.market.strategies import columns as SC
 from nexlify.market.strategies import kernel as SK
-from nexlify.market.strategies.layout import StrategyRuntime, breakdown, build_runtime
+from nexlify.market.strategies.layout import (
+    StrategyRuntime,
+    breakdown,
+    build_runtime,
+    strategy_actions,
+)
 
 log = logging.getLogger("nexlify.market")
 
@@ -63,15 +69,16 @@ where a thread barrier would cost more than it saves."""
 
 
 def action_names(
-    pairs: tuple[str, ...] | list[str], strategies: StrategyRuntime | None = None
+    pairs: tuple[str, ...] | list[str], strategies: StrategiesConfig | None = None
 ) -> list[str]:
-    """Human-readable names of the discrete actions, in index order."""
+    """Human-readable names of the discrete actions, in index order, from the pairs and the
+    strategies config alone (spot only when None)."""
     names = ["hold"]
-    if strategies is None or strategies.n_spot_actions:
+    if strategies is None or strategies.uses("spot"):
         for pair in pairs:
             names += [f"buy {pair}", f"sell {pair}"]
     if strategies is not None:
-        names += strategies.action_names
+        names += [n for book in strategy_actions(strategies, tuple(pairs)).values() for n in book]
     return names
 
 

@@ -99,7 +99,7 @@ class TradingEnv(gym.Env[np.ndarray, np.int64]):
         )
         self.observation_space = self._vec.single_observation_space
         self.action_space = self._vec.single_action_space
-        self.action_names = action_names(self.market.pairs, self._vec.strategies)
+        self.action_names = action_names(self.market.pairs, self.market_config.strategies)
         self._last_reward = 0.0
 
     @property

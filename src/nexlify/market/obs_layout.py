@@ -1,4 +1,4 @@
-"""The length of the env's observation vector, from the config alone.
+"""The env's observation and action layout, from the config alone.
 
 The env sizes its observations with these functions, and pre-flight sizes the replay buffers
 with them before any data is loaded, so the two cannot drift apart (pre-flight once restated
@@ -43,3 +43,17 @@ def observation_size(market: MarketConfig, n_pairs: int, n_features: int) -> int
     ``n_features`` features per pair and bar."""
     spot = spot_obs_size(market.env.obs_window, n_pairs, n_features)
     return spot + strategy_obs_size(market.strategies, n_pairs)
+
+
+def spot_action_count(market: MarketConfig, n_pairs: int) -> int:
+    """How many spot actions follow hold (buy and sell per pair; none with spot off). The
+    strategy books' actions, when enabled, come after them."""
+    return 2 * n_pairs if market.strategies.uses("spot") else 0
+
+
+def spot_order(action: int, n_spot_actions: int) -> tuple[int, bool] | None:
+    """The pair index and side (True = buy) of a spot action: 0 holds, ``1 + 2p`` buys pair
+    ``p`` and ``2 + 2p`` sells it. None for hold and for the strategy books' actions."""
+    if not 1 <= action <= n_spot_actions:
+        return None
+    return (action - 1) // 2, action % 2 == 1

@@ -30,7 +30,7 @@ import numpy as np
 from nexlify.config import MarketConfig
 from nexlify.config.strategies import STAKING_DEFAULTS, StrategiesConfig
 from nexlify.data.market_data import MarketData
-from nexlify.market.obs_layout import strategy_obs_size
+from nexlify.market.obs_layout import spot_action_count, strategy_obs_size
 from nexlify.market.strategies import columns as SC
 from nexlify.market.strategies.kernel_arbitrage import arbitrage_bar_table
 from nexlify.market.strategies.rates import SECONDS_PER_YEAR, epoch_growth
@@ -76,16 +76,42 @@ class StrategyRuntime:
         return bool(self.sp[SC.SP_ST_SLASH_P] > 0.0)
 
 
-def _pair_index(data: MarketData, pair: str, where: str) -> int:
+def _pair_index(pairs: tuple[str, ...], pair: str, where: str) -> int:
     if pair == "auto":
         return 0
-    if pair not in data.pairs:
+    if pair not in pairs:
         from nexlify.errors import ConfigError
 
-        raise ConfigError(
-            f"{where}: {pair!r} is not one of the market's pairs ({', '.join(data.pairs)})"
-        )
-    return data.pairs.index(pair)
+        known = ", ".join(pairs)
+        raise ConfigError(f"{where}: {pair!r} is not one of the market's pairs ({known})")
+    return pairs.index(pair)
+
+
+def _lending_asset(st: StrategiesConfig, quote: str) -> str:
+    asset = st.lending.asset
+    return quote if asset.lower() == "quote" else asset
+
+
+def strategy_actions(st: StrategiesConfig, pairs: tuple[str, ...]) -> dict[str, list[str]]:
+    """The enabled books' action names, per book in action order (after hold and the spot
+    actions), from the config and the pairs alone: ``nexlify paper status`` names a session's
+    next action with them without its candles."""
+    bases = tuple(p.split("/")[0] for p in pairs)
+    books: dict[str, list[str]] = {}
+    if st.uses("staking"):
+        asset, _ = st.staking.resolved(bases)
+        books["staking"] = [f"stake {asset}", f"unstake {asset}"]
+    if st.uses("lending"):
+        asset = _lending_asset(st, pairs[0].split("/")[1])
+        books["lending"] = [f"supply {asset}", f"withdraw {asset}"]
+    if st.uses("liquidity"):
+        pair = pairs[_pair_index(pairs, st.liquidity.pair, "strategies.liquidity.pair")]
+        books["liquidity"] = [f"provide liquidity {pair}", f"rebalance liquidity {pair}",
+                              f"remove liquidity {pair}"]  # fmt: skip
+    if st.uses("arbitrage") and st.arbitrage.mode == "agent":
+        books["arbitrage"] = ["fund arbitrage book", "close arbitrage book",
+                              *(f"arbitrage {pair}" for pair in pairs)]  # fmt: skip
+    return books
 
 
 def _base_index(data: MarketData, asset: str) -> int:
@@ -101,20 +127,23 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
     sp = np.zeros(SC.N_SP)
     for col in (SC.SP_ST_ACT, SC.SP_LD_ACT, SC.SP_LP_ACT, SC.SP_AR_ACT):
         sp[col] = -1.0
-    n_spot = 2 * P if st.uses("spot") else 0
+    n_spot = spot_action_count(config, P)
     sp[SC.SP_N_SPOT] = n_spot
     sp[SC.SP_TOTAL_CAP] = st.max_total_allocation
     sp[SC.SP_BAR_YEARS] = bar_s / SECONDS_PER_YEAR
-    names: list[str] = []
+    books = strategy_actions(st, data.pairs)
+    names = [name for book in books.values() for name in book]
     notes: list[str] = []
     first = 1 + n_spot
+    act = {book: first + sum(len(b) for b in list(books.values())[:k])
+           for k, book in enumerate(books)}  # fmt: skip
     bases = tuple(p.split("/")[0] for p in data.pairs)
     quote = data.pairs[0].split("/")[1]
 
     if st.uses("staking"):
         asset, d = st.staking.resolved(bases)
         sp[SC.SP_ST_ON] = 1.0
-        sp[SC.SP_ST_ACT] = first + len(names)
+        sp[SC.SP_ST_ACT] = act["staking"]
         sp[SC.SP_ST_PAIR] = _base_index(data, asset)
         sp[SC.SP_ST_SIZE] = st.staking.stake_size
         sp[SC.SP_ST_CAP] = st.staking.max_allocation
@@ -127,7 +156,6 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
             st.staking.slashing_events_per_year * bar_s / SECONDS_PER_YEAR, 1.0
         )
         sp[SC.SP_ST_SLASH_FRAC] = d.slashing_fraction
-        names += [f"stake {asset}", f"unstake {asset}"]
         notes.append(
             f"staking {asset}: APY {d.apy:.2%}, epoch {d.epoch_hours:g} h, unbonding "
             f"{d.unbonding_hours:g} h ({d.source})"
@@ -138,10 +166,9 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
     lending = None
     if st.uses("lending"):
         lending = st.lending
-        asset = lending.asset
-        if asset.lower() == "quote":
+        asset = _lending_asset(st, quote)
+        if lending.asset.lower() == "quote":
             sp[SC.SP_LD_PAIR] = -1.0
-            asset = quote
         else:
             from nexlify.config import require
 
@@ -154,30 +181,23 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
             )
             sp[SC.SP_LD_PAIR] = -1.0 if asset.upper() == quote else _base_index(data, asset)
         sp[SC.SP_LD_ON] = 1.0
-        sp[SC.SP_LD_ACT] = first + len(names)
+        sp[SC.SP_LD_ACT] = act["lending"]
         sp[SC.SP_LD_SIZE] = lending.supply_size
         sp[SC.SP_LD_CAP] = lending.max_allocation
-        names += [f"supply {asset}", f"withdraw {asset}"]
 
     liquidity = None
     lp_pair = 0
     if st.uses("liquidity"):
         liquidity = st.liquidity
-        lp_pair = _pair_index(data, liquidity.pair, "strategies.liquidity.pair")
+        lp_pair = _pair_index(data.pairs, liquidity.pair, "strategies.liquidity.pair")
         sp[SC.SP_LP_ON] = 1.0
-        sp[SC.SP_LP_ACT] = first + len(names)
+        sp[SC.SP_LP_ACT] = act["liquidity"]
         sp[SC.SP_LP_PAIR] = lp_pair
         sp[SC.SP_LP_SIZE] = liquidity.lp_size
         sp[SC.SP_LP_CAP] = liquidity.max_allocation
         sp[SC.SP_LP_WIDTH] = liquidity.range_width
         sp[SC.SP_LP_FEE_TIER] = liquidity.fee_tier
         sp[SC.SP_LP_GAS] = liquidity.gas_cost
-        pair = data.pairs[lp_pair]
-        names += [
-            f"provide liquidity {pair}",
-            f"rebalance liquidity {pair}",
-            f"remove liquidity {pair}",
-        ]
 
     ser, more = strategy_series(data, lending, liquidity, lp_pair)
     notes += more
@@ -208,12 +228,7 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
         for v in range(1, V):
             sp[SC.SP_AR_VFEE + v] = rates[v - 1] if v - 1 < len(rates) else fee
         if ar.mode == "agent":
-            sp[SC.SP_AR_ACT] = first + len(names)
-            names += [
-                "fund arbitrage book",
-                "close arbitrage book",
-                *(f"arbitrage {pair}" for pair in data.pairs),
-            ]
+            sp[SC.SP_AR_ACT] = act["arbitrage"]
         slip = config.execution.slippage_bps / 10_000.0  # as the env's params[P_SLIPPAGE]
         arb_bar = arbitrage_bar_table(data.prices, prem, sp, slip)
     return StrategyRuntime(
