@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from nexlify.config import EnvConfig, MarketConfig
+from nexlify.config.strategies import StrategiesConfig
 from nexlify.data.market_data import CLOSE
 from nexlify.data.sources import synthetic_market
 from nexlify.errors import ConfigError
@@ -162,6 +163,24 @@ def test_buy_and_hold_equals_the_simulator_with_every_rule_off() -> None:
     (a,), (b,) = ours.trades[0], env.trades[0]
     for key in ("entry_bar", "exit_bar", "entry_price", "exit_price", "quantity", "pnl", "fees"):
         assert a[key] == pytest.approx(b[key], rel=1e-9), key
+
+
+@pytest.mark.parametrize("pairs", [("ETH/USDT",), ("BTC/USDT", "ETH/USDT")])
+def test_spot_baselines_trade_spot_in_a_market_of_books_alone(pairs: tuple[str, ...]) -> None:
+    """With ``--strategies lending`` action 1 supplies the quote currency: ``always_long`` once
+    took that for a buy (a lending policy under its name; with two pairs an action past the
+    last one failed). It trades the pairs, with the lending book idle as in spot + lending."""
+    data = synthetic_market(pairs, "1h", seed=0, days=40)
+    env = EnvConfig(episode_length=200, random_start=False)
+    books = MarketConfig(env=env, strategies=StrategiesConfig(enabled=("lending",)))
+    spot_and_books = replace(books, strategies=StrategiesConfig(enabled=("spot", "lending")))
+    for name in ("always_long", "sma_crossover"):
+        alone, beside = run_baseline(name, data, books), run_baseline(name, data, spot_and_books)
+        assert sum(m.n_trades for m in alone.metrics) > 0, name
+        assert [m.total_return_pct for m in alone.metrics] == [
+            m.total_return_pct for m in beside.metrics
+        ], name
+    assert run_baseline("random", data, books).metrics  # over the model's own actions
 
 
 def test_unknown_baseline_names_the_choices(two_pairs) -> None:  # type: ignore[no-untyped-def]

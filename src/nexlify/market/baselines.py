@@ -12,13 +12,17 @@ Through the same env, costs and risk rules as the agent:
 
 - ``always_long``: be long every pair whenever the risk rules allow (re-enters after a stop).
 - ``sma_crossover``: long a pair while its fast SMA of closes is above its slow SMA.
-- ``random``: uniform random actions from a seeded generator.
+- ``random``: uniform random actions from a seeded generator, over the model's actions.
+
+The first two trade spot; in a market of strategy books without spot they run with spot added.
 
 The simulator takes one order per env per step, so a baseline that wants several changes works
 through them one pair at a time, lowest pair index first.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -141,7 +145,19 @@ def run_baseline(
         target = rules_off_target(name, data, history)
         return evaluate_target(target, data, config, episode_length=episode_length)
     policy = baseline_policy(name, data, seed)
+    if name != "random":
+        config = with_spot(config)
     return evaluate_policy(policy, data, config, episode_length=episode_length)
+
+
+def with_spot(config: MarketConfig) -> MarketConfig:
+    """``config`` with the spot actions on: ``always_long`` and ``sma_crossover`` buy and sell
+    pairs, so in a market of strategy books alone they run with spot added (the books' own
+    actions unused; their rules, such as rule-mode arbitrage, act as in the model's market)."""
+    books = config.strategies
+    if books.uses("spot"):
+        return config
+    return replace(config, strategies=replace(books, enabled=("spot", *books.enabled)))
 
 
 def run_baselines(
