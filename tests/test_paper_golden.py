@@ -117,6 +117,23 @@ def test_real_candle_model_replays_like_its_backtest(
     replay_and_compare(run / name, frames, tmp_path)
 
 
+def test_a_model_with_strategy_books_replays_like_its_backtest(tmp_path: Path) -> None:
+    """The pipeline's model trained with staking and lending beside spot: the session
+    simulates the books as the backtest does (equity bar for bar, trades)."""
+    run = run_pipeline(tmp_path / "run", "--strategies", "spot", "staking", "lending")
+    model = run / "final_model.pt"
+    spec = load_model_for_backtest(model)[1]
+    assert spec.market.strategies.enabled == ("spot", "staking", "lending")
+    frames = generate_synthetic_candles(spec.pairs, spec.timeframe,
+                                        FEATURE_WARMUP + TRADED_BARS + 50, seed=5)  # fmt: skip
+    replay_and_compare(model, frames, tmp_path)
+    agent, spec = load_model_for_backtest(model)
+    (books,) = backtest(
+        agent, spec, build_market_data(frames, spec.timeframe, "replay")
+    ).model.strategies
+    assert books["staking_reward_units"] > 0 or books["lending_interest_units"] > 0
+
+
 def test_settings_given_to_the_pipeline_reach_paper_trading(tmp_path: Path) -> None:
     """``--min-hold-bars``, ``--decision-interval`` (market) and ``--hold-margin`` (agent) are
     saved in the pipeline's model and the paper session applies them as the backtest does: no
