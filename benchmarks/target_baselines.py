@@ -1,0 +1,114 @@
+"""Would the issue's target pass a baseline? The study's bar applied to each baseline in turn.
+
+    .venv/bin/python benchmarks/target_baselines.py \\
+        [benchmarks/results/study/timeframe_4h_reward_2000_seeds/seed_42 ...] \\
+        [--data-dir ../shared/data/history/binance] [--kucoin ../shared/data/market/kucoin]
+
+The study says a model holds up when, in at least 3 of the 4 test years on Binance (and in
+2024 on KuCoin), its return after fees is > 0 and its Sharpe is above 0 and above every
+baseline's, and its excess daily return over cash pooled over the years has a 95% interval
+above 0. This applies the same bar to every baseline the study's tables show, judged against
+the other baselines (the model left out), on the test years of each study folder's config
+(its ``config.yaml``: timeframe, risk rules, fees): how high the bar is on these markets, and
+what kind of policy clears it. Runs no training (the baselines over each test year, seconds).
+Needs the shared candles (skipped with a message when absent). Writes
+``benchmarks/results/study/target_baselines.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nexlify.evaluation.edge import window_daily_returns
+from nexlify.io import atomic_write_json
+from nexlify.market.baselines import BASELINES, run_baselines
+from nexlify.pipeline.study import DEFAULT_YEARS, StudySpec, prepare_markets
+from nexlify.pipeline.study_stats import excess_fields
+from nexlify.train.config import load_run_config, run_config_from_dict
+
+OUT = Path(__file__).parent / "results" / "study" / "target_baselines.json"
+DEFAULT_FOLDER = "benchmarks/results/study/timeframe_4h_reward_2000_seeds/seed_42"
+YEARS_NEEDED = 3
+
+
+def meets(name: str, rows: dict[str, dict[str, float]]) -> bool:
+    """The study's per-year bar for ``name``: return > 0, Sharpe > 0 and > every other's."""
+    row = rows[name]
+    others = [r["sharpe"] for other, r in rows.items() if other != name]
+    return row["total_return_pct"] > 0 and row["sharpe"] > max([0.0, *others])
+
+
+def one_folder(folder: Path, data_dir: str, kucoin: str | None) -> dict[str, Any]:
+    config = run_config_from_dict({"data": {"data_dir": data_dir}},
+                                  load_run_config(folder / "config.yaml"))  # fmt: skip
+    venues = {"kucoin": kucoin} if kucoin else {}
+    spec = StudySpec(data_dir=data_dir, venue="binance", other_venues=venues)
+    market = config.market
+    per_year: dict[str, dict[str, Any]] = {}
+    daily: dict[str, dict[str, list[np.ndarray]]] = {}
+    for markets in prepare_markets(config, spec):
+        for venue, data in markets.tests.items():
+            runs = run_baselines(data, market, episode_length=0, seed=config.pipeline.base_seed)
+            cash = window_daily_returns(data, runs["cash"])
+            rows = {}
+            for name, run in runs.items():
+                m = run.metrics[0]
+                rows[name] = {"total_return_pct": float(m.total_return_pct),
+                              "sharpe": float(m.sharpe), "n_trades": int(m.n_trades)}  # fmt: skip
+                daily.setdefault(venue, {}).setdefault(name, []).append(
+                    window_daily_returns(data, run) - cash
+                )
+            per_year[f"{markets.year} {venue}"] = {
+                name: {**row, "meets_target": meets(name, rows)} for name, row in rows.items()
+            }
+    summary = {}
+    for name in BASELINES:
+        binance_years = sum(
+            per_year[key][name]["meets_target"] for key in per_year if key.endswith("binance")
+        )
+        pooled = excess_fields(np.concatenate(daily["binance"][name]), 0)
+        kucoin_row = per_year.get(f"{max(DEFAULT_YEARS)} kucoin", {}).get(name)
+        summary[name] = {
+            "binance_years_meeting": binance_years,
+            "binance_pooled": pooled,
+            "kucoin_meets": None if kucoin_row is None else kucoin_row["meets_target"],
+            "holds_up": binance_years >= YEARS_NEEDED
+            and pooled["excess_daily_ci95_pct"][0] > 0
+            and (kucoin_row is None or kucoin_row["meets_target"]),
+        }
+    return {"timeframe": config.data.timeframe, "risk": vars(market.risk),
+            "per_year": per_year, "summary": summary}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="*", type=Path, default=[Path(DEFAULT_FOLDER)])
+    parser.add_argument("--data-dir", default="../shared/data/history/binance")
+    parser.add_argument("--kucoin", default="../shared/data/market/kucoin")
+    args = parser.parse_args()
+    if not Path(args.data_dir).is_dir():
+        print(f"skipped: {args.data_dir} is absent (the shared candles)")
+        return 0
+    kucoin = args.kucoin if Path(args.kucoin).is_dir() else None
+    results = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    for folder in args.folders:
+        found = one_folder(folder, args.data_dir, kucoin)
+        results[str(folder)] = found
+        atomic_write_json(OUT, results)
+        print(folder)
+        for name, s in found["summary"].items():
+            lo, hi = s["binance_pooled"]["excess_daily_ci95_pct"]
+            print(f"  {name:14s} years meeting {s['binance_years_meeting']} of 4, pooled "
+                  f"{s['binance_pooled']['excess_daily_pct']:+.4f} [{lo:+.4f}, {hi:+.4f}] %/day, "
+                  f"KuCoin 2024 {s['kucoin_meets']}, holds up: {s['holds_up']}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
