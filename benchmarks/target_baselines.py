@@ -34,19 +34,13 @@ from nexlify.evaluation.edge import window_daily_returns
 from nexlify.io import atomic_write_json
 from nexlify.market.baselines import BASELINES, run_baselines
 from nexlify.pipeline.study import DEFAULT_YEARS, StudySpec, prepare_markets
+from nexlify.pipeline.study_report import beats_everything
+from nexlify.pipeline.study_seeds import years_needed
 from nexlify.pipeline.study_stats import excess_fields
 from nexlify.train.config import load_run_config, run_config_from_dict
 
 OUT = Path(__file__).parent / "results" / "study" / "target_baselines.json"
 DEFAULT_FOLDER = "benchmarks/results/study/timeframe_4h_reward_2000_seeds/seed_42"
-YEARS_NEEDED = 3
-
-
-def meets(name: str, rows: dict[str, dict[str, float]]) -> bool:
-    """The study's per-year bar for ``name``: return > 0, Sharpe > 0 and > every other's."""
-    row = rows[name]
-    others = [r["sharpe"] for other, r in rows.items() if other != name]
-    return row["total_return_pct"] > 0 and row["sharpe"] > max([0.0, *others])
 
 
 def one_folder(folder: Path, data_dir: str, kucoin: str | None) -> dict[str, Any]:
@@ -77,13 +71,13 @@ def one_folder(folder: Path, data_dir: str, kucoin: str | None) -> dict[str, Any
                     window_daily_returns(data, run) - cash
                 )
             per_year[f"{markets.year} {venue}"] = {
-                name: {**row, "meets_target": meets(name, rows)} for name, row in rows.items()
+                name: {**row, "meets_target": beats_everything(rows, name)}
+                for name, row in rows.items()
             }
     summary = {}
     for name in BASELINES:
-        binance_years = sum(
-            per_year[key][name]["meets_target"] for key in per_year if key.endswith("binance")
-        )
+        binance = [per_year[key][name] for key in per_year if key.endswith("binance")]
+        binance_years = sum(row["meets_target"] for row in binance)
         excess = np.concatenate(daily["binance"][name])
         pooled = excess_fields(excess, 0)
         spread = float(excess.std())
@@ -93,7 +87,7 @@ def one_folder(folder: Path, data_dir: str, kucoin: str | None) -> dict[str, Any
             "binance_years_meeting": binance_years,
             "binance_pooled": pooled,
             "kucoin_meets": None if kucoin_row is None else kucoin_row["meets_target"],
-            "holds_up": binance_years >= YEARS_NEEDED
+            "holds_up": binance_years >= years_needed(len(binance))
             and pooled["excess_daily_ci95_pct"][0] > 0
             and (kucoin_row is None or kucoin_row["meets_target"]),
         }

@@ -122,12 +122,11 @@ def test_a_model_with_strategy_books_replays_like_its_backtest(tmp_path: Path) -
     simulates the books as the backtest does (equity bar for bar, trades)."""
     run = run_pipeline(tmp_path / "run", "--strategies", "spot", "staking", "lending")
     model = run / "final_model.pt"
-    spec = load_model_for_backtest(model)[1]
+    agent, spec = load_model_for_backtest(model)
     assert spec.market.strategies.enabled == ("spot", "staking", "lending")
     frames = generate_synthetic_candles(spec.pairs, spec.timeframe,
                                         FEATURE_WARMUP + TRADED_BARS + 50, seed=5)  # fmt: skip
     replay_and_compare(model, frames, tmp_path)
-    agent, spec = load_model_for_backtest(model)
     (books,) = backtest(
         agent, spec, build_market_data(frames, spec.timeframe, "replay")
     ).model.strategies

@@ -131,12 +131,12 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
     sp[SC.SP_N_SPOT] = n_spot
     sp[SC.SP_TOTAL_CAP] = st.max_total_allocation
     sp[SC.SP_BAR_YEARS] = bar_s / SECONDS_PER_YEAR
-    books = strategy_actions(st, data.pairs)
-    names = [name for book in books.values() for name in book]
+    names: list[str] = []
+    act: dict[str, int] = {}  # each book's first action index
+    for book, book_names in strategy_actions(st, data.pairs).items():
+        act[book] = 1 + n_spot + len(names)
+        names += book_names
     notes: list[str] = []
-    first = 1 + n_spot
-    act = {book: first + sum(len(b) for b in list(books.values())[:k])
-           for k, book in enumerate(books)}  # fmt: skip
     bases = tuple(p.split("/")[0] for p in data.pairs)
     quote = data.pairs[0].split("/")[1]
 
