@@ -16,7 +16,8 @@ import pytest
 from nexlify.config import MarketConfig, from_dict, to_dict
 from nexlify.errors import ConfigError, DataError
 from nexlify.market.env import VecMarketEnv, action_names
-from nexlify.market.obs_layout import spot_action_count, spot_order
+from nexlify.market.obs_layout import spot_action, spot_action_count, spot_order
+from nexlify.market.strategies import columns as SC
 from nexlify.market.strategies import kernel as SK
 from tests.helpers import FLAT, assert_threaded_matches_serial, bars_market, market_config
 
@@ -121,6 +122,26 @@ def test_lending_accrues_the_kinked_supply_rate_per_bar() -> None:
     run(env, [withdraw])  # the withdrawal is at the open, before the bar's interest
     assert env.account(0)["cash"] == pytest.approx(10_000.0 + 2500.0 * ((1 + rate) ** 10 - 1))
     assert env.strategy_breakdown(0)["pnl_lending"] == pytest.approx(2500 * ((1 + rate) ** 10 - 1))
+
+
+@pytest.mark.parametrize(
+    ("asset", "pair_index"), [("quote", -1), ("USDT", -1), ("usdt", -1), ("C1", 1), ("c0", 0)]
+)
+def test_lending_asset_resolves_to_the_quote_or_a_pair(asset: str, pair_index: int) -> None:
+    """The quote currency (by name or as "quote", any case) lends without a price; a pair's
+    base lends at that pair's price."""
+    config = with_strategies(market_config(), enabled=["spot", "lending"], lending={"asset": asset})
+    env = VecMarketEnv(bars_market([[FLAT, FLAT]] * 10), config, num_envs=1)
+    assert env.strategies is not None
+    assert env.strategies.sp[SC.SP_LD_PAIR] == pair_index
+
+
+def test_lending_an_asset_outside_the_market_is_refused_by_name() -> None:
+    config = with_strategies(
+        market_config(), enabled=["spot", "lending"], lending={"asset": "DOGE"}
+    )
+    with pytest.raises(ConfigError, match=r"strategies\.lending.*DOGE.*C0, C1, USDT"):
+        VecMarketEnv(bars_market([[FLAT, FLAT]] * 10), config, num_envs=1)
 
 
 def test_lending_utilization_from_csv(tmp_path: Path) -> None:
@@ -352,6 +373,7 @@ def test_spot_order_decodes_the_env_action_layout(enabled: list[str]) -> None:
             assert action == 0 or action > n_spot
         else:
             assert (side, pair) == ("buy" if order[1] else "sell", data.pairs[order[0]])
+            assert spot_action(order[0], buy=order[1]) == action  # the baselines' encoder
 
 
 ALL = ["spot", "staking", "lending", "liquidity", "arbitrage"]

@@ -31,6 +31,7 @@ from nexlify.data.market_data import CLOSE, MarketData
 from nexlify.errors import ConfigError
 from nexlify.market.env import VecMarketEnv
 from nexlify.market.evaluate import EvaluationResult, Policy, evaluate_policy
+from nexlify.market.obs_layout import spot_action
 from nexlify.market.rules_off import (
     buy_and_hold_target,
     cash_target,
@@ -54,8 +55,8 @@ def _orders_towards(target_long: np.ndarray, held: np.ndarray) -> np.ndarray:
     buy_any = want_buy.any(axis=1)
     sell_pair = np.argmax(want_sell, axis=1)
     buy_pair = np.argmax(want_buy, axis=1)
-    actions[buy_any] = 1 + 2 * buy_pair[buy_any]
-    actions[sell_any] = 2 + 2 * sell_pair[sell_any]  # exits first
+    actions[buy_any] = spot_action(buy_pair[buy_any], buy=True)
+    actions[sell_any] = spot_action(sell_pair[sell_any], buy=False)  # exits first
     return actions
 
 

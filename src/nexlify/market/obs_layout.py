@@ -7,16 +7,21 @@ the spot formula and missed the strategy observations). Light on purpose: no num
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from nexlify.market.strategies import columns as SC
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from nexlify.config import MarketConfig
     from nexlify.config.strategies import StrategiesConfig
 
 PAIR_STATE = 3  # in_position, unrealised PnL (x10), time in trade (weeks of bars / 168, capped)
 GLOBAL_STATE = 4  # cash share, episode log-return (x10), daily-loss lock, open-trade share
+
+IntOrArray = TypeVar("IntOrArray", int, "npt.NDArray[np.int64]")
 
 
 def spot_obs_size(obs_window: int, n_pairs: int, n_features: int) -> int:
@@ -49,6 +54,12 @@ def spot_action_count(market: MarketConfig, n_pairs: int) -> int:
     """How many spot actions follow hold (buy and sell per pair; none with spot off). The
     strategy books' actions, when enabled, come after them."""
     return 2 * n_pairs if market.strategies.uses("spot") else 0
+
+
+def spot_action(pair: IntOrArray, buy: bool) -> IntOrArray:
+    """The spot action that buys (``1 + 2p``) or sells (``2 + 2p``) pair ``p``; the inverse of
+    :func:`spot_order`, elementwise for an array of pair indices."""
+    return 1 + 2 * pair + (0 if buy else 1)
 
 
 def spot_order(action: int, n_spot_actions: int) -> tuple[int, bool] | None:

@@ -115,7 +115,7 @@ def strategy_actions(st: StrategiesConfig, pairs: tuple[str, ...]) -> dict[str, 
 
 
 def _base_index(data: MarketData, asset: str) -> int:
-    bases = [p.split("/")[0] for p in data.pairs]
+    bases = [p.split("/")[0].upper() for p in data.pairs]
     return bases.index(asset.upper())
 
 
@@ -167,19 +167,19 @@ def build_runtime(data: MarketData, config: MarketConfig) -> StrategyRuntime:
     if st.uses("lending"):
         lending = st.lending
         asset = _lending_asset(st, quote)
-        if lending.asset.lower() == "quote":
-            sp[SC.SP_LD_PAIR] = -1.0
+        if asset.upper() == quote.upper():
+            sp[SC.SP_LD_PAIR] = -1.0  # the quote currency: no price, no pair
         else:
             from nexlify.config import require
 
             require(
-                asset.upper() in bases or asset.upper() == quote,
+                asset.upper() in (b.upper() for b in bases),
                 "strategies.lending",
                 "asset",
                 asset,
                 f"quote or one of the market's assets ({', '.join((*bases, quote))})",
             )
-            sp[SC.SP_LD_PAIR] = -1.0 if asset.upper() == quote else _base_index(data, asset)
+            sp[SC.SP_LD_PAIR] = _base_index(data, asset)
         sp[SC.SP_LD_ON] = 1.0
         sp[SC.SP_LD_ACT] = act["lending"]
         sp[SC.SP_LD_SIZE] = lending.supply_size
