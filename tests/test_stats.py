@@ -12,6 +12,7 @@ from nexlify.evaluation.stats import (
     deflated_sharpe_ratio,
     expected_max_sharpe,
     iqm,
+    market_exposure,
     probabilistic_sharpe_ratio,
     probability_of_backtest_overfitting,
 )
@@ -98,3 +99,50 @@ def test_skew_kurtosis_by_hand() -> None:
     assert skew_kurtosis([0.0, 0.0, 3.0])[0] == pytest.approx(1 / math.sqrt(2))
     assert skew_kurtosis([0.2, 0.2, 0.2]) == (0.0, 3.0)  # flat: a normal's
     assert skew_kurtosis([0.1, 0.3]) == (0.0, 3.0)  # too few to estimate
+
+
+def test_market_exposure_recovers_a_known_line() -> None:
+    """``y = 0.001 + 0.5 x`` exactly: beta 0.5, alpha 0.1% a day, an interval of one point."""
+    x = np.random.default_rng(0).normal(0.0, 0.02, 400)
+    found = market_exposure(0.001 + 0.5 * x, x)
+    assert found["beta"] == pytest.approx(0.5)
+    assert found["alpha_daily_pct"] == pytest.approx(0.1)
+    assert found["alpha_ci95_pct"] == pytest.approx([0.1, 0.1])
+    assert found["correlation"] == pytest.approx(1.0)
+    holding = market_exposure(x, x)  # holding the market: all of it is exposure
+    assert (holding["beta"], holding["alpha_daily_pct"]) == pytest.approx((1.0, 0.0))
+
+
+def test_part_time_exposure_to_a_rising_market_is_no_alpha() -> None:
+    """A policy long a rising market on a random half of the days earns a positive mean, but
+    the interval of its alpha spans 0 and its beta is about 0.5; a real 0.2%/day edge on top
+    shows as an alpha whose interval lies above 0. Same seed, same figures."""
+    rng = np.random.default_rng(1)
+    market = rng.normal(0.002, 0.03, 1460)
+    in_market = rng.random(1460) < 0.5
+    luck = market * in_market
+    assert luck.mean() > 0
+    found = market_exposure(luck, market, seed=3)
+    assert found["beta"] == pytest.approx(0.5, abs=0.05)
+    low, high = found["alpha_ci95_pct"]
+    assert low < 0 < high
+    assert market_exposure(luck, market, seed=3) == found
+    edge = market_exposure(luck + 0.002, market, seed=3)
+    assert edge["alpha_ci95_pct"][0] > 0
+    assert edge["beta"] == pytest.approx(found["beta"])
+
+
+@pytest.mark.parametrize(
+    ("returns", "market", "message"),
+    [
+        ([0.1, 0.2, 0.3], [0.1, 0.2], "3 returns and 2 market days differ"),
+        ([0.1, 0.2], [0.1, 0.2], "2 days; at least 3"),
+        ([0.1, 0.2, 0.3], [0.01, 0.01, 0.01], "never change"),
+        ([0.1, float("nan"), 0.3], [0.1, 0.2, 0.3], "non-finite"),
+    ],
+)
+def test_market_exposure_refuses_what_it_cannot_fit(
+    returns: list[float], market: list[float], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        market_exposure(returns, market)

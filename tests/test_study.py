@@ -20,6 +20,7 @@ from nexlify.errors import ConfigError, DataError
 from nexlify.evaluation.edge import window_daily_returns
 from nexlify.pipeline.auto_retrain import SUMMARY_FILE
 from nexlify.pipeline.study import (
+    MARKET_DAILY,
     RESULTS_FILE,
     TRIALS_FILE,
     StudySpec,
@@ -112,6 +113,13 @@ def test_study_tests_each_year_once_beside_every_baseline(study_run: dict[str, A
                 assert low <= row["excess_daily_pct"] <= high
                 assert row["days"] == (366 if year == "2020" else 365)  # each day, once
             assert cell["test"]["start"] == f"{year}-01-01T00:00:00+00:00"
+            model, market = np.array(cell["model_excess_daily"]), np.array(cell[MARKET_DAILY])
+            beta, alpha = np.polyfit(market, model, 1)  # the model's line against the market
+            exposure = cell["model"]["market"]
+            assert exposure["beta"] == pytest.approx(beta)
+            assert exposure["alpha_daily_pct"] == pytest.approx(alpha * 100)
+            low, high = exposure["alpha_ci95_pct"]
+            assert low <= exposure["alpha_daily_pct"] <= high
         gate = entry["pipeline"]["edge"]  # what the pipeline's gate said before the year
         assert isinstance(gate["found"], bool) and 0.0 <= gate["p"] <= 1.0
     train_end = pd.Timestamp(results["years"]["2021"]["train"]["end"])
@@ -122,6 +130,7 @@ def test_study_tests_each_year_once_beside_every_baseline(study_run: dict[str, A
     table = (study_run["out"] / "study.md").read_text()
     assert "### 2021 on b" in table and "| model |" in table
     assert table.count("The pipeline's no-edge gate said: ") == 2
+    assert table.count("Beyond its exposure to buy-and-hold (beta ") == 3  # per year and venue
     trials = json.loads((study_run["out"].parent / TRIALS_FILE).read_text())
     assert trials["n_trials"] == 1 and set(next(iter(trials["configs"].values()))["daily_sharpe"]) \
         == {"2020/a", "2021/a", "2021/b"}  # fmt: skip

@@ -12,7 +12,7 @@ import yaml
 
 from nexlify.cli import main
 from nexlify.errors import ConfigError
-from nexlify.pipeline.study import RESULTS_FILE, TRIALS_FILE
+from nexlify.pipeline.study import MARKET_DAILY, RESULTS_FILE, TRIALS_FILE
 from nexlify.pipeline.study_seeds import (
     SEEDS_FILE,
     SEEDS_TABLE,
@@ -167,3 +167,25 @@ def test_studies_running_at_once_keep_every_configuration(tmp_path: Path) -> Non
     assert trials["n_trials"] == 4
     for entry in trials["configs"].values():
         assert len(entry["daily_sharpe"]) == 40  # every year each process recorded
+
+
+def test_seed_averaged_beta_and_alpha_against_buy_and_hold() -> None:
+    """With buy-and-hold's days recorded, the equal split across seeds gets its beta to them
+    and the alpha left over (the line through the averaged days); results from before the
+    market was recorded get neither, and their table says nothing about it."""
+    market = {"2021": [0.02, -0.01], "2022": [0.03, -0.02]}
+    one = {y: _cell(1.0, 1.0, [0.5 * m + 0.001 for m in market[y]]) for y in market}
+    two = {y: _cell(1.0, 1.0, [0.3 * m for m in market[y]]) for y in market}
+    recorded = {}
+    for seed, cells in ((1, one), (2, two)):
+        cells = {y: {**cell, MARKET_DAILY: market[y]} for y, cell in cells.items()}
+        recorded[seed] = _results(cells, pooled=1.0, low=0.5)
+    averaged = seed_summary(recorded)["venues"]["a"]["model"]["seed_averaged"]
+    assert averaged["market"]["beta"] == pytest.approx(0.4)  # (0.5 + 0.3) / 2
+    assert averaged["market"]["alpha_daily_pct"] == pytest.approx(0.05)  # 0.001 / 2, in %
+    assert "Beyond its exposure to buy-and-hold (beta 0.40): alpha +0.0500%/day" in (
+        seeds_markdown(seed_summary(recorded))
+    )
+    older = seed_summary({1: _results(one, 1.0, 0.5), 2: _results(two, 1.0, 0.5)})
+    assert "market" not in older["venues"]["a"]["model"]["seed_averaged"]
+    assert "exposure" not in seeds_markdown(older)

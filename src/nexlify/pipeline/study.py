@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from nexlify.data.enrichment import with_external_features
@@ -32,6 +33,7 @@ from nexlify.data.quality import load_checked_pairs, quality_notes
 from nexlify.errors import ConfigError, DataError
 from nexlify.evaluation.backtest import backtest, check_compatible, load_model_for_backtest
 from nexlify.evaluation.edge import window_daily_returns
+from nexlify.evaluation.stats import market_exposure
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.market.evaluate import EvaluationResult
 from nexlify.pipeline.auto_retrain import ProgressSink, run_pipeline
@@ -67,6 +69,9 @@ from nexlify.train.config import RunConfig, run_config_from_dict
 RESULTS_FILE = "study.json"
 TABLE_FILE = "study.md"
 TRIALS_FILE = "study_trials.json"
+MARKET_DAILY = "buy_and_hold_excess_daily"
+"""Key of buy-and-hold's daily excess over cash in a venue's year: the market the model rows'
+beta and alpha are measured against (results from before it was recorded lack it)."""
 DEFAULT_YEARS = (2021, 2022, 2023, 2024)
 CONTINUE_STUDY = "the same nexlify study command (finished years and runs are kept)"
 MIN_TRAIN_DAYS = 180.0
@@ -310,10 +315,15 @@ def _test_year(
             rows[name] = policy_row(other, data, cash_daily, seed)
         for name, baseline in result.baselines.items():
             rows[name] = policy_row(baseline, data, cash_daily, seed)
+        judged = {"model": result.model, **extra}
+        market = result.baselines.get("buy_and_hold")
         excess = {
             name: window_daily_returns(data, run) - (cash_daily if cash_daily is not None else 0)
-            for name, run in {"model": result.model, **extra}.items()
+            for name, run in {**judged, **({"buy_and_hold": market} if market else {})}.items()
         }
+        if market is not None:  # how much of each model row is the market's move
+            for name in judged:
+                rows[name]["market"] = _exposure(excess[name], excess["buy_and_hold"], seed)
         end = data.span()[1]
         out[venue] = {
             "test": {"start": _bar_time(data, obs).isoformat(), "end": end.isoformat(),
@@ -324,6 +334,14 @@ def _test_year(
                for name, daily in excess.items()},
         }  # fmt: skip
     return out
+
+
+def _exposure(returns: np.ndarray, market: np.ndarray, seed: int) -> dict[str, Any]:
+    """The model's beta to buy-and-hold and its alpha; why not, where none can be fitted."""
+    try:
+        return market_exposure(returns, market, seed=seed)
+    except ValueError as exc:
+        return {"beta": None, "alpha_daily_pct": None, "why": str(exc)}
 
 
 def _run_year(

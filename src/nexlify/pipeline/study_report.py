@@ -34,6 +34,20 @@ def _row(name: str, row: Mapping[str, Any]) -> str:
     )
 
 
+def market_text(market: Mapping[str, Any] | None) -> str:
+    """`` Beyond its exposure to buy-and-hold (beta 0.12): alpha +0.0010%/day [...]``; empty
+    for results recorded before the exposure was."""
+    if not market:
+        return ""
+    if market.get("alpha_daily_pct") is None:
+        return f" Exposure to buy-and-hold: n/a ({market.get('why')})."
+    low, high = market["alpha_ci95_pct"]
+    return (
+        f" Beyond its exposure to buy-and-hold (beta {market['beta']:.2f}): alpha "
+        f"{market['alpha_daily_pct']:+.4f}%/day [{low:+.4f}, {high:+.4f}]."
+    )
+
+
 def _dsr_text(dsr: Mapping[str, Any] | None) -> str:
     if not dsr:
         return "n/a"
@@ -76,7 +90,8 @@ def _year_section(year: str, entry: Mapping[str, Any]) -> list[str]:
             *(_row(name, row) for name, row in _policies(cell)),
             "",
             f"Deflated Sharpe of the model: {_dsr_text(cell['model'].get('deflated_sharpe'))}. "
-            f"Return > 0 and Sharpe above 0 and every baseline: **{verdict}**.",
+            f"Return > 0 and Sharpe above 0 and every baseline: **{verdict}**."
+            + market_text(cell["model"].get("market")),
             "",
             *_late_start(test),
         ]

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from nexlify.errors import ConfigError
+from nexlify.evaluation.stats import market_exposure
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.pipeline.auto_retrain import ProgressSink
-from nexlify.pipeline.study import TRIALS_FILE, StudySpec, run_study
-from nexlify.pipeline.study_report import beats_everything
+from nexlify.pipeline.study import MARKET_DAILY, TRIALS_FILE, StudySpec, run_study
+from nexlify.pipeline.study_report import beats_everything, market_text
 from nexlify.pipeline.study_stats import MODEL_ROWS, excess_fields
 from nexlify.train.config import PipelineConfig, RunConfig, run_config_from_dict
 
@@ -199,22 +200,31 @@ def _seed_averaged(
     by_seed: Mapping[int, Mapping[str, Any]], years: Sequence[str], venue: str, policy: str
 ) -> dict[str, Any] | None:
     """Mean over the seeds of each day's excess over cash, over the years every seed finished
-    (the same days in each): an equal split of the account across the seeds' models."""
+    (the same days in each): an equal split of the account across the seeds' models. With
+    buy-and-hold's days recorded for every such year, also the split's beta to it and alpha."""
     key = f"{policy}_excess_daily"
     days: list[np.ndarray] = []
+    market: list[np.ndarray] = []
     for year in years:
-        series = [np.asarray(r["years"][year]["venues"][venue][key]) for r in by_seed.values()
-                  if key in r["years"].get(year, {}).get("venues", {}).get(venue, {})]  # fmt: skip
-        if len(series) != len(by_seed):
+        cells = [r["years"][year]["venues"][venue] for r in by_seed.values()
+                 if key in r["years"].get(year, {}).get("venues", {}).get(venue, {})]  # fmt: skip
+        if len(cells) != len(by_seed):
             continue  # a year not every seed finished
+        series = [np.asarray(cell[key]) for cell in cells]
         if len({s.size for s in series}) != 1:
             raise ConfigError(f"study seeds: year {year} on {venue} has a different number of "
                               "days in different seeds' results (other data?)")  # fmt: skip
         days.append(np.mean(series, axis=0))
+        held = [cell.get(MARKET_DAILY) for cell in cells]
+        if all(h is not None for h in held):
+            market.append(np.asarray(held[0], dtype=np.float64))
     if not days:
         return None
     pooled = np.concatenate(days)
-    return {"years": len(days), "days": int(pooled.size), **excess_fields(pooled, 0)}
+    averaged = {"years": len(days), "days": int(pooled.size), **excess_fields(pooled, 0)}
+    if len(market) == len(days):
+        averaged["market"] = market_exposure(pooled, np.concatenate(market))
+    return averaged
 
 
 # ---- the table ---------------------------------------------------------------------------------
@@ -288,7 +298,9 @@ def _verdict(row: Mapping[str, Any]) -> str:
         f"Seed-averaged excess over cash: {averaged['excess_daily_pct']:+.4f}%/day "
         f"[{low:+.4f}, {high:+.4f}] over {averaged['years']} year(s); seeds with a positive "
         f"pooled excess: {row['seeds_pooled_positive']} of {len(row['per_seed'])}, with its "
-        f"interval above 0: {row['seeds_interval_above_0']}. "
+        f"interval above 0: {row['seeds_interval_above_0']}."
+        + market_text(averaged.get("market"))
+        + " "
     )
     if not row["complete"]:
         return text + "**Incomplete**: not every seed has finished every year."
