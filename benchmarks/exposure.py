@@ -12,7 +12,8 @@ exposure the models carried on average, the alpha what is left, with a 95% stati
 interval (``nexlify.evaluation.stats.market_exposure``, the same line ``nexlify study`` now
 writes into ``study.md`` and ``seeds.md``). Each seed's own beta and alpha, and the rules-on
 baselines' (always-long and random under the folder's risk rules, the daily trend rule), are
-recorded beside it: a model's alpha means little unless it is above a random policy's.
+recorded beside it: a model's alpha means little unless it is above a random policy's (one
+draw, seeded as the study's first seed, as ``target_baselines.py`` runs it).
 
 Buy-and-hold's days come from each ``study.json`` where the study recorded them, else they are
 recomputed from the candles with the folder's ``config.yaml`` (no training; buy-and-hold's
@@ -36,7 +37,7 @@ from nexlify.evaluation.stats import market_exposure
 from nexlify.io import atomic_write_json
 from nexlify.market.baselines import run_baselines
 from nexlify.pipeline.study import MARKET_DAILY, StudySpec, prepare_markets
-from nexlify.pipeline.study_seeds import seed_summary
+from nexlify.pipeline.study_seeds import SEEDS_FILE, seed_summary
 from nexlify.train.config import load_run_config, run_config_from_dict
 
 ROOT = Path(__file__).parent / "results" / "study"
@@ -67,9 +68,9 @@ def _market_days(
     """Per test year: buy-and-hold's daily excess over cash and the baselines', from the
     candles with the folder's config (checked against the study's recorded buy-and-hold)."""
     first = next(iter(by_seed.values()))
+    first_seed = json.loads((folder / SEEDS_FILE).read_text())["seeds"][0]  # the random draw's
     config = run_config_from_dict(
-        {"data": {"data_dir": data_dir}},
-        load_run_config(sorted(folder.glob("seed_*/config.yaml"))[0]),
+        {"data": {"data_dir": data_dir}}, load_run_config(folder / f"seed_{first_seed}/config.yaml")
     )
     spec = StudySpec(data_dir=data_dir, venue=VENUE, years=tuple(first["spec"]["years"]))
     out: dict[str, dict[str, np.ndarray]] = {}

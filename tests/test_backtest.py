@@ -73,6 +73,17 @@ def test_backtest_json_has_each_policys_excess_return_over_cash(
     hold = excess["buy_and_hold"]
     assert hold["n_days"] == 30 and hold["low_pct"] < hold["mean_pct"] < hold["high_pct"]
     assert "stationary bootstrap" in hold["method"]
+    exposure = table["market_exposure"]  # each policy against buy-and-hold's days
+    assert set(exposure) == set(excess)
+    assert exposure["buy_and_hold"]["beta"] == pytest.approx(1.0)
+    assert exposure["buy_and_hold"]["alpha_daily_pct"] == pytest.approx(0.0, abs=1e-12)
+    assert exposure["cash"]["beta"] == 0.0 and exposure["cash"]["alpha_daily_pct"] == 0.0
+    model = exposure["model"]
+    low, high = model["alpha_ci95_pct"]
+    assert low <= model["alpha_daily_pct"] <= high
+    # alpha = mean - beta * the market's mean: the line through the two excess means
+    expected = excess["model"]["mean_pct"] - model["beta"] * hold["mean_pct"]
+    assert model["alpha_daily_pct"] == pytest.approx(expected)
 
 
 def test_backtest_table_is_readable_at_80_columns(saved_model: Path) -> None:
@@ -80,7 +91,7 @@ def test_backtest_table_is_readable_at_80_columns(saved_model: Path) -> None:
 
     from nexlify.commands.backtest import backtest_table
     from nexlify.evaluation.backtest import METRIC_COLUMNS
-    from nexlify.report.tables import EXCESS_ROWS
+    from nexlify.report.tables import EXCESS_ROWS, EXPOSURE_CAPTION
 
     agent, spec = load_model_for_backtest(saved_model)
     data = cut_period(synthetic_market(PAIRS, "1h", seed=0), "2023-06-01", "2023-06-30")
@@ -92,8 +103,9 @@ def test_backtest_table_is_readable_at_80_columns(saved_model: Path) -> None:
     lines = text.splitlines()
     for _, title, _ in METRIC_COLUMNS:  # each metric on one line, in full
         assert any(line.lstrip().startswith(title) for line in lines), title
-    for _, title in EXCESS_ROWS:
+    for title in (*(title for _, title in EXCESS_ROWS), "market beta", "alpha %/day"):
         assert any(line.lstrip().startswith(title) for line in lines), title
+    assert " ".join(EXPOSURE_CAPTION.split()[:4]) in " ".join(text.split())
     words = set(text.split())
     for name in ("model", "cash", "buy_and_hold", "trend", "always_long", "sma_crossover"):
         assert set(name.split("_")) <= words, name  # a name may wrap between its words

@@ -20,7 +20,13 @@ from nexlify.evaluation.backtest import (
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.pipeline.data_choice import load_training_market
 from nexlify.report.html import backtest_report_html
-from nexlify.report.tables import excess_caption, excess_rows, policy_table
+from nexlify.report.tables import (
+    EXPOSURE_CAPTION,
+    excess_caption,
+    excess_rows,
+    exposure_rows,
+    policy_table,
+)
 from nexlify.train.config import DataConfig
 
 
@@ -80,5 +86,12 @@ def backtest_table(table_data: dict[str, Any], source: str) -> Table:
     ]
     title = (f"Backtest {period['start'][:16]} .. {period['end'][:16]} "
              f"({period['bars']} bars, {source})")  # fmt: skip
-    return policy_table(title, list(metrics), rows + excess_rows(excess, list(metrics)),
-                        excess_caption(excess["model"]["method"]))  # fmt: skip
+    policies = list(metrics)
+    exposure = table_data.get("market_exposure", {})
+    caption = excess_caption(excess["model"]["method"])
+    return policy_table(
+        title,
+        policies,
+        rows + excess_rows(excess, policies) + exposure_rows(exposure, policies),
+        caption + ("; " + EXPOSURE_CAPTION if exposure else ""),
+    )

@@ -22,7 +22,7 @@ from nexlify.config import MarketConfig, from_dict
 from nexlify.data.features import FeatureConfig, feature_config_from_dict, feature_warmup
 from nexlify.data.market_data import MarketData
 from nexlify.errors import CheckpointError, ConfigError, DataError
-from nexlify.evaluation.edge import excess_daily_return
+from nexlify.evaluation.edge import excess_daily_return, exposure_to_market, window_daily_returns
 from nexlify.market.baselines import run_baselines
 from nexlify.market.evaluate import EvaluationResult, GreedyActor, greedy_run
 
@@ -137,9 +137,22 @@ class BacktestResult:
             for name, run in self.runs().items()
         }
 
+    def exposure(self, seed: int = 0) -> dict[str, dict[str, Any]]:
+        """Per policy, its beta to buy-and-hold's daily returns and the alpha beyond it with
+        its 95% interval (:func:`exposure_to_market`); empty without buy-and-hold."""
+        market = self.baselines.get("buy_and_hold")
+        if market is None:
+            return {}
+        days = window_daily_returns(self.data, market)
+        return {
+            name: exposure_to_market(window_daily_returns(self.data, run), days, seed=seed)
+            for name, run in self.runs().items()
+        }
+
     def table(self) -> dict[str, Any]:
         """``{"model": {...metrics}, "baselines": {name: {...metrics}}, "period": {...},
-        "excess_daily_return": {policy: {mean_pct, low_pct, high_pct, ...}}}``."""
+        "excess_daily_return": {policy: {mean_pct, low_pct, high_pct, ...}},
+        "market_exposure": {policy: {beta, alpha_daily_pct, alpha_ci95_pct, ...}}}``."""
         start, end = self.data.span()
         return {
             "period": {
@@ -151,6 +164,7 @@ class BacktestResult:
             "model": self.model.metrics[0].to_dict(),
             "baselines": {k: r.metrics[0].to_dict() for k, r in self.baselines.items()},
             "excess_daily_return": self.excess(),
+            "market_exposure": self.exposure(),
         }
 
 

@@ -3,6 +3,8 @@
 - ``excess_daily_return``: the mean daily return over cash (cash earns 0) of one run, from its
   equity curve resampled to UTC days, with a 95% stationary-bootstrap interval (daily returns
   are serially dependent, so blocks are resampled rather than single days).
+- ``exposure_to_market``: a run's beta to buy-and-hold's daily returns and the alpha beyond it
+  (``stats.market_exposure``), or why none can be fitted.
 - ``edge_verdict``: the no-edge gate. The deflated Sharpe ratio (Bailey & Lopez de Prado 2014)
   of the chosen model on the data it was selected on, with every candidate the selection scored
   counted as a trial: the probability that its true Sharpe beats the best Sharpe as many
@@ -34,6 +36,7 @@ from nexlify.evaluation.stats import (
     default_mean_block,
     deflated_sharpe_ratio,
     expected_max_sharpe,
+    market_exposure,
     probability_of_backtest_overfitting,
     skew_kurtosis,
     stationary_bootstrap_ci,
@@ -103,6 +106,17 @@ def excess_of_returns(returns: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
         out.update(low_pct=low * 100.0, high_pct=high * 100.0,
                    method=f"stationary bootstrap, mean block {block:.1f} days")  # fmt: skip
     return out
+
+
+def exposure_to_market(returns: np.ndarray, market: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+    """:func:`~nexlify.evaluation.stats.market_exposure` of daily excess ``returns`` on the
+    market's (buy-and-hold's); where no line can be fitted (a market that never moved, fewer
+    than 3 days) the same keys are None and ``why`` says what was missing."""
+    try:
+        return market_exposure(returns, market, seed=seed)
+    except ValueError as exc:
+        return {"beta": None, "alpha_daily_pct": None, "alpha_ci95_pct": [None, None],
+                "why": str(exc)}  # fmt: skip
 
 
 def format_excess(excess: dict[str, Any]) -> str:

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from nexlify.data.enrichment import with_external_features
@@ -32,8 +31,7 @@ from nexlify.data.market_data import MarketData, build_market_data
 from nexlify.data.quality import load_checked_pairs, quality_notes
 from nexlify.errors import ConfigError, DataError
 from nexlify.evaluation.backtest import backtest, check_compatible, load_model_for_backtest
-from nexlify.evaluation.edge import window_daily_returns
-from nexlify.evaluation.stats import market_exposure
+from nexlify.evaluation.edge import exposure_to_market, window_daily_returns
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.market.evaluate import EvaluationResult
 from nexlify.pipeline.auto_retrain import ProgressSink, run_pipeline
@@ -323,7 +321,9 @@ def _test_year(
         }
         if market is not None:  # how much of each model row is the market's move
             for name in judged:
-                rows[name]["market"] = _exposure(excess[name], excess["buy_and_hold"], seed)
+                rows[name]["market"] = exposure_to_market(
+                    excess[name], excess["buy_and_hold"], seed=seed
+                )
         end = data.span()[1]
         out[venue] = {
             "test": {"start": _bar_time(data, obs).isoformat(), "end": end.isoformat(),
@@ -334,14 +334,6 @@ def _test_year(
                for name, daily in excess.items()},
         }  # fmt: skip
     return out
-
-
-def _exposure(returns: np.ndarray, market: np.ndarray, seed: int) -> dict[str, Any]:
-    """The model's beta to buy-and-hold and its alpha; why not, where none can be fitted."""
-    try:
-        return market_exposure(returns, market, seed=seed)
-    except ValueError as exc:
-        return {"beta": None, "alpha_daily_pct": None, "why": str(exc)}
 
 
 def _run_year(

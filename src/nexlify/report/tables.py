@@ -52,6 +52,28 @@ def excess_rows(
     return rows
 
 
+def exposure_rows(
+    exposure: dict[str, dict[str, Any]], policies: Sequence[str]
+) -> list[tuple[str, list[str]]]:
+    """Beta to buy-and-hold and the alpha beyond it (percent per day, with its interval), set
+    off by a line; none without buy-and-hold."""
+    if not exposure:
+        return []
+    cells = [exposure[name] for name in policies]
+    return [
+        ("-market beta", ["n/a" if c["beta"] is None else f"{c['beta']:.3f}" for c in cells]),
+        ("alpha %/day", [_pct(c["alpha_daily_pct"]) for c in cells]),
+        ("95% low", [_pct(c["alpha_ci95_pct"][0]) for c in cells]),
+        ("95% high", [_pct(c["alpha_ci95_pct"][1]) for c in cells]),
+    ]
+
+
+EXPOSURE_CAPTION = (
+    "market beta, alpha: daily returns regressed on buy-and-hold's; alpha is the mean daily return "
+    "beyond that market exposure (an excess with an alpha near 0 is exposure, not skill)"
+)
+
+
 def excess_caption(method: str) -> str:
     """What the excess rows mean and how their interval was made."""
     return f"excess %/day: mean daily return over cash (which earns 0); 95% interval by {method}"
