@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from nexlify.errors import ConfigError
-from nexlify.evaluation.stats import market_exposure
+from nexlify.evaluation.edge import exposure_to_market
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.pipeline.auto_retrain import ProgressSink
 from nexlify.pipeline.study import MARKET_DAILY, TRIALS_FILE, StudySpec, run_study
@@ -223,7 +223,7 @@ def _seed_averaged(
     pooled = np.concatenate(days)
     averaged = {"years": len(days), "days": int(pooled.size), **excess_fields(pooled, 0)}
     if len(market) == len(days):
-        averaged["market"] = market_exposure(pooled, np.concatenate(market))
+        averaged["market"] = exposure_to_market(pooled, np.concatenate(market))
     return averaged
 
 
