@@ -25,6 +25,7 @@ Writes ``benchmarks/results/study/exposure.json``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -98,13 +99,12 @@ def one_folder(folder: Path, data_dir: str) -> dict[str, Any]:
         MARKET_DAILY in r["years"][y]["venues"][VENUE] for r in by_seed.values() for y in years
     )
     days = None if recorded else _market_days(folder, by_seed, data_dir)
-    for results in by_seed.values():  # buy-and-hold's days where the study did not record them
-        for year in years:
+    if days is not None:  # buy-and-hold's days where the study did not record them
+        for results, year in itertools.product(by_seed.values(), years):
             cell = results["years"][year]["venues"][VENUE]
-            if days is not None:
-                if len(days[year]["buy_and_hold"]) != len(cell["model_excess_daily"]):
-                    raise SystemExit(f"{folder} {year}: the candles give other days than the study")
-                cell[MARKET_DAILY] = days[year]["buy_and_hold"].tolist()
+            if len(days[year]["buy_and_hold"]) != len(cell["model_excess_daily"]):
+                raise SystemExit(f"{folder} {year}: the candles give other days than the study")
+            cell[MARKET_DAILY] = days[year]["buy_and_hold"].tolist()
     row = seed_summary(by_seed)["venues"][VENUE]["model"]
     market = np.concatenate([by_seed[next(iter(by_seed))]["years"][y]["venues"][VENUE][MARKET_DAILY]
                              for y in years])  # fmt: skip

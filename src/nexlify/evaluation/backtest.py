@@ -12,9 +12,11 @@ over the whole period (one window), greedy, through the same simulator as traini
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from nexlify.agent.ensemble import load_policy
@@ -22,7 +24,7 @@ from nexlify.config import MarketConfig, from_dict
 from nexlify.data.features import FeatureConfig, feature_config_from_dict, feature_warmup
 from nexlify.data.market_data import MarketData
 from nexlify.errors import CheckpointError, ConfigError, DataError
-from nexlify.evaluation.edge import excess_daily_return, exposure_to_market, window_daily_returns
+from nexlify.evaluation.edge import excess_of_returns, exposure_to_market, window_daily_returns
 from nexlify.market.baselines import run_baselines
 from nexlify.market.evaluate import EvaluationResult, GreedyActor, greedy_run
 
@@ -130,23 +132,24 @@ class BacktestResult:
         """The model first, then every baseline."""
         return {"model": self.model, **self.baselines}
 
+    @cached_property
+    def daily(self) -> dict[str, np.ndarray]:
+        """Per policy, its daily returns (cash earns 0: they are its excess over cash), resampled
+        once for the excess and the exposure."""
+        return {name: window_daily_returns(self.data, run) for name, run in self.runs().items()}
+
     def excess(self, seed: int = 0) -> dict[str, dict[str, Any]]:
         """Per policy, the mean daily return over cash with its 95% bootstrap interval."""
-        return {
-            name: excess_daily_return(self.data, run, seed=seed)
-            for name, run in self.runs().items()
-        }
+        return {name: excess_of_returns(days, seed=seed) for name, days in self.daily.items()}
 
     def exposure(self, seed: int = 0) -> dict[str, dict[str, Any]]:
         """Per policy, its beta to buy-and-hold's daily returns and the alpha beyond it with
         its 95% interval (:func:`exposure_to_market`); empty without buy-and-hold."""
-        market = self.baselines.get("buy_and_hold")
+        market = self.daily.get("buy_and_hold")
         if market is None:
             return {}
-        days = window_daily_returns(self.data, market)
         return {
-            name: exposure_to_market(window_daily_returns(self.data, run), days, seed=seed)
-            for name, run in self.runs().items()
+            name: exposure_to_market(days, market, seed=seed) for name, days in self.daily.items()
         }
 
     def table(self) -> dict[str, Any]:

@@ -315,9 +315,10 @@ def _test_year(
             rows[name] = policy_row(baseline, data, cash_daily, seed)
         judged = {"model": result.model, **extra}
         market = result.baselines.get("buy_and_hold")
+        kept = judged if market is None else {**judged, "buy_and_hold": market}
         excess = {
             name: window_daily_returns(data, run) - (cash_daily if cash_daily is not None else 0)
-            for name, run in {**judged, **({"buy_and_hold": market} if market else {})}.items()
+            for name, run in kept.items()
         }
         if market is not None:  # how much of each model row is the market's move
             for name in judged:
