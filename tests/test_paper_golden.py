@@ -181,9 +181,15 @@ def test_cli_backtest_of_the_pipeline_model_matches_the_library_backtest(
     agent, spec = load_model_for_backtest(run / "final_model.pt")
     frame = read_candles(data_dir / "BTC_USDT-1h.csv")
     data = cut_period(build_market_data({"BTC/USDT": frame}, "1h", "files"), "2024-12-01", None)
-    expected = backtest(agent, spec, data).model.metrics[0]
+    result = backtest(agent, spec, data)
+    expected = result.model.metrics[0]
     assert table["model"]["final_equity"] == pytest.approx(expected.final_equity, rel=1e-12)
     assert table["model"]["n_trades"] == expected.n_trades
+    exposure = result.exposure()["model"]  # the beta/alpha rows the command prints
+    assert table["market_exposure"]["model"]["beta"] == pytest.approx(exposure["beta"])
+    assert table["market_exposure"]["model"]["alpha_daily_pct"] == pytest.approx(
+        exposure["alpha_daily_pct"]
+    )
 
 
 def test_warm_up_is_reported_and_max_bars_counts_trading_bars(
