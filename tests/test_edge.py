@@ -17,8 +17,10 @@ from nexlify.data.sources import synthetic_market
 from nexlify.errors import CheckpointError
 from nexlify.evaluation.edge import (
     describe_edge,
+    describe_market,
     edge_verdict,
     excess_daily_return,
+    market_line,
     read_model_edge,
     write_model_edge,
 )
@@ -67,8 +69,9 @@ def test_stationary_interval_is_wider_for_trending_returns() -> None:
     assert stationary_bootstrap_ci(x, seed=5) == stationary_bootstrap_ci(x, seed=5)
 
 
-def _run(data, equity: np.ndarray) -> EvaluationResult:  # type: ignore[no-untyped-def]
-    return EvaluationResult(metrics=[], equity_curves=[equity], trades=[[]], risk=[{}], starts=[0])
+def _run(data, equity: np.ndarray, start: int = 0) -> EvaluationResult:  # type: ignore[no-untyped-def]
+    return EvaluationResult(metrics=[], equity_curves=[equity], trades=[[]], risk=[{}],
+                            starts=[start])  # fmt: skip
 
 
 def _n_days(data) -> int:  # type: ignore[no-untyped-def]
@@ -82,6 +85,31 @@ def test_cash_has_zero_excess_return() -> None:
     excess = excess_daily_return(data, _run(data, np.full(data.n_bars, 1000.0)))
     assert excess["mean_pct"] == 0.0 and (excess["low_pct"], excess["high_pct"]) == (0.0, 0.0)
     assert excess["n_days"] == _n_days(data) > 3 and "stationary bootstrap" in excess["method"]
+
+
+def test_the_market_line_of_the_market_itself_and_of_half_of_it() -> None:
+    """Buy-and-hold against itself has beta 1 and no alpha; an account with half its equity in
+    the basket (the curve's moves halved, day by day) beta 1/2; cash beta 0."""
+    from nexlify.config import MarketConfig
+    from nexlify.market.baselines import run_baseline
+
+    data = synthetic_market(("BTC/USDT", "ETH/USDT"), "1h", seed=4, days=40)
+    market = MarketConfig()
+    hold = run_baseline("buy_and_hold", data, market, episode_length=0)
+    itself = market_line(data, hold, market, seed=1)
+    assert itself["beta"] == pytest.approx(1.0) and itself["alpha_daily_pct"] == pytest.approx(
+        0.0, abs=1e-12)  # fmt: skip
+    curve = hold.equity_curves[0]
+    half = curve[0] * np.cumprod(np.r_[1.0, 1.0 + 0.5 * (curve[1:] / curve[:-1] - 1.0)])
+    halved = market_line(data, _run(data, half, hold.starts[0]), market, seed=1)
+    assert 0.45 < halved["beta"] < 0.55  # bar by bar half, so about half of each day's return
+    cash = market_line(data, _run(data, np.full(curve.size, 1000.0), hold.starts[0]), market)
+    assert cash["beta"] == pytest.approx(0.0, abs=1e-12) and cash["alpha_ci95_pct"] == [0.0, 0.0]
+    assert "beta 1.00" in describe_market(itself) and "alpha +0.0000%/day" in describe_market(
+        itself)  # fmt: skip
+    short = market_line(data, _run(data, curve[:-30], hold.starts[0]), market)
+    assert short["beta"] is None and "differ" in short["why"]
+    assert describe_market(short).startswith("exposure to buy-and-hold: n/a (")
 
 
 def test_deflated_sharpe_gate_by_hand() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from nexlify.agent.dqn import load_agent
-from nexlify.evaluation.edge import read_model_edge
+from nexlify.evaluation.edge import describe_edge, read_model_edge
 from nexlify.pipeline import auto_retrain
 from tests.test_pipeline import fake_unit_factory, run_tiny
 
@@ -36,6 +37,10 @@ def test_the_summary_and_the_final_model_carry_the_verdict(
     assert edge["found"] == (edge["p"] < 0.05 and pbo["value"] <= 0.5)
     assert edge["period"]["start"] == summary["validation_window"]["start"]
     assert edge["excess_daily_return"]["n_days"] >= 9
+    line = edge["market"]  # the model's exposure to buy-and-hold over the same bars
+    low, high = line["alpha_ci95_pct"]
+    assert math.isfinite(line["beta"]) and low <= line["alpha_daily_pct"] <= high
+    assert "beyond its exposure to buy-and-hold (beta" in describe_edge(edge)
     on_disk = json.loads((tmp_path / "out" / auto_retrain.SUMMARY_FILE).read_text())
     assert on_disk["edge"] == edge
     final = Path(summary["final_model_path"])
@@ -52,6 +57,10 @@ def test_the_summary_and_the_final_model_carry_the_verdict(
     assert hold["n_days"] >= 9 and hold["low_pct"] < hold["mean_pct"] < hold["high_pct"]
     report = (tmp_path / "out" / "training_report.md").read_text()
     assert "Edge over cash:" in report and f"p = {edge['p']:.3f}" in report
+    assert (
+        f"(beta {line['beta']:.2f}): alpha" in report
+        and f"(beta {line['beta']:.2f})" in last.getMessage()
+    )
 
 
 def test_a_gate_that_cannot_run_says_no_edge(

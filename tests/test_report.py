@@ -56,6 +56,12 @@ def test_report_command_writes_a_self_contained_page(run_dir: Path) -> None:
     for name in ("cash", "buy_and_hold", "trend", "always_long", "sma_crossover", "random"):
         assert f"<td>{name}</td>" in text, name  # every baseline in the results table
     assert "excess %/day [95% CI]" in text
+    assert "<th>market beta</th>" in text and "<th>alpha %/day [95% CI]</th>" in text
+    hold = re.search(
+        r"<tr><td>buy_and_hold</td>(?:<td>[^<]*</td>)*?<td>([^<]*)</td><td>([^<]*)</td></tr>", text
+    )
+    assert hold is not None and hold.group(1) == "1.000"  # the market against itself
+    assert hold.group(2).startswith(("+0.0000 [", "-0.0000 [")), hold.group(2)
 
 
 def test_report_refuses_a_folder_without_a_run(tmp_path: Path) -> None:
@@ -93,6 +99,7 @@ def test_backtest_html(run_dir: Path, tmp_path: Path) -> None:
     assert code == 0
     text = out.read_text()
     assert "Nexlify backtest" in text and "buy_and_hold" in text
+    assert "<th>market beta</th>" in text and "exposure, not skill" in text
 
 
 def test_paper_session_report(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from nexlify.cli import main
@@ -52,9 +53,19 @@ def test_folds_never_test_on_bars_they_trained_on(tmp_path: Path) -> None:
     assert set(excess) == {"model", *summary["folds"][0]["baselines"]}
     assert excess["cash"]["mean_pct"] == 0.0
     assert excess["model"]["n_days"] >= 10 * len(folds) - len(folds)
+    line = summary["market_exposure"]  # each policy on buy-and-hold, the same pooled days
+    assert set(line) == set(excess)
+    assert line["buy_and_hold"]["beta"] == pytest.approx(1.0)
+    assert line["buy_and_hold"]["alpha_daily_pct"] == pytest.approx(0.0, abs=1e-12)
+    assert line["cash"]["beta"] == 0.0
+    market_mean = excess["buy_and_hold"]["mean_pct"]
+    for name in ("model", "always_long", "random"):  # a least-squares line runs through the means
+        fitted = line[name]["alpha_daily_pct"] + line[name]["beta"] * market_mean
+        assert fitted == pytest.approx(excess[name]["mean_pct"], abs=1e-12)
+        assert line[name]["days"] == excess[name]["n_days"]
 
 
-def test_walk_forward_command(tmp_path: Path) -> None:
+def test_walk_forward_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "wf"
@@ -62,6 +73,8 @@ def test_walk_forward_command(tmp_path: Path) -> None:
                  "--test-days-per-fold", "10", "--fold-validation-days", "8", "--episodes", "2",
                  "--folds", "2", "--mode", "anchored", "--output-dir", str(out)])  # fmt: skip
     assert code == 0
+    table = " ".join(capsys.readouterr().err.split())
+    assert "market beta" in table and "alpha %/day" in table and "exposure, not skill" in table
     summary = json.loads((out / "walk_forward_summary.json").read_text())
     assert summary["mode"] == "anchored" and len(summary["folds"]) == 2
     first, second = summary["folds"]

@@ -15,7 +15,13 @@ from nexlify.pipeline.auto_retrain import attach_run_log
 from nexlify.pipeline.backends import require_backend
 from nexlify.pipeline.data_choice import load_training_market
 from nexlify.pipeline.walk_forward import WalkForwardSpec, run_walk_forward
-from nexlify.report.tables import excess_caption, excess_rows, policy_table
+from nexlify.report.tables import (
+    EXPOSURE_CAPTION,
+    excess_caption,
+    excess_rows,
+    exposure_rows,
+    policy_table,
+)
 from nexlify.train.config import replace_section
 
 HEADLINE_ROWS = (
@@ -88,11 +94,15 @@ def start_walk_forward(args: argparse.Namespace, console: Console) -> int:
         for key, title, fmt in HEADLINE_ROWS
     ]  # fmt: skip
     excess = summary["excess_daily_return"]
+    exposure = summary["market_exposure"]
     table = policy_table(
         f"Walk-forward ({spec.mode}, {len(summary['folds'])} folds), out of sample",
         policies,
-        rows + excess_rows(excess, policies),
-        "means over folds; " + excess_caption(excess["model"]["method"]) + " (all test days)",
+        rows + excess_rows(excess, policies) + exposure_rows(exposure, policies),
+        "means over folds; "
+        + excess_caption(excess["model"]["method"])
+        + " (all test days)"
+        + ("; " + EXPOSURE_CAPTION if exposure else ""),
     )
     console.print(table)
     return 0

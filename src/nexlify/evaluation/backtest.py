@@ -24,7 +24,7 @@ from nexlify.config import MarketConfig, from_dict
 from nexlify.data.features import FeatureConfig, feature_config_from_dict, feature_warmup
 from nexlify.data.market_data import MarketData
 from nexlify.errors import CheckpointError, ConfigError, DataError
-from nexlify.evaluation.edge import excess_of_returns, exposure_to_market, window_daily_returns
+from nexlify.evaluation.edge import excess_of_returns, exposures_to_market, window_daily_returns
 from nexlify.market.baselines import run_baselines
 from nexlify.market.evaluate import EvaluationResult, GreedyActor, greedy_run
 
@@ -144,13 +144,8 @@ class BacktestResult:
 
     def exposure(self, seed: int = 0) -> dict[str, dict[str, Any]]:
         """Per policy, its beta to buy-and-hold's daily returns and the alpha beyond it with
-        its 95% interval (:func:`exposure_to_market`); empty without buy-and-hold."""
-        market = self.daily.get("buy_and_hold")
-        if market is None:
-            return {}
-        return {
-            name: exposure_to_market(days, market, seed=seed) for name, days in self.daily.items()
-        }
+        its 95% interval (:func:`exposures_to_market`); empty without buy-and-hold."""
+        return exposures_to_market(self.daily, seed=seed)
 
     def table(self) -> dict[str, Any]:
         """``{"model": {...metrics}, "baselines": {name: {...metrics}}, "period": {...},

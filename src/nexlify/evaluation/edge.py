@@ -4,14 +4,15 @@
   equity curve resampled to UTC days, with a 95% stationary-bootstrap interval (daily returns
   are serially dependent, so blocks are resampled rather than single days).
 - ``exposure_to_market``: a run's beta to buy-and-hold's daily returns and the alpha beyond it
-  (``stats.market_exposure``), or why none can be fitted.
+  (``stats.market_exposure``), or why none can be fitted; ``describe_market`` says it in words.
 - ``edge_verdict``: the no-edge gate. The deflated Sharpe ratio (Bailey & Lopez de Prado 2014)
   of the chosen model on the data it was selected on, with every candidate the selection scored
   counted as a trial: the probability that its true Sharpe beats the best Sharpe as many
   unskilled candidates would show. ``p = 1 - DSR``; an edge is found when ``p < alpha`` and
   the selection is not overfit: the probability of backtest overfitting (CSCV, Bailey et al.
   2015) of choosing among the saved candidates by their in-sample Sharpe is at most ``PBO_MAX``
-  (``run_edge_gate``).
+  (``run_edge_gate``). The gate also records the model's exposure to buy-and-hold on the same
+  bars (``market``): an excess over cash made by being long a rising market is not a signal.
 - ``read_model_edge`` / ``write_model_edge``: the verdict stored in a model's checkpoint.
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,31 @@ def exposure_to_market(returns: np.ndarray, market: np.ndarray, *, seed: int = 0
                 "why": str(exc)}  # fmt: skip
 
 
+def exposures_to_market(
+    daily: Mapping[str, np.ndarray], *, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """:func:`exposure_to_market` of every policy's daily excess returns in ``daily`` on
+    ``daily["buy_and_hold"]`` (the same days); empty without buy-and-hold."""
+    market = daily.get("buy_and_hold")
+    if market is None:
+        return {}
+    return {name: exposure_to_market(days, market, seed=seed) for name, days in daily.items()}
+
+
+def describe_market(market: dict[str, Any] | None) -> str:
+    """``beyond its exposure to buy-and-hold (beta 0.12): alpha +0.0010%/day [-0.0021,
+    +0.0040]``; empty for results recorded before the exposure was."""
+    if not market:
+        return ""
+    if market.get("alpha_daily_pct") is None:
+        return f"exposure to buy-and-hold: n/a ({market.get('why')})"
+    low, high = market["alpha_ci95_pct"]
+    return (
+        f"beyond its exposure to buy-and-hold (beta {market['beta']:.2f}): alpha "
+        f"{market['alpha_daily_pct']:+.4f}%/day [{low:+.4f}, {high:+.4f}]"
+    )
+
+
 def format_excess(excess: dict[str, Any]) -> str:
     """``+0.012% [-0.030, +0.051]``: the mean daily excess return and its interval."""
     text = f"{excess['mean_pct']:+.3f}%"
@@ -204,6 +230,7 @@ def describe_edge(edge: dict[str, Any]) -> str:
         f"the best of {edge['trials']} unskilled candidates; deflated Sharpe p = {edge['p']:.3f} "
         f"(edge when < {edge['alpha']:g}){overfit}; mean daily excess return "
         f"{format_excess(edge['excess_daily_return'])}"
+        + (f"; {market}" if (market := describe_market(edge.get("market"))) else "")
     )
 
 
@@ -332,6 +359,7 @@ def run_edge_gate(
     agent, _ = load_policy(model_path)
     result = greedy_run(agent, val, market)
     edge = edge_verdict(val, result, candidate_sharpes(summary), seed=seed)
+    edge["market"] = market_line(val, result, market, seed=seed)
     paths = candidate_paths(summary)
     continuous = replace(market, env=replace(market.env, episode_length=0))
     returns = candidate_returns(paths, val, continuous) if paths else np.zeros((val.n_bars, 0))
@@ -339,3 +367,17 @@ def run_edge_gate(
     if edge["found"] and (edge["pbo"]["value"] or 0.0) > PBO_MAX:
         edge["found"] = False
     return edge
+
+
+def market_line(
+    val: MarketData, result: EvaluationResult, market: MarketConfig, *, seed: int = 0
+) -> dict[str, Any]:
+    """:func:`exposure_to_market` of a continuous run (``result``, window 0) on buy-and-hold's
+    daily returns over the same bars of ``val`` (an equal-weight basket bought once, no risk
+    rules; cash earns 0, so both are excess returns over cash)."""
+    from nexlify.market.baselines import run_baseline
+
+    hold = run_baseline("buy_and_hold", val, market, episode_length=0)
+    return exposure_to_market(
+        window_daily_returns(val, result), window_daily_returns(val, hold), seed=seed
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from nexlify.evaluation.edge import describe_market
 from nexlify.pipeline.study_stats import MODEL_ROWS
 
 _COLUMNS = "| policy | return % | Sharpe | max DD % | trades | fees | excess/day % [95% CI] |"
@@ -34,18 +35,11 @@ def _row(name: str, row: Mapping[str, Any]) -> str:
     )
 
 
-def market_text(market: Mapping[str, Any] | None) -> str:
-    """`` Beyond its exposure to buy-and-hold (beta 0.12): alpha +0.0010%/day [...]``; empty
-    for results recorded before the exposure was."""
-    if not market:
-        return ""
-    if market.get("alpha_daily_pct") is None:
-        return f" Exposure to buy-and-hold: n/a ({market.get('why')})."
-    low, high = market["alpha_ci95_pct"]
-    return (
-        f" Beyond its exposure to buy-and-hold (beta {market['beta']:.2f}): alpha "
-        f"{market['alpha_daily_pct']:+.4f}%/day [{low:+.4f}, {high:+.4f}]."
-    )
+def market_sentence(market: Mapping[str, Any] | None) -> str:
+    """`` Beyond its exposure to buy-and-hold (beta 0.12): alpha ...``, a sentence of its own
+    after a table's verdict; empty for results recorded before the exposure was."""
+    text = describe_market(dict(market) if market else None)
+    return f" {text[:1].upper()}{text[1:]}." if text else ""
 
 
 def _dsr_text(dsr: Mapping[str, Any] | None) -> str:
@@ -91,7 +85,7 @@ def _year_section(year: str, entry: Mapping[str, Any]) -> list[str]:
             "",
             f"Deflated Sharpe of the model: {_dsr_text(cell['model'].get('deflated_sharpe'))}. "
             f"Return > 0 and Sharpe above 0 and every baseline: **{verdict}**."
-            + market_text(cell["model"].get("market")),
+            + market_sentence(cell["model"].get("market")),
             "",
             *_late_start(test),
         ]

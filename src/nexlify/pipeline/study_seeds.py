@@ -26,7 +26,7 @@ from nexlify.evaluation.edge import exposure_to_market
 from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.pipeline.auto_retrain import ProgressSink
 from nexlify.pipeline.study import MARKET_DAILY, TRIALS_FILE, StudySpec, run_study
-from nexlify.pipeline.study_report import beats_everything, market_text
+from nexlify.pipeline.study_report import beats_everything, market_sentence
 from nexlify.pipeline.study_stats import MODEL_ROWS, excess_fields
 from nexlify.train.config import PipelineConfig, RunConfig, run_config_from_dict
 
@@ -299,7 +299,7 @@ def _verdict(row: Mapping[str, Any]) -> str:
         f"[{low:+.4f}, {high:+.4f}] over {averaged['years']} year(s); seeds with a positive "
         f"pooled excess: {row['seeds_pooled_positive']} of {len(row['per_seed'])}, with its "
         f"interval above 0: {row['seeds_interval_above_0']}."
-        + market_text(averaged.get("market"))
+        + market_sentence(averaged.get("market"))
         + " "
     )
     if not row["complete"]:

@@ -22,7 +22,7 @@ from nexlify.agent.ensemble import load_policy
 from nexlify.data.market_data import MarketData
 from nexlify.data.splits import Fold, walk_forward_days
 from nexlify.errors import DataError
-from nexlify.evaluation.edge import excess_of_returns, window_daily_returns
+from nexlify.evaluation.edge import excess_of_returns, exposures_to_market, window_daily_returns
 from nexlify.evaluation.stats import iqm
 from nexlify.io import atomic_write_json
 from nexlify.market.baselines import run_baselines
@@ -168,6 +168,9 @@ def run_walk_forward(
         "excess_daily_return": {
             name: excess_of_returns(np.concatenate(parts)) for name, parts in daily.items()
         },
+        "market_exposure": exposures_to_market(
+            {name: np.concatenate(parts) for name, parts in daily.items()}
+        ),
         "seconds": time.perf_counter() - started,
     }
     atomic_write_json(out_dir / SUMMARY_FILE, summary)

@@ -25,8 +25,10 @@ from nexlify.evaluation.edge import (
     candidate_returns,
     describe_edge,
     describe_selection,
-    excess_daily_return,
+    excess_of_returns,
+    exposures_to_market,
     format_excess,
+    window_daily_returns,
 )
 from nexlify.evaluation.stats import (
     bootstrap_ci,
@@ -45,6 +47,7 @@ from nexlify.report.figures import (
     progress_figure,
     trades_figure,
 )
+from nexlify.report.tables import EXPOSURE_CAPTION
 
 REPORT_HTML = "report.html"
 GAP_FLAG = -0.5
@@ -75,21 +78,36 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def metrics_table(runs: dict[str, EvaluationResult], data: MarketData | None = None) -> str:
-    """One row per policy; with ``data``, also its mean daily return over cash and 95% CI."""
-    rows = []
-    for name, result in runs.items():
-        m = result.metrics[0].to_dict()
-        row = [name] + [_fmt(m[key], fmt) for key, _, fmt in METRIC_COLUMNS]
-        if data is not None:
-            row.append(format_excess(excess_daily_return(data, result)))
-        rows.append(row)
+    """One row per policy; with ``data``, also its mean daily return over cash and 95% CI,
+    and (with buy-and-hold among ``runs``) its beta to buy-and-hold and the alpha beyond it."""
+    rows = [[name] + [_fmt(r.metrics[0].to_dict()[key], fmt) for key, _, fmt in METRIC_COLUMNS]
+            for name, r in runs.items()]  # fmt: skip
     header = ["policy"] + [title for _, title, _ in METRIC_COLUMNS]
     if data is None:
         return table_html(header, rows)
-    method = excess_daily_return(data, runs["model"])["method"] if "model" in runs else ""
-    note = (f"<p class='note'>excess %/day: mean daily return over cash (which earns 0), "
-            f"[95% interval] by {html.escape(method)}.</p>")  # fmt: skip
-    return table_html([*header, "excess %/day [95% CI]"], rows) + note
+    daily = {name: window_daily_returns(data, result) for name, result in runs.items()}
+    excess = {name: excess_of_returns(days) for name, days in daily.items()}
+    lines = exposures_to_market(daily)
+    for row, name in zip(rows, runs, strict=True):
+        row.append(format_excess(excess[name]))
+        if lines:
+            row += _market_cells(lines[name])
+    method = next(iter(excess.values()))["method"] if excess else ""
+    note = (f"excess %/day: mean daily return over cash (which earns 0), [95% interval] by "
+            f"{method}.")  # fmt: skip
+    header.append("excess %/day [95% CI]")
+    if lines:
+        header += ["market beta", "alpha %/day [95% CI]"]
+        note += f" {EXPOSURE_CAPTION[:1].upper()}{EXPOSURE_CAPTION[1:]}."
+    return table_html(header, rows) + f"<p class='note'>{html.escape(note)}</p>"
+
+
+def _market_cells(line: dict[str, Any]) -> list[str]:
+    """Beta and ``alpha [low, high]`` (percent per day), n/a where no line could be fitted."""
+    if line["beta"] is None:
+        return ["n/a", f"n/a ({line.get('why')})"]
+    low, high = line["alpha_ci95_pct"]
+    return [f"{line['beta']:.3f}", f"{line['alpha_daily_pct']:+.4f} [{low:+.4f}, {high:+.4f}]"]
 
 
 def render_page(title: str, sections: list[tuple[str, str]]) -> str:
