@@ -33,13 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from nexlify.evaluation.edge import window_daily_returns
 from nexlify.evaluation.stats import market_exposure
 from nexlify.io import atomic_write_json
-from nexlify.market.baselines import run_baselines
 from nexlify.pipeline.study import MARKET_DAILY, StudySpec, prepare_markets
 from nexlify.pipeline.study_seeds import SEEDS_FILE, seed_summary
-from nexlify.train.config import load_run_config, run_config_from_dict
+from study_baselines import baseline_years, folder_config
 
 ROOT = Path(__file__).parent / "results" / "study"
 OUT = ROOT / "exposure.json"
@@ -70,25 +68,18 @@ def _market_days(
     candles with the folder's config (checked against the study's recorded buy-and-hold)."""
     first = next(iter(by_seed.values()))
     first_seed = json.loads((folder / SEEDS_FILE).read_text())["seeds"][0]  # the random draw's
-    config = run_config_from_dict(
-        {"data": {"data_dir": data_dir}}, load_run_config(folder / f"seed_{first_seed}/config.yaml")
-    )
+    config = folder_config(folder / f"seed_{first_seed}/config.yaml", data_dir)
     spec = StudySpec(data_dir=data_dir, venue=VENUE, years=tuple(first["spec"]["years"]))
     out: dict[str, dict[str, np.ndarray]] = {}
-    for markets in prepare_markets(config, spec):
-        data = markets.tests[VENUE]
-        names = ("cash", "buy_and_hold", *BASELINES)
-        runs = run_baselines(
-            data, config.market, episode_length=0, seed=config.pipeline.base_seed, names=names
-        )
-        cash = window_daily_returns(data, runs["cash"])
-        year = str(markets.year)
+    names = ("cash", "buy_and_hold", *BASELINES)
+    for found in baseline_years(config, prepare_markets(config, spec), names):
+        year = str(found.year)
         recorded = first["years"][year]["venues"][VENUE]["buy_and_hold"]["total_return_pct"]
-        found = runs["buy_and_hold"].metrics[0].total_return_pct
-        if not np.isclose(found, recorded, rtol=1e-6, atol=1e-6):
-            raise SystemExit(f"{folder} {year}: buy-and-hold made {found:.4f}% from the candles "
+        made = found.runs["buy_and_hold"].metrics[0].total_return_pct
+        if not np.isclose(made, recorded, rtol=1e-6, atol=1e-6):
+            raise SystemExit(f"{folder} {year}: buy-and-hold made {made:.4f}% from the candles "
                              f"here, {recorded:.4f}% in the study: other data")  # fmt: skip
-        out[year] = {name: window_daily_returns(data, runs[name]) - cash for name in names[1:]}
+        out[year] = {name: found.excess[name] for name in names[1:]}
     return out
 
 

@@ -11,7 +11,8 @@ above 0. This applies the same bar to every baseline the study's tables show, ju
 the other baselines (the model left out), on the test years of each study folder's config
 (its ``config.yaml``: timeframe, risk rules, fees, decision interval): how high the bar is on
 these markets, and what kind of policy clears it. Also records the annualised Sharpe of each
-baseline's pooled daily excess (365 days), to set beside a study's seed-averaged model.
+baseline's pooled daily excess (365 days, ``metrics.annualised_sharpe``), to set beside a
+study's seed-averaged model.
 KuCoin is left out, with the reason, where the config's feature warm-up is longer than its
 candles before 2024. Runs no training (the baselines over each test year, seconds).
 Needs the shared candles (skipped with a message when absent). Writes
@@ -30,58 +31,50 @@ from typing import Any
 import numpy as np
 
 from nexlify.errors import DataError
-from nexlify.evaluation.edge import window_daily_returns
 from nexlify.io import atomic_write_json
-from nexlify.market.baselines import BASELINES, run_baselines
+from nexlify.market.baselines import BASELINES
+from nexlify.market.metrics import annualised_sharpe
 from nexlify.pipeline.study import DEFAULT_YEARS, StudySpec, prepare_markets
 from nexlify.pipeline.study_report import beats_everything
 from nexlify.pipeline.study_seeds import years_needed
 from nexlify.pipeline.study_stats import excess_fields
-from nexlify.train.config import load_run_config, run_config_from_dict
+from study_baselines import baseline_years, folder_config
 
 OUT = Path(__file__).parent / "results" / "study" / "target_baselines.json"
 DEFAULT_FOLDER = "benchmarks/results/study/timeframe_4h_reward_2000_seeds/seed_42"
 
 
 def one_folder(folder: Path, data_dir: str, kucoin: str | None) -> dict[str, Any]:
-    config = run_config_from_dict({"data": {"data_dir": data_dir}},
-                                  load_run_config(folder / "config.yaml"))  # fmt: skip
+    config = folder_config(folder / "config.yaml", data_dir)
     venues = {"kucoin": kucoin} if kucoin else {}
     spec = StudySpec(data_dir=data_dir, venue="binance", other_venues=venues)
-    market = config.market
-    per_year: dict[str, dict[str, Any]] = {}
-    daily: dict[str, dict[str, list[np.ndarray]]] = {}
     try:
         years = prepare_markets(config, spec)
-    except DataError as error:
+    except DataError as error:  # KuCoin's candles may be too short for the feature warm-up
         if not venues:
             raise
         print(f"{folder}: KuCoin left out: {error}")
         years = prepare_markets(config, replace(spec, other_venues={}))
-    for markets in years:
-        for venue, data in markets.tests.items():
-            runs = run_baselines(data, market, episode_length=0, seed=config.pipeline.base_seed)
-            cash = window_daily_returns(data, runs["cash"])
-            rows = {}
-            for name, run in runs.items():
-                m = run.metrics[0]
-                rows[name] = {"total_return_pct": float(m.total_return_pct),
-                              "sharpe": float(m.sharpe), "n_trades": int(m.n_trades)}  # fmt: skip
-                daily.setdefault(venue, {}).setdefault(name, []).append(
-                    window_daily_returns(data, run) - cash
-                )
-            per_year[f"{markets.year} {venue}"] = {
-                name: {**row, "meets_target": beats_everything(rows, name)}
-                for name, row in rows.items()
-            }
+    per_year: dict[str, dict[str, Any]] = {}
+    daily: dict[str, dict[str, list[np.ndarray]]] = {}
+    for found in baseline_years(config, years):
+        rows = {}
+        for name, run in found.runs.items():
+            m = run.metrics[0]
+            rows[name] = {"total_return_pct": float(m.total_return_pct),
+                          "sharpe": float(m.sharpe), "n_trades": int(m.n_trades)}  # fmt: skip
+            daily.setdefault(found.venue, {}).setdefault(name, []).append(found.excess[name])
+        per_year[f"{found.year} {found.venue}"] = {
+            name: {**row, "meets_target": beats_everything(rows, name)}
+            for name, row in rows.items()
+        }
     summary = {}
     for name in BASELINES:
         binance = [per_year[key][name] for key in per_year if key.endswith("binance")]
         binance_years = sum(row["meets_target"] for row in binance)
         excess = np.concatenate(daily["binance"][name])
         pooled = excess_fields(excess, 0)
-        spread = float(excess.std())
-        pooled["sharpe_annualised"] = float(excess.mean() / spread * np.sqrt(365) if spread else 0)
+        pooled["sharpe_annualised"] = annualised_sharpe(excess, "1d")
         kucoin_row = per_year.get(f"{max(DEFAULT_YEARS)} kucoin", {}).get(name)
         summary[name] = {
             "binance_years_meeting": binance_years,
@@ -91,7 +84,7 @@ def one_folder(folder: Path, data_dir: str, kucoin: str | None) -> dict[str, Any
             and pooled["excess_daily_ci95_pct"][0] > 0
             and (kucoin_row is None or kucoin_row["meets_target"]),
         }
-    return {"timeframe": config.data.timeframe, "risk": vars(market.risk),
+    return {"timeframe": config.data.timeframe, "risk": vars(config.market.risk),
             "per_year": per_year, "summary": summary}  # fmt: skip
 
 

@@ -128,6 +128,12 @@ def test_baselines_command_writes_json(tmp_path: Path, tiny_config: Path) -> Non
     assert table["cash"]["excess_daily_return"]["mean_pct"] == 0.0
     hold = table["buy_and_hold"]["excess_daily_return"]
     assert hold["n_days"] > 2 and hold["low_pct"] < hold["mean_pct"] < hold["high_pct"]
+    market = table["buy_and_hold"]["market_exposure"]  # the market against itself
+    assert market["beta"] == pytest.approx(1.0) and market["days"] == hold["n_days"]
+    trend = table["trend"]
+    fitted = trend["market_exposure"]["alpha_daily_pct"] + trend["market_exposure"]["beta"] * (
+        hold["mean_pct"])  # fmt: skip
+    assert fitted == pytest.approx(trend["excess_daily_return"]["mean_pct"], abs=1e-12)
 
 
 def test_strategy_risk_and_execution_flags_compose_in_any_order() -> None:
