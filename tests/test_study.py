@@ -114,6 +114,9 @@ def test_study_tests_each_year_once_beside_every_baseline(study_run: dict[str, A
                 assert row["days"] == (366 if year == "2020" else 365)  # each day, once
             assert cell["test"]["start"] == f"{year}-01-01T00:00:00+00:00"
             model, market = np.array(cell["model_excess_daily"]), np.array(cell[MARKET_DAILY])
+            for name, days in (("model", model), ("buy_and_hold", market)):  # the rows' days
+                assert days.mean() * 100 == pytest.approx(cell[name]["excess_daily_pct"], abs=1e-9)
+                assert days.size == cell[name]["days"]
             beta, alpha = np.polyfit(market, model, 1)  # the model's line against the market
             exposure = cell["model"]["market"]
             assert exposure["beta"] == pytest.approx(beta)

@@ -305,34 +305,26 @@ def _test_year(
     for venue, data in markets.tests.items():
         check_compatible(spec, data, model_path)
         result = backtest(agent, spec, data, seed=seed)
-        cash = result.baselines.get("cash")
-        cash_daily = window_daily_returns(data, cash) if cash is not None else None
-        rows = {"model": policy_row(result.model, data, cash_daily, seed)}
         extra = (more or {}).get(venue, {})
-        for name, other in extra.items():
-            rows[name] = policy_row(other, data, cash_daily, seed)
-        for name, baseline in result.baselines.items():
-            rows[name] = policy_row(baseline, data, cash_daily, seed)
-        judged = {"model": result.model, **extra}
-        market = result.baselines.get("buy_and_hold")
-        kept = judged if market is None else {**judged, "buy_and_hold": market}
-        excess = {
-            name: window_daily_returns(data, run) - (cash_daily if cash_daily is not None else 0)
-            for name, run in kept.items()
-        }
+        runs = {"model": result.model, **extra, **result.baselines}
+        days = {**result.daily, **{n: window_daily_returns(data, r) for n, r in extra.items()}}
+        cash = days.get("cash")
+        excess = {name: d - cash if cash is not None else d for name, d in days.items()}
+        rows = {name: policy_row(run, excess[name], seed) for name, run in runs.items()}
+        judged = ["model", *extra]
+        market = excess.get("buy_and_hold")
         if market is not None:  # how much of each model row is the market's move
             for name in judged:
-                rows[name]["market"] = exposure_to_market(
-                    excess[name], excess["buy_and_hold"], seed=seed
-                )
+                rows[name]["market"] = exposure_to_market(excess[name], market, seed=seed)
+        kept = judged if market is None else [*judged, "buy_and_hold"]
         end = data.span()[1]
         out[venue] = {
             "test": {"start": _bar_time(data, obs).isoformat(), "end": end.isoformat(),
                      "bars": data.n_bars, "sha256": market_fingerprint(data),
                      "source": data.source, "notes": list(data.notes)},
             **rows,
-            **{f"{name}_excess_daily": [round(float(x), 10) for x in daily]
-               for name, daily in excess.items()},
+            **{f"{name}_excess_daily": [round(float(x), 10) for x in excess[name]]
+               for name in kept},
         }  # fmt: skip
     return out
 

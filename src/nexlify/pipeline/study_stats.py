@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from nexlify.data.market_data import MarketData
 from nexlify.errors import ConfigError
-from nexlify.evaluation.edge import excess_of_returns, window_daily_returns
+from nexlify.evaluation.edge import excess_of_returns
 from nexlify.evaluation.stats import (
     deflated_sharpe_ratio,
     sharpe_ratio,
@@ -33,15 +32,11 @@ the results key of each one's pooled excess over cash."""
 # ---- per-policy statistics -------------------------------------------------------------------
 
 
-def policy_row(
-    result: EvaluationResult, data: MarketData, cash_daily: np.ndarray | None, seed: int
-) -> dict[str, Any]:
-    """Headline metrics of one policy and its daily excess return over cash, with a 95%
+def policy_row(result: EvaluationResult, excess: np.ndarray, seed: int) -> dict[str, Any]:
+    """Headline metrics of one policy and its daily ``excess`` return over cash, with a 95%
     stationary-bootstrap interval (daily returns are serially dependent; blocks of mean
     length n^(1/3) days keep that)."""
     metrics = result.metrics[0].to_dict()
-    daily = window_daily_returns(data, result)
-    excess = daily - cash_daily if cash_daily is not None else daily
     skew, kurt = skew_kurtosis(excess)
     return {
         **{k: metrics[k] for k in ("total_return_pct", "sharpe", "max_drawdown_pct",
