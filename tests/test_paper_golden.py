@@ -28,6 +28,7 @@ from nexlify.evaluation.backtest import backtest, cut_period, load_model_for_bac
 from nexlify.live.feeds import ReplayFeed
 from nexlify.live.retrain import session_run_config
 from nexlify.live.session import SessionSettings, open_session, run_session
+from nexlify.live.session_report import read_session, session_comparison
 from nexlify.live.status import closing_line, status_snapshot
 from nexlify.live.trader import paper_market_config, warmup_progress
 from nexlify.pipeline.rolling import RollingSpec
@@ -86,7 +87,8 @@ def replay_and_compare(
     # The session trades from its first decision bar and stops after TRADED_BARS steps.
     traded = data.slice(0, window + TRADED_BARS)
     open_ended = dataclasses.replace(spec, market=paper_market_config(spec.market))
-    reference = backtest(agent, open_ended, traded).model
+    result = backtest(agent, open_ended, traded)
+    reference = result.model
     equity = session_equity(db)
     assert equity.shape == (TRADED_BARS + 1,)
     assert np.array_equal(equity, reference.equity_curves[0])
@@ -94,6 +96,13 @@ def replay_and_compare(
     assert trades == [{k: t[k] for k in TRADE_KEYS} for t in reference.trades[0]]
     last = db_rows(db, "SELECT last_bar_time FROM feed_cursor")[0]["last_bar_time"]
     assert last == int(traded.time[-1])
+    # The session report's buy-and-hold, from the candles the session stored, is the backtest's.
+    comparison = session_comparison(read_session(db))
+    assert not isinstance(comparison, str), comparison
+    _, runs = comparison
+    hold = result.baselines["buy_and_hold"].equity_curves[0]
+    np.testing.assert_allclose(runs["buy_and_hold"].equity_curves[0], hold, rtol=1e-12)
+    assert main(["paper", "report", "--db", str(db), "--out", str(tmp / "paper.html")]) == 0
     return trades
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -113,6 +115,51 @@ def test_paper_session_report(tmp_path: Path) -> None:
     out = tmp_path / "paper.html"
     assert main(["paper", "report", "--db", str(db), "--out", str(out)]) == 0
     text = out.read_text()
-    for heading in ("Equity", "Drawdown", "Trades: BTC/USDT", "Closed trades (last 200)"):
+    for heading in ("Against cash and buy-and-hold", "Equity", "Drawdown", "Trades: BTC/USDT",
+                    "Closed trades (last 200)"):  # fmt: skip
         assert f"<h2>{heading}</h2>" in text, heading
+    for name in ("session", "cash", "buy_and_hold"):
+        assert f"<td>{name}</td>" in text, name
+    assert "<th>market beta</th>" in text and "The no-edge gate on this model" in text
     assert main(["paper", "report", "--db", str(tmp_path / "missing.db")]) == 3
+
+
+def test_the_session_against_buy_and_hold_by_hand(tmp_path: Path) -> None:
+    """The report's comparison: the session's own curve, and buy-and-hold of its pairs from
+    the stored candles bought at the open after its first decision, sold at the last close."""
+    from nexlify.live.session_report import read_session, session_comparison
+    from tests.test_paper_support import candles, save_model, write_candles
+
+    model = save_model(tmp_path / "model.pt")
+    files = write_candles(tmp_path / "data", candles())
+    db = tmp_path / "paper.db"
+    assert main(["paper", "--model", str(model), "--feed", "replay", "--data", *files,
+                 "--db", str(db), "--no-view"]) == 0  # fmt: skip
+    record = read_session(db)
+    session, equity, trades, stored = record.session, record.equity, record.trades, record.candles
+    found = session_comparison(record)
+    assert not isinstance(found, str)
+    data, runs = found
+    assert data.n_bars == len(equity) and data.time[0] == equity[0]["bar_time"]
+    mine = runs["session"].metrics[0]
+    assert mine.total_return_pct == pytest.approx((equity[-1]["equity"] / equity[0]["equity"]
+                                                   - 1) * 100)  # fmt: skip
+    assert mine.n_trades == len(trades)
+    execution = session["market_config"]["execution"]
+    fee, slip = execution["fee_rate"], execution["slippage_bps"] / 10_000
+    growth = []
+    for pair in session["pairs"]:
+        rows = stored[pair]
+        times = list(rows[:, 0])
+        first = rows[times.index(equity[1]["bar_time"])]  # the open after the first decision
+        last = rows[times.index(equity[-1]["bar_time"])]
+        growth.append(last[4] * (1 - slip) * (1 - fee) / (first[1] * (1 + slip) * (1 + fee)))
+    hold = runs["buy_and_hold"].metrics[0]  # from float32 prices, as every market holds them
+    assert hold.total_return_pct == pytest.approx((np.mean(growth) - 1) * 100, rel=1e-5)
+    assert runs["cash"].metrics[0].total_return_pct == 0.0
+    one_bar = dataclasses.replace(record, equity=equity[:1])
+    assert (
+        session_comparison(one_bar) == "the session has processed one bar; nothing to compare yet"
+    )
+    short = dataclasses.replace(record, candles={p: rows[:-5] for p, rows in stored.items()})
+    assert "have no stored BTC/USDT candle" in str(session_comparison(short))

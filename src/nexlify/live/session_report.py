@@ -1,17 +1,32 @@
-"""HTML report of a paper (or live) trading session, read from its SQLite database."""
+"""HTML report of a paper (or live) trading session, read from its SQLite database.
+
+Beside the equity, drawdown and trades, the report sets the session against cash and
+buy-and-hold over the same bars (``session_comparison``): the basket of the session's pairs
+bought at the first fill the session could have made, from the candles the session stored, with
+the fees and slippage of its market config. A week or two of trading gives an interval too wide
+to tell an edge from luck; the report says so, with the no-edge gate's verdict on the model.
+"""
 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from nexlify.errors import DataError
+from nexlify.config import MarketConfig, from_dict
+from nexlify.data.market_data import MarketData
+from nexlify.errors import CheckpointError, DataError
+from nexlify.evaluation.edge import describe_edge, read_model_edge
 from nexlify.live.store import SessionStore
-from nexlify.report.html import figure_html, render_page, table_html
+from nexlify.market.evaluate import EvaluationResult
+from nexlify.market.metrics import compute_metrics
+from nexlify.market.rules_off import buy_and_hold_target, cash_target, evaluate_target
+from nexlify.report.html import figure_html, metrics_table, render_page, table_html
 
 
 def session_equity_figures(bar_times: list[int], equity: np.ndarray) -> tuple[go.Figure, go.Figure]:
@@ -28,8 +43,22 @@ def session_equity_figures(bar_times: list[int], equity: np.ndarray) -> tuple[go
     return curve, dd
 
 
-def paper_report_html(db_path: str | Path) -> str:
-    """The session's equity, drawdown, trades on the price chart and trade table."""
+@dataclass(frozen=True)
+class SessionRecord:
+    """What a session's database holds for its report."""
+
+    session: dict[str, Any]
+    equity: list[dict[str, Any]]
+    """One snapshot per processed bar, oldest first."""
+    trades: list[dict[str, Any]]
+    """Closed trades, by exit time."""
+    candles: dict[str, np.ndarray]
+    """Stored candles per pair (see ``SessionStore.candles``)."""
+
+
+def read_session(db_path: str | Path) -> SessionRecord:
+    """The session, its equity snapshots, closed trades and candles; DataError when the file
+    is missing or holds no session yet."""
     path = Path(db_path)
     if not path.is_file():
         raise DataError(f"{path}: no such session database")
@@ -38,22 +67,36 @@ def paper_report_html(db_path: str | Path) -> str:
         session = store.session()
         if session is None:
             raise DataError(f"{path}: the database holds no session yet")
-        equity = store.rows("SELECT bar_time, equity FROM equity ORDER BY bar_time")
-        trades = store.rows("SELECT * FROM trades ORDER BY exit_time")
-        pairs = list(session["pairs"])
-        candles = store.candles(pairs)
+        return SessionRecord(
+            session=session,
+            equity=store.rows("SELECT * FROM equity ORDER BY bar_time"),
+            trades=store.rows("SELECT * FROM trades ORDER BY exit_time"),
+            candles=store.candles(list(session["pairs"])),
+        )
     finally:
         store.close()
+
+
+def paper_report_html(db_path: str | Path) -> str:
+    """The session's equity, drawdown, trades on the price chart and trade table, and the
+    session against cash and buy-and-hold over the same bars."""
+    path = Path(db_path)
+    record = read_session(path)
+    session, equity, trades, candles = (record.session, record.equity, record.trades,
+                                        record.candles)  # fmt: skip
+    pairs = list(session["pairs"])
     if not equity:
         raise DataError(f"{path}: the session has not processed a bar yet")
     values = np.array([row["equity"] for row in equity])
     curve, dd = session_equity_figures([row["bar_time"] for row in equity], values)
+    comparison = session_comparison(record)
     sections = [
         ("Session", f"<p>{html.escape(session['mode'])} session of "
                     f"<code>{html.escape(session['model_path'])}</code> on "
                     f"{html.escape(', '.join(pairs))} ({html.escape(session['timeframe'])}), "
                     f"{len(equity)} bars processed, {len(trades)} closed trades; final equity "
                     f"{values[-1]:,.2f}.</p>"),
+        ("Against cash and buy-and-hold", _comparison_html(comparison, session["model_path"])),
         ("Equity", figure_html(curve)),
         ("Drawdown", figure_html(dd)),
     ]  # fmt: skip
@@ -84,3 +127,80 @@ def paper_report_html(db_path: str | Path) -> str:
     )  # fmt: skip
     sections.append(("Closed trades (last 200)", table))
     return render_page(f"Nexlify paper session: {path.name}", sections)
+
+
+def session_comparison(
+    record: SessionRecord,
+) -> tuple[MarketData, dict[str, EvaluationResult]] | str:
+    """The session, cash and buy-and-hold over the session's bars, as evaluation results on one
+    market built from the stored candles; a string saying why when they cannot be compared.
+
+    The session's curve is its equity snapshot per bar (the first one taken at its first
+    decision, before any fill). Buy-and-hold decides at that same bar and fills at the next
+    open, as the session could have; fees, slippage and the balance come from the session's
+    market config. The session's fees and win rate count its closed trades only.
+    """
+    session, equity, trades, candles = (record.session, record.equity, record.trades,
+                                        record.candles)  # fmt: skip
+    times = np.array([row["bar_time"] for row in equity], dtype=np.int64)
+    if times.size < 2:
+        return "the session has processed one bar; nothing to compare yet"
+    pairs = list(session["pairs"])
+    prices, volume = [], []
+    for pair in pairs:
+        rows = candles.get(pair)
+        if rows is None or len(rows) == 0:
+            return f"no stored candles of {pair}"
+        at = {int(t): k for k, t in enumerate(rows[:, 0])}
+        missing = [t for t in times if int(t) not in at]
+        if missing:
+            return f"{len(missing)} of the session's bars have no stored {pair} candle"
+        picked = rows[[at[int(t)] for t in times]]
+        prices.append(picked[:, 1:5])
+        volume.append(picked[:, 5])
+    data = MarketData(
+        pairs=tuple(pairs), timeframe=str(session["timeframe"]), time=times,
+        prices=np.stack(prices, axis=1).astype(np.float32),
+        volume=np.stack(volume, axis=1).astype(np.float32),
+        features=np.zeros((times.size, len(pairs), 0), dtype=np.float32), feature_names=(),
+        filled=np.zeros((times.size, len(pairs)), dtype=np.bool_), source="session candles",
+    )  # fmt: skip
+    recorded = {k: v for k, v in session["market_config"].items() if k != "features"}
+    market = from_dict(MarketConfig, recorded, "market_config")  # the model's fees and balance
+    market = replace(market, env=replace(market.env, obs_window=1, episode_length=0))
+    values = np.array([row["equity"] for row in equity], dtype=np.float64)
+    exposure = float(np.mean([row["open_positions"] > 0 for row in equity[1:]]))
+    fees = float(sum(t["fees"] for t in trades))
+    metrics = compute_metrics(values, [t["pnl"] for t in trades], fees, exposure, data.timeframe)
+    mine = EvaluationResult(metrics=[metrics], equity_curves=[values], trades=[list(trades)],
+                            risk=[{}], starts=[0])  # fmt: skip
+    runs = {
+        "session": mine,
+        "cash": evaluate_target(cash_target(data), data, market, episode_length=0),
+        "buy_and_hold": evaluate_target(buy_and_hold_target(data), data, market, episode_length=0),
+    }
+    return data, runs
+
+
+def _comparison_html(
+    comparison: tuple[MarketData, dict[str, EvaluationResult]] | str, model_path: str
+) -> str:
+    if isinstance(comparison, str):
+        return f"<p class='note'>Not compared: {html.escape(comparison)}.</p>"
+    data, runs = comparison
+    days = (int(data.time[-1]) - int(data.time[0])) / 86_400
+    try:
+        edge = read_model_edge(model_path)
+        verdict = "unknown (none recorded)" if edge is None else describe_edge(edge)
+    except CheckpointError as exc:
+        verdict = f"unknown ({exc})"
+    intro = (
+        f"<p class='note'>Over the session's {days:.1f} days, from the candles it stored; "
+        "buy-and-hold buys the basket of its pairs at the first fill the session could have "
+        "made, with the same fees and slippage. The session's fees and win rate count closed "
+        "trades only. A few weeks of days give intervals too wide to tell an edge from luck: "
+        "they say how far the session is from cash, not that it will stay there.</p>"
+        f"<p class='note'>The no-edge gate on this model's validation data: "
+        f"{html.escape(verdict)}</p>"
+    )
+    return intro + metrics_table(runs, data)
