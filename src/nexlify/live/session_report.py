@@ -82,8 +82,7 @@ def paper_report_html(db_path: str | Path) -> str:
     session against cash and buy-and-hold over the same bars."""
     path = Path(db_path)
     record = read_session(path)
-    session, equity, trades, candles = (record.session, record.equity, record.trades,
-                                        record.candles)  # fmt: skip
+    session, equity, trades, candles = record.session, record.equity, record.trades, record.candles
     pairs = list(session["pairs"])
     if not equity:
         raise DataError(f"{path}: the session has not processed a bar yet")
@@ -129,9 +128,11 @@ def paper_report_html(db_path: str | Path) -> str:
     return render_page(f"Nexlify paper session: {path.name}", sections)
 
 
-def session_comparison(
-    record: SessionRecord,
-) -> tuple[MarketData, dict[str, EvaluationResult]] | str:
+Comparison = tuple[MarketData, dict[str, EvaluationResult]]
+"""A market built from a session's stored candles, and the session, cash and buy-and-hold on it."""
+
+
+def session_comparison(record: SessionRecord) -> Comparison | str:
     """The session, cash and buy-and-hold over the session's bars, as evaluation results on one
     market built from the stored candles; a string saying why when they cannot be compared.
 
@@ -140,15 +141,14 @@ def session_comparison(
     open, as the session could have; fees, slippage and the balance come from the session's
     market config. The session's fees and win rate count its closed trades only.
     """
-    session, equity, trades, candles = (record.session, record.equity, record.trades,
-                                        record.candles)  # fmt: skip
+    session, equity, trades = record.session, record.equity, record.trades
     times = np.array([row["bar_time"] for row in equity], dtype=np.int64)
     if times.size < 2:
         return "the session has processed one bar; nothing to compare yet"
     pairs = list(session["pairs"])
     prices, volume = [], []
     for pair in pairs:
-        rows = candles.get(pair)
+        rows = record.candles.get(pair)
         if rows is None or len(rows) == 0:
             return f"no stored candles of {pair}"
         at = {int(t): k for k, t in enumerate(rows[:, 0])}
@@ -182,9 +182,7 @@ def session_comparison(
     return data, runs
 
 
-def _comparison_html(
-    comparison: tuple[MarketData, dict[str, EvaluationResult]] | str, model_path: str
-) -> str:
+def _comparison_html(comparison: Comparison | str, model_path: str) -> str:
     if isinstance(comparison, str):
         return f"<p class='note'>Not compared: {html.escape(comparison)}.</p>"
     data, runs = comparison
