@@ -34,7 +34,8 @@ def test_the_summary_and_the_final_model_carry_the_verdict(
     pbo = edge["pbo"]
     assert pbo["candidates"] == 2 + n_iterations and pbo["n_blocks"] == 8
     assert 0.0 <= pbo["value"] <= 1.0
-    assert edge["found"] == (edge["p"] < 0.05 and pbo["value"] <= 0.5)
+    alpha_low = edge["market"]["alpha_ci95_pct"][0]
+    assert edge["found"] == (edge["p"] < 0.05 and pbo["value"] <= 0.5 and alpha_low > 0)
     assert edge["period"]["start"] == summary["validation_window"]["start"]
     assert edge["excess_daily_return"]["n_days"] >= 9
     line = edge["market"]  # the model's exposure to buy-and-hold over the same bars
@@ -117,3 +118,32 @@ def test_an_overfit_selection_claims_no_edge(
     assert summary["edge"]["pbo"]["value"] == 1.0
     assert summary["edge"]["found"] is False
     assert "probability of backtest overfitting" in edge_module.describe_edge(summary["edge"])
+
+
+@pytest.mark.parametrize(("alpha_ci", "found"), [((-0.001, 0.004), False), ((0.0005, 0.004), True)])
+def test_an_excess_the_market_explains_is_no_edge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, alpha_ci: tuple[float, float], found: bool
+) -> None:
+    """A deflated Sharpe that passes, a selection that is not overfit, and an alpha beyond
+    buy-and-hold whose interval includes 0 (a model long part of a rising market): no edge.
+    With the interval above 0 the same figures are an edge."""
+    from nexlify.evaluation import edge as edge_module
+
+    real_verdict = edge_module.edge_verdict
+
+    def passing(*args: object, **kwargs: object) -> dict[str, object]:
+        return {**real_verdict(*args, **kwargs), "found": True, "p": 0.01}  # type: ignore[arg-type]
+
+    def line(*args: object, **kwargs: object) -> dict[str, object]:
+        return {"beta": 0.04, "alpha_daily_pct": 0.0015, "alpha_ci95_pct": list(alpha_ci)}
+
+    monkeypatch.setattr(edge_module, "edge_verdict", passing)
+    monkeypatch.setattr(edge_module, "market_line", line)
+    monkeypatch.setattr(edge_module, "overfitting_check", lambda returns: {"value": 0.1,
+                        "candidates": 2})  # fmt: skip
+    summary = run_tiny(tmp_path, pipeline={"ensemble_size": 0})
+    assert summary["edge"]["found"] is found
+    text = describe_edge(summary["edge"])
+    assert text.startswith("EDGE OVER CASH:" if found else "NO EDGE OVER CASH BEYOND THE MARKET'S")
+    assert ("(no edge unless above 0)" in text) is not found
+    assert read_model_edge(Path(summary["final_model_path"]))["found"] is found

@@ -11,8 +11,10 @@
   unskilled candidates would show. ``p = 1 - DSR``; an edge is found when ``p < alpha`` and
   the selection is not overfit: the probability of backtest overfitting (CSCV, Bailey et al.
   2015) of choosing among the saved candidates by their in-sample Sharpe is at most ``PBO_MAX``
-  (``run_edge_gate``). The gate also records the model's exposure to buy-and-hold on the same
-  bars (``market``): an excess over cash made by being long a rising market is not a signal.
+  (``run_edge_gate``), and the excess is not only the market's: the model's daily excess
+  regressed on buy-and-hold's over the same bars (``market``) leaves an alpha whose 95% interval
+  lies above 0 (``beyond_market``). A model long a few percent of a rising basket beats cash
+  with buy-and-hold's Sharpe; without the last condition a bull validation window would pass it.
 - ``read_model_edge`` / ``write_model_edge``: the verdict stored in a model's checkpoint.
 """
 
@@ -225,12 +227,16 @@ def describe_edge(edge: dict[str, Any]) -> str:
         if pbo.get("value") is not None
         else ""
     )
+    market = edge.get("market")
+    if market and edge["p"] < edge["alpha"] and not beyond_market(market):
+        what += " BEYOND THE MARKET'S MOVE"  # the deflated Sharpe passed; the alpha did not
     return (
         f"{what}: Sharpe {edge['sharpe']:.2f} vs {edge['sharpe_luck_alone']:.2f} expected from "
         f"the best of {edge['trials']} unskilled candidates; deflated Sharpe p = {edge['p']:.3f} "
         f"(edge when < {edge['alpha']:g}){overfit}; mean daily excess return "
         f"{format_excess(edge['excess_daily_return'])}"
-        + (f"; {market}" if (market := describe_market(edge.get("market"))) else "")
+        + (f"; {line}" if (line := describe_market(market)) else "")
+        + ("" if not market or beyond_market(market) else " (no edge unless above 0)")
     )
 
 
@@ -366,7 +372,17 @@ def run_edge_gate(
     edge["pbo"] = overfitting_check(returns)
     if edge["found"] and (edge["pbo"]["value"] or 0.0) > PBO_MAX:
         edge["found"] = False
+    if edge["found"] and not beyond_market(edge["market"]):
+        edge["found"] = False
     return edge
+
+
+def beyond_market(market: dict[str, Any]) -> bool:
+    """Whether a market line (:func:`exposure_to_market`) shows an excess the market's move does
+    not explain: the alpha's 95% interval lies above 0. True where no line could be fitted (a
+    market that never moved explains nothing; ``why`` in the line says so)."""
+    low = market["alpha_ci95_pct"][0]
+    return low is None or low > 0
 
 
 def market_line(
