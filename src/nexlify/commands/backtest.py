@@ -21,9 +21,9 @@ from nexlify.io import atomic_write_json, atomic_write_text
 from nexlify.pipeline.data_choice import load_training_market
 from nexlify.report.html import backtest_report_html
 from nexlify.report.tables import (
-    EXPOSURE_CAPTION,
     excess_caption,
     excess_rows,
+    exposure_caption,
     exposure_rows,
     policy_table,
 )
@@ -93,5 +93,5 @@ def backtest_table(table_data: dict[str, Any], source: str) -> Table:
         title,
         policies,
         rows + excess_rows(excess, policies) + exposure_rows(exposure, policies),
-        caption + ("; " + EXPOSURE_CAPTION if exposure else ""),
+        caption + exposure_caption(exposure),
     )

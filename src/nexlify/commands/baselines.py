@@ -13,9 +13,9 @@ from nexlify.io import atomic_write_json
 from nexlify.market.baselines import run_baselines
 from nexlify.pipeline.data_choice import load_training_market
 from nexlify.report.tables import (
-    EXPOSURE_CAPTION,
     excess_caption,
     excess_rows,
+    exposure_caption,
     exposure_rows,
     policy_table,
 )
@@ -56,7 +56,7 @@ def start_baselines(args: argparse.Namespace, console: Console) -> int:
         rows + excess_rows(excess_table, names) + exposure_rows(exposure, names),
         f"averages over windows of {config.market.env.episode_length} bars; "
         + excess_caption(excess_table["cash"]["method"] if "cash" in excess_table else "n/a")
-        + ("; " + EXPOSURE_CAPTION if exposure else ""),
+        + exposure_caption(exposure),
     )
     console.print(table)
     if args.json:

@@ -16,9 +16,9 @@ from nexlify.pipeline.backends import require_backend
 from nexlify.pipeline.data_choice import load_training_market
 from nexlify.pipeline.walk_forward import WalkForwardSpec, run_walk_forward
 from nexlify.report.tables import (
-    EXPOSURE_CAPTION,
     excess_caption,
     excess_rows,
+    exposure_caption,
     exposure_rows,
     policy_table,
 )
@@ -102,7 +102,7 @@ def start_walk_forward(args: argparse.Namespace, console: Console) -> int:
         "means over folds; "
         + excess_caption(excess["model"]["method"])
         + " (all test days)"
-        + ("; " + EXPOSURE_CAPTION if exposure else ""),
+        + exposure_caption(exposure),
     )
     console.print(table)
     return 0

@@ -58,13 +58,21 @@ def bootstrap_ci(
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size == 0:
         raise ValueError("bootstrap_ci: no values")
-    if not 0 < confidence < 1:
-        raise ValueError(f"bootstrap_ci: confidence {confidence} is not in (0, 1)")
+    _check_confidence("bootstrap_ci", confidence)
     rng = np.random.default_rng(seed)
     samples = x[rng.integers(0, x.size, size=(n_resamples, x.size))]
-    stats = np.array([statistic(row) for row in samples])
+    return _percentile_interval(np.array([statistic(row) for row in samples]), confidence)
+
+
+def _check_confidence(who: str, confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"{who}: confidence {confidence} is not in (0, 1)")
+
+
+def _percentile_interval(draws: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` interval of bootstrap ``draws`` by percentiles."""
     tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(stats, [tail, 100 - tail])
+    low, high = np.percentile(draws, [tail, 100 - tail])
     return float(low), float(high)
 
 
@@ -109,14 +117,11 @@ def stationary_bootstrap_ci(
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size == 0:
         raise ValueError("stationary_bootstrap_ci: no values")
-    if not 0 < confidence < 1:
-        raise ValueError(f"stationary_bootstrap_ci: confidence {confidence} is not in (0, 1)")
+    _check_confidence("stationary_bootstrap_ci", confidence)
     block = default_mean_block(x.size) if mean_block is None else mean_block
     rng = np.random.default_rng(seed)
     means = x[stationary_bootstrap_indices(x.size, n_resamples, block, rng)].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
+    return _percentile_interval(means, confidence)
 
 
 def market_exposure(
@@ -149,8 +154,7 @@ def market_exposure(
         raise ValueError(f"market_exposure: {y.size} days; at least 3 are needed")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("market_exposure: non-finite returns")
-    if not 0 < confidence < 1:
-        raise ValueError(f"market_exposure: confidence {confidence} is not in (0, 1)")
+    _check_confidence("market_exposure", confidence)
     if np.var(x) <= 0.0:
         raise ValueError("market_exposure: the market's returns never change; no beta")
     beta, alpha = _least_squares(x[None, :], y[None, :])
@@ -158,12 +162,12 @@ def market_exposure(
     rng = np.random.default_rng(seed)
     idx_RN = stationary_bootstrap_indices(y.size, n_resamples, block, rng)
     _, alphas_R = _least_squares(x[idx_RN], y[idx_RN])
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.nanpercentile(alphas_R, [tail, 100 - tail])
+    # a resample whose market days are all one value has no line (NaN): left out
+    low, high = _percentile_interval(alphas_R[np.isfinite(alphas_R)], confidence)
     return {
         "beta": float(beta[0]),
         "alpha_daily_pct": float(alpha[0]) * 100.0,
-        "alpha_ci95_pct": [float(low) * 100.0, float(high) * 100.0],
+        "alpha_ci95_pct": [low * 100.0, high * 100.0],
         "correlation": float(np.corrcoef(x, y)[0, 1]) if np.var(y) > 0 else 0.0,
         "days": int(y.size),
         "method": f"least squares; stationary bootstrap of days, mean block {block:.1f}",

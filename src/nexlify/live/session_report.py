@@ -23,9 +23,9 @@ from nexlify.data.market_data import MarketData
 from nexlify.errors import CheckpointError, DataError
 from nexlify.evaluation.edge import describe_edge, read_model_edge
 from nexlify.live.store import SessionStore
+from nexlify.market.baselines import run_baselines
 from nexlify.market.evaluate import EvaluationResult
 from nexlify.market.metrics import compute_metrics
-from nexlify.market.rules_off import buy_and_hold_target, cash_target, evaluate_target
 from nexlify.report.html import figure_html, metrics_table, render_page, table_html
 
 
@@ -174,12 +174,8 @@ def session_comparison(record: SessionRecord) -> Comparison | str:
     metrics = compute_metrics(values, [t["pnl"] for t in trades], fees, exposure, data.timeframe)
     mine = EvaluationResult(metrics=[metrics], equity_curves=[values], trades=[list(trades)],
                             risk=[{}], starts=[0])  # fmt: skip
-    runs = {
-        "session": mine,
-        "cash": evaluate_target(cash_target(data), data, market, episode_length=0),
-        "buy_and_hold": evaluate_target(buy_and_hold_target(data), data, market, episode_length=0),
-    }
-    return data, runs
+    baselines = run_baselines(data, market, episode_length=0, names=("cash", "buy_and_hold"))
+    return data, {"session": mine, **baselines}
 
 
 def _comparison_html(comparison: Comparison | str, model_path: str) -> str:

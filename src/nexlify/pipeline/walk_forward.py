@@ -153,6 +153,7 @@ def run_walk_forward(
                  f"{end:%Y-%m-%d}", row["model"]["total_return_pct"], row["model"]["sharpe"],
                  row["baselines"]["buy_and_hold"]["total_return_pct"],
                  row["baselines"]["buy_and_hold"]["sharpe"])  # fmt: skip
+    pooled = {name: np.concatenate(parts) for name, parts in daily.items()}  # all test days
     summary = {
         "mode": spec.mode,
         "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__},
@@ -165,12 +166,8 @@ def run_walk_forward(
                 for name in fold_rows[0]["baselines"]
             },
         },
-        "excess_daily_return": {
-            name: excess_of_returns(np.concatenate(parts)) for name, parts in daily.items()
-        },
-        "market_exposure": exposures_to_market(
-            {name: np.concatenate(parts) for name, parts in daily.items()}
-        ),
+        "excess_daily_return": {name: excess_of_returns(days) for name, days in pooled.items()},
+        "market_exposure": exposures_to_market(pooled),
         "seconds": time.perf_counter() - started,
     }
     atomic_write_json(out_dir / SUMMARY_FILE, summary)

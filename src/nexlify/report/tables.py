@@ -74,6 +74,11 @@ EXPOSURE_CAPTION = (
 )
 
 
+def exposure_caption(exposure: dict[str, dict[str, Any]]) -> str:
+    """``; market beta, alpha: ...`` to append to a table's caption; empty without the rows."""
+    return "; " + EXPOSURE_CAPTION if exposure else ""
+
+
 def excess_caption(method: str) -> str:
     """What the excess rows mean and how their interval was made."""
     return f"excess %/day: mean daily return over cash (which earns 0); 95% interval by {method}"
