@@ -14,7 +14,7 @@
   (``run_edge_gate``), and the excess is not only the market's: the model's daily excess
   regressed on buy-and-hold's over the same bars (``market``) leaves an alpha whose 95% interval
   lies above 0 (``beyond_market``). A model long a few percent of a rising basket beats cash
-  with buy-and-hold's Sharpe; without the last condition a bull validation window would pass it.
+  with about buy-and-hold's Sharpe; a strong enough bull window could pass it without this.
 - ``read_model_edge`` / ``write_model_edge``: the verdict stored in a model's checkpoint.
 """
 
