@@ -163,3 +163,6 @@ def test_the_session_against_buy_and_hold_by_hand(tmp_path: Path) -> None:
     )
     short = dataclasses.replace(record, candles={p: rows[:-5] for p, rows in stored.items()})
     assert "have no stored BTC/USDT candle" in str(session_comparison(short))
+    odd = {**session["market_config"], "leverage": 3}  # a setting this version does not know
+    other = dataclasses.replace(record, session={**session, "market_config": odd})
+    assert "recorded market settings do not load" in str(session_comparison(other))

@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 
 from nexlify.config import MarketConfig, from_dict
 from nexlify.data.market_data import MarketData
-from nexlify.errors import CheckpointError, DataError
+from nexlify.errors import CheckpointError, ConfigError, DataError
 from nexlify.evaluation.edge import describe_edge, read_model_edge
 from nexlify.live.store import SessionStore
 from nexlify.market.baselines import run_baselines
@@ -166,7 +166,10 @@ def session_comparison(record: SessionRecord) -> Comparison | str:
         filled=np.zeros((times.size, len(pairs)), dtype=np.bool_), source="session candles",
     )  # fmt: skip
     recorded = {k: v for k, v in session["market_config"].items() if k != "features"}
-    market = from_dict(MarketConfig, recorded, "market_config")  # the model's fees and balance
+    try:
+        market = from_dict(MarketConfig, recorded, "market_config")  # the model's fees, balance
+    except ConfigError as exc:  # e.g. a session recorded by another version
+        return f"the session's recorded market settings do not load ({exc})"
     market = replace(market, env=replace(market.env, obs_window=1, episode_length=0))
     values = np.array([row["equity"] for row in equity], dtype=np.float64)
     exposure = float(np.mean([row["open_positions"] > 0 for row in equity[1:]]))
