@@ -248,13 +248,17 @@ TINY_BUDGET = ["--initial-episodes", "2", "--retrain-episodes", "1", "--max-iter
                "--episode-length", "168", "--eval-every", "1", "--workers", "1"]  # fmt: skip
 
 
+def tiny_pipeline_model(folder: Path, *flags: str) -> Path:
+    """The final_model.pt of a tiny quick-test pipeline at TIMEFRAME with ``flags``."""
+    code = main(["train", "--quick-test", "--automated", "--output-dir", str(folder),
+                 *TINY_BUDGET, "--timeframe", TIMEFRAME, *flags])  # fmt: skip
+    assert code == 0
+    return folder / "final_model.pt"
+
+
 @pytest.fixture(scope="module")
 def long_memory_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("long_memory_run")
-    code = main(["train", "--quick-test", "--automated", "--output-dir", str(out), *TINY_BUDGET,
-                 "--timeframe", TIMEFRAME, "--long-memory"])  # fmt: skip
-    assert code == 0
-    return out / "final_model.pt"
+    return tiny_pipeline_model(tmp_path_factory.mktemp("long_memory_run"), "--long-memory")
 
 
 def _write(folder: Path, frames: dict[str, pd.DataFrame]) -> list[str]:
@@ -267,17 +271,14 @@ def _write(folder: Path, frames: dict[str, pd.DataFrame]) -> list[str]:
     return paths
 
 
-@pytest.mark.slow
-def test_long_memory_model_backtests_and_replays_like_its_backtest(
-    long_memory_run: Path, tmp_path: Path
-) -> None:
-    agent, spec = load_model_for_backtest(long_memory_run)
-    assert spec.features == feature_config_for(TIMEFRAME, True)
-    assert spec.feature_names[-3:] == ("ma_dist_300", "ma_dist_1200", "drawdown_540")
-
+def assert_backtest_and_replay_agree(model_path: Path, tmp_path: Path) -> None:
+    """``nexlify backtest`` of a pipeline model rebuilds the features it was trained on (the
+    default ones would be refused), and ``nexlify paper`` replaying synthetic candles equals
+    the backtest of the same bars, float for float."""
+    agent, spec = load_model_for_backtest(model_path)
     # nexlify backtest rebuilds the model's features (default ones would be refused)
     out = tmp_path / "bt.json"
-    assert main(["backtest", "--model", str(long_memory_run), "--json", str(out)]) == 0
+    assert main(["backtest", "--model", str(model_path), "--json", str(out)]) == 0
     table = json.loads(out.read_text())
     market = load_training_market(DataConfig(pairs=spec.pairs, timeframe=TIMEFRAME), _logger(),
                                   spec.features)  # fmt: skip
@@ -290,7 +291,7 @@ def test_long_memory_model_backtests_and_replays_like_its_backtest(
     frames = generate_synthetic_candles(spec.pairs, TIMEFRAME, n_bars, seed=11)
     files = _write(tmp_path / "replay", frames)
     db = tmp_path / "session.db"
-    assert main(["paper", "--model", str(long_memory_run), "--feed", "replay", "--data", *files,
+    assert main(["paper", "--model", str(model_path), "--feed", "replay", "--data", *files,
                  "--db", str(db), "--no-view", "--max-bars", str(TRADED_BARS)]) == 0  # fmt: skip
     data = build_market_data(frames, TIMEFRAME, "replay", features=spec.features)
     traded = data.slice(0, spec.market.env.obs_window + TRADED_BARS)
@@ -303,6 +304,17 @@ def test_long_memory_model_backtests_and_replays_like_its_backtest(
     assert session_trades(db) == [{k: t[k] for k in TRADE_KEYS} for t in reference.trades[0]]
     last = db_rows(db, "SELECT last_bar_time FROM feed_cursor")[0]["last_bar_time"]
     assert last == int(traded.time[-1])
+
+
+@pytest.mark.slow
+def test_long_memory_model_backtests_and_replays_like_its_backtest(
+    long_memory_run: Path, tmp_path: Path
+) -> None:
+    spec = load_model_for_backtest(long_memory_run)[1]
+    assert spec.features == feature_config_for(TIMEFRAME, True)
+    assert spec.feature_names[-3:] == ("ma_dist_300", "ma_dist_1200", "drawdown_540")
+
+    assert_backtest_and_replay_agree(long_memory_run, tmp_path)
 
 
 @pytest.mark.slow

@@ -43,6 +43,10 @@ DATA_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
      {"action": argparse.BooleanOptionalAction, "help": "long-memory features per pair: 7 and "
       "30-day returns, distance to the 50 and 200-day averages, drawdown from the 90-day high "
       "(warm-up 200 days; default {default})"}),
+    (("--cross-pair",), "data", "cross_pair",
+     {"action": argparse.BooleanOptionalAction, "help": "cross-pair features per pair: its 1, 7 "
+      "and 30-day return less the pairs' mean, and its rank among them (two pairs or more; "
+      "default {default})"}),
     (("--quality",), "data", "quality",
      {"nargs": "+", "metavar": "FINDING=POLICY", "help": "data quality policy overrides, "
       "e.g. gap=fail outlier=drop (see nexlify data check)"}),

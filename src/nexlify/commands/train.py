@@ -42,7 +42,7 @@ QUICK_TEST: dict[str, dict[str, Any]] = {
     "data": {"synthetic_days": 400},
 }  # fmt: skip
 """What ``--quick-test`` changes (explicit flags still win); it also keeps one pair
-(:func:`quick_test_pair`)."""
+(:func:`quick_test_pair`), or the first two with ``--cross-pair``, which compares pairs."""
 
 MARKET_SECTIONS = ("risk", "execution", "env")
 
@@ -62,9 +62,11 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
             nested.setdefault(section, {}).update(values)
     if nested:
         config = run_config_from_dict(nested, config)
-    if quick:  # after the flags, so that --pairs and --strategies are known
-        pair = quick_test_pair(config.data.pairs, config.market.strategies)
-        config = run_config_from_dict({"data": {"pairs": [pair]}}, config)
+    if quick:  # after the flags, so that --pairs, --strategies and --cross-pair are known
+        pairs = list(config.data.pairs[:2])  # cross-pair features need two (the check says so)
+        if not config.data.cross_pair:
+            pairs = [quick_test_pair(config.data.pairs, config.market.strategies)]
+        config = run_config_from_dict({"data": {"pairs": pairs}}, config)
     return config
 
 

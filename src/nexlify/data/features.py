@@ -10,8 +10,9 @@ Pipeline, per pair:
 
 1. raw indicators (log returns, realised volatility, RSI, MACD, Bollinger %B, volume z-score,
    bar range, close position) and, when configured, the long-memory ones (log returns over
-   days, log distance to long simple moving averages, drawdown from the running high; see
-   :func:`feature_config_for`);
+   days, log distance to long simple moving averages, drawdown from the running high) and the
+   cross-pair ones (a pair's log return over days less the equal-weight mean of every pair's,
+   and its rank among the pairs); see :func:`feature_config_for`;
 2. normalisation with past-only statistics over ``norm_window`` bars (including bar t):
    zero-centred features are divided by their rolling root-mean-square, positive ones
    (volatility, volatility ratio, bar range) are rolling z-scored, bounded or already
@@ -37,6 +38,7 @@ from nexlify.config import timeframe_seconds
 from nexlify.errors import ConfigError, DataError
 
 __all__ = [
+    "CROSS_PAIR_DAYS",
     "FEATURE_WARMUP",
     "LONG_MEMORY_DAYS",
     "FeatureConfig",
@@ -87,6 +89,10 @@ class FeatureConfig:
     """Windows of ``ma_dist_<w>`` = ``log(close / SMA_w(close))`` (empty = none)."""
     drawdown_window: int = 0
     """Window of ``drawdown_<w>`` = ``log(close / max(high over w bars))`` (0 = none)."""
+    cross_pair_horizons: tuple[int, ...] = ()
+    """Horizons (bars) of the cross-pair features, per pair: ``xs_ret_<h>``, its log return over
+    h less the mean over the pairs, and ``xs_rank_<h>``, its rank by that return scaled to
+    [-0.5, 0.5] (empty = none; needs at least two pairs)."""
 
     def __post_init__(self) -> None:
         horizons = self.return_horizons
@@ -131,6 +137,9 @@ class FeatureConfig:
             _bad("ma_windows", self.ma_windows, "a tuple of distinct integers >= 2")
         if not _is_int(self.drawdown_window) or int(self.drawdown_window) < 0:
             _bad("drawdown_window", self.drawdown_window, "an integer >= 0 (0 = none)")
+        if not _distinct_ints(self.cross_pair_horizons, 1):
+            _bad("cross_pair_horizons", self.cross_pair_horizons,
+                 "a tuple of distinct integers >= 1")  # fmt: skip
 
 
 def _is_int(x: object) -> bool:
@@ -179,6 +188,7 @@ def feature_names(config: FeatureConfig | None = None) -> tuple[str, ...]:
         *(f"ret_{h}" for h in cfg.long_return_horizons),
         *(f"ma_dist_{w}" for w in cfg.ma_windows),
         *((f"drawdown_{cfg.drawdown_window}",) if cfg.drawdown_window else ()),
+        *(f"{kind}_{h}" for h in cfg.cross_pair_horizons for kind in ("xs_ret", "xs_rank")),
     )
 
 
@@ -196,6 +206,7 @@ def _raw_lookback(cfg: FeatureConfig) -> int:
         max(cfg.long_return_horizons, default=0),
         max(cfg.ma_windows, default=1) - 1,
         cfg.drawdown_window - 1,
+        max(cfg.cross_pair_horizons, default=0),
     )
 
 
@@ -215,24 +226,37 @@ LONG_MEMORY_DAYS: dict[str, tuple[int, ...]] = {
 }
 """Windows of the long-memory features in days (``data.long_memory``), whatever the timeframe."""
 
+CROSS_PAIR_DAYS: tuple[int, ...] = (1, 7, 30)
+"""Horizons of the cross-pair features in days (``data.cross_pair``), whatever the timeframe."""
 
-def feature_config_for(timeframe: str, long_memory: bool) -> FeatureConfig:
-    """The feature set of a run: the default one, plus the long-memory features when asked.
 
-    Long-memory windows are given in days (:data:`LONG_MEMORY_DAYS`) and turned into bars of
-    ``timeframe`` (1h: 24 bars a day, 4h: 6, 1d: 1), so a 4h model looks as far back in time
-    as a 1h one. The 200-day average makes the warm-up long: 4966 bars at 1h.
+def feature_config_for(
+    timeframe: str, long_memory: bool, cross_pair: bool = False
+) -> FeatureConfig:
+    """The feature set of a run: the default one, plus the long-memory and the cross-pair
+    features when asked.
+
+    Their windows are given in days (:data:`LONG_MEMORY_DAYS`, :data:`CROSS_PAIR_DAYS`) and
+    turned into bars of ``timeframe`` (1h: 24 bars a day, 4h: 6, 1d: 1), so a 4h model looks as
+    far back in time as a 1h one. The 200-day average makes the warm-up long: 4966 bars at 1h.
     """
     base = FeatureConfig()
-    if not long_memory:
+    if not long_memory and not cross_pair:
         return base
     seconds = timeframe_seconds(timeframe)
     if 86400 % seconds:
+        option = "long_memory" if long_memory else "cross_pair"
         raise ConfigError(
-            f"data.long_memory: the timeframe {timeframe!r} does not divide a day; "
-            "long-memory windows are whole days"
+            f"data.{option}: the timeframe {timeframe!r} does not divide a day; "
+            "long-memory and cross-pair windows are whole days"
         )
     per_day = 86400 // seconds
+    if cross_pair:
+        base = dataclasses.replace(
+            base, cross_pair_horizons=tuple(d * per_day for d in CROSS_PAIR_DAYS)
+        )
+    if not long_memory:
+        return base
     days = LONG_MEMORY_DAYS
     return dataclasses.replace(
         base,
@@ -347,7 +371,11 @@ def _raw_features(ohlcv: np.ndarray, cfg: FeatureConfig) -> list[np.ndarray]:
     bar_span = high - low
     features.append(bar_span / close)
     features.append(_safe_div(close - low, bar_span, 0.0) - 0.5 * (bar_span > 0.0))
-    return features + _long_memory_features(high, close, log_close, cfg)
+    return (
+        features
+        + _long_memory_features(high, close, log_close, cfg)
+        + _cross_pair_features(log_close, cfg)
+    )
 
 
 def _long_memory_features(
@@ -360,6 +388,27 @@ def _long_memory_features(
         w = cfg.drawdown_window
         running_high = pd.DataFrame(high).rolling(w, min_periods=w).max().to_numpy()
         features.append(log_close - np.log(running_high))
+    return features
+
+
+def _cross_pair_features(log_close: np.ndarray, cfg: FeatureConfig) -> list[np.ndarray]:
+    """Per horizon: each pair's log return less the equal-weight mean over the pairs (relative
+    strength), then its rank by that return among the pairs, scaled to [-0.5, 0.5] (ties share
+    the mean rank). Both use bar t of every pair only, so they stay prefix-stable."""
+    features: list[np.ndarray] = []
+    if not cfg.cross_pair_horizons:
+        return features
+    n_pairs = log_close.shape[1]
+    if n_pairs < 2:
+        raise ConfigError(
+            f"features.cross_pair_horizons: cross-pair features compare pairs; got {n_pairs} "
+            "pair, give at least two"
+        )
+    for h in cfg.cross_pair_horizons:
+        returns = _lagged_diff(log_close, h)
+        features.append(returns - returns.mean(axis=1, keepdims=True))
+        rank = pd.DataFrame(returns).rank(axis=1, method="average").to_numpy()
+        features.append((rank - 1.0) / (n_pairs - 1) - 0.5)
     return features
 
 
@@ -403,6 +452,8 @@ def _normalisers(cfg: FeatureConfig) -> list[str]:
     """How each feature column is normalised: 'scale', 'zscore', 'vol' or 'none'."""
     n_returns = len(cfg.return_horizons)
     n_long = len(cfg.long_return_horizons) + len(cfg.ma_windows) + (cfg.drawdown_window > 0)
+    # cross-pair: relative strength is zero-centred (its RMS keeps sign and zero), rank bounded
+    cross = ["scale", "none"] * len(cfg.cross_pair_horizons)
     return (
         ["scale"] * n_returns
         + [
@@ -415,8 +466,9 @@ def _normalisers(cfg: FeatureConfig) -> list[str]:
             "zscore",  # bar range
             "none",  # close position, in [-0.5, 0.5]
         ]
-        + ["vol"] * n_long
-    )  # long memory: log ratios in units of the move a random walk makes over their window
+        + ["vol"] * n_long  # long memory: log ratios in units of a random walk's move
+        + cross
+    )
 
 
 def _validate_ohlcv(ohlcv: np.ndarray) -> np.ndarray:

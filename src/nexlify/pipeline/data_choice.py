@@ -34,8 +34,9 @@ def quality_policy(config: DataConfig) -> QualityPolicy:
 
 
 def run_features(config: DataConfig) -> FeatureConfig:
-    """The feature set of a run: its timeframe's, with the long-memory features when asked."""
-    return feature_config_for(config.timeframe, config.long_memory)
+    """The feature set of a run: its timeframe's, with the long-memory and cross-pair features
+    when asked."""
+    return feature_config_for(config.timeframe, config.long_memory, config.cross_pair)
 
 
 def checked_market_from_files(

@@ -82,6 +82,7 @@ NEUTRAL_ADDITIONS: dict[tuple[str, ...], object] = {
     ("market", "env", "decision_interval"): 1,
     ("agent", "hold_margin"): 0.0,
     ("data", "long_memory"): False,
+    ("data", "cross_pair"): False,
     ("pipeline", "ensemble_members"): "top",
     ("pipeline", "selection"): "score",
     ("train", "dyna_ratio"): 0.0,

@@ -214,6 +214,9 @@ class DataConfig:
     long_memory: bool = False
     """Add long-memory features per pair: log returns over 7 and 30 days, log distance to the
     50- and 200-day averages, drawdown from the 90-day high (warm-up: 200 days of bars)."""
+    cross_pair: bool = False
+    """Add cross-pair features per pair: its log return over 1, 7 and 30 days less the mean over
+    the pairs, and its rank among them by that return (needs at least two pairs)."""
 
     def __post_init__(self) -> None:
         from nexlify.data.external import PROVIDERS
@@ -236,6 +239,8 @@ class DataConfig:
             "data", "quality_max_fill_bars", self.quality_max_fill_bars, "an integer >= 0",
         )  # fmt: skip
         require(isinstance(self.long_memory, bool), "data", "long_memory", self.long_memory,
+                "true or false")  # fmt: skip
+        require(isinstance(self.cross_pair, bool), "data", "cross_pair", self.cross_pair,
                 "true or false")  # fmt: skip
         require(
             self.external_max_age_days > 0,
@@ -273,6 +278,10 @@ class DataConfig:
         require(self.synthetic_days >= 30, "data", "synthetic_days", self.synthetic_days, ">= 30")
         require(self.validation_days > 0, "data", "validation_days", self.validation_days, "> 0")
         require(self.test_days >= 0, "data", "test_days", self.test_days, ">= 0")
+        require(
+            not self.cross_pair or len(self.pairs) >= 2,
+            "data", "cross_pair", self.cross_pair, f"two pairs or more, got {list(self.pairs)}",
+        )  # fmt: skip
 
 
 VALIDATIONS = ("holdout", "walk-forward")
