@@ -453,6 +453,16 @@ def test_live_trading_refuses_a_model_without_an_edge(
     err = " ".join(capsys.readouterr().err.split())
     if verdict is not None and verdict["found"]:
         assert code == 7  # past the gate: refused later, by the venue's minimum order
+        # rolling retraining would swap in fine-tunes the gate never tested
+        db = str(tmp_path / "retraining.db")
+        retraining = [*args, "--retrain-every", "30", "--db", db]
+        assert main(retraining) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "--retrain-every" in err and "never tested" in err and "--allow-no-edge" in err
+        assert not Path(db).exists()  # refused before anything was written
+        assert main([*retraining, "--allow-no-edge"]) == 3  # through the gate; then refused:
+        err = " ".join(capsys.readouterr().err.split())  # the replay is too short to retrain
+        assert "error: --live" not in err and "error: paper --retrain-every 30" in err
         return
     assert code == 2 and "showed no edge over cash" in err and "--allow-no-edge" in err
     assert not (tmp_path / "live.db").exists()  # refused before anything was written

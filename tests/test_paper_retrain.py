@@ -408,3 +408,18 @@ def test_a_malformed_training_schedule_is_refused_naming_the_model(tmp_path: Pat
                             "train_config": {"episodez": 3}})  # fmt: skip
     with pytest.raises(ConfigError, match=rf"{path}: its saved training schedule: .*episodez"):
         session_run_config(str(path), MARKET, SPEC)
+
+
+def test_the_report_lists_the_retrains_and_says_the_gate_never_tested_the_swaps(
+    replayed: Path, tmp_path: Path
+) -> None:
+    rows = db_rows(replayed, "SELECT * FROM retrains ORDER BY k")
+    swaps = [r for r in rows if r["swapped"]]
+    out = tmp_path / "report.html"
+    assert main(["paper", "report", "--db", str(replayed), "--out", str(out)]) == 0
+    page = " ".join(out.read_text().split())
+    first = pd.Timestamp(swaps[0]["effective_time"], unit="s", tz="UTC")
+    assert f"From {first} the session traded fine-tuned models" in page
+    assert f"({len(swaps)} of 5 retrains); the no-edge gate never tested them" in page
+    assert "Rolling retraining" in page and f"{rows[-1]['candidate_score']:.3f}" in page
+    assert page.count("<td>yes</td>") == len(swaps)

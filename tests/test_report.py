@@ -120,7 +120,7 @@ def test_paper_session_report(tmp_path: Path) -> None:
         assert f"<h2>{heading}</h2>" in text, heading
     for name in ("session", "cash", "buy_and_hold"):
         assert f"<td>{name}</td>" in text, name
-    assert "<th>market beta</th>" in text and "The no-edge gate on this model" in text
+    assert "<th>market beta</th>" in text and "The no-edge gate on the starting model" in text
     assert main(["paper", "report", "--db", str(tmp_path / "missing.db")]) == 3
 
 

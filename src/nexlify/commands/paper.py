@@ -38,6 +38,7 @@ from nexlify.live.status import closing_line, render_status, status_json, status
 from nexlify.live.store import SessionStore
 from nexlify.live.trader import PaperTrader
 from nexlify.live.venue import SPOT_OPTIONS, Venue, check_position_size, enable_sandbox
+from nexlify.pipeline.rolling import RollingSpec
 
 CONFIRM_FLAG = "--i-understand-this-trades-real-money"
 ExchangeFactory = Callable[[str, dict[str, Any]], Any]
@@ -335,11 +336,25 @@ def _replay_feed(
     return ReplayFeed(frames, spec.timeframe, args.speed), check, start
 
 
-def _check_edge(args: argparse.Namespace, log: logging.Logger) -> None:
-    """Real money only for a model the no-edge gate passed, unless ``--allow-no-edge``."""
+def _check_edge(args: argparse.Namespace, retrain: RollingSpec | None, log: logging.Logger) -> None:
+    """Real money only for a model the no-edge gate passed, unless ``--allow-no-edge``; with
+    rolling retraining, the fine-tunes a session swaps in were never tested by the gate."""
     if not args.live or args.sandbox:
         return
     edge = read_model_edge(args.model)
+    if edge is not None and edge.get("found") and retrain is not None:
+        why = (
+            "with --retrain-every the session swaps in fine-tuned models that the no-edge gate "
+            "never tested (they beat the trading model on the last "
+            f"{retrain.score_days:g} days, a test that does not account for selection)"
+        )
+        if not args.allow_no_edge:
+            raise ConfigError(
+                f"--live: {why}. Paper-trade with retraining, or trade {args.model} live "
+                "without it; add --allow-no-edge to trade the fine-tunes with real money anyway"
+            )
+        log.warning("--allow-no-edge: trading live %s", why)
+        return
     if edge is not None and edge.get("found"):
         return
     why = (
@@ -382,7 +397,7 @@ def _run(args: argparse.Namespace, console: Console, exchange_factory: ExchangeF
     policy, meta = load_policy(args.model)
     spec = model_spec(meta, args.model)
     _check_spot_only(args, spec)
-    _check_edge(args, log)
+    _check_edge(args, retrain, log)
     if args.pairs and tuple(args.pairs) != spec.pairs:
         raise ConfigError(f"--pairs {args.pairs}: the model trades {list(spec.pairs)}")
     if args.timeframe and args.timeframe != spec.timeframe:

@@ -54,6 +54,8 @@ class SessionRecord:
     """Closed trades, by exit time."""
     candles: dict[str, np.ndarray]
     """Stored candles per pair (see ``SessionStore.candles``)."""
+    retrains: list[dict[str, Any]]
+    """Finished rolling retrains, in order (see ``SessionStore.retrains``)."""
 
 
 def read_session(db_path: str | Path) -> SessionRecord:
@@ -72,6 +74,7 @@ def read_session(db_path: str | Path) -> SessionRecord:
             equity=store.rows("SELECT * FROM equity ORDER BY bar_time"),
             trades=store.rows("SELECT * FROM trades ORDER BY exit_time"),
             candles=store.candles(list(session["pairs"])),
+            retrains=store.retrains(),
         )
     finally:
         store.close()
@@ -95,10 +98,12 @@ def paper_report_html(db_path: str | Path) -> str:
                     f"{html.escape(', '.join(pairs))} ({html.escape(session['timeframe'])}), "
                     f"{len(equity)} bars processed, {len(trades)} closed trades; final equity "
                     f"{values[-1]:,.2f}.</p>"),
-        ("Against cash and buy-and-hold", _comparison_html(comparison, session["model_path"])),
+        ("Against cash and buy-and-hold", _comparison_html(comparison, record)),
         ("Equity", figure_html(curve)),
         ("Drawdown", figure_html(dd)),
     ]  # fmt: skip
+    if record.retrains:
+        sections.append(("Rolling retraining", _retrains_html(record.retrains)))
     for pair in pairs:
         rows = candles.get(pair)
         if rows is None or len(rows) == 0:
@@ -126,6 +131,24 @@ def paper_report_html(db_path: str | Path) -> str:
     )  # fmt: skip
     sections.append(("Closed trades (last 200)", table))
     return render_page(f"Nexlify paper session: {path.name}", sections)
+
+
+def _retrains_html(retrains: list[dict[str, Any]]) -> str:
+    """One row per finished retrain: when, both scores, whether the candidate took over."""
+
+    def when(t: int) -> str:
+        return str(pd.Timestamp(int(t), unit="s", tz="UTC"))
+
+    def score(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    return table_html(
+        ["k", "retrain bar", "decides from", "trading model's score", "candidate's score",
+         "swapped", "event"],
+        [[str(r["k"]), when(r["bar_time"]), when(r["effective_time"]),
+          score(r["current_score"]), score(r["candidate_score"]),
+          "yes" if r["swapped"] else "no", r["event"] or ""] for r in retrains],
+    )  # fmt: skip
 
 
 Comparison = tuple[MarketData, dict[str, EvaluationResult]]
@@ -181,13 +204,13 @@ def session_comparison(record: SessionRecord) -> Comparison | str:
     return data, {"session": mine, **baselines}
 
 
-def _comparison_html(comparison: Comparison | str, model_path: str) -> str:
+def _comparison_html(comparison: Comparison | str, record: SessionRecord) -> str:
     if isinstance(comparison, str):
         return f"<p class='note'>Not compared: {html.escape(comparison)}.</p>"
     data, runs = comparison
     days = (int(data.time[-1]) - int(data.time[0])) / 86_400
     try:
-        edge = read_model_edge(model_path)
+        edge = read_model_edge(record.session["model_path"])
         verdict = "unknown (none recorded)" if edge is None else describe_edge(edge)
     except CheckpointError as exc:
         verdict = f"unknown ({exc})"
@@ -197,7 +220,16 @@ def _comparison_html(comparison: Comparison | str, model_path: str) -> str:
         "made, with the same fees and slippage. The session's fees and win rate count closed "
         "trades only. A few weeks of days give intervals too wide to tell an edge from luck: "
         "they say how far the session is from cash, not that it will stay there.</p>"
-        f"<p class='note'>The no-edge gate on this model's validation data: "
+        f"<p class='note'>The no-edge gate on the starting model's validation data: "
         f"{html.escape(verdict)}</p>"
     )
+    swaps = [row for row in record.retrains if row["swapped"]]
+    if swaps:
+        first = pd.Timestamp(int(swaps[0]["effective_time"]), unit="s", tz="UTC")
+        intro += (
+            f"<p class='warn'>From {first} the session traded fine-tuned models that "
+            f"rolling retraining swapped in ({len(swaps)} of {len(record.retrains)} retrains); "
+            "the no-edge gate never tested them, and the out-of-sample study measured rolling "
+            "retraining as worse than the frozen model.</p>"
+        )
     return intro + metrics_table(runs, data)
