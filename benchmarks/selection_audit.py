@@ -22,8 +22,10 @@ studies have made (all configurations and seeds, failures included) and records:
 Reads only files the studies wrote (no training, seconds): the gate's verdict from each
 ``study.json`` where the study recorded it there, else from the pipeline summary under the
 study's ``runs/``, which stays on the machine that ran it (git keeps ``study.json`` and
-``study.md`` only): older studies' figures are reproducible where they ran. Writes
-``benchmarks/results/selection_audit.json``.
+``study.md`` only), else from the row of the previous ``selection_audit.json`` for the same
+study and year, used only when its test-year figures equal the study's (``gate_sources``
+counts each). So a fresh checkout keeps the older studies' verdicts instead of dropping them.
+Writes ``benchmarks/results/selection_audit.json``.
 """
 
 from __future__ import annotations
@@ -59,30 +61,64 @@ def gate_verdict(folder: Path, year: str, tested: dict[str, Any]) -> dict[str, A
     return dict(edge) if edge else None
 
 
-def year_models(root: Path) -> pd.DataFrame:
-    """One row per (study folder, test year) with a gate record and a finished test year."""
+GATE_COLUMNS = ("gate_found", "gate_p", "val_excess_daily_pct", "val_sharpe")
+
+
+def earlier_rows(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The rows of a previous audit by (study, year); empty when there is none."""
+    if not path.is_file():
+        return {}
+    return {(r["study"], r["year"]): r for r in json.loads(path.read_text()).get("rows", [])}
+
+
+def _from_earlier(row: dict[str, Any], earlier: dict[str, Any] | None) -> bool:
+    """Copy the gate columns of ``earlier`` into ``row`` when it describes the same test year."""
+    if earlier is None:
+        return False
+    same = all(np.isclose(earlier[k], row[k], rtol=1e-9, atol=1e-12)
+               for k in ("test_excess_daily_pct", "test_return_pct", "test_trades"))  # fmt: skip
+    if same:
+        row.update({k: earlier[k] for k in GATE_COLUMNS})
+    return same
+
+
+def year_models(
+    root: Path, earlier: dict[tuple[str, str], dict[str, Any]] | None = None
+) -> pd.DataFrame:
+    """One row per (study folder, test year) with a gate record and a finished test year; the
+    record from the study's files, else from ``earlier`` (a previous audit's rows)."""
     rows: list[dict[str, Any]] = []
     for study_path in sorted(root.glob("**/study.json")):
         folder = study_path.parent
+        study = str(folder.relative_to(root))
         for year, tested in json.loads(study_path.read_text()).get("years", {}).items():
-            edge = gate_verdict(folder, year, tested)
             result = tested.get("venues", {}).get("binance")
-            if not edge or not result:  # studies run before the gate, or a year still running
+            if not result:  # a year still running
                 continue
             model = result["model"]
-            rows.append({
-                "study": str(folder.relative_to(root)),
+            row: dict[str, Any] = {
+                "study": study,
                 "year": year,
-                "gate_found": bool(edge["found"]),
-                "gate_p": float(edge["p"]),
-                "val_excess_daily_pct": float(edge["excess_daily_return"]["mean_pct"]),
-                "val_sharpe": float(edge["sharpe"]),
                 "test_excess_daily_pct": float(model["excess_daily_pct"]),
                 "test_sharpe": float(model["sharpe"]),
                 "test_return_pct": float(model["total_return_pct"]),
                 "test_trades": int(model["n_trades"]),
                 "test_fees_pct": 100.0 * float(model["fees_paid"]) / STARTING_BALANCE,
-            })  # fmt: skip
+            }
+            edge = gate_verdict(folder, year, tested)
+            if edge:
+                row.update({
+                    "gate_found": bool(edge["found"]),
+                    "gate_p": float(edge["p"]),
+                    "val_excess_daily_pct": float(edge["excess_daily_return"]["mean_pct"]),
+                    "val_sharpe": float(edge["sharpe"]),
+                    "gate_source": "study files",
+                })  # fmt: skip
+            elif _from_earlier(row, (earlier or {}).get((study, year))):
+                row["gate_source"] = "earlier audit"
+            else:  # a study run before the gate
+                continue
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -114,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("root", nargs="?", type=Path, default=ROOT)
     args = parser.parse_args(argv)
-    frame = year_models(args.root)
+    frame = year_models(args.root, earlier_rows(OUT))
     if frame.empty:
         print(f"{args.root}: no study year-models with a gate record found", file=sys.stderr)
         return 1
@@ -135,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "against its untouched test year, Binance",
         "year_models": len(frame),
         "studies": int(frame["study"].nunique()),
+        "gate_sources": {str(k): int(v) for k, v in frame["gate_source"].value_counts().items()},
         "gate": {
             "edge_found": int(frame["gate_found"].sum()),
             "min_p": float(frame["gate_p"].min()),
