@@ -15,9 +15,10 @@ baselines' (always-long and random under the folder's risk rules, the daily tren
 recorded beside it: a model's alpha means little unless it is above a random policy's (one
 draw, seeded as the study's first seed, as ``target_baselines.py`` runs it).
 
-Buy-and-hold's days come from each ``study.json`` where the study recorded them, else they are
-recomputed from the candles with the folder's ``config.yaml`` (no training; buy-and-hold's
-yearly return is checked against the one the study recorded, and a mismatch stops the run).
+Buy-and-hold's and the baselines' days are recomputed from the candles with the folder's
+``config.yaml`` (no training). Buy-and-hold's yearly return is checked against the one the study
+recorded and, where the study recorded its days too (``study.json``), every day against them: a
+mismatch stops the run.
 Needs the shared candles (skipped with a message when absent). KuCoin is left out (one year).
 Writes ``benchmarks/results/study/exposure.json``.
 """
@@ -86,16 +87,18 @@ def _market_days(
 def one_folder(folder: Path, data_dir: str) -> dict[str, Any]:
     by_seed = _load_seeds(folder)
     years = [str(y) for y in next(iter(by_seed.values()))["spec"]["years"]]
-    recorded = all(
-        MARKET_DAILY in r["years"][y]["venues"][VENUE] for r in by_seed.values() for y in years
-    )
-    days = None if recorded else _market_days(folder, by_seed, data_dir)
-    if days is not None:  # buy-and-hold's days where the study did not record them
-        for results, year in itertools.product(by_seed.values(), years):
-            cell = results["years"][year]["venues"][VENUE]
-            if len(days[year]["buy_and_hold"]) != len(cell["model_excess_daily"]):
-                raise SystemExit(f"{folder} {year}: the candles give other days than the study")
-            cell[MARKET_DAILY] = days[year]["buy_and_hold"].tolist()
+    days = _market_days(folder, by_seed, data_dir)
+    for results, year in itertools.product(by_seed.values(), years):
+        cell = results["years"][year]["venues"][VENUE]
+        made = days[year]["buy_and_hold"]
+        same = (
+            np.allclose(cell[MARKET_DAILY], made, rtol=1e-6, atol=1e-9)
+            if MARKET_DAILY in cell
+            else len(made) == len(cell["model_excess_daily"])
+        )
+        if not same:
+            raise SystemExit(f"{folder} {year}: the candles give other days than the study")
+        cell.setdefault(MARKET_DAILY, made.tolist())
     row = seed_summary(by_seed)["venues"][VENUE]["model"]
     market = np.concatenate([by_seed[next(iter(by_seed))]["years"][y]["venues"][VENUE][MARKET_DAILY]
                              for y in years])  # fmt: skip
@@ -105,11 +108,10 @@ def one_folder(folder: Path, data_dir: str) -> dict[str, Any]:
                                 for y in years])  # fmt: skip
         per_seed[str(seed)] = _line(market_exposure(model, market))
     baselines = {}
-    if days is not None:
-        for name in BASELINES:
-            series = np.concatenate([days[y][name] for y in years])
-            baselines[name] = {"excess_daily_pct": float(series.mean()) * 100,
-                               **_line(market_exposure(series, market))}  # fmt: skip
+    for name in BASELINES:
+        series = np.concatenate([days[y][name] for y in years])
+        baselines[name] = {"excess_daily_pct": float(series.mean()) * 100,
+                           **_line(market_exposure(series, market))}  # fmt: skip
     averaged = row["seed_averaged"]
     return {
         "seeds": len(by_seed),
@@ -120,7 +122,7 @@ def one_folder(folder: Path, data_dir: str) -> dict[str, Any]:
             **_line(averaged["market"]),
         },
         "per_seed": per_seed,
-        "baselines": baselines or "not recomputed: buy-and-hold's days were in the study",
+        "baselines": baselines,
     }
 
 
@@ -149,11 +151,10 @@ def main() -> int:
         text = (f"{folder.name}: {found['seeds']} seeds, excess {avg['excess_daily_pct']:+.4f}"
                 f"%/day, beta {avg['beta']:.3f}, alpha {avg['alpha_daily_pct']:+.4f} "
                 f"[{lo:+.4f}, {hi:+.4f}]")  # fmt: skip
-        if isinstance(found["baselines"], dict):
-            text += "; " + ", ".join(
-                f"{name} beta {b['beta']:.3f} alpha {b['alpha_daily_pct']:+.4f}"
-                for name, b in found["baselines"].items()
-            )
+        text += "; " + ", ".join(
+            f"{name} beta {b['beta']:.3f} alpha {b['alpha_daily_pct']:+.4f}"
+            for name, b in found["baselines"].items()
+        )
         print(text, flush=True)
     return 0
 
