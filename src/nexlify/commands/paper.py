@@ -342,31 +342,26 @@ def _check_edge(args: argparse.Namespace, retrain: RollingSpec | None, log: logg
     if not args.live or args.sandbox:
         return
     edge = read_model_edge(args.model)
-    if edge is not None and edge.get("found") and retrain is not None:
+    if edge is not None and edge.get("found"):
+        if retrain is None:
+            return
         why = (
             "with --retrain-every the session swaps in fine-tuned models that the no-edge gate "
             "never tested (they beat the trading model on the last "
             f"{retrain.score_days:g} days, a test that does not account for selection)"
         )
-        if not args.allow_no_edge:
-            raise ConfigError(
-                f"--live: {why}. Paper-trade with retraining, or trade {args.model} live "
-                "without it; add --allow-no-edge to trade the fine-tunes with real money anyway"
-            )
-        log.warning("--allow-no-edge: trading live %s", why)
-        return
-    if edge is not None and edge.get("found"):
-        return
-    why = (
-        "it carries no edge verdict (trained before the no-edge gate, or not by the pipeline)"
-        if edge is None
-        else describe_edge(edge)
-    )
-    if not args.allow_no_edge:
-        raise ConfigError(
-            f"--live: {args.model} showed no edge over cash: {why}. Paper-trade it, or retrain; "
-            "add --allow-no-edge to trade it with real money anyway"
+        refusal = (f"{why}. Paper-trade with retraining, or trade {args.model} live without "
+                   "it; add --allow-no-edge to trade the fine-tunes")  # fmt: skip
+    else:
+        why = (
+            "it carries no edge verdict (trained before the no-edge gate, or not by the pipeline)"
+            if edge is None
+            else describe_edge(edge)
         )
+        refusal = (f"{args.model} showed no edge over cash: {why}. Paper-trade it, or retrain; "
+                   "add --allow-no-edge to trade it")  # fmt: skip
+    if not args.allow_no_edge:
+        raise ConfigError(f"--live: {refusal} with real money anyway")
     log.warning("--allow-no-edge: trading %s with real money although %s", args.model, why)
 
 

@@ -63,9 +63,11 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
     if nested:
         config = run_config_from_dict(nested, config)
     if quick:  # after the flags, so that --pairs, --strategies and --cross-pair are known
-        pairs = list(config.data.pairs[:2])  # cross-pair features need two (the check says so)
-        if not config.data.cross_pair:
-            pairs = [quick_test_pair(config.data.pairs, config.market.strategies)]
+        pairs = (
+            list(config.data.pairs[:2])  # cross-pair features need two (the check says so)
+            if config.data.cross_pair
+            else [quick_test_pair(config.data.pairs, config.market.strategies)]
+        )
         config = run_config_from_dict({"data": {"pairs": pairs}}, config)
     return config
 

@@ -240,9 +240,9 @@ def feature_config_for(
     turned into bars of ``timeframe`` (1h: 24 bars a day, 4h: 6, 1d: 1), so a 4h model looks as
     far back in time as a 1h one. The 200-day average makes the warm-up long: 4966 bars at 1h.
     """
-    base = FeatureConfig()
+    config = FeatureConfig()
     if not long_memory and not cross_pair:
-        return base
+        return config
     seconds = timeframe_seconds(timeframe)
     if 86400 % seconds:
         option = "long_memory" if long_memory else "cross_pair"
@@ -251,19 +251,18 @@ def feature_config_for(
             "long-memory and cross-pair windows are whole days"
         )
     per_day = 86400 // seconds
-    if cross_pair:
-        base = dataclasses.replace(
-            base, cross_pair_horizons=tuple(d * per_day for d in CROSS_PAIR_DAYS)
+    if long_memory:
+        days = LONG_MEMORY_DAYS
+        config = dataclasses.replace(
+            config,
+            long_return_horizons=tuple(d * per_day for d in days["returns"]),
+            ma_windows=tuple(d * per_day for d in days["moving_averages"]),
+            drawdown_window=days["drawdown"][0] * per_day,
         )
-    if not long_memory:
-        return base
-    days = LONG_MEMORY_DAYS
-    return dataclasses.replace(
-        base,
-        long_return_horizons=tuple(d * per_day for d in days["returns"]),
-        ma_windows=tuple(d * per_day for d in days["moving_averages"]),
-        drawdown_window=days["drawdown"][0] * per_day,
-    )
+    if cross_pair:
+        horizons = tuple(d * per_day for d in CROSS_PAIR_DAYS)
+        config = dataclasses.replace(config, cross_pair_horizons=horizons)
+    return config
 
 
 def feature_config_to_dict(config: FeatureConfig) -> dict[str, Any]:

@@ -124,8 +124,7 @@ def paper_report_html(db_path: str | Path) -> str:
         sections.append((f"Trades: {pair}", figure_html(fig)))
     table = table_html(
         ["pair", "entry", "exit", "entry price", "exit price", "return %", "pnl", "reason"],
-        [[t["pair"], str(pd.Timestamp(t["entry_time"], unit="s", tz="UTC")),
-          str(pd.Timestamp(t["exit_time"], unit="s", tz="UTC")), f"{t['entry_price']:.4f}",
+        [[t["pair"], _utc(t["entry_time"]), _utc(t["exit_time"]), f"{t['entry_price']:.4f}",
           f"{t['exit_price']:.4f}", f"{t['return'] * 100:+.2f}", f"{t['pnl']:+.2f}", t["reason"]]
          for t in trades[-200:]],
     )  # fmt: skip
@@ -133,11 +132,13 @@ def paper_report_html(db_path: str | Path) -> str:
     return render_page(f"Nexlify paper session: {path.name}", sections)
 
 
+def _utc(unix_seconds: int) -> str:
+    """A bar time as the tables show it, e.g. ``2024-12-10 04:00:00+00:00``."""
+    return str(pd.Timestamp(int(unix_seconds), unit="s", tz="UTC"))
+
+
 def _retrains_html(retrains: list[dict[str, Any]]) -> str:
     """One row per finished retrain: when, both scores, whether the candidate took over."""
-
-    def when(t: int) -> str:
-        return str(pd.Timestamp(int(t), unit="s", tz="UTC"))
 
     def score(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}"
@@ -145,7 +146,7 @@ def _retrains_html(retrains: list[dict[str, Any]]) -> str:
     return table_html(
         ["k", "retrain bar", "decides from", "trading model's score", "candidate's score",
          "swapped", "event"],
-        [[str(r["k"]), when(r["bar_time"]), when(r["effective_time"]),
+        [[str(r["k"]), _utc(r["bar_time"]), _utc(r["effective_time"]),
           score(r["current_score"]), score(r["candidate_score"]),
           "yes" if r["swapped"] else "no", r["event"] or ""] for r in retrains],
     )  # fmt: skip
@@ -225,11 +226,10 @@ def _comparison_html(comparison: Comparison | str, record: SessionRecord) -> str
     )
     swaps = [row for row in record.retrains if row["swapped"]]
     if swaps:
-        first = pd.Timestamp(int(swaps[0]["effective_time"]), unit="s", tz="UTC")
         intro += (
-            f"<p class='warn'>From {first} the session traded fine-tuned models that "
-            f"rolling retraining swapped in ({len(swaps)} of {len(record.retrains)} retrains); "
-            "the no-edge gate never tested them, and the out-of-sample study measured rolling "
-            "retraining as worse than the frozen model.</p>"
+            f"<p class='warn'>From {_utc(swaps[0]['effective_time'])} the session traded "
+            f"fine-tuned models that rolling retraining swapped in ({len(swaps)} of "
+            f"{len(record.retrains)} retrains); the no-edge gate never tested them, and the "
+            "out-of-sample study measured rolling retraining as worse than the frozen model.</p>"
         )
     return intro + metrics_table(runs, data)
